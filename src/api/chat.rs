@@ -1,0 +1,316 @@
+//! POST /v1/chat/completions: chat template rendering, reasoning plans, streaming and not.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::generation::{finish_str, logprobs_json, submit, unix_now, Collector};
+use super::sse::{self, Item};
+use super::types::{parse_object, typed, Common, Validated};
+use super::AppState;
+use crate::engine::{Engine, Event, ForcingRequest, JobSpec};
+use crate::reasoning::plan::{self, ReasoningPlan};
+
+#[derive(Debug, Deserialize)]
+struct ChatFields {
+    messages: Vec<Message>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+/// Messages as (role, text), validated.
+fn messages(fields: &ChatFields) -> Result<Vec<(String, String)>, ApiError> {
+    if fields.messages.is_empty() {
+        return Err(ApiError::bad_request("'messages' must hold at least one message", Some("messages")));
+    }
+    let mut out = Vec::with_capacity(fields.messages.len());
+    for (i, m) in fields.messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            "tool" | "function" => "tool",
+            other => {
+                return Err(ApiError::bad_request(
+                    format!("Invalid role '{other}' in messages[{i}]; expected system, developer, user, assistant or tool"),
+                    Some(&format!("messages[{i}].role")),
+                ))
+            }
+        };
+        let param = format!("messages[{i}].content");
+        let text = match &m.content {
+            Value::String(s) => s.clone(),
+            Value::Null if role == "assistant" => String::new(),
+            Value::Array(parts) => {
+                let mut text = String::new();
+                for (j, p) in parts.iter().enumerate() {
+                    match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                        (Some("text"), Some(t)) => text.push_str(t),
+                        _ => {
+                            return Err(ApiError::bad_request(
+                                format!("messages[{i}].content[{j}]: only text parts are supported"),
+                                Some(&format!("{param}[{j}]")),
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+            _ => return Err(ApiError::bad_request(format!("'{param}' must be a string or a list of text parts"), Some(&param))),
+        };
+        if text.contains('\0') {
+            return Err(ApiError::bad_request(format!("'{param}' must not contain NUL characters"), Some(&param)));
+        }
+        out.push((role.to_string(), text));
+    }
+    if out.iter().all(|(r, c)| r != "user" || c.trim().is_empty()) && out.iter().all(|(_, c)| c.trim().is_empty()) {
+        return Err(ApiError::bad_request("'messages' are all empty", Some("messages")));
+    }
+    Ok(out)
+}
+
+/// A chat request turned into an engine job.
+pub struct Prepared {
+    pub spec: JobSpec,
+    pub plan: ReasoningPlan,
+    pub v: Validated,
+    pub logprobs: bool,
+    pub question: String,
+    pub native: Option<(String, String)>,
+    pub obj: Map<String, Value>,
+}
+
+pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
+    let obj = parse_object(&body)?;
+    let common: Common = typed(&obj)?;
+    let fields: ChatFields = typed(&obj)?;
+    let top = match fields.top_logprobs {
+        Some(k) if !(0..=20).contains(&k) => {
+            return Err(ApiError::bad_request("'top_logprobs' must be between 0 and 20", Some("top_logprobs")))
+        }
+        Some(_) if fields.logprobs != Some(true) => {
+            return Err(ApiError::bad_request("'top_logprobs' needs 'logprobs' set to true", Some("top_logprobs")))
+        }
+        k => k.unwrap_or(0) as u32,
+    };
+    let want_logprobs = fields.logprobs == Some(true);
+    let cfg = &state.cfg;
+    let v = common.validate(cfg, want_logprobs.then_some(top))?;
+    let mut msgs = messages(&fields)?;
+    let question = msgs.iter().rev().find(|(r, _)| r == "user").map(|(_, c)| c.clone()).unwrap_or_default();
+    let native = engine.model.think_markers.clone();
+    let plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
+    let rc = &cfg.reasoning;
+    if plan.thinking && native.is_none() {
+        plan::scaffold(&mut msgs, &rc.scaffold_instruction);
+    }
+    let mut text = engine.model.render_chat(&msgs).map_err(|e| ApiError::bad_request(e, Some("messages")))?;
+    if let Some((open, close)) = &native {
+        // Thinking models: open the think block ourselves (or close it at once when thinking is off).
+        if plan.thinking {
+            text.push_str(open);
+            text.push('\n');
+        } else {
+            text.push_str(&format!("{open}\n\n{close}\n\n"));
+        }
+    }
+    let prompt = engine.model.tokenize(&text, true);
+    let room = (engine.n_ctx as i64) - prompt.len() as i64 - 64;
+    if room < 1 {
+        return Err(ApiError::bad_request(
+            format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), engine.n_ctx),
+            Some("messages"),
+        )
+        .with_code("context_length_exceeded"));
+    }
+    let forcing = plan.thinking.then(|| ForcingRequest {
+        min_thinking: plan.min_thinking,
+        max_thinking: plan.max_thinking,
+        close_marker: native.as_ref().map_or_else(|| rc.scaffold_marker.clone(), |(_, c)| c.clone()),
+        budget_message: plan.budget_message.clone().unwrap_or_else(|| rc.budget_message.clone()),
+        answer_cue: if native.is_some() { "\n\n".into() } else { rc.answer_cue.clone() },
+        wait_text: rc.wait_text.clone(),
+        max_extensions: rc.max_extensions,
+        answer_reserve: rc.answer_reserve,
+    });
+    let default_cap = match (plan.thinking, plan.max_thinking) {
+        (true, Some(b)) => b + 64 + rc.answer_max_tokens,
+        _ => cfg.default_max_tokens,
+    };
+    let max_tokens = v.max_tokens.unwrap_or(default_cap).min(room as u32);
+    if let Some(f) = &forcing {
+        if f.min_thinking > 0 && f.min_thinking + rc.answer_reserve > max_tokens {
+            return Err(ApiError::bad_request(
+                format!("'min_thinking_tokens' ({}) does not fit in the token cap ({max_tokens}) with room to answer", f.min_thinking),
+                Some("min_thinking_tokens"),
+            ));
+        }
+    }
+    let samples = plan.sampling.samples as usize;
+    let spec = JobSpec {
+        id: id.to_string(),
+        prompt,
+        n: v.n * samples,
+        sampling: v.sampling.clone(),
+        max_tokens,
+        forcing,
+        want_logprob: samples > 1,
+    };
+    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, question, native, obj })
+}
+
+pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let engine = state.engine()?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4());
+    let p = prepare(&state, &engine, &id, body?)?;
+    if p.plan.sampling.samples > 1 {
+        return super::vote::respond(state, engine, id, p, started).await;
+    }
+    let (mut rx, _cancel) = submit(&engine, p.spec.clone())?;
+    let mut col = Collector::new("chat", id.clone(), p.v.n, started);
+    let model = state.cfg.model_id();
+    let created = unix_now();
+    let view = View::new(&p);
+    if !p.v.stream {
+        let result = col.run(&mut rx).await;
+        col.log();
+        result?;
+        let choices: Vec<Value> = col
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut msg = view.message(&c.thinking, &c.answer);
+                msg["role"] = json!("assistant");
+                json!({
+                    "index": i,
+                    "message": msg,
+                    "logprobs": if p.logprobs { logprobs_json(&c.logprobs) } else { Value::Null },
+                    "finish_reason": finish_str(c.finish),
+                })
+            })
+            .collect();
+        let body = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "system_fingerprint": super::FINGERPRINT,
+            "choices": choices, "usage": col.usage(), "timings": col.timings(),
+        });
+        return Ok(axum::Json(body).into_response());
+    }
+    let include_usage = p.v.include_usage;
+    let n = p.v.n;
+    let logprobs = p.logprobs;
+    let stream = async_stream::stream! {
+        let chunk = |choices: Value| json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": super::FINGERPRINT, "choices": choices,
+        });
+        for i in 0..n {
+            yield Item::Data(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])));
+        }
+        let mut answering = vec![false; n];
+        while !col.done() {
+            let Some(event) = rx.recv().await else { break };
+            col.absorb(&event);
+            match event {
+                Event::Delta { index, thinking, answer, logprobs: lp } => {
+                    for delta in view.stream_delta(&thinking, &answer, &mut answering[index]) {
+                        let lp = if logprobs { logprobs_json(&lp) } else { Value::Null };
+                        yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": lp, "finish_reason": null}])));
+                    }
+                }
+                Event::Finished { index, reason, .. } => {
+                    yield Item::Data(chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish_str(Some(reason))}])));
+                }
+                Event::Error { message } => {
+                    yield Item::Data(ApiError::internal(message).body());
+                }
+                Event::Prefilled { .. } => {}
+            }
+        }
+        if include_usage {
+            let mut last = chunk(json!([]));
+            last["usage"] = col.usage();
+            last["timings"] = col.timings();
+            yield Item::Data(last);
+        }
+        col.log();
+    };
+    Ok(sse::respond(stream))
+}
+
+/// How thinking and answer text are shown, per the plan and the model's markers.
+pub struct View {
+    separate: bool,
+    exclude: bool,
+    open: String,
+    close: String,
+}
+
+impl View {
+    pub fn new(p: &Prepared) -> Self {
+        let (open, close) = match &p.native {
+            Some((o, c)) => (o.clone(), c.clone()),
+            None => (String::new(), String::new()),
+        };
+        Self { separate: p.plan.separate, exclude: p.plan.exclude, open, close }
+    }
+
+    /// The assistant message for a finished choice.
+    pub fn message(&self, thinking: &str, answer: &str) -> Value {
+        if !self.separate {
+            let content = if thinking.is_empty() { answer.to_string() } else { format!("{}{thinking}{}{answer}", self.open, self.close_or_newline()) };
+            return json!({"content": content});
+        }
+        let mut m = json!({"content": answer.trim_start()});
+        if !self.exclude && !thinking.is_empty() {
+            m["reasoning_content"] = json!(thinking);
+            m["reasoning"] = json!(thinking);
+        }
+        m
+    }
+
+    fn close_or_newline(&self) -> String {
+        if self.close.is_empty() { "\n".into() } else { self.close.clone() }
+    }
+
+    /// Deltas for one engine event: reasoning first, then content.
+    pub fn stream_delta(&self, thinking: &str, answer: &str, answering: &mut bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        if !thinking.is_empty() {
+            if !self.separate {
+                out.push(json!({"content": thinking}));
+            } else if !self.exclude {
+                out.push(json!({"reasoning_content": thinking, "reasoning": thinking}));
+            }
+        }
+        if !answer.is_empty() {
+            let mut text = answer.to_string();
+            if !*answering {
+                *answering = true;
+                text = text.trim_start().to_string();
+                if !self.separate && !out.is_empty() {
+                    text = format!("{}{text}", self.close_or_newline());
+                }
+            }
+            if !text.is_empty() {
+                out.push(json!({"content": text}));
+            }
+        }
+        out
+    }
+}

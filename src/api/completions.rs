@@ -1,0 +1,182 @@
+//! POST /v1/completions: raw prompts (a string, a list of strings, or token ids), no chat template.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::error::ApiError;
+use super::generation::{finish_str, submit, unix_now, Collector};
+use super::sse::{self, Item};
+use super::types::{parse_object, typed, Common};
+use super::AppState;
+use crate::engine::{Event, JobSpec, LogprobEntry};
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<i32>),
+    TokenLists(Vec<Vec<i32>>),
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionFields {
+    prompt: Prompt,
+    logprobs: Option<i64>,
+    #[serde(default)]
+    echo: bool,
+}
+
+/// Legacy completions log-probs: parallel arrays.
+fn legacy_logprobs(entries: &[LogprobEntry]) -> Value {
+    let mut offset = 0usize;
+    let mut offsets = Vec::new();
+    for e in entries {
+        offsets.push(offset);
+        offset += e.token.len();
+    }
+    json!({
+        "tokens": entries.iter().map(|e| e.token.clone()).collect::<Vec<_>>(),
+        "token_logprobs": entries.iter().map(|e| e.logprob).collect::<Vec<_>>(),
+        "top_logprobs": entries.iter().map(|e| e.top_logprobs.iter().map(|t| (t.token.clone(), json!(t.logprob))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
+}
+
+pub async fn completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let engine = state.engine()?;
+    let obj = parse_object(&body?)?;
+    let common: Common = typed(&obj)?;
+    let fields: CompletionFields = typed(&obj)?;
+    let top = match fields.logprobs {
+        Some(k) if !(0..=20).contains(&k) => return Err(ApiError::bad_request("'logprobs' must be between 0 and 20", Some("logprobs"))),
+        k => k.map(|k| k as u32),
+    };
+    let v = common.validate(&state.cfg, top)?;
+    let n_vocab = engine.model.n_vocab;
+    let (texts, prompts): (Vec<String>, Vec<Vec<llama_cpp_2::token::LlamaToken>>) = match fields.prompt {
+        Prompt::Text(t) => (vec![t.clone()], vec![engine.model.tokenize(&t, true)]),
+        Prompt::Texts(ts) => (ts.clone(), ts.iter().map(|t| engine.model.tokenize(t, true)).collect()),
+        Prompt::Tokens(ids) => (vec![String::new()], vec![ids.into_iter().map(llama_cpp_2::token::LlamaToken).collect()]),
+        Prompt::TokenLists(ls) => (vec![String::new(); ls.len()], ls.into_iter().map(|l| l.into_iter().map(llama_cpp_2::token::LlamaToken).collect()).collect()),
+    };
+    if prompts.is_empty() || prompts.len() * v.n > state.cfg.parallel as usize * 4 {
+        return Err(ApiError::bad_request("'prompt' must hold between 1 and a few prompts", Some("prompt")));
+    }
+    if prompts.iter().flatten().any(|t| t.0 < 0 || t.0 >= n_vocab) {
+        return Err(ApiError::bad_request(format!("token ids in 'prompt' must be in 0..{n_vocab}"), Some("prompt")));
+    }
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(ApiError::bad_request("'prompt' must not be empty", Some("prompt")));
+    }
+    let id = format!("cmpl-{}", uuid::Uuid::new_v4());
+    let mut receivers = Vec::new();
+    let mut collectors = Vec::new();
+    for (i, prompt) in prompts.into_iter().enumerate() {
+        let room = engine.n_ctx as i64 - prompt.len() as i64 - 64;
+        if room < 1 {
+            return Err(ApiError::bad_request(
+                format!("Prompt {i} is {} tokens; the context holds {}", prompt.len(), engine.n_ctx),
+                Some("prompt"),
+            )
+            .with_code("context_length_exceeded"));
+        }
+        let spec = JobSpec {
+            id: format!("{id}-{i}"),
+            prompt,
+            n: v.n,
+            sampling: v.sampling.clone(),
+            max_tokens: v.max_tokens.unwrap_or(state.cfg.default_max_tokens).min(room as u32),
+            forcing: None,
+            want_logprob: false,
+        };
+        let (rx, _cancel) = submit(&engine, spec)?;
+        receivers.push(rx);
+        collectors.push(Collector::new("completions", format!("{id}-{i}"), v.n, started));
+    }
+    let model = state.cfg.model_id();
+    let created = unix_now();
+    let n = v.n;
+    let echo = fields.echo;
+    let want_lp = top.is_some();
+    if !v.stream {
+        let mut choices = Vec::new();
+        let mut prompt_tokens = 0;
+        let mut completion_tokens = 0;
+        for (i, (mut rx, col)) in receivers.into_iter().zip(collectors.iter_mut()).enumerate() {
+            let r = col.run(&mut rx).await;
+            col.log();
+            r?;
+            prompt_tokens += col.prompt_tokens;
+            completion_tokens += col.completion_tokens() as usize;
+            for (j, c) in col.choices.iter().enumerate() {
+                let text = if echo { format!("{}{}", texts[i], c.answer) } else { c.answer.clone() };
+                choices.push(json!({
+                    "index": i * n + j, "text": text,
+                    "logprobs": if want_lp { legacy_logprobs(&c.logprobs) } else { Value::Null },
+                    "finish_reason": finish_str(c.finish),
+                }));
+            }
+        }
+        let body = json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "system_fingerprint": super::FINGERPRINT, "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+            "timings": collectors[0].timings(),
+        });
+        return Ok(axum::Json(body).into_response());
+    }
+    let include_usage = v.include_usage;
+    let merged = futures::stream::select_all(
+        receivers.into_iter().enumerate().map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |e| (i, e))),
+    );
+    let stream = async_stream::stream! {
+        let chunk = |choices: Value| json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "system_fingerprint": super::FINGERPRINT, "choices": choices,
+        });
+        if echo {
+            for (i, t) in texts.iter().enumerate() {
+                for j in 0..n {
+                    yield Item::Data(chunk(json!([{"index": i * n + j, "text": t, "logprobs": null, "finish_reason": null}])));
+                }
+            }
+        }
+        futures::pin_mut!(merged);
+        while !collectors.iter().all(|c| c.done()) {
+            let Some((i, event)) = merged.next().await else { break };
+            collectors[i].absorb(&event);
+            match event {
+                Event::Delta { index, answer, logprobs, .. } if !answer.is_empty() || !logprobs.is_empty() => {
+                    let lp = if want_lp { legacy_logprobs(&logprobs) } else { Value::Null };
+                    yield Item::Data(chunk(json!([{"index": i * n + index, "text": answer, "logprobs": lp, "finish_reason": null}])));
+                }
+                Event::Finished { index, reason, .. } => {
+                    yield Item::Data(chunk(json!([{"index": i * n + index, "text": "", "logprobs": null, "finish_reason": finish_str(Some(reason))}])));
+                }
+                Event::Error { message } => yield Item::Data(ApiError::internal(message).body()),
+                _ => {}
+            }
+        }
+        if include_usage {
+            let p: usize = collectors.iter().map(|c| c.prompt_tokens).sum();
+            let c: usize = collectors.iter().map(|c| c.completion_tokens() as usize).sum();
+            let mut last = chunk(json!([]));
+            last["usage"] = json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c});
+            yield Item::Data(last);
+        }
+        for c in &collectors {
+            c.log();
+        }
+    };
+    Ok(sse::respond(stream))
+}

@@ -1,0 +1,88 @@
+//! OpenAI-style errors: `{"error":{"message","type","param","code"}}` with the right status.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), kind, param: None, code: None, retry_after: None }
+    }
+    pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        let mut e = Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message);
+        e.param = param.map(str::to_string);
+        e
+    }
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid or missing API key: send `Authorization: Bearer <key>`")
+            .with_code("invalid_api_key")
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found_error", message).with_code("not_found")
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "Method not allowed for this endpoint")
+            .with_code("method_not_allowed")
+    }
+    pub fn too_many_requests(retry_after: u32) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "All slots are busy and the queue is full; retry later")
+            .with_code("queue_full");
+        e.retry_after = Some(retry_after);
+        e
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).with_code("unavailable");
+        e.retry_after = Some(1);
+        e
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, s.into());
+        }
+        resp
+    }
+}
+
+impl From<crate::reasoning::plan::PlanError> for ApiError {
+    fn from(e: crate::reasoning::plan::PlanError) -> Self {
+        Self::bad_request(e.message, Some(&e.param))
+    }
+}
+
+/// Body rejections (too large, unreadable) keep their status but get a JSON body.
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        let status = r.status();
+        let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+        let mut e = Self::new(status, kind, r.body_text());
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            e.code = Some("request_too_large");
+        }
+        e
+    }
+}

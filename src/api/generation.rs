@@ -1,0 +1,174 @@
+//! What chat and text completions share: submitting a job, folding engine events into per-choice
+//! results, usage and timings, and the one log line per request.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::error::ApiError;
+use crate::engine::{CancelHandle, Engine, Event, FinishReason, JobSpec, LogprobEntry, SeqStats, SubmitError};
+use crate::metrics::metrics;
+
+pub fn submit(engine: &Engine, spec: JobSpec) -> Result<(UnboundedReceiver<Event>, CancelHandle), ApiError> {
+    engine.submit(spec).map_err(|e| match e {
+        SubmitError::QueueFull => ApiError::too_many_requests(1),
+        SubmitError::ShuttingDown => ApiError::unavailable("The server is shutting down"),
+    })
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ChoiceResult {
+    pub thinking: String,
+    pub answer: String,
+    pub logprobs: Vec<LogprobEntry>,
+    pub finish: Option<FinishReason>,
+    pub stats: SeqStats,
+}
+
+/// Per-request accumulation of engine events.
+pub struct Collector {
+    pub endpoint: &'static str,
+    pub id: String,
+    pub started: Instant,
+    pub first_token: Option<Instant>,
+    pub prompt_tokens: usize,
+    pub prompt_ms: f64,
+    pub choices: Vec<ChoiceResult>,
+    pub error: Option<String>,
+}
+
+impl Collector {
+    pub fn new(endpoint: &'static str, id: String, n: usize, started: Instant) -> Self {
+        Self {
+            endpoint,
+            id,
+            started,
+            first_token: None,
+            prompt_tokens: 0,
+            prompt_ms: 0.0,
+            choices: vec![ChoiceResult::default(); n],
+            error: None,
+        }
+    }
+
+    pub fn absorb(&mut self, event: &Event) {
+        match event {
+            Event::Prefilled { prompt_tokens, prompt_ms } => {
+                self.prompt_tokens = *prompt_tokens;
+                self.prompt_ms = *prompt_ms;
+            }
+            Event::Delta { index, thinking, answer, logprobs } => {
+                if self.first_token.is_none() {
+                    let now = Instant::now();
+                    self.first_token = Some(now);
+                    metrics().ttft.with_label_values(&[self.endpoint]).observe((now - self.started).as_secs_f64());
+                }
+                let c = &mut self.choices[*index];
+                c.thinking.push_str(thinking);
+                c.answer.push_str(answer);
+                c.logprobs.extend(logprobs.iter().cloned());
+            }
+            Event::Finished { index, reason, stats } => {
+                let c = &mut self.choices[*index];
+                c.finish = Some(*reason);
+                c.stats = stats.clone();
+            }
+            Event::Error { message } => self.error = Some(message.clone()),
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.error.is_some() || self.choices.iter().all(|c| c.finish.is_some())
+    }
+
+    /// Read events until every choice finished.
+    pub async fn run(&mut self, rx: &mut UnboundedReceiver<Event>) -> Result<(), ApiError> {
+        while !self.done() {
+            match rx.recv().await {
+                Some(e) => self.absorb(&e),
+                None => return Err(ApiError::internal("the engine dropped the request")),
+            }
+        }
+        match &self.error {
+            Some(m) => Err(ApiError::internal(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn completion_tokens(&self) -> u32 {
+        self.choices.iter().map(|c| c.stats.completion_tokens).sum()
+    }
+
+    pub fn reasoning_tokens(&self) -> u32 {
+        self.choices.iter().map(|c| c.stats.thinking_tokens).sum()
+    }
+
+    pub fn usage(&self) -> Value {
+        let completion = self.completion_tokens();
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens as u32 + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens()},
+        })
+    }
+
+    /// llama.cpp-style timings, with thinking split from the answer.
+    pub fn timings(&self) -> Value {
+        let total_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let thinking_ms: f64 = self.choices.iter().map(|c| c.stats.thinking_ms).fold(0.0, f64::max);
+        let answer_ms: f64 = self.choices.iter().map(|c| c.stats.answer_ms).fold(0.0, f64::max);
+        let predicted: u32 = self.completion_tokens();
+        let predicted_ms = self.first_token.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
+        json!({
+            "prompt_n": self.prompt_tokens,
+            "prompt_ms": self.prompt_ms,
+            "predicted_n": predicted,
+            "predicted_ms": predicted_ms,
+            "predicted_per_second": if predicted_ms > 0.0 { predicted as f64 * 1000.0 / predicted_ms } else { 0.0 },
+            "thinking_n": self.reasoning_tokens(),
+            "thinking_ms": thinking_ms,
+            "answer_n": self.choices.iter().map(|c| c.stats.answer_tokens).sum::<u32>(),
+            "answer_ms": answer_ms,
+            "ttft_ms": self.first_token.map_or(0.0, |t| (t - self.started).as_secs_f64() * 1000.0),
+            "total_ms": total_ms,
+        })
+    }
+
+    /// The one structured log line per request, plus the latency histogram.
+    pub fn log(&self) {
+        let total = self.started.elapsed().as_secs_f64();
+        metrics().request_latency.with_label_values(&[self.endpoint]).observe(total);
+        let finish: Vec<&str> = self.choices.iter().map(|c| c.finish.map_or("none", FinishReason::as_str)).collect();
+        tracing::info!(
+            id = %self.id,
+            endpoint = self.endpoint,
+            prompt_tokens = self.prompt_tokens,
+            completion_tokens = self.completion_tokens(),
+            reasoning_tokens = self.reasoning_tokens(),
+            prompt_ms = self.prompt_ms as u64,
+            ttft_ms = self.first_token.map_or(0, |t| (t - self.started).as_millis() as u64),
+            total_ms = (total * 1000.0) as u64,
+            finish = ?finish,
+            error = self.error.as_deref().unwrap_or(""),
+            "request done"
+        );
+    }
+}
+
+pub fn finish_str(f: Option<FinishReason>) -> &'static str {
+    match f {
+        Some(FinishReason::Length) => "length",
+        _ => "stop",
+    }
+}
+
+pub fn logprobs_json(entries: &[LogprobEntry]) -> Value {
+    json!({ "content": entries })
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

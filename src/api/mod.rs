@@ -1,0 +1,80 @@
+//! HTTP layer: routes, auth, body limits, request metrics. Handlers never touch llama.cpp.
+
+mod admin;
+pub mod chat;
+mod completions;
+pub mod error;
+mod generation;
+mod sse;
+mod types;
+mod vote;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics::metrics;
+use error::ApiError;
+
+pub const FINGERPRINT: &str = concat!("thinkscale-", env!("CARGO_PKG_VERSION"));
+
+#[derive(Clone)]
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    /// Set once the model is loaded; until then generation answers 503 and /health says loading.
+    pub engine: Arc<OnceLock<Engine>>,
+    pub load_failed: Arc<OnceLock<String>>,
+}
+
+impl AppState {
+    pub fn engine(&self) -> Result<Engine, ApiError> {
+        self.engine.get().cloned().ok_or_else(|| ApiError::unavailable("The model is still loading"))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/models", get(admin::models))
+        .route("/v1/models/{model}", get(admin::model))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .merge(v1)
+        .route("/health", get(admin::health))
+        .route("/metrics", get(admin::prometheus))
+        .route_layer(middleware::from_fn(count_requests))
+        .fallback(|| async { ApiError::not_found("No such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .with_state(state)
+}
+
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(key) = state.cfg.api_key.as_deref().filter(|k| !k.is_empty()) {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if given != Some(key) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn count_requests(req: Request, next: Next) -> Response {
+    let endpoint = req.extensions().get::<MatchedPath>().map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    metrics().requests.with_label_values(&[&endpoint, resp.status().as_str()]).inc();
+    resp
+}

@@ -1,0 +1,209 @@
+//! Request parsing and validation shared by the generation endpoints. Bodies are parsed to JSON
+//! first (so the reasoning normaliser sees every field), then the typed fields are read with
+//! `serde_path_to_error` so a wrong type names its field.
+
+use axum::body::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::config::Config;
+use crate::engine::SamplingParams;
+
+/// Parse a body into a JSON object.
+pub fn parse_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("Request body is empty; expected a JSON object", None));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("Request body must be a JSON object", None)),
+        Err(e) => Err(ApiError::bad_request(format!("Invalid JSON body: {e}"), None)),
+    }
+}
+
+/// Deserialize typed fields out of the object, naming the offending field on error.
+pub fn typed<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(Value::Object(obj.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let param = (path != "." && !path.is_empty()).then_some(path.as_str());
+        ApiError::bad_request(format!("Invalid value for '{}': {}", param.unwrap_or("body"), e.inner()), param)
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Fields common to chat and text completions.
+#[derive(Debug, Deserialize)]
+pub struct Common {
+    pub model: Option<String>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub seed: Option<i64>,
+    pub stop: Option<Stop>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub repeat_penalty: Option<f64>,
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+}
+
+fn range(v: Option<f64>, param: &str, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
+    match v {
+        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => {
+            Err(ApiError::bad_request(format!("'{param}' must be between {lo} and {hi}, got {x}"), Some(param)))
+        }
+        _ => Ok(v),
+    }
+}
+
+/// The validated knobs of one generation request.
+#[derive(Debug)]
+pub struct Validated {
+    pub sampling: SamplingParams,
+    /// Explicit cap on generated tokens, if the request gave one.
+    pub max_tokens: Option<u32>,
+    pub n: usize,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+impl Common {
+    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>) -> Result<Validated, ApiError> {
+        let temperature = range(self.temperature, "temperature", 0.0, 2.0)?.unwrap_or(1.0);
+        let top_p = range(self.top_p, "top_p", 0.0, 1.0)?.unwrap_or(1.0);
+        let min_p = range(self.min_p, "min_p", 0.0, 1.0)?.unwrap_or(0.0);
+        let presence = range(self.presence_penalty, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+        let frequency = range(self.frequency_penalty, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+        let repeat = range(self.repeat_penalty, "repeat_penalty", 0.0, 10.0)?.unwrap_or(1.0);
+        if repeat == 0.0 {
+            return Err(ApiError::bad_request("'repeat_penalty' must be greater than 0", Some("repeat_penalty")));
+        }
+        let top_k = match self.top_k {
+            Some(k) if !(0..=1_000_000).contains(&k) => {
+                return Err(ApiError::bad_request("'top_k' must be between 0 and 1000000", Some("top_k")))
+            }
+            Some(k) => k as i32,
+            None => 0,
+        };
+        let n = match self.n {
+            None => 1,
+            Some(n) if n < 1 => return Err(ApiError::bad_request("'n' must be at least 1", Some("n"))),
+            Some(n) if n > cfg.parallel as i64 => {
+                return Err(ApiError::bad_request(
+                    format!("'n' must be at most {} (the server's parallel slots)", cfg.parallel),
+                    Some("n"),
+                ))
+            }
+            Some(n) => n as usize,
+        };
+        let mut max_tokens = None;
+        for (param, v) in [("max_tokens", self.max_tokens), ("max_completion_tokens", self.max_completion_tokens)] {
+            if let Some(m) = v {
+                if m < 1 {
+                    return Err(ApiError::bad_request(format!("'{param}' must be at least 1, got {m}"), Some(param)));
+                }
+                if m > cfg.ctx_size as i64 {
+                    return Err(ApiError::bad_request(
+                        format!("'{param}' = {m} exceeds the context size ({} tokens)", cfg.ctx_size),
+                        Some(param),
+                    )
+                    .with_code("context_length_exceeded"));
+                }
+                // max_completion_tokens is the newer name; when both are given the smaller wins.
+                max_tokens = Some(max_tokens.map_or(m as u32, |old: u32| old.min(m as u32)));
+            }
+        }
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        };
+        if stop.len() > cfg.max_stop_sequences {
+            return Err(ApiError::bad_request(
+                format!("'stop' may hold at most {} sequences, got {}", cfg.max_stop_sequences, stop.len()),
+                Some("stop"),
+            ));
+        }
+        if stop.iter().any(|s| s.len() > 1000) {
+            return Err(ApiError::bad_request("each 'stop' sequence must be at most 1000 bytes", Some("stop")));
+        }
+        let seed = self.seed.map_or_else(rand_seed, |s| s as u64 as u32);
+        Ok(Validated {
+            sampling: SamplingParams {
+                temperature: temperature as f32,
+                top_p: top_p as f32,
+                top_k,
+                min_p: min_p as f32,
+                seed,
+                presence_penalty: presence as f32,
+                frequency_penalty: frequency as f32,
+                repeat_penalty: repeat as f32,
+                stop,
+                logprobs,
+            },
+            max_tokens,
+            n,
+            stream: self.stream,
+            include_usage: self.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        })
+    }
+}
+
+fn rand_seed() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn common(v: Value) -> Result<Validated, ApiError> {
+        let c: Common = typed(v.as_object().unwrap())?;
+        c.validate(&Config::default(), None)
+    }
+
+    #[test]
+    fn wrong_types_name_their_field() {
+        let e = common(json!({"temperature": "hot"})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("temperature"));
+        let e = common(json!({"stop": [1, 2]})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert_eq!(common(json!({"temperature": 3})).unwrap_err().param.as_deref(), Some("temperature"));
+        assert_eq!(common(json!({"max_tokens": -1})).unwrap_err().param.as_deref(), Some("max_tokens"));
+        assert_eq!(common(json!({"max_tokens": 100000000})).unwrap_err().param.as_deref(), Some("max_tokens"));
+        assert_eq!(common(json!({"n": 99})).unwrap_err().param.as_deref(), Some("n"));
+        let many: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        assert_eq!(common(json!({"stop": many})).unwrap_err().param.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn the_smaller_token_cap_wins() {
+        let v = common(json!({"max_tokens": 50, "max_completion_tokens": 20, "stop": "x"})).unwrap();
+        assert_eq!(v.max_tokens, Some(20));
+        assert_eq!(v.sampling.stop, vec!["x".to_string()]);
+    }
+}

@@ -1,0 +1,262 @@
+//! Server configuration: defaults < TOML file (`config/default.toml`) < environment < CLI flags.
+//! clap reads both the flags and their `THINKSCALE_*` environment variables, so the merge here is
+//! only "file value unless the flag/env gave one".
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Everything `serve` needs. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub model: PathBuf,
+    pub model_alias: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub ctx_size: u32,
+    pub parallel: u32,
+    pub batch_size: u32,
+    pub gpu_layers: Option<u32>,
+    pub threads: Option<i32>,
+    pub queue_size: usize,
+    pub api_key: Option<String>,
+    pub max_body_bytes: usize,
+    pub max_stop_sequences: usize,
+    pub default_max_tokens: u32,
+    /// Jinja-free template used when the GGUF carries none (e.g. Gemma 3 270M base): a llama.cpp
+    /// built-in template name such as "chatml" or "gemma".
+    pub chat_template_fallback: String,
+    pub backends_dir: Option<PathBuf>,
+    pub reasoning: ReasoningConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            model_alias: None,
+            host: "127.0.0.1".into(),
+            port: 8080,
+            ctx_size: 8192,
+            parallel: 8,
+            batch_size: 512,
+            gpu_layers: None,
+            threads: None,
+            queue_size: 64,
+            api_key: None,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_stop_sequences: 16,
+            default_max_tokens: 512,
+            chat_template_fallback: "chatml".into(),
+            backends_dir: None,
+            reasoning: ReasoningConfig::default(),
+        }
+    }
+}
+
+/// Test-time-compute defaults: effort levels, the scaffold for models without think tokens, forcing text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReasoningConfig {
+    /// Server-wide thinking budget when a request names none: -1 unlimited (within max tokens), 0 off.
+    pub budget: i64,
+    /// `auto`/`deepseek`: thinking in `reasoning_content`; `none`: thinking left inline in `content`.
+    pub format: String,
+    /// Effort level -> thinking-token budget.
+    pub effort_budgets: BTreeMap<String, i64>,
+    /// Effort level -> samples (self-consistency); levels not listed use 1.
+    pub effort_samples: BTreeMap<String, u32>,
+    /// Effort level -> verifier name; levels not listed use none.
+    pub effort_verifier: BTreeMap<String, String>,
+    /// Think markers for thinking models; empty = detect from the vocabulary.
+    pub think_open: Option<String>,
+    pub think_close: Option<String>,
+    /// Marker that ends the scaffolded chain of thought on models without think tokens.
+    pub scaffold_marker: String,
+    /// Instruction appended to the system prompt on models without think tokens.
+    pub scaffold_instruction: String,
+    /// Text injected before the close marker when the budget runs out.
+    pub budget_message: String,
+    /// Cue injected after the close marker so the model writes the answer.
+    pub answer_cue: String,
+    /// Replaces an early close while below `min_thinking_tokens` (s1 extension).
+    pub wait_text: String,
+    pub max_extensions: u32,
+    /// Tokens kept back for the answer when the request caps all tokens (`max_completion_tokens`).
+    pub answer_reserve: u32,
+    /// Cap on answer tokens once thinking is closed.
+    pub answer_max_tokens: u32,
+    /// Adaptive stopping: the Beta-rule threshold and the wave size.
+    pub confidence: f64,
+    pub wave_size: u32,
+    pub self_verifier_prompt: String,
+    /// Second GGUF used as `verifier: "model"`.
+    pub verifier_model: Option<PathBuf>,
+    /// Recent request summaries kept for `/v1/feedback`.
+    pub history_size: usize,
+}
+
+impl Default for ReasoningConfig {
+    fn default() -> Self {
+        let effort_budgets = [("none", 0), ("minimal", 64), ("low", 256), ("medium", 1024), ("high", 4096)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let effort_samples = [("high", 8)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let effort_verifier =
+            [("high", "arithmetic")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self {
+            budget: -1,
+            format: "auto".into(),
+            effort_budgets,
+            effort_samples,
+            effort_verifier,
+            think_open: None,
+            think_close: None,
+            scaffold_marker: "Final answer:".into(),
+            scaffold_instruction: "Think step by step. When you are done thinking, write \"Final answer:\" followed by the answer.".into(),
+            budget_message: "\nI have to give the answer now.\n".into(),
+            answer_cue: " ".into(),
+            wait_text: "\nWait,".into(),
+            max_extensions: 6,
+            answer_reserve: 32,
+            answer_max_tokens: 64,
+            confidence: 0.95,
+            wave_size: 4,
+            self_verifier_prompt: "Question: {question}\nProposed answer: {answer}\nIs the proposed answer correct? Answer Yes or No.".into(),
+            verifier_model: None,
+            history_size: 10_000,
+        }
+    }
+}
+
+/// Flags of `thinkscale serve`. Every one may also come from its environment variable.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// GGUF model to serve [default: config `model`, i.e. models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    #[arg(long, short = 'm', env = "THINKSCALE_MODEL")]
+    pub model: Option<PathBuf>,
+    /// TOML configuration file [default: config/default.toml when present]
+    #[arg(long, short = 'c', env = "THINKSCALE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to bind [default: 127.0.0.1]
+    #[arg(long, env = "THINKSCALE_HOST")]
+    pub host: Option<String>,
+    /// Port to bind [default: 8080]
+    #[arg(long, env = "THINKSCALE_PORT")]
+    pub port: Option<u16>,
+    /// Context size in tokens, shared by all slots (unified KV) [default: 8192]
+    #[arg(long, env = "THINKSCALE_CTX_SIZE")]
+    pub ctx_size: Option<u32>,
+    /// Sequence slots decoded together (n_seq_max) [default: 8]
+    #[arg(long, short = 'p', env = "THINKSCALE_PARALLEL")]
+    pub parallel: Option<u32>,
+    /// Layers offloaded to the GPU [default: all when built with a GPU backend, else 0]
+    #[arg(long, env = "THINKSCALE_GPU_LAYERS")]
+    pub gpu_layers: Option<u32>,
+    /// CPU threads for decoding [default: all cores]
+    #[arg(long, short = 't', env = "THINKSCALE_THREADS")]
+    pub threads: Option<i32>,
+    /// Maximum tokens per decode batch (prefill chunk size) [default: 512]
+    #[arg(long, env = "THINKSCALE_BATCH_SIZE")]
+    pub batch_size: Option<u32>,
+    /// Requests waiting for a slot before the server answers 429 [default: 64]
+    #[arg(long, env = "THINKSCALE_QUEUE_SIZE")]
+    pub queue_size: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on /v1 routes
+    #[arg(long, env = "THINKSCALE_API_KEY")]
+    pub api_key: Option<String>,
+    /// Server-wide thinking budget: -1 unlimited, 0 off, N tokens [default: -1]
+    #[arg(long, env = "THINKSCALE_REASONING_BUDGET", allow_hyphen_values = true)]
+    pub reasoning_budget: Option<i64>,
+    /// Where thinking goes: auto|deepseek (reasoning_content) or none (inline in content)
+    #[arg(long, env = "THINKSCALE_REASONING_FORMAT")]
+    pub reasoning_format: Option<String>,
+    /// Second GGUF model used by `verifier: "model"`
+    #[arg(long, env = "THINKSCALE_VERIFIER_MODEL")]
+    pub verifier_model: Option<PathBuf>,
+    /// Directory of ggml backend modules (dynamic-backends builds), e.g. holding libggml-cuda.so
+    #[arg(long, env = "THINKSCALE_BACKENDS_DIR")]
+    pub backends_dir: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut cfg = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new("config/default.toml").exists() => Self::from_file(Path::new("config/default.toml"))?,
+            None => Self::default(),
+        };
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone().into(); } )* };
+        }
+        take!(model, host, port, ctx_size, parallel, threads, batch_size, queue_size, api_key, backends_dir);
+        if args.gpu_layers.is_some() {
+            cfg.gpu_layers = args.gpu_layers;
+        }
+        if let Some(b) = args.reasoning_budget {
+            cfg.reasoning.budget = b;
+        }
+        if let Some(f) = &args.reasoning_format {
+            cfg.reasoning.format = f.clone();
+        }
+        if args.verifier_model.is_some() {
+            cfg.reasoning.verifier_model = args.verifier_model.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.parallel >= 1 && self.parallel <= 256, "parallel must be in 1..=256");
+        anyhow::ensure!(self.ctx_size >= 256, "ctx_size must be at least 256");
+        anyhow::ensure!(self.batch_size >= 32, "batch_size must be at least 32");
+        anyhow::ensure!(self.queue_size >= 1, "queue_size must be at least 1");
+        anyhow::ensure!(
+            matches!(self.reasoning.format.as_str(), "auto" | "deepseek" | "none"),
+            "reasoning_format must be auto, deepseek or none"
+        );
+        anyhow::ensure!(self.reasoning.budget >= -1, "reasoning budget must be -1, 0 or positive");
+        Ok(())
+    }
+
+    /// The id `/v1/models` reports and requests may name.
+    pub fn model_id(&self) -> String {
+        self.model_alias.clone().unwrap_or_else(|| {
+            self.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_and_flags_override_it() {
+        let args = ServeArgs {
+            config: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))),
+            port: Some(9999),
+            reasoning_budget: Some(0),
+            ..Default::default()
+        };
+        let cfg = Config::load(&args).unwrap();
+        assert_eq!(cfg.port, 9999);
+        assert_eq!(cfg.reasoning.budget, 0);
+        assert_eq!(cfg.parallel, 8);
+        assert_eq!(cfg.reasoning.effort_budgets["low"], 256);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("prot = 1").is_err());
+    }
+}

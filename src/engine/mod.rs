@@ -1,0 +1,204 @@
+//! The engine: one OS thread owns the llama.cpp context and runs continuous batching. Handlers talk
+//! to it only through `Engine::submit` (a bounded queue in) and an event channel per job (out).
+
+pub mod model;
+mod scheduler;
+pub mod sequence;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+pub use model::Model;
+pub use sequence::FinishReason;
+
+#[derive(Debug, Clone)]
+pub struct SamplingParams {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub min_p: f32,
+    pub seed: u32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    pub repeat_penalty: f32,
+    pub stop: Vec<String>,
+    /// Top alternatives to report per token (`Some(0)`: only the chosen token's log-prob).
+    pub logprobs: Option<u32>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            seed: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repeat_penalty: 1.0,
+            stop: Vec::new(),
+            logprobs: None,
+        }
+    }
+}
+
+/// How the engine must force thinking for every sequence of a job. Texts are tokenized by the engine.
+#[derive(Debug, Clone)]
+pub struct ForcingRequest {
+    pub min_thinking: u32,
+    /// Thinking budget; `None` = until the model closes (within `max_tokens`).
+    pub max_thinking: Option<u32>,
+    pub close_marker: String,
+    pub budget_message: String,
+    pub answer_cue: String,
+    pub wait_text: String,
+    pub max_extensions: u32,
+    pub answer_reserve: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub id: String,
+    pub prompt: Vec<LlamaToken>,
+    /// Sequences forked from the prompt (OpenAI `n`, or self-consistency samples).
+    pub n: usize,
+    pub sampling: SamplingParams,
+    /// Cap on all tokens each sequence adds after the prompt (thinking, forced text and answer).
+    pub max_tokens: u32,
+    pub forcing: Option<ForcingRequest>,
+    /// Collect each sequence's mean log-probability (verifier input) even without `logprobs`.
+    pub want_logprob: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogprobEntry {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// What a finished sequence reports.
+#[derive(Debug, Clone, Default)]
+pub struct SeqStats {
+    pub completion_tokens: u32,
+    pub thinking_tokens: u32,
+    pub answer_tokens: u32,
+    pub extensions: u32,
+    pub cut_off: bool,
+    pub mean_logprob: f64,
+    pub thinking_ms: f64,
+    pub answer_ms: f64,
+    pub thinking: String,
+    pub answer: String,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    /// The prompt is in the KV cache.
+    Prefilled { prompt_tokens: usize, prompt_ms: f64 },
+    Delta { index: usize, thinking: String, answer: String, logprobs: Vec<LogprobEntry> },
+    Finished { index: usize, reason: FinishReason, stats: SeqStats },
+    Error { message: String },
+}
+
+#[derive(Debug)]
+pub enum SubmitError {
+    QueueFull,
+    ShuttingDown,
+}
+
+/// A job in the queue, with its reply channel.
+pub(crate) struct Job {
+    spec: JobSpec,
+    events: mpsc::UnboundedSender<Event>,
+    cancel: Arc<AtomicBool>,
+    enqueued: Instant,
+}
+
+/// Lets a handler stop its job (dropping the event receiver does the same).
+#[derive(Clone)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Live engine figures for /health and /metrics.
+#[derive(Default)]
+pub struct EngineStats {
+    pub active_sequences: AtomicU64,
+    pub kv_cells_used: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Job>,
+    pub model: Arc<Model>,
+    pub n_ctx: u32,
+    pub parallel: u32,
+    pub stats: Arc<EngineStats>,
+}
+
+impl Engine {
+    /// Load the model (blocking) and start the engine thread.
+    pub fn start(cfg: &Config) -> anyhow::Result<(Self, std::thread::JoinHandle<()>)> {
+        let think = match (&cfg.reasoning.think_open, &cfg.reasoning.think_close) {
+            (Some(o), Some(c)) => Some((o.clone(), c.clone())),
+            _ => None,
+        };
+        let model = Arc::new(Model::load(
+            &cfg.model,
+            cfg.gpu_layers,
+            &cfg.chat_template_fallback,
+            think,
+            cfg.backends_dir.as_deref(),
+        )?);
+        let threads = cfg.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4));
+        let (tx, rx) = mpsc::channel(cfg.queue_size);
+        let stats = Arc::new(EngineStats::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let loop_cfg = scheduler::LoopConfig { n_ctx: cfg.ctx_size, parallel: cfg.parallel, n_batch: cfg.batch_size, threads };
+        let (m, s) = (model.clone(), stats.clone());
+        let handle = std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || scheduler::run(m, loop_cfg, rx, s, ready_tx))?;
+        // The context is created on the engine thread; wait for it so a failure is reported here.
+        let n_ctx = ready_rx.recv().map_err(|_| anyhow::anyhow!("engine thread exited during start-up"))??;
+        crate::metrics::metrics().kv_cells_total.set(n_ctx as i64);
+        Ok((Self { tx, model, n_ctx, parallel: cfg.parallel, stats }, handle))
+    }
+
+    pub fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = Job { spec, events, cancel: cancel.clone(), enqueued: Instant::now() };
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                crate::metrics::metrics().queue_depth.set(self.queue_depth() as i64);
+                Ok((rx, CancelHandle(cancel)))
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(SubmitError::QueueFull),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::ShuttingDown),
+        }
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}

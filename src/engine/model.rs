@@ -1,0 +1,142 @@
+//! Loading a GGUF, its chat template, tokenizing and detokenizing. The only place outside the
+//! scheduler that calls llama.cpp; everything here is read-only after load, so handlers may share it.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, Context};
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+
+static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+
+/// llama.cpp's backend may be initialised once per process; a verifier model shares it.
+fn backend(backends_dir: Option<&Path>) -> anyhow::Result<&'static LlamaBackend> {
+    if let Some(b) = BACKEND.get() {
+        return Ok(b);
+    }
+    load_backend_modules(backends_dir)?;
+    let mut b = LlamaBackend::init().context("initialising llama.cpp")?;
+    if std::env::var_os("THINKSCALE_LLAMA_LOG").is_none() {
+        b.void_logs();
+    }
+    Ok(BACKEND.get_or_init(|| b))
+}
+
+/// The backend a loaded model was created with.
+pub(crate) fn backend_ref() -> &'static LlamaBackend {
+    BACKEND.get().expect("a model is loaded before any context")
+}
+
+#[cfg(feature = "dynamic-backends")]
+fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<()> {
+    match dir {
+        Some(d) => {
+            anyhow::ensure!(d.is_dir(), "--backends-dir {} is not a directory", d.display());
+            llama_cpp_2::llama_backend::load_backends_from_path(d);
+        }
+        None => llama_cpp_2::llama_backend::load_backends(),
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "dynamic-backends"))]
+fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<()> {
+    anyhow::ensure!(dir.is_none(), "--backends-dir needs a build with `--features dynamic-backends`");
+    Ok(())
+}
+
+/// The devices llama.cpp found (CPU, CUDA, ...), for /health and the start-up log.
+pub fn devices() -> Vec<String> {
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| format!("{} ({}, {})", d.name, d.backend, d.description))
+        .collect()
+}
+
+pub struct Model {
+    pub model: LlamaModel,
+    template: LlamaChatTemplate,
+    /// Think-block markers when the model has them (vocabulary tokens or configured).
+    pub think_markers: Option<(String, String)>,
+    pub n_vocab: i32,
+    pub n_layer: u32,
+    pub gpu_layers: u32,
+}
+
+impl Model {
+    pub fn load(
+        path: &Path,
+        gpu_layers: Option<u32>,
+        template_fallback: &str,
+        think_override: Option<(String, String)>,
+        backends_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        if !path.exists() {
+            return Err(anyhow!(
+                "model file {} not found; fetch the default model with `models/fetch.sh` (or pass --model PATH)",
+                path.display()
+            ));
+        }
+        let backend = backend(backends_dir)?;
+        let gpu_layers = gpu_layers.unwrap_or(if backend.supports_gpu_offload() { 999 } else { 0 });
+        let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+        let model = LlamaModel::load_from_file(backend, path, &params)
+            .map_err(|e| anyhow!("loading {}: {e}", path.display()))?;
+        let template = match model.chat_template(None) {
+            Ok(t) => t,
+            Err(_) => LlamaChatTemplate::new(template_fallback).context("fallback chat template")?,
+        };
+        let n_vocab = model.n_vocab();
+        let n_layer = model.n_layer();
+        let mut m = Self { model, template, think_markers: None, n_vocab, n_layer, gpu_layers: gpu_layers.min(n_layer + 1) };
+        m.think_markers = think_override.or_else(|| m.detect_think_markers());
+        Ok(m)
+    }
+
+    /// A thinking model has `<think>`/`</think>` as single vocabulary tokens.
+    fn detect_think_markers(&self) -> Option<(String, String)> {
+        let single = |t: &str| self.tokenize(t, false).len() == 1;
+        (single("<think>") && single("</think>")).then(|| ("<think>".to_string(), "</think>".to_string()))
+    }
+
+    pub fn tokenize(&self, text: &str, add_bos: bool) -> Vec<LlamaToken> {
+        self.model.vocab().tokenize(text.as_bytes(), add_bos, true)
+    }
+
+    pub fn piece(&self, token: LlamaToken) -> Vec<u8> {
+        self.model.vocab().token_to_piece(token, true, None)
+    }
+
+    pub fn is_eog(&self, token: LlamaToken) -> bool {
+        self.model.vocab().is_eog(token)
+    }
+
+    pub fn n_ctx_train(&self) -> u32 {
+        self.model.n_ctx_train()
+    }
+
+    /// Render (role, content) messages with the model's template and open the assistant turn.
+    pub fn render_chat(&self, messages: &[(String, String)]) -> Result<String, String> {
+        let chat = messages
+            .iter()
+            .map(|(r, c)| LlamaChatMessage::new(r.clone(), c.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "message content must not contain NUL characters".to_string())?;
+        self.model.apply_chat_template(&self.template, &chat, true).map_err(|e| format!("chat template failed: {e}"))
+    }
+
+    pub fn context_params(n_ctx: u32, parallel: u32, n_batch: u32, threads: i32) -> llama_cpp_2::context::params::LlamaContextParams {
+        llama_cpp_2::context::params::LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(n_batch)
+            .with_n_seq_max(parallel)
+            .with_kv_unified(true)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+    }
+}

@@ -1,0 +1,518 @@
+//! The decode loop. Each step: take new jobs while slots are free, drop cancelled sequences, fork
+//! prefilled prompts into new sequences, then put every live sequence's next token(s) and as much
+//! pending prefill as fits into ONE batch, decode it, and sample.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use super::sequence::{FinishReason, Sequence};
+use super::{EngineStats, Event, Job, LogprobEntry, Model, SeqStats, TopLogprob};
+use crate::metrics::metrics;
+use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection};
+use crate::reasoning::plan::effective_max_thinking;
+
+pub(crate) struct LoopConfig {
+    pub n_ctx: u32,
+    pub parallel: u32,
+    pub n_batch: u32,
+    pub threads: i32,
+}
+
+/// Tokens of the texts the forcer may inject.
+struct Injections {
+    cutoff: Vec<LlamaToken>,
+    close: Vec<LlamaToken>,
+    wait: Vec<LlamaToken>,
+    wait_text: String,
+}
+
+struct ActiveJob {
+    job: Job,
+    key: u64,
+    /// Sequence id that holds the prompt's cells; forks copy from it.
+    anchor: i32,
+    /// Whether a running sequence currently uses the anchor's id.
+    anchor_busy: bool,
+    /// Prompt tokens [0, prefilled) are in the cache; all but the last one are prefilled there,
+    /// the last is fed to each sequence so every fork gets its own logits.
+    prefilled: usize,
+    prefill_started: Option<Instant>,
+    next_index: usize,
+    running: usize,
+    finished: usize,
+    forcing: Option<(ForcingSpec, Injections)>,
+    /// KV cells reserved for this job's running sequences.
+    reserved: u32,
+}
+
+impl ActiveJob {
+    fn prompt_ready(&self) -> bool {
+        self.prefilled + 1 >= self.job.spec.prompt.len()
+    }
+    fn done(&self) -> bool {
+        self.finished >= self.job.spec.n
+    }
+    fn send(&self, e: Event) {
+        let _ = self.job.events.send(e);
+    }
+    fn abandoned(&self) -> bool {
+        self.job.events.is_closed() || self.job.cancel.load(Ordering::Relaxed)
+    }
+}
+
+struct Slot {
+    job: u64,
+    seq: Sequence,
+}
+
+struct Scheduler<'m> {
+    model: &'m Model,
+    ctx: LlamaContext<'m>,
+    cfg: LoopConfig,
+    free: Vec<i32>,
+    slots: Vec<Option<Slot>>,
+    jobs: VecDeque<ActiveJob>,
+    /// A job taken from the queue that waits for KV room.
+    waiting: Option<Job>,
+    next_key: u64,
+    kv_reserved: u32,
+    stats: Arc<EngineStats>,
+}
+
+/// Cells a sequence may use beyond its token cap (forced text can overshoot by one injection).
+const SEQ_SLACK: u32 = 64;
+
+pub(crate) fn run(
+    model: Arc<Model>,
+    cfg: LoopConfig,
+    mut rx: mpsc::Receiver<Job>,
+    stats: Arc<EngineStats>,
+    ready: std::sync::mpsc::Sender<anyhow::Result<u32>>,
+) {
+    let params = Model::context_params(cfg.n_ctx, cfg.parallel, cfg.n_batch, cfg.threads);
+    let ctx = match model.model.new_context(super::model::backend_ref(), params) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::anyhow!("creating llama.cpp context: {e}")));
+            return;
+        }
+    };
+    let n_ctx = ctx.n_ctx();
+    let _ = ready.send(Ok(n_ctx));
+    let parallel = cfg.parallel as i32;
+    let mut s = Scheduler {
+        model: &model,
+        ctx,
+        cfg: LoopConfig { n_ctx, ..cfg },
+        free: (0..parallel).rev().collect(),
+        slots: (0..parallel).map(|_| None).collect(),
+        jobs: VecDeque::new(),
+        waiting: None,
+        next_key: 0,
+        kv_reserved: 0,
+        stats,
+    };
+    let mut batch = LlamaBatch::new(s.cfg.n_batch as usize, parallel);
+    loop {
+        if s.jobs.is_empty() && s.waiting.is_none() {
+            match rx.blocking_recv() {
+                Some(job) => s.waiting = Some(job),
+                None => break,
+            }
+        }
+        s.intake(&mut rx);
+        s.reap_cancelled();
+        s.launch();
+        s.step(&mut batch);
+        s.publish(&rx);
+    }
+    tracing::info!("engine stopped");
+}
+
+impl<'m> Scheduler<'m> {
+    fn publish(&self, rx: &mpsc::Receiver<Job>) {
+        let running = self.slots.iter().filter(|s| s.is_some()).count() as u64;
+        let cells: usize = self.jobs.iter().map(|j| j.prefilled).sum::<usize>()
+            + self.slots.iter().flatten().map(|s| (s.seq.generated as usize) + 1).sum::<usize>();
+        self.stats.active_sequences.store(running, Ordering::Relaxed);
+        self.stats.kv_cells_used.store(cells as u64, Ordering::Relaxed);
+        let m = metrics();
+        m.active_sequences.set(running as i64);
+        m.kv_cells_used.set(cells as i64);
+        m.queue_depth.set((rx.len() + usize::from(self.waiting.is_some())) as i64);
+    }
+
+    /// Cells one sequence of `job` may need.
+    fn seq_reserve(job: &Job) -> u32 {
+        job.spec.max_tokens + SEQ_SLACK
+    }
+
+    /// Admit queued jobs while a slot and KV room for the prompt and one sequence are free.
+    fn intake(&mut self, rx: &mut mpsc::Receiver<Job>) {
+        loop {
+            if self.waiting.is_none() {
+                match rx.try_recv() {
+                    Ok(j) => self.waiting = Some(j),
+                    Err(_) => return,
+                }
+            }
+            let job = self.waiting.take().expect("just filled");
+            if job.events.is_closed() || job.cancel.load(Ordering::Relaxed) {
+                continue;
+            }
+            let need = job.spec.prompt.len() as u32 + Self::seq_reserve(&job);
+            if self.free.is_empty() || self.kv_reserved + need > self.cfg.n_ctx {
+                self.waiting = Some(job);
+                return;
+            }
+            self.admit(job);
+        }
+    }
+
+    fn admit(&mut self, job: Job) {
+        let anchor = self.free.pop().expect("checked free slot");
+        let key = self.next_key;
+        self.next_key += 1;
+        let prompt_len = job.spec.prompt.len() as u32;
+        self.kv_reserved += prompt_len;
+        metrics().prompt_tokens.inc_by(prompt_len as u64);
+        let forcing = job.spec.forcing.as_ref().map(|f| {
+            let tok = |s: &str| self.model.tokenize(s, false);
+            let inj = Injections {
+                cutoff: tok(&format!("{}{}{}", f.budget_message, f.close_marker, f.answer_cue)),
+                close: tok(&format!("{}{}", f.close_marker, f.answer_cue)),
+                wait: tok(&f.wait_text),
+                wait_text: f.wait_text.clone(),
+            };
+            let max = effective_max_thinking(f.max_thinking, job.spec.max_tokens, f.answer_reserve, inj.cutoff.len() as u32);
+            let spec = ForcingSpec {
+                thinking: max > 0,
+                min_thinking: f.min_thinking.min(max),
+                max_thinking: max,
+                close_marker: f.close_marker.clone(),
+                wait_tokens: inj.wait.len() as u32,
+                max_extensions: f.max_extensions,
+                answer_cap: u32::MAX,
+            };
+            (spec, inj)
+        });
+        tracing::debug!(id = %job.spec.id, prompt_tokens = prompt_len, queued_ms = job.enqueued.elapsed().as_millis() as u64, "admitted");
+        self.jobs.push_back(ActiveJob {
+            job,
+            key,
+            anchor,
+            anchor_busy: false,
+            prefilled: 0,
+            prefill_started: None,
+            next_index: 0,
+            running: 0,
+            finished: 0,
+            forcing,
+            reserved: 0,
+        });
+    }
+
+    fn reap_cancelled(&mut self) {
+        let cancelled: Vec<u64> = self.jobs.iter().filter(|j| j.abandoned()).map(|j| j.key).collect();
+        for key in cancelled {
+            for id in 0..self.slots.len() {
+                if self.slots[id].as_ref().is_some_and(|s| s.job == key) {
+                    self.finish_seq(id as i32, FinishReason::Cancelled);
+                }
+            }
+            if let Some(pos) = self.jobs.iter().position(|j| j.key == key) {
+                let job = self.jobs.remove(pos).expect("position is valid");
+                self.release_job(job);
+            }
+        }
+    }
+
+    /// Fork prefilled prompts into new sequences while slots and KV room allow.
+    fn launch(&mut self) {
+        for ji in 0..self.jobs.len() {
+            loop {
+                let job = &self.jobs[ji];
+                if !job.prompt_ready() || job.next_index >= job.job.spec.n {
+                    break;
+                }
+                let reserve = Self::seq_reserve(&job.job);
+                if self.kv_reserved + reserve > self.cfg.n_ctx {
+                    return;
+                }
+                let seq_id = if !job.anchor_busy {
+                    job.anchor
+                } else if let Some(id) = self.free.pop() {
+                    id
+                } else {
+                    return;
+                };
+                self.start_seq(ji, seq_id, reserve);
+            }
+        }
+    }
+
+    fn start_seq(&mut self, ji: usize, seq_id: i32, reserve: u32) {
+        let job = &mut self.jobs[ji];
+        let p = job.job.spec.prompt.len();
+        if seq_id == job.anchor {
+            job.anchor_busy = true;
+        } else if p > 1 {
+            self.ctx
+                .copy_kv_cache_seq(job.anchor, seq_id, Some(0), Some((p - 1) as u32))
+                .expect("positions fit in i32");
+        }
+        let index = job.next_index;
+        job.next_index += 1;
+        job.running += 1;
+        job.reserved += reserve;
+        self.kv_reserved += reserve;
+        let spec = &job.job.spec;
+        let mut sampling = spec.sampling.clone();
+        sampling.seed = sampling.seed.wrapping_add(index as u32);
+        let forcer = match &job.forcing {
+            Some((f, _)) => Forcer::new(f.clone()),
+            None => Forcer::new(ForcingSpec::answer_only(u32::MAX)),
+        };
+        let last = *spec.prompt.last().expect("prompts are never empty");
+        let mut seq = Sequence::new(index, seq_id, (p - 1) as i32, last, &sampling, self.model.n_vocab, forcer, spec.max_tokens);
+        if spec.want_logprob && seq.logprobs.is_none() {
+            seq.logprobs = Some(0);
+        }
+        self.slots[seq_id as usize] = Some(Slot { job: job.key, seq });
+    }
+
+    fn job_index(&self, key: u64) -> Option<usize> {
+        self.jobs.iter().position(|j| j.key == key)
+    }
+
+    /// Build one batch, decode it, and handle the logits.
+    fn step(&mut self, batch: &mut LlamaBatch) {
+        batch.clear();
+        let cap = self.cfg.n_batch as usize;
+        // (seq id, batch index of its logits)
+        let mut outputs: Vec<(i32, i32)> = Vec::new();
+        for id in 0..self.slots.len() {
+            let Some(slot) = self.slots[id].as_mut() else { continue };
+            let seq = &mut slot.seq;
+            if seq.input.is_empty() || batch.n_tokens() as usize + seq.input.len() > cap {
+                continue;
+            }
+            let n = seq.input.len();
+            for (k, t) in seq.input.drain(..).enumerate() {
+                batch.add(t, seq.pos, &[seq.seq_id], k + 1 == n).expect("batch has room");
+                seq.pos += 1;
+            }
+            outputs.push((id as i32, batch.n_tokens() - 1));
+        }
+        let mut prefilling = Vec::new();
+        for job in self.jobs.iter_mut() {
+            let room = cap - batch.n_tokens() as usize;
+            let target = job.job.spec.prompt.len() - 1;
+            if job.prefilled >= target || room == 0 {
+                continue;
+            }
+            job.prefill_started.get_or_insert_with(Instant::now);
+            let end = (job.prefilled + room).min(target);
+            for (pos, t) in job.job.spec.prompt[job.prefilled..end].iter().enumerate() {
+                batch.add(*t, (job.prefilled + pos) as i32, &[job.anchor], false).expect("batch has room");
+            }
+            prefilling.push((job.key, end));
+        }
+        if batch.n_tokens() == 0 {
+            // Only prompts of one token are waiting: they need no prefill.
+            self.mark_prefilled(&prefilling);
+            return;
+        }
+        if let Err(e) = self.ctx.decode(batch) {
+            tracing::error!(error = %e, "decode failed; failing the sequences in this batch");
+            let keys: Vec<u64> = outputs
+                .iter()
+                .filter_map(|(id, _)| self.slots[*id as usize].as_ref().map(|s| s.job))
+                .chain(prefilling.iter().map(|(k, _)| *k))
+                .collect();
+            for key in keys {
+                self.fail_job(key, format!("decode failed: {e}"));
+            }
+            return;
+        }
+        metrics().decode_steps.inc();
+        self.mark_prefilled(&prefilling);
+        for (id, idx) in outputs {
+            self.sample(id, idx);
+        }
+    }
+
+    fn mark_prefilled(&mut self, done: &[(u64, usize)]) {
+        for (key, end) in done {
+            if let Some(ji) = self.job_index(*key) {
+                let job = &mut self.jobs[ji];
+                job.prefilled = *end;
+                if job.prompt_ready() {
+                    let ms = job.prefill_started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
+                    job.send(Event::Prefilled { prompt_tokens: job.job.spec.prompt.len(), prompt_ms: ms });
+                }
+            }
+        }
+        // Jobs whose prompt is a single token are ready without a prefill.
+        for job in self.jobs.iter_mut() {
+            if job.prefill_started.is_none() && job.prompt_ready() {
+                job.prefill_started = Some(Instant::now());
+                job.send(Event::Prefilled { prompt_tokens: job.job.spec.prompt.len(), prompt_ms: 0.0 });
+            }
+        }
+    }
+
+    fn sample(&mut self, id: i32, idx: i32) {
+        let Some(key) = self.slots[id as usize].as_ref().map(|s| s.job) else { return };
+        let Some(ji) = self.job_index(key) else { return };
+        let seq = &mut self.slots[id as usize].as_mut().expect("checked above").seq;
+        let token = seq.sampler.sample(&self.ctx, idx);
+        metrics().generated_tokens.inc();
+        seq.sampled += 1;
+        seq.first_token_at.get_or_insert_with(Instant::now);
+        let eog = self.model.is_eog(token);
+        let lp = seq.logprobs.map(|top| logprob_entry(self.model, self.ctx.get_logits_ith(idx), token, top));
+        if let Some(e) = &lp {
+            seq.sum_logprob += e.logprob as f64;
+        }
+        let bytes = if eog { Vec::new() } else { self.model.piece(token) };
+        let delta = seq.on_token(&bytes, eog);
+        seq.generated += u32::from(delta.feed_sampled);
+
+        let mut thinking = delta.thinking;
+        let mut finish = delta.finish;
+        if delta.rollback > 0 {
+            let from = seq.pos - delta.rollback as i32;
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq.seq_id as u32), Some(from as u32), None);
+            seq.pos = from;
+            seq.generated -= delta.rollback as u32;
+        }
+        if delta.feed_sampled {
+            seq.input.push(token);
+        }
+        if let (Some(inj), Some((_, tokens))) = (delta.inject, self.jobs[ji].forcing.as_ref()) {
+            let forced = match inj {
+                Injection::Cutoff => &tokens.cutoff,
+                Injection::Close => &tokens.close,
+                Injection::Wait => &tokens.wait,
+            };
+            if inj == Injection::Wait {
+                thinking.push_str(&tokens.wait_text);
+                seq.thinking_text.push_str(&tokens.wait_text);
+            }
+            seq.input.extend_from_slice(forced);
+            seq.generated += forced.len() as u32;
+        }
+        let mut answer = delta.answer;
+        if finish.is_none() && seq.generated >= seq.max_tokens {
+            answer.push_str(&seq.flush());
+            finish = Some(FinishReason::Length);
+        }
+        let logprobs = match lp {
+            Some(e) if seq.logprobs.is_some() && self.jobs[ji].job.spec.sampling.logprobs.is_some() && !eog => {
+                seq.pending_logprobs.push(e);
+                if answer.is_empty() && thinking.is_empty() && finish.is_none() {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut seq.pending_logprobs)
+                }
+            }
+            _ => Vec::new(),
+        };
+        if !thinking.is_empty() || !answer.is_empty() || !logprobs.is_empty() {
+            let index = seq.index;
+            self.jobs[ji].send(Event::Delta { index, thinking, answer, logprobs });
+        }
+        if let Some(reason) = finish {
+            self.finish_seq(id, reason);
+            if self.jobs[ji].done() {
+                let job = self.jobs.remove(ji).expect("index is valid");
+                self.release_job(job);
+            }
+        }
+    }
+
+    /// End a sequence, report it, and free its cells (the anchor keeps the prompt while the job
+    /// may still fork).
+    fn finish_seq(&mut self, id: i32, reason: FinishReason) {
+        let Some(slot) = self.slots[id as usize].take() else { return };
+        let mut seq = slot.seq;
+        let Some(ji) = self.job_index(slot.job) else { return };
+        let now = Instant::now();
+        let first = seq.first_token_at.unwrap_or(now);
+        let think_end = seq.thinking_ended_at.unwrap_or(if seq.forcer.thinking_tokens() > 0 { now } else { first });
+        let stats = SeqStats {
+            completion_tokens: seq.generated,
+            thinking_tokens: seq.forcer.thinking_tokens(),
+            answer_tokens: seq.generated.saturating_sub(seq.forcer.thinking_tokens()),
+            extensions: seq.forcer.extensions(),
+            cut_off: seq.forcer.cut_off(),
+            mean_logprob: seq.mean_logprob(),
+            thinking_ms: (think_end - first).as_secs_f64() * 1000.0,
+            answer_ms: (now - think_end).as_secs_f64() * 1000.0,
+            thinking: std::mem::take(&mut seq.thinking_text),
+            answer: std::mem::take(&mut seq.answer_text),
+        };
+        let job = &mut self.jobs[ji];
+        job.running -= 1;
+        job.finished += 1;
+        let reserve = Self::seq_reserve(&job.job);
+        job.reserved -= reserve;
+        self.kv_reserved -= reserve;
+        job.send(Event::Finished { index: seq.index, reason, stats });
+        if id == job.anchor {
+            job.anchor_busy = false;
+            let keep = (job.job.spec.prompt.len() - 1) as u32;
+            let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), Some(keep), None);
+        } else {
+            let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), None, None);
+            self.free.push(id);
+        }
+    }
+
+    fn release_job(&mut self, job: ActiveJob) {
+        let _ = self.ctx.clear_kv_cache_seq(Some(job.anchor as u32), None, None);
+        if !job.anchor_busy {
+            self.free.push(job.anchor);
+        }
+        self.kv_reserved -= job.reserved + job.job.spec.prompt.len() as u32;
+    }
+
+    fn fail_job(&mut self, key: u64, message: String) {
+        let Some(ji) = self.job_index(key) else { return };
+        self.jobs[ji].send(Event::Error { message });
+        self.jobs[ji].job.cancel.store(true, Ordering::Relaxed);
+        self.reap_cancelled();
+    }
+}
+
+/// Log-probability of `token` (and the `top` best alternatives) from raw logits.
+fn logprob_entry(model: &Model, logits: &[f32], token: LlamaToken, top: u32) -> LogprobEntry {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+    let text = |t: LlamaToken| {
+        let b = model.piece(t);
+        (String::from_utf8_lossy(&b).into_owned(), b)
+    };
+    let mut top_logprobs = Vec::new();
+    if top > 0 {
+        let mut idx: Vec<usize> = (0..logits.len()).collect();
+        let k = (top as usize).min(idx.len());
+        idx.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
+        idx.truncate(k);
+        idx.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+        for i in idx {
+            let (token, bytes) = text(LlamaToken(i as i32));
+            top_logprobs.push(TopLogprob { token, logprob: logits[i] - lse, bytes });
+        }
+    }
+    let (t, bytes) = text(token);
+    LogprobEntry { token: t, logprob: logits[token.0 as usize] - lse, bytes, top_logprobs }
+}

@@ -1,0 +1,93 @@
+//! thinkscale: an OpenAI-compatible GGUF server that makes test-time compute a per-request knob.
+
+use std::sync::{Arc, OnceLock};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use thinkscale::api::{router, AppState};
+use thinkscale::config::{Config, ServeArgs};
+use thinkscale::engine::Engine;
+
+#[derive(Parser)]
+#[command(name = "thinkscale", version, about = "OpenAI-compatible llama.cpp server with per-request thinking budgets, self-consistency and verifiers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a GGUF model over the OpenAI API
+    Serve(ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = Arc::new(Config::load(&args)?);
+    if !cfg.model.exists() {
+        anyhow::bail!(
+            "model file {} not found; fetch the default model with `models/fetch.sh` or pass --model PATH",
+            cfg.model.display()
+        );
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let state = AppState { cfg: cfg.clone(), engine: Arc::new(OnceLock::new()), load_failed: Arc::new(OnceLock::new()) };
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let listener = tokio::net::TcpListener::bind(&addr).await?;
+        tracing::info!(%addr, model = %cfg.model.display(), "listening; loading model");
+        // Load in the background so /health can answer 503 while it happens.
+        let (st, c) = (state.clone(), cfg.clone());
+        let loader = tokio::task::spawn_blocking(move || match Engine::start(&c) {
+            Ok((engine, handle)) => {
+                tracing::info!(
+                    n_ctx = engine.n_ctx, parallel = engine.parallel, gpu_layers = engine.model.gpu_layers,
+                    devices = ?thinkscale::engine::model::devices(), thinking_markers = ?engine.model.think_markers,
+                    "model ready"
+                );
+                let _ = st.engine.set(engine);
+                Some(handle)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "model failed to load");
+                let _ = st.load_failed.set(e.to_string());
+                None
+            }
+        });
+        axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+        tracing::info!("HTTP server drained; stopping the engine");
+        let handle = loader.await?;
+        // Dropping the last Engine handle closes the queue; the loop finishes in-flight work and exits.
+        drop(state);
+        if let Some(h) = handle {
+            tokio::task::spawn_blocking(move || h.join()).await?.map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received: refusing new connections, finishing in-flight requests");
+}

@@ -1,0 +1,501 @@
+//! Normalising every reasoning-control dialect (OpenAI, OpenRouter, Anthropic, llama.cpp, vLLM,
+//! Ollama, optillm) into one `ReasoningPlan`. Explicit token budgets beat effort levels; two
+//! sources that disagree are a 400 naming the later field.
+
+use serde_json::{Map, Value};
+
+use crate::config::ReasoningConfig;
+
+/// The internal plan every request dialect is turned into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReasoningPlan {
+    /// Think before answering.
+    pub thinking: bool,
+    pub min_thinking: u32,
+    /// `None`: until the model closes its thinking (within the token cap).
+    pub max_thinking: Option<u32>,
+    pub budget_message: Option<String>,
+    /// Drop the thinking text from the response (`reasoning.exclude`).
+    pub exclude: bool,
+    /// Where thinking goes: `true` = `reasoning_content`, `false` = inline in `content`.
+    pub separate: bool,
+    /// Metrics label: an effort level, `budget` (explicit tokens) or `default`.
+    pub effort: &'static str,
+    pub sampling: SamplingPlan,
+}
+
+/// Self-consistency: how many chains to sample and how to choose among them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingPlan {
+    pub samples: u32,
+    pub aggregate: Aggregate,
+    pub verifier: Verifier,
+    pub adaptive: bool,
+    pub confidence: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Majority,
+    Weighted,
+    Best,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verifier {
+    None,
+    Logprob,
+    SelfJudge,
+    Model,
+    Arithmetic,
+}
+
+impl Verifier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Logprob => "logprob",
+            Self::SelfJudge => "self",
+            Self::Model => "model",
+            Self::Arithmetic => "arithmetic",
+        }
+    }
+}
+
+impl Aggregate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Majority => "majority",
+            Self::Weighted => "weighted",
+            Self::Best => "best",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    pub param: String,
+    pub message: String,
+}
+
+fn err(param: &str, message: impl Into<String>) -> PlanError {
+    PlanError { param: param.into(), message: message.into() }
+}
+
+/// Effort labels are a closed set so that metric label cardinality stays bounded.
+const EFFORTS: [&str; 5] = ["none", "minimal", "low", "medium", "high"];
+
+fn effort_label(e: &str) -> &'static str {
+    EFFORTS.iter().find(|x| **x == e).copied().unwrap_or("custom")
+}
+
+fn int(v: &Value, param: &str, min: i64) -> Result<i64, PlanError> {
+    let n = v
+        .as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
+        .ok_or_else(|| err(param, format!("'{param}' must be an integer")))?;
+    if n < min {
+        return Err(err(param, format!("'{param}' must be at least {min}")));
+    }
+    if n > 1_000_000 {
+        return Err(err(param, format!("'{param}' must be at most 1000000")));
+    }
+    Ok(n)
+}
+
+fn boolean(v: &Value, param: &str) -> Result<bool, PlanError> {
+    v.as_bool().ok_or_else(|| err(param, format!("'{param}' must be a boolean")))
+}
+
+fn string<'a>(v: &'a Value, param: &str) -> Result<&'a str, PlanError> {
+    v.as_str().ok_or_else(|| err(param, format!("'{param}' must be a string")))
+}
+
+/// One value from several request fields that must agree.
+struct Agreed<T> {
+    what: &'static str,
+    value: Option<(T, String)>,
+}
+
+impl<T: PartialEq + std::fmt::Debug + Clone> Agreed<T> {
+    fn new(what: &'static str) -> Self {
+        Self { what, value: None }
+    }
+    fn set(&mut self, v: T, param: &str) -> Result<(), PlanError> {
+        match &self.value {
+            Some((old, p)) if *old != v => Err(err(
+                param,
+                format!("'{param}' ({v:?}) contradicts '{p}' ({old:?}): give one {}", self.what),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.value = Some((v, param.to_string()));
+                Ok(())
+            }
+        }
+    }
+    fn get(&self) -> Option<(T, String)> {
+        self.value.clone()
+    }
+}
+
+/// Build the plan from the request body. `thinking_model`: the model has native think tokens.
+pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model: bool) -> Result<ReasoningPlan, PlanError> {
+    let mut budget = Agreed::<i64>::new("thinking budget");
+    let mut effort = Agreed::<String>::new("effort level");
+    let mut switch = Agreed::<bool>::new("thinking on/off setting");
+    let mut min_thinking = 0i64;
+    let mut budget_message = None;
+    let mut exclude = false;
+    let mut separate = cfg.format != "none";
+    let get = |k: &str| req.get(k).filter(|v| !v.is_null());
+
+    let set_effort = |e: &str, param: &str, effort: &mut Agreed<String>| -> Result<(), PlanError> {
+        if !cfg.effort_budgets.contains_key(e) {
+            let known: Vec<&String> = cfg.effort_budgets.keys().collect();
+            return Err(err(param, format!("unknown effort '{e}'; expected one of {known:?}")));
+        }
+        effort.set(e.to_string(), param)
+    };
+
+    if let Some(v) = get("reasoning_effort") {
+        set_effort(string(v, "reasoning_effort")?, "reasoning_effort", &mut effort)?;
+    }
+    if let Some(v) = get("reasoning") {
+        let obj = v.as_object().ok_or_else(|| err("reasoning", "'reasoning' must be an object"))?;
+        if let Some(e) = obj.get("effort").filter(|v| !v.is_null()) {
+            set_effort(string(e, "reasoning.effort")?, "reasoning.effort", &mut effort)?;
+        }
+        if let Some(m) = obj.get("max_tokens").filter(|v| !v.is_null()) {
+            budget.set(int(m, "reasoning.max_tokens", 0)?, "reasoning.max_tokens")?;
+        }
+        if let Some(x) = obj.get("exclude").filter(|v| !v.is_null()) {
+            exclude = boolean(x, "reasoning.exclude")?;
+        }
+        if let Some(x) = obj.get("enabled").filter(|v| !v.is_null()) {
+            switch.set(boolean(x, "reasoning.enabled")?, "reasoning.enabled")?;
+        }
+    }
+    if let Some(v) = get("thinking") {
+        let obj = v.as_object().ok_or_else(|| err("thinking", "'thinking' must be an object"))?;
+        match obj.get("type").and_then(Value::as_str) {
+            Some("enabled") => switch.set(true, "thinking.type")?,
+            Some("disabled") => switch.set(false, "thinking.type")?,
+            _ => return Err(err("thinking.type", "'thinking.type' must be \"enabled\" or \"disabled\"")),
+        }
+        if let Some(b) = obj.get("budget_tokens").filter(|v| !v.is_null()) {
+            budget.set(int(b, "thinking.budget_tokens", 0)?, "thinking.budget_tokens")?;
+        }
+    }
+    for key in ["thinking_budget_tokens", "reasoning_budget_tokens", "thinking_token_budget", "max_thinking_tokens"] {
+        if let Some(v) = get(key) {
+            let n = int(v, key, -1)?;
+            if n == -1 {
+                switch.set(true, key)?;
+            } else {
+                budget.set(n, key)?;
+            }
+        }
+    }
+    if let Some(v) = get("chat_template_kwargs") {
+        let obj = v.as_object().ok_or_else(|| err("chat_template_kwargs", "'chat_template_kwargs' must be an object"))?;
+        if let Some(e) = obj.get("enable_thinking").filter(|v| !v.is_null()) {
+            switch.set(boolean(e, "chat_template_kwargs.enable_thinking")?, "chat_template_kwargs.enable_thinking")?;
+        }
+    }
+    if let Some(v) = get("think") {
+        match v {
+            Value::Bool(b) => switch.set(*b, "think")?,
+            Value::String(s) => set_effort(s, "think", &mut effort)?,
+            _ => return Err(err("think", "'think' must be a boolean or an effort level")),
+        }
+    }
+    if let Some(v) = get("min_thinking_tokens") {
+        min_thinking = int(v, "min_thinking_tokens", 0)?;
+    }
+    if let Some(v) = get("reasoning_budget_message") {
+        budget_message = Some(string(v, "reasoning_budget_message")?.to_string());
+    }
+    if let Some(v) = get("reasoning_format") {
+        separate = match string(v, "reasoning_format")? {
+            "none" => false,
+            "auto" | "deepseek" | "deepseek-legacy" | "parsed" => true,
+            other => return Err(err("reasoning_format", format!("unknown reasoning_format '{other}'"))),
+        };
+    }
+
+    // Resolve: explicit budget > effort level > on/off switch > server default.
+    let effort_budget = effort.get().map(|(e, p)| (cfg.effort_budgets[&e], e, p));
+    let resolved: i64 = match (budget.get(), &effort_budget) {
+        (Some((b, _)), _) => b,
+        (None, Some((b, _, _))) => *b,
+        (None, None) => match switch.get() {
+            Some((false, _)) => 0,
+            Some((true, _)) => if cfg.budget == 0 { -1 } else { cfg.budget },
+            None => cfg.budget,
+        },
+    };
+    if let Some((on, sp)) = switch.get() {
+        if !on {
+            if let Some((b, p)) = budget.get().filter(|(b, _)| *b > 0) {
+                return Err(err(&p, format!("'{p}' = {b} contradicts '{sp}' turning thinking off")));
+            }
+            if let Some((_, e, p)) = effort_budget.as_ref().filter(|(b, _, _)| *b != 0) {
+                return Err(err(p, format!("'{p}' = {e} contradicts '{sp}' turning thinking off")));
+            }
+        } else if resolved == 0 {
+            let p = budget.get().map(|(_, p)| p).or(effort_budget.as_ref().map(|(_, _, p)| p.clone())).unwrap_or(sp.clone());
+            return Err(err(&p, format!("'{p}' gives no thinking budget but '{sp}' turns thinking on")));
+        }
+    }
+
+    let requested = budget.get().is_some() || effort.get().is_some() || switch.get().is_some() || min_thinking > 0;
+    let thinking = resolved != 0 && (requested || thinking_model || cfg.budget > 0);
+    let max_thinking = (resolved >= 0).then_some(resolved as u32);
+    if let Some(max) = max_thinking.filter(|_| thinking) {
+        if min_thinking > max as i64 {
+            return Err(err("min_thinking_tokens", format!("'min_thinking_tokens' ({min_thinking}) exceeds the thinking budget ({max})")));
+        }
+    }
+    if min_thinking > 0 && !thinking {
+        return Err(err("min_thinking_tokens", "'min_thinking_tokens' needs thinking turned on"));
+    }
+    let label = match (budget.get(), effort.get()) {
+        (Some(_), _) => "budget",
+        (None, Some((e, _))) => effort_label(&e),
+        (None, None) if !thinking => "none",
+        _ => "default",
+    };
+    let sampling = sampling_plan(req, cfg, effort.get().map(|(e, _)| e))?;
+    Ok(ReasoningPlan {
+        thinking,
+        min_thinking: if thinking { min_thinking as u32 } else { 0 },
+        max_thinking: if thinking { max_thinking } else { Some(0) },
+        budget_message,
+        exclude,
+        separate,
+        effort: label,
+        sampling,
+    })
+}
+
+/// `reasoning: {samples, aggregate, verifier, adaptive, confidence}` with top-level aliases
+/// `samples`/`num_samples`, `aggregate`, `verifier`, `adaptive`, `confidence`.
+fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, effort: Option<String>) -> Result<SamplingPlan, PlanError> {
+    let nested = req.get("reasoning").and_then(Value::as_object);
+    let pick = |key: &str, aliases: &[&str]| -> Option<(Value, String)> {
+        nested
+            .and_then(|o| o.get(key).filter(|v| !v.is_null()).map(|v| (v.clone(), format!("reasoning.{key}"))))
+            .or_else(|| aliases.iter().find_map(|a| req.get(*a).filter(|v| !v.is_null()).map(|v| (v.clone(), a.to_string()))))
+    };
+    let effort_samples = effort.as_ref().and_then(|e| cfg.effort_samples.get(e)).copied().unwrap_or(1);
+    let samples = match pick("samples", &["samples", "num_samples"]) {
+        Some((v, p)) => {
+            let n = int(&v, &p, 1)?;
+            if n > MAX_SAMPLES as i64 {
+                return Err(err(&p, format!("'{p}' must be at most {MAX_SAMPLES}")));
+            }
+            n as u32
+        }
+        None => effort_samples,
+    };
+    let verifier_default = effort.as_ref().and_then(|e| cfg.effort_verifier.get(e)).cloned().unwrap_or_else(|| "none".into());
+    let verifier = match pick("verifier", &["verifier"]) {
+        Some((v, p)) => parse_verifier(string(&v, &p)?, &p)?,
+        None => parse_verifier(&verifier_default, "verifier")?,
+    };
+    let aggregate = match pick("aggregate", &["aggregate"]) {
+        Some((v, p)) => match string(&v, &p)? {
+            "majority" | "vote" => Aggregate::Majority,
+            "weighted" => Aggregate::Weighted,
+            "best" | "best_of_n" => Aggregate::Best,
+            other => return Err(err(&p, format!("unknown aggregate '{other}'; expected majority, weighted or best"))),
+        },
+        None if verifier != Verifier::None => Aggregate::Weighted,
+        None => Aggregate::Majority,
+    };
+    if aggregate != Aggregate::Majority && verifier == Verifier::None {
+        return Err(err("verifier", format!("aggregate '{}' needs a verifier", aggregate.as_str())));
+    }
+    let adaptive = match pick("adaptive", &["adaptive"]) {
+        Some((v, p)) => boolean(&v, &p)?,
+        None => false,
+    };
+    let confidence = match pick("confidence", &["confidence"]) {
+        Some((v, p)) => {
+            let c = v.as_f64().ok_or_else(|| err(&p, format!("'{p}' must be a number")))?;
+            if !(0.5..1.0).contains(&c) {
+                return Err(err(&p, format!("'{p}' must be in [0.5, 1)")));
+            }
+            c
+        }
+        None => cfg.confidence,
+    };
+    Ok(SamplingPlan { samples, aggregate, verifier, adaptive, confidence })
+}
+
+/// Largest `samples` a request may ask for (they run in waves through the slots).
+pub const MAX_SAMPLES: u32 = 64;
+
+fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
+    Ok(match s {
+        "none" => Verifier::None,
+        "logprob" => Verifier::Logprob,
+        "self" | "p_true" => Verifier::SelfJudge,
+        "model" => Verifier::Model,
+        "arithmetic" => Verifier::Arithmetic,
+        other => return Err(err(param, format!("unknown verifier '{other}'; expected none, logprob, self, model or arithmetic"))),
+    })
+}
+
+/// Thinking tokens allowed once the close text and `reserve` answer tokens are kept out of the
+/// request's total cap, so the injected close and an answer always fit.
+pub fn effective_max_thinking(budget: Option<u32>, max_tokens: u32, reserve: u32, close_len: u32) -> u32 {
+    let room = max_tokens.saturating_sub(reserve.saturating_add(close_len));
+    budget.map_or(room, |b| b.min(room))
+}
+
+/// Messages for a model without think tokens: the scaffold instruction joins the system prompt.
+pub fn scaffold(messages: &mut Vec<(String, String)>, instruction: &str) {
+    match messages.first_mut() {
+        Some((role, content)) if role == "system" => {
+            content.push_str("\n\n");
+            content.push_str(instruction);
+        }
+        _ => messages.insert(0, ("system".into(), instruction.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn plan(v: Value) -> Result<ReasoningPlan, PlanError> {
+        normalise(v.as_object().unwrap(), &ReasoningConfig::default(), false)
+    }
+    fn budget(v: Value) -> Option<u32> {
+        let p = plan(v).unwrap();
+        assert!(p.thinking || p.max_thinking == Some(0));
+        p.max_thinking
+    }
+    fn param(v: Value) -> String {
+        plan(v).unwrap_err().param
+    }
+
+    #[test]
+    fn every_dialect_sets_the_budget() {
+        assert_eq!(budget(json!({"reasoning_effort": "low"})), Some(256));
+        assert_eq!(budget(json!({"reasoning": {"effort": "minimal"}})), Some(64));
+        assert_eq!(budget(json!({"reasoning": {"max_tokens": 100}})), Some(100));
+        assert_eq!(budget(json!({"thinking": {"type": "enabled", "budget_tokens": 77}})), Some(77));
+        assert_eq!(budget(json!({"thinking_budget_tokens": 16})), Some(16));
+        assert_eq!(budget(json!({"reasoning_budget_tokens": 16})), Some(16));
+        assert_eq!(budget(json!({"thinking_token_budget": 33})), Some(33));
+        assert_eq!(budget(json!({"max_thinking_tokens": 40})), Some(40));
+        assert_eq!(budget(json!({"think": "high"})), Some(4096));
+        assert_eq!(budget(json!({"think": true})), None);
+        assert_eq!(budget(json!({"chat_template_kwargs": {"enable_thinking": true}})), None);
+        assert_eq!(budget(json!({"thinking_budget_tokens": -1})), None);
+    }
+
+    #[test]
+    fn switches_turn_thinking_off() {
+        for v in [
+            json!({"think": false}),
+            json!({"thinking": {"type": "disabled"}}),
+            json!({"chat_template_kwargs": {"enable_thinking": false}}),
+            json!({"reasoning_effort": "none"}),
+            json!({"thinking_budget_tokens": 0}),
+        ] {
+            let p = plan(v.clone()).unwrap();
+            assert!(!p.thinking, "{v}");
+        }
+    }
+
+    #[test]
+    fn plain_requests_do_not_think_on_models_without_think_tokens() {
+        let p = plan(json!({})).unwrap();
+        assert!(!p.thinking);
+        assert_eq!(p.effort, "none");
+        let t = normalise(json!({}).as_object().unwrap(), &ReasoningConfig::default(), true).unwrap();
+        assert!(t.thinking);
+        assert_eq!(t.max_thinking, None);
+    }
+
+    #[test]
+    fn explicit_budget_beats_effort() {
+        let p = plan(json!({"reasoning_effort": "high", "thinking_budget_tokens": 10})).unwrap();
+        assert_eq!(p.max_thinking, Some(10));
+        assert_eq!(p.effort, "budget");
+    }
+
+    #[test]
+    fn min_max_and_message() {
+        let p = plan(json!({"min_thinking_tokens": 20, "max_thinking_tokens": 50, "reasoning_budget_message": "stop"})).unwrap();
+        assert_eq!((p.min_thinking, p.max_thinking), (20, Some(50)));
+        assert_eq!(p.budget_message.as_deref(), Some("stop"));
+        let p = plan(json!({"reasoning": {"max_tokens": 9, "exclude": true}})).unwrap();
+        assert!(p.exclude);
+    }
+
+    #[test]
+    fn contradictions_name_the_field() {
+        assert_eq!(param(json!({"thinking_budget_tokens": 10, "thinking_token_budget": 20})), "thinking_token_budget");
+        assert_eq!(param(json!({"reasoning_effort": "low", "reasoning": {"effort": "high"}})), "reasoning.effort");
+        assert_eq!(param(json!({"think": false, "thinking_budget_tokens": 100})), "thinking_budget_tokens");
+        assert_eq!(param(json!({"chat_template_kwargs": {"enable_thinking": false}, "reasoning_effort": "high"})), "reasoning_effort");
+        assert_eq!(param(json!({"think": true, "thinking": {"type": "disabled"}})), "thinking.type");
+        assert_eq!(param(json!({"thinking": {"type": "enabled", "budget_tokens": 0}})), "thinking.budget_tokens");
+        assert_eq!(param(json!({"min_thinking_tokens": 100, "max_thinking_tokens": 50})), "min_thinking_tokens");
+        assert_eq!(param(json!({"min_thinking_tokens": 10, "think": false})), "min_thinking_tokens");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        assert_eq!(param(json!({"reasoning_effort": "extreme"})), "reasoning_effort");
+        assert_eq!(param(json!({"reasoning_effort": 3})), "reasoning_effort");
+        assert_eq!(param(json!({"thinking_budget_tokens": -5})), "thinking_budget_tokens");
+        assert_eq!(param(json!({"thinking_budget_tokens": "many"})), "thinking_budget_tokens");
+        assert_eq!(param(json!({"reasoning": "high"})), "reasoning");
+        assert_eq!(param(json!({"thinking": {"type": "maybe"}})), "thinking.type");
+        assert_eq!(param(json!({"think": 3})), "think");
+        assert_eq!(param(json!({"reasoning_format": "xml"})), "reasoning_format");
+    }
+
+    #[test]
+    fn sampling_dialects_and_errors() {
+        let p = plan(json!({"reasoning": {"samples": 8, "verifier": "arithmetic", "adaptive": true}})).unwrap();
+        assert_eq!(p.sampling.samples, 8);
+        assert_eq!(p.sampling.aggregate, Aggregate::Weighted);
+        assert!(p.sampling.adaptive);
+        let p = plan(json!({"samples": 4, "aggregate": "majority"})).unwrap();
+        assert_eq!((p.sampling.samples, p.sampling.aggregate), (4, Aggregate::Majority));
+        let p = plan(json!({"reasoning_effort": "high"})).unwrap();
+        assert_eq!((p.sampling.samples, p.sampling.verifier), (8, Verifier::Arithmetic));
+        assert_eq!(param(json!({"samples": 0})), "samples");
+        assert_eq!(param(json!({"reasoning": {"samples": 1000}})), "reasoning.samples");
+        assert_eq!(param(json!({"aggregate": "median"})), "aggregate");
+        assert_eq!(param(json!({"aggregate": "best"})), "verifier");
+        assert_eq!(param(json!({"verifier": "oracle"})), "verifier");
+        assert_eq!(param(json!({"confidence": 1.5})), "confidence");
+    }
+
+    #[test]
+    fn effective_max_leaves_room_for_close_and_answer() {
+        assert_eq!(effective_max_thinking(Some(256), 100, 32, 10), 58);
+        assert_eq!(effective_max_thinking(Some(16), 1000, 32, 10), 16);
+        assert_eq!(effective_max_thinking(None, 1000, 32, 10), 958);
+        assert_eq!(effective_max_thinking(Some(16), 20, 32, 10), 0);
+    }
+
+    #[test]
+    fn scaffold_joins_the_system_prompt() {
+        let mut m = vec![("user".to_string(), "hi".to_string())];
+        scaffold(&mut m, "think");
+        assert_eq!(m[0], ("system".into(), "think".into()));
+        let mut m = vec![("system".to_string(), "be brief".to_string())];
+        scaffold(&mut m, "think");
+        assert_eq!(m[0].1, "be brief\n\nthink");
+    }
+}
