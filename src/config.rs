@@ -40,7 +40,7 @@ impl Default for Config {
             model_alias: None,
             host: "127.0.0.1".into(),
             port: 8080,
-            ctx_size: 8192,
+            ctx_size: 16384,
             parallel: 8,
             batch_size: 512,
             gpu_layers: None,
@@ -101,7 +101,7 @@ pub struct ReasoningConfig {
 
 impl Default for ReasoningConfig {
     fn default() -> Self {
-        let effort_budgets = [("none", 0), ("minimal", 64), ("low", 256), ("medium", 1024), ("high", 4096)]
+        let effort_budgets = [("none", 0), ("minimal", 64), ("low", 256), ("medium", 768), ("high", 1536)]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
@@ -148,7 +148,7 @@ pub struct ServeArgs {
     /// Port to bind [default: 8080]
     #[arg(long, env = "THINKSCALE_PORT")]
     pub port: Option<u16>,
-    /// Context size in tokens, shared by all slots (unified KV) [default: 8192]
+    /// Total KV cache in tokens, split evenly into one private stream per slot [default: 16384]
     #[arg(long, env = "THINKSCALE_CTX_SIZE")]
     pub ctx_size: Option<u32>,
     /// Sequence slots decoded together (n_seq_max) [default: 8]
@@ -217,7 +217,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.parallel >= 1 && self.parallel <= 256, "parallel must be in 1..=256");
-        anyhow::ensure!(self.ctx_size >= 256, "ctx_size must be at least 256");
+        anyhow::ensure!(self.ctx_size / self.parallel >= 256, "ctx_size must give every slot at least 256 tokens");
         anyhow::ensure!(self.batch_size >= 32, "batch_size must be at least 32");
         anyhow::ensure!(self.queue_size >= 1, "queue_size must be at least 1");
         anyhow::ensure!(

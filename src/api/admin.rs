@@ -15,7 +15,7 @@ use crate::metrics::metrics;
 pub async fn models(State(state): State<AppState>) -> Response {
     let id = state.cfg.model_id();
     let meta = state.engine.get().map(|e| {
-        json!({"n_ctx": e.n_ctx, "n_ctx_train": e.model.n_ctx_train(), "n_vocab": e.model.n_vocab,
+        json!({"n_ctx": e.n_ctx, "slot_ctx": e.slot_ctx, "n_ctx_train": e.model.n_ctx_train(), "n_vocab": e.model.n_vocab,
                "thinking_markers": e.model.think_markers, "parallel": e.parallel})
     });
     axum::Json(json!({
@@ -47,6 +47,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "queue_depth": e.queue_depth(),
             "kv_cells_used": e.stats.kv_cells_used.load(Ordering::Relaxed),
             "n_ctx": e.n_ctx,
+            "slot_ctx": e.slot_ctx,
             "gpu_layers": e.model.gpu_layers,
             "n_layer": e.model.n_layer,
             "devices": crate::engine::model::devices(),

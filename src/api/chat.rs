@@ -128,10 +128,10 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         }
     }
     let prompt = engine.model.tokenize(&text, true);
-    let room = (engine.n_ctx as i64) - prompt.len() as i64 - 64;
+    let room = (engine.slot_ctx as i64) - prompt.len() as i64 - 64;
     if room < 1 {
         return Err(ApiError::bad_request(
-            format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), engine.n_ctx),
+            format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), engine.slot_ctx),
             Some("messages"),
         )
         .with_code("context_length_exceeded"));

@@ -82,10 +82,10 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
     let mut receivers = Vec::new();
     let mut collectors = Vec::new();
     for (i, prompt) in prompts.into_iter().enumerate() {
-        let room = engine.n_ctx as i64 - prompt.len() as i64 - 64;
+        let room = engine.slot_ctx as i64 - prompt.len() as i64 - 64;
         if room < 1 {
             return Err(ApiError::bad_request(
-                format!("Prompt {i} is {} tokens; the context holds {}", prompt.len(), engine.n_ctx),
+                format!("Prompt {i} is {} tokens; the context holds {}", prompt.len(), engine.slot_ctx),
                 Some("prompt"),
             )
             .with_code("context_length_exceeded"));

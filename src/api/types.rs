@@ -26,7 +26,12 @@ pub fn parse_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
 /// Deserialize typed fields out of the object, naming the offending field on error.
 pub fn typed<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(Value::Object(obj.clone())).map_err(|e| {
-        let path = e.path().to_string();
+        let mut path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // A missing field is reported at its parent: name the field itself.
+        if let Some(field) = inner.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            path = if path == "." || path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+        }
         let param = (path != "." && !path.is_empty()).then_some(path.as_str());
         ApiError::bad_request(format!("Invalid value for '{}': {}", param.unwrap_or("body"), e.inner()), param)
     })
@@ -121,9 +126,10 @@ impl Common {
                 if m < 1 {
                     return Err(ApiError::bad_request(format!("'{param}' must be at least 1, got {m}"), Some(param)));
                 }
-                if m > cfg.ctx_size as i64 {
+                let slot_ctx = (cfg.ctx_size / cfg.parallel) as i64;
+                if m > slot_ctx {
                     return Err(ApiError::bad_request(
-                        format!("'{param}' = {m} exceeds the context size ({} tokens)", cfg.ctx_size),
+                        format!("'{param}' = {m} exceeds the per-request context ({slot_ctx} tokens)"),
                         Some(param),
                     )
                     .with_code("context_length_exceeded"));

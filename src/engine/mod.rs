@@ -150,7 +150,9 @@ pub struct EngineStats {
 pub struct Engine {
     tx: mpsc::Sender<Job>,
     pub model: Arc<Model>,
+    /// Total KV cells, and the cells of each slot's private stream (the most one request may use).
     pub n_ctx: u32,
+    pub slot_ctx: u32,
     pub parallel: u32,
     pub stats: Arc<EngineStats>,
 }
@@ -181,7 +183,8 @@ impl Engine {
         // The context is created on the engine thread; wait for it so a failure is reported here.
         let n_ctx = ready_rx.recv().map_err(|_| anyhow::anyhow!("engine thread exited during start-up"))??;
         crate::metrics::metrics().kv_cells_total.set(n_ctx as i64);
-        Ok((Self { tx, model, n_ctx, parallel: cfg.parallel, stats }, handle))
+        let slot_ctx = n_ctx / cfg.parallel;
+        Ok((Self { tx, model, n_ctx, slot_ctx, parallel: cfg.parallel, stats }, handle))
     }
 
     pub fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError> {

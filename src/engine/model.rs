@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context};
+use llama_cpp_2::context::params::KvCacheType;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
@@ -135,7 +136,16 @@ impl Model {
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
             .with_n_seq_max(parallel)
-            .with_kv_unified(true)
+            // One KV stream per slot, and flash attention over a Q8_0 cache, which always takes
+            // ggml's per-row kernel (F16 caches switch to split-KV or tiled kernels by batch and
+            // cache size). That kernel visits a sequence's cells in cell order; in a private
+            // stream that is position order, whatever else runs. So a request decodes to the same
+            // tokens alone or batched with others. A unified cache would share a forked prompt's
+            // cells, but reuses freed cells out of order and breaks that guarantee.
+            .with_kv_unified(false)
+            .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
+            .with_type_k(KvCacheType::Q8_0)
+            .with_type_v(KvCacheType::Q8_0)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
     }

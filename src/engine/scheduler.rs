@@ -48,8 +48,6 @@ struct ActiveJob {
     running: usize,
     finished: usize,
     forcing: Option<(ForcingSpec, Injections)>,
-    /// KV cells reserved for this job's running sequences.
-    reserved: u32,
 }
 
 impl ActiveJob {
@@ -82,12 +80,9 @@ struct Scheduler<'m> {
     /// A job taken from the queue that waits for KV room.
     waiting: Option<Job>,
     next_key: u64,
-    kv_reserved: u32,
+    last_was_prefill: bool,
     stats: Arc<EngineStats>,
 }
-
-/// Cells a sequence may use beyond its token cap (forced text can overshoot by one injection).
-const SEQ_SLACK: u32 = 64;
 
 pub(crate) fn run(
     model: Arc<Model>,
@@ -116,7 +111,7 @@ pub(crate) fn run(
         jobs: VecDeque::new(),
         waiting: None,
         next_key: 0,
-        kv_reserved: 0,
+        last_was_prefill: false,
         stats,
     };
     let mut batch = LlamaBatch::new(s.cfg.n_batch as usize, parallel);
@@ -149,12 +144,8 @@ impl<'m> Scheduler<'m> {
         m.queue_depth.set((rx.len() + usize::from(self.waiting.is_some())) as i64);
     }
 
-    /// Cells one sequence of `job` may need.
-    fn seq_reserve(job: &Job) -> u32 {
-        job.spec.max_tokens + SEQ_SLACK
-    }
-
-    /// Admit queued jobs while a slot and KV room for the prompt and one sequence are free.
+    /// Admit queued jobs while a slot is free. Each slot has its own KV stream, sized so that the
+    /// API's cap (prompt + max_tokens + slack) always fits.
     fn intake(&mut self, rx: &mut mpsc::Receiver<Job>) {
         loop {
             if self.waiting.is_none() {
@@ -167,8 +158,7 @@ impl<'m> Scheduler<'m> {
             if job.events.is_closed() || job.cancel.load(Ordering::Relaxed) {
                 continue;
             }
-            let need = job.spec.prompt.len() as u32 + Self::seq_reserve(&job);
-            if self.free.is_empty() || self.kv_reserved + need > self.cfg.n_ctx {
+            if self.free.is_empty() {
                 self.waiting = Some(job);
                 return;
             }
@@ -181,7 +171,6 @@ impl<'m> Scheduler<'m> {
         let key = self.next_key;
         self.next_key += 1;
         let prompt_len = job.spec.prompt.len() as u32;
-        self.kv_reserved += prompt_len;
         metrics().prompt_tokens.inc_by(prompt_len as u64);
         let forcing = job.spec.forcing.as_ref().map(|f| {
             let tok = |s: &str| self.model.tokenize(s, false);
@@ -215,7 +204,6 @@ impl<'m> Scheduler<'m> {
             running: 0,
             finished: 0,
             forcing,
-            reserved: 0,
         });
     }
 
@@ -242,10 +230,6 @@ impl<'m> Scheduler<'m> {
                 if !job.prompt_ready() || job.next_index >= job.job.spec.n {
                     break;
                 }
-                let reserve = Self::seq_reserve(&job.job);
-                if self.kv_reserved + reserve > self.cfg.n_ctx {
-                    return;
-                }
                 let seq_id = if !job.anchor_busy {
                     job.anchor
                 } else if let Some(id) = self.free.pop() {
@@ -253,26 +237,25 @@ impl<'m> Scheduler<'m> {
                 } else {
                     return;
                 };
-                self.start_seq(ji, seq_id, reserve);
+                self.start_seq(ji, seq_id);
             }
         }
     }
 
-    fn start_seq(&mut self, ji: usize, seq_id: i32, reserve: u32) {
+    fn start_seq(&mut self, ji: usize, seq_id: i32) {
         let job = &mut self.jobs[ji];
         let p = job.job.spec.prompt.len();
         if seq_id == job.anchor {
             job.anchor_busy = true;
         } else if p > 1 {
-            self.ctx
-                .copy_kv_cache_seq(job.anchor, seq_id, Some(0), Some((p - 1) as u32))
-                .expect("positions fit in i32");
+            // Slots are separate KV streams: llama.cpp copies the anchor's whole stream (the
+            // prompt is still prefilled once), then the copy is cut back to the prompt.
+            self.ctx.copy_kv_cache_seq(job.anchor, seq_id, None, None).expect("no positions given");
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), Some((p - 1) as u32), None);
         }
         let index = job.next_index;
         job.next_index += 1;
         job.running += 1;
-        job.reserved += reserve;
-        self.kv_reserved += reserve;
         let spec = &job.job.spec;
         let mut sampling = spec.sampling.clone();
         sampling.seed = sampling.seed.wrapping_add(index as u32);
@@ -293,37 +276,44 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Build one batch, decode it, and handle the logits.
+    ///
+    /// A batch holds either decode tokens of running sequences or one prompt chunk, never both:
+    /// llama.cpp picks its attention kernel by batch size, so keeping prompts apart from decode
+    /// tokens (and from each other) makes a request's tokens independent of concurrent traffic.
+    /// When both kinds wait, steps alternate so neither starves.
     fn step(&mut self, batch: &mut LlamaBatch) {
         batch.clear();
+        let decoding = self.slots.iter().flatten().any(|s| !s.seq.input.is_empty());
+        let prefill_job = self.jobs.iter().position(|j| j.prefilled + 1 < j.job.spec.prompt.len());
+        let do_prefill = prefill_job.is_some() && (!decoding || !self.last_was_prefill);
+        self.last_was_prefill = do_prefill;
         let cap = self.cfg.n_batch as usize;
         // (seq id, batch index of its logits)
         let mut outputs: Vec<(i32, i32)> = Vec::new();
-        for id in 0..self.slots.len() {
-            let Some(slot) = self.slots[id].as_mut() else { continue };
-            let seq = &mut slot.seq;
-            if seq.input.is_empty() || batch.n_tokens() as usize + seq.input.len() > cap {
-                continue;
-            }
-            let n = seq.input.len();
-            for (k, t) in seq.input.drain(..).enumerate() {
-                batch.add(t, seq.pos, &[seq.seq_id], k + 1 == n).expect("batch has room");
-                seq.pos += 1;
-            }
-            outputs.push((id as i32, batch.n_tokens() - 1));
-        }
         let mut prefilling = Vec::new();
-        for job in self.jobs.iter_mut() {
-            let room = cap - batch.n_tokens() as usize;
+        if let (true, Some(ji)) = (do_prefill, prefill_job) {
+            let job = &mut self.jobs[ji];
             let target = job.job.spec.prompt.len() - 1;
-            if job.prefilled >= target || room == 0 {
-                continue;
-            }
             job.prefill_started.get_or_insert_with(Instant::now);
-            let end = (job.prefilled + room).min(target);
+            let end = (job.prefilled + cap).min(target);
             for (pos, t) in job.job.spec.prompt[job.prefilled..end].iter().enumerate() {
                 batch.add(*t, (job.prefilled + pos) as i32, &[job.anchor], false).expect("batch has room");
             }
             prefilling.push((job.key, end));
+        } else {
+            for id in 0..self.slots.len() {
+                let Some(slot) = self.slots[id].as_mut() else { continue };
+                let seq = &mut slot.seq;
+                if seq.input.is_empty() || batch.n_tokens() as usize + seq.input.len() > cap {
+                    continue;
+                }
+                let n = seq.input.len();
+                for (k, t) in seq.input.drain(..).enumerate() {
+                    batch.add(t, seq.pos, &[seq.seq_id], k + 1 == n).expect("batch has room");
+                    seq.pos += 1;
+                }
+                outputs.push((id as i32, batch.n_tokens() - 1));
+            }
         }
         if batch.n_tokens() == 0 {
             // Only prompts of one token are waiting: they need no prefill.
@@ -463,9 +453,6 @@ impl<'m> Scheduler<'m> {
         let job = &mut self.jobs[ji];
         job.running -= 1;
         job.finished += 1;
-        let reserve = Self::seq_reserve(&job.job);
-        job.reserved -= reserve;
-        self.kv_reserved -= reserve;
         job.send(Event::Finished { index: seq.index, reason, stats });
         if id == job.anchor {
             job.anchor_busy = false;
@@ -482,7 +469,6 @@ impl<'m> Scheduler<'m> {
         if !job.anchor_busy {
             self.free.push(job.anchor);
         }
-        self.kv_reserved -= job.reserved + job.job.spec.prompt.len() as u32;
     }
 
     fn fail_job(&mut self, key: u64, message: String) {

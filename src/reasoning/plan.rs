@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(budget(json!({"reasoning_budget_tokens": 16})), Some(16));
         assert_eq!(budget(json!({"thinking_token_budget": 33})), Some(33));
         assert_eq!(budget(json!({"max_thinking_tokens": 40})), Some(40));
-        assert_eq!(budget(json!({"think": "high"})), Some(4096));
+        assert_eq!(budget(json!({"think": "high"})), Some(1536));
         assert_eq!(budget(json!({"think": true})), None);
         assert_eq!(budget(json!({"chat_template_kwargs": {"enable_thinking": true}})), None);
         assert_eq!(budget(json!({"thinking_budget_tokens": -1})), None);
@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(param(json!({"reasoning_effort": "low", "reasoning": {"effort": "high"}})), "reasoning.effort");
         assert_eq!(param(json!({"think": false, "thinking_budget_tokens": 100})), "thinking_budget_tokens");
         assert_eq!(param(json!({"chat_template_kwargs": {"enable_thinking": false}, "reasoning_effort": "high"})), "reasoning_effort");
-        assert_eq!(param(json!({"think": true, "thinking": {"type": "disabled"}})), "thinking.type");
+        assert_eq!(param(json!({"think": true, "thinking": {"type": "disabled"}})), "think");
         assert_eq!(param(json!({"thinking": {"type": "enabled", "budget_tokens": 0}})), "thinking.budget_tokens");
         assert_eq!(param(json!({"min_thinking_tokens": 100, "max_thinking_tokens": 50})), "min_thinking_tokens");
         assert_eq!(param(json!({"min_thinking_tokens": 10, "think": false})), "min_thinking_tokens");

@@ -1,0 +1,333 @@
+//! The OpenAI API on the real server and the real SmolLM2 model.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{assert_error, joined, Server};
+use serde_json::{json, Value};
+
+/// One server for the tests that do not care about metrics or configuration.
+fn shared() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(Server::start_shared)
+}
+
+fn greedy(content: &str, max_tokens: u32) -> Value {
+    json!({"model": "x", "messages": [{"role": "user", "content": content}], "temperature": 0, "max_tokens": max_tokens})
+}
+
+#[test]
+fn health_models_and_metrics() {
+    let s = shared();
+    let h: Value = s.client.get(s.url("/health")).send().unwrap().json().unwrap();
+    assert_eq!(h["status"], "ok");
+    let m: Value = s.client.get(s.url("/v1/models")).send().unwrap().json().unwrap();
+    assert_eq!(m["object"], "list");
+    assert_eq!(m["data"][0]["id"], "SmolLM2-135M-Instruct.Q4_1");
+    let text = s.metrics();
+    for name in [
+        "thinkscale_requests_total",
+        "thinkscale_prompt_tokens_total",
+        "thinkscale_generated_tokens_total",
+        "thinkscale_request_duration_seconds",
+        "thinkscale_time_to_first_token_seconds",
+        "thinkscale_active_sequences",
+        "thinkscale_queue_depth",
+        "thinkscale_kv_cells_used",
+    ] {
+        assert!(text.contains(name), "missing {name}");
+    }
+}
+
+#[test]
+fn chat_non_streaming_has_usage_and_id() {
+    let v = shared().chat(&greedy("What is the capital of France?", 16));
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(v["object"], "chat.completion");
+    let c = &v["choices"][0];
+    assert_eq!(c["message"]["role"], "assistant");
+    assert!(!c["message"]["content"].as_str().unwrap().is_empty());
+    let u = &v["usage"];
+    assert!(u["prompt_tokens"].as_u64().unwrap() > 5);
+    assert!(u["completion_tokens"].as_u64().unwrap() <= 16);
+    assert_eq!(u["total_tokens"].as_u64().unwrap(), u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap());
+    assert!(["stop", "length"].contains(&c["finish_reason"].as_str().unwrap()));
+}
+
+#[test]
+fn max_tokens_and_max_completion_tokens_cap_output() {
+    let s = shared();
+    for key in ["max_tokens", "max_completion_tokens"] {
+        let v = s.chat(&json!({"messages": [{"role": "user", "content": "Write a long story about a dragon."}], "temperature": 0, key: 7}));
+        assert_eq!(v["usage"]["completion_tokens"], 7, "{key}");
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+    }
+}
+
+#[test]
+fn streaming_matches_non_streaming_and_reports_usage() {
+    let s = shared();
+    let mut body = greedy("Name three colors.", 24);
+    let whole = s.chat(&body);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let chunks = s.stream("/v1/chat/completions", &body);
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text = joined(&chunks, 0, "content");
+    assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
+    let finish: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0].get("finish_reason")).filter(|f| !f.is_null()).collect();
+    assert_eq!(finish.len(), 1);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"].as_array().unwrap().len(), 0);
+    assert_eq!(last["usage"], whole["usage"]);
+}
+
+#[test]
+fn stop_strings_cut_the_answer() {
+    let s = shared();
+    let base = s.chat(&greedy("Count from 1 to 10, separated by commas.", 40));
+    let text = base["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    // Stop on a piece of the greedy answer: the output must end just before it.
+    let cut = text.char_indices().nth(text.chars().count() / 2).unwrap().0;
+    let stop: String = text[cut..].chars().take(3).collect();
+    let mut body = greedy("Count from 1 to 10, separated by commas.", 40);
+    body["stop"] = json!([stop.clone(), "never-appears"]);
+    let v = s.chat(&body);
+    let got = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(!got.contains(&stop), "{got:?} contains {stop:?}");
+    assert!(text.starts_with(got), "{got:?} is not a prefix of {text:?}");
+    body["stop"] = json!(stop);
+    body["stream"] = json!(true);
+    assert_eq!(joined(&s.stream("/v1/chat/completions", &body), 0, "content"), got);
+}
+
+#[test]
+fn n_choices_are_independent_samples() {
+    let s = shared();
+    let v = s.chat(&json!({"messages": [{"role": "user", "content": "Tell me a word."}], "n": 4, "temperature": 1.2, "seed": 7, "max_tokens": 12}));
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    let texts: std::collections::HashSet<&str> = choices.iter().map(|c| c["message"]["content"].as_str().unwrap()).collect();
+    assert!(texts.len() >= 2, "{texts:?}");
+    assert_eq!(choices.iter().map(|c| c["index"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    // The same seed reproduces the same choices.
+    let again = s.chat(&json!({"messages": [{"role": "user", "content": "Tell me a word."}], "n": 4, "temperature": 1.2, "seed": 7, "max_tokens": 12}));
+    assert_eq!(v["choices"], again["choices"]);
+}
+
+#[test]
+fn n_forks_one_prefill() {
+    let s = Server::start(&[]);
+    let before = s.metric("thinkscale_prompt_tokens_total");
+    let v = s.chat(&json!({"messages": [{"role": "user", "content": "Say something."}], "n": 8, "max_tokens": 5}));
+    let p = v["usage"]["prompt_tokens"].as_f64().unwrap();
+    assert_eq!(s.metric("thinkscale_prompt_tokens_total") - before, p);
+    assert_eq!(v["choices"].as_array().unwrap().len(), 8);
+}
+
+#[test]
+fn logprobs_are_reported() {
+    let s = shared();
+    let mut body = greedy("Hi", 5);
+    body["logprobs"] = json!(true);
+    body["top_logprobs"] = json!(3);
+    let v = s.chat(&body);
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len() as u64, v["usage"]["completion_tokens"].as_u64().unwrap().min(5));
+    for e in content {
+        assert!(e["logprob"].as_f64().unwrap() <= 0.0);
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(top[0]["token"], e["token"]);
+    }
+}
+
+#[test]
+fn text_completions_stream_and_not() {
+    let s = shared();
+    let body = json!({"prompt": "The sky is", "max_tokens": 8, "temperature": 0});
+    let (status, v) = s.post("/v1/completions", &body);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    assert!(!text.is_empty());
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    let chunks = s.stream("/v1/completions", &sbody);
+    let streamed: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    assert_eq!(streamed, text);
+    let (status, v) = s.post("/v1/completions", &json!({"prompt": ["One", "Two"], "max_tokens": 3, "temperature": 0}));
+    assert_eq!(status, 200);
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn utf8_survives_streaming() {
+    let s = shared();
+    let mut body = greedy("Répète exactement: «café crème» 🙂 日本語", 30);
+    body["stream"] = json!(true);
+    let chunks = s.stream("/v1/chat/completions", &body);
+    let text = joined(&chunks, 0, "content");
+    assert!(!text.contains('\u{fffd}'), "{text:?}");
+}
+
+#[test]
+fn concurrent_greedy_requests_match_sequential_ones() {
+    let s = Server::start(&[]);
+    let prompts: Vec<String> = (0..8).map(|i| format!("What is {} plus {}?", i + 2, i * 3 + 1)).collect();
+    let sequential: Vec<Value> = prompts.iter().map(|p| s.chat(&greedy(p, 24))["choices"][0]["message"]["content"].clone()).collect();
+    let concurrent: Vec<Value> = std::thread::scope(|sc| {
+        let handles: Vec<_> = prompts.iter().map(|p| sc.spawn(|| s.chat(&greedy(p, 24))["choices"][0]["message"]["content"].clone())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sequential, concurrent);
+}
+
+#[test]
+fn disconnect_mid_stream_frees_the_slot() {
+    let s = Server::start(&[]);
+    let body = json!({"messages": [{"role": "user", "content": "Write a very long essay about the sea."}], "max_tokens": 2000, "stream": true});
+    let r = s.client.post(s.url("/v1/chat/completions")).json(&body).send().unwrap();
+    let mut lines = BufReader::new(r).lines();
+    for _ in 0..6 {
+        lines.next().unwrap().unwrap();
+    }
+    assert_eq!(s.metric("thinkscale_active_sequences"), 1.0);
+    drop(lines);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.metric("thinkscale_active_sequences") != 0.0 {
+        assert!(Instant::now() < deadline, "slot not freed after disconnect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.metric("thinkscale_kv_cells_used"), 0.0);
+    // And the server still answers.
+    shared_like(&s);
+}
+
+fn shared_like(s: &Server) {
+    let v = s.chat(&greedy("Hello", 4));
+    assert_eq!(v["object"], "chat.completion");
+}
+
+#[test]
+fn full_queue_answers_429_with_retry_after() {
+    let s = Server::start(&["--parallel", "1", "--queue-size", "1"]);
+    let long = json!({"messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 300, "temperature": 0});
+    let statuses: Vec<(u16, Option<String>, Value)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..6)
+            .map(|_| {
+                sc.spawn(|| {
+                    let r = s.client.post(s.url("/v1/chat/completions")).json(&long).send().unwrap();
+                    let st = r.status().as_u16();
+                    let ra = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+                    (st, ra, r.json::<Value>().unwrap())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let rejected: Vec<_> = statuses.iter().filter(|(st, _, _)| *st == 429).collect();
+    assert!(!rejected.is_empty(), "{:?}", statuses.iter().map(|s| s.0).collect::<Vec<_>>());
+    assert!(statuses.iter().filter(|(st, _, _)| *st == 200).count() >= 2);
+    for (_, ra, body) in rejected {
+        assert!(ra.is_some());
+        assert_error(body);
+        assert_eq!(body["error"]["code"], "queue_full");
+    }
+}
+
+#[test]
+fn api_key_is_required_when_set() {
+    let s = Server::start(&["--api-key", "sekret"]);
+    let (status, v) = s.post("/v1/chat/completions", &greedy("hi", 2));
+    assert_eq!(status, 401);
+    assert_error(&v);
+    let r = s.client.get(s.url("/v1/models")).bearer_auth("wrong").send().unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s.client.post(s.url("/v1/chat/completions")).bearer_auth("sekret").json(&greedy("hi", 2)).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.client.get(s.url("/health")).send().unwrap().status(), 200);
+}
+
+#[test]
+fn bad_inputs_get_openai_errors_and_the_server_keeps_serving() {
+    let s = shared();
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let cases: Vec<(Value, &str, u16)> = vec![
+        (json!({"messages": []}), "messages", 400),
+        (json!({}), "messages", 400),
+        (json!({"messages": "hello"}), "messages", 400),
+        (json!({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role", 400),
+        (json!({"messages": [{"role": "user", "content": 5}]}), "messages[0].content", 400),
+        (json!({"messages": [{"role": "user", "content": ""}]}), "messages", 400),
+        (json!({"messages": msgs, "max_tokens": -5}), "max_tokens", 400),
+        (json!({"messages": msgs, "max_tokens": 0}), "max_tokens", 400),
+        (json!({"messages": msgs, "max_tokens": 999999999}), "max_tokens", 400),
+        (json!({"messages": msgs, "max_tokens": "ten"}), "max_tokens", 400),
+        (json!({"messages": msgs, "n": 100}), "n", 400),
+        (json!({"messages": msgs, "n": 0}), "n", 400),
+        (json!({"messages": msgs, "temperature": 9}), "temperature", 400),
+        (json!({"messages": msgs, "temperature": -1}), "temperature", 400),
+        (json!({"messages": msgs, "top_p": 2}), "top_p", 400),
+        (json!({"messages": msgs, "stop": (0..500).map(|i| i.to_string()).collect::<Vec<_>>()}), "stop", 400),
+        (json!({"messages": msgs, "stop": 5}), "stop", 400),
+        (json!({"messages": msgs, "top_logprobs": 50, "logprobs": true}), "top_logprobs", 400),
+        (json!({"messages": msgs, "stream": "yes"}), "stream", 400),
+    ];
+    for (body, param, status) in cases {
+        let (st, v) = s.post("/v1/chat/completions", &body);
+        assert_eq!(st, status, "{body} -> {v}");
+        assert_error(&v);
+        assert_eq!(v["error"]["param"], param, "{body} -> {v}");
+    }
+    for raw in [b"{not json".to_vec(), b"[1,2]".to_vec(), vec![0xff, 0xfe, b'{'], Vec::new(), b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\"}]}".to_vec()] {
+        let (st, v) = s.post_raw("/v1/chat/completions", raw.clone());
+        assert_eq!(st, 400, "{:?} -> {v}", String::from_utf8_lossy(&raw));
+        assert_error(&v);
+    }
+    let huge = format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}", "a".repeat(3 * 1024 * 1024));
+    let (st, v) = s.post_raw("/v1/chat/completions", huge.into_bytes());
+    assert_eq!(st, 413);
+    assert_error(&v);
+    let long = "word ".repeat(3000);
+    let (st, v) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": long}]}));
+    assert_eq!(st, 400);
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    let (st, v) = s.post("/v1/completions", &json!({"prompt": [1, -4]}));
+    assert_eq!(st, 400, "{v}");
+    let r = s.client.get(s.url("/v1/nope")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert_error(&r.json().unwrap());
+    let r = s.client.get(s.url("/v1/chat/completions")).send().unwrap();
+    assert_eq!(r.status(), 405);
+    assert_error(&r.json().unwrap());
+    // After all of that, a normal request still works.
+    let v = s.chat(&greedy("Hello", 4));
+    assert_eq!(v["object"], "chat.completion");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_zero() {
+    let mut s = Server::start(&[]);
+    let client = s.client.clone();
+    let url = s.url("/v1/chat/completions");
+    let inflight = std::thread::spawn(move || {
+        let r = client.post(url).json(&json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 200, "temperature": 0})).send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metric("thinkscale_active_sequences") < 1.0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(s.terminate(), 0);
+    let (status, v) = inflight.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+}

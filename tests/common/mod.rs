@@ -1,0 +1,182 @@
+//! Starts the real `thinkscale` binary on the real test model, on a free port.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn model_path() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "test model missing: run models/fetch.sh");
+    p
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub client: reqwest::blocking::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let port = free_port();
+        let mut args = vec!["serve".to_string(), "--model".into(), model_path().display().to_string(), "--port".into(), port.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_thinkscale"));
+        // A server shared through a static is never dropped: let the kernel end it with the tests.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn thinkscale");
+        let s = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = s.client.get(format!("{}/health", s.base)).send() {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    /// Start a server owned by a thread that lives as long as the test process: the kernel's
+    /// parent-death signal follows the spawning thread, not the process.
+    pub fn start_shared() -> Server {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tx.send(Server::start(&[])).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.client.post(self.url(path)).json(body).send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
+    }
+
+    pub fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self.client.post(self.url(path)).header("content-type", "application/json").body(body).send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
+    }
+
+    pub fn chat(&self, body: &Value) -> Value {
+        let (status, v) = self.post("/v1/chat/completions", body);
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    /// Stream a request and return every `data:` payload before `[DONE]` (asserting it came).
+    pub fn stream(&self, path: &str, body: &Value) -> Vec<Value> {
+        let r = self.client.post(self.url(path)).json(body).send().unwrap();
+        assert_eq!(r.status(), 200);
+        let mut out = Vec::new();
+        let mut done = false;
+        for line in BufReader::new(r).lines() {
+            let line = line.unwrap();
+            if let Some(data) = line.strip_prefix("data: ") {
+                assert!(!done, "data after [DONE]");
+                if data == "[DONE]" {
+                    done = true;
+                } else {
+                    out.push(serde_json::from_str(data).unwrap());
+                }
+            }
+        }
+        assert!(done, "stream ended without [DONE]");
+        out
+    }
+
+    pub fn metrics(&self) -> String {
+        self.client.get(self.url("/metrics")).send().unwrap().text().unwrap()
+    }
+
+    /// Value of a metric line such as `thinkscale_active_sequences`.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    /// Send SIGTERM and return the exit code.
+    pub fn terminate(&mut self) -> i32 {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Concatenated `delta.<field>` of choice `index` in chat chunks.
+pub fn joined(chunks: &[Value], index: u64, field: &str) -> String {
+    chunks
+        .iter()
+        .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["index"] == index)
+        .filter_map(|c| c["delta"][field].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Assert the OpenAI error shape.
+pub fn assert_error(v: &Value) {
+    let e = &v["error"];
+    assert!(e["message"].is_string(), "{v}");
+    assert!(e["type"].is_string(), "{v}");
+    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
+}
+
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    s
+}
