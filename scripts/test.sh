@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit + integration tests (real server, real model), then the Python
+# tests that use the official openai package. Builds in the release profile only, so llama.cpp
+# is compiled once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+models/fetch.sh
+python3 -c "import openai, pytest" 2>/dev/null || python3 -m pip install --quiet -r tests/python/requirements.txt
+cargo build --release --locked
+cargo test --release --locked -- --test-threads="${TEST_THREADS:-4}"
+python3 -m pytest -q tests/python

@@ -1,0 +1,85 @@
+"""The official `openai` package as the client, streaming and not."""
+import concurrent.futures
+
+import openai
+import pytest
+
+MSG = [{"role": "user", "content": "What is 3 + 4?"}]
+
+
+def test_models(client):
+    models = client.models.list()
+    assert models.data[0].id == "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_chat_non_streaming(client):
+    r = client.chat.completions.create(model="any", messages=MSG, max_tokens=20, temperature=0)
+    assert r.id.startswith("chatcmpl-")
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens <= 20
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_chat_streaming_equals_non_streaming(client):
+    whole = client.chat.completions.create(model="any", messages=MSG, max_tokens=24, temperature=0)
+    stream = client.chat.completions.create(
+        model="any", messages=MSG, max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
+    text, usage, finish = "", None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            finish = c.finish_reason or finish
+    assert text == whole.choices[0].message.content
+    assert usage.completion_tokens == whole.usage.completion_tokens
+    assert finish == whole.choices[0].finish_reason
+
+
+def test_n_and_logprobs(client):
+    r = client.chat.completions.create(
+        model="any", messages=MSG, max_tokens=6, n=3, temperature=0.9, seed=1, logprobs=True, top_logprobs=2
+    )
+    assert len(r.choices) == 3
+    for c in r.choices:
+        assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in c.logprobs.content)
+
+
+def test_stop_and_max_completion_tokens(client):
+    r = client.chat.completions.create(model="any", messages=MSG, max_completion_tokens=5, temperature=0)
+    assert r.usage.completion_tokens == 5 and r.choices[0].finish_reason == "length"
+    r = client.chat.completions.create(model="any", messages=MSG, max_tokens=40, temperature=0, stop=["4", "7"])
+    assert "4" not in r.choices[0].message.content and "7" not in r.choices[0].message.content
+
+
+def test_text_completions(client):
+    r = client.completions.create(model="any", prompt="Once upon a time", max_tokens=8, temperature=0)
+    assert r.choices[0].text
+    chunks = list(client.completions.create(model="any", prompt="Once upon a time", max_tokens=8, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
+
+
+def test_errors_are_raised_as_openai_exceptions(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="any", messages=[], max_tokens=5)
+    assert e.value.body["param"] == "messages"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="any", messages=MSG, temperature=5)
+    assert e.value.body["param"] == "temperature"
+    # The server keeps serving.
+    assert client.chat.completions.create(model="any", messages=MSG, max_tokens=3).choices
+
+
+def test_concurrent_clients(client):
+    prompts = [f"What is {i} times 2?" for i in range(8)]
+
+    def ask(p):
+        return client.chat.completions.create(model="any", messages=[{"role": "user", "content": p}], max_tokens=16, temperature=0).choices[0].message.content
+
+    alone = [ask(p) for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        together = list(ex.map(ask, prompts))
+    assert together == alone
