@@ -1,0 +1,52 @@
+# thinkscale images. The model is not baked in: mount it at /models.
+#   CPU:  docker build --target cpu  -t thinkscale:cpu .
+#         docker run -p 8080:8080 -v $PWD/models:/models thinkscale:cpu
+#   CUDA: docker build --target cuda -t thinkscale:cuda .
+#         docker run --gpus all -p 8080:8080 -v $PWD/models:/models thinkscale:cuda
+
+# ---- CPU build ----
+FROM rust:1-bookworm AS build-cpu
+RUN apt-get update && apt-get install -y --no-install-recommends cmake clang libclang-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY config config
+RUN cargo build --release --locked && cp target/release/thinkscale /thinkscale
+
+# ---- CPU runtime ----
+FROM debian:bookworm-slim AS cpu
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libgomp1 && rm -rf /var/lib/apt/lists/*
+COPY --from=build-cpu /thinkscale /usr/local/bin/thinkscale
+COPY config /etc/thinkscale
+ENV THINKSCALE_CONFIG=/etc/thinkscale/default.toml \
+    THINKSCALE_MODEL=/models/SmolLM2-135M-Instruct.Q4_1.gguf \
+    THINKSCALE_HOST=0.0.0.0
+VOLUME /models
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s CMD curl -fsS http://127.0.0.1:8080/health || exit 1
+ENTRYPOINT ["thinkscale", "serve"]
+
+# ---- CUDA build ----
+FROM nvidia/cuda:12.6.3-devel-ubuntu24.04 AS build-cuda
+RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates build-essential cmake clang libclang-dev git \
+    && rm -rf /var/lib/apt/lists/*
+RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+ENV PATH=/root/.cargo/bin:$PATH
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY config config
+RUN cargo build --release --locked --features cuda && cp target/release/thinkscale /thinkscale
+
+# ---- CUDA runtime ----
+FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04 AS cuda
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libgomp1 && rm -rf /var/lib/apt/lists/*
+COPY --from=build-cuda /thinkscale /usr/local/bin/thinkscale
+COPY config /etc/thinkscale
+ENV THINKSCALE_CONFIG=/etc/thinkscale/default.toml \
+    THINKSCALE_MODEL=/models/SmolLM2-135M-Instruct.Q4_1.gguf \
+    THINKSCALE_HOST=0.0.0.0
+VOLUME /models
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s CMD curl -fsS http://127.0.0.1:8080/health || exit 1
+ENTRYPOINT ["thinkscale", "serve"]
