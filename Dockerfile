@@ -28,10 +28,12 @@ ENTRYPOINT ["thinkscale", "serve"]
 
 # ---- CUDA build ----
 FROM nvidia/cuda:12.6.3-devel-ubuntu24.04 AS build-cuda
-RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates build-essential cmake clang libclang-dev git \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates build-essential cmake clang libclang-dev git \
     && rm -rf /var/lib/apt/lists/*
-RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-ENV PATH=/root/.cargo/bin:$PATH
+# The toolchain comes from the official Rust image.
+COPY --from=rust:1-bookworm /usr/local/cargo /usr/local/cargo
+COPY --from=rust:1-bookworm /usr/local/rustup /usr/local/rustup
+ENV PATH=/usr/local/cargo/bin:$PATH CARGO_HOME=/usr/local/cargo RUSTUP_HOME=/usr/local/rustup
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
