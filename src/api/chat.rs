@@ -182,6 +182,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
     }
     let (mut rx, _cancel) = submit(&engine, p.spec.clone())?;
     let mut col = Collector::new("chat", id.clone(), p.v.n, started);
+    col.effort = p.plan.thinking.then_some(p.plan.effort);
     let model = state.cfg.model_id();
     let created = unix_now();
     let view = View::new(&p);

@@ -29,6 +29,8 @@ pub struct ChoiceResult {
 /// Per-request accumulation of engine events.
 pub struct Collector {
     pub endpoint: &'static str,
+    /// Effort label of the reasoning plan, for the thinking metrics (None: no thinking).
+    pub effort: Option<&'static str>,
     pub id: String,
     pub started: Instant,
     pub first_token: Option<Instant>,
@@ -42,6 +44,7 @@ impl Collector {
     pub fn new(endpoint: &'static str, id: String, n: usize, started: Instant) -> Self {
         Self {
             endpoint,
+            effort: None,
             id,
             started,
             first_token: None,
@@ -70,6 +73,13 @@ impl Collector {
                 c.logprobs.extend(logprobs.iter().cloned());
             }
             Event::Finished { index, reason, stats } => {
+                if let Some(effort) = self.effort {
+                    let m = metrics();
+                    m.thinking_tokens.with_label_values(&[effort]).observe(stats.thinking_tokens as f64);
+                    m.thinking_seconds.with_label_values(&[effort]).observe(stats.thinking_ms / 1000.0);
+                    m.forced_cutoffs.with_label_values(&[effort]).inc_by(u64::from(stats.cut_off));
+                    m.wait_extensions.with_label_values(&[effort]).inc_by(stats.extensions as u64);
+                }
                 let c = &mut self.choices[*index];
                 c.finish = Some(*reason);
                 c.stats = stats.clone();

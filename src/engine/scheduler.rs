@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::sequence::{FinishReason, Sequence};
 use super::{EngineStats, Event, Job, LogprobEntry, Model, SeqStats, TopLogprob};
 use crate::metrics::metrics;
-use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection};
+use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
 use crate::reasoning::plan::effective_max_thinking;
 
 pub(crate) struct LoopConfig {
@@ -260,7 +260,14 @@ impl<'m> Scheduler<'m> {
         let mut sampling = spec.sampling.clone();
         sampling.seed = sampling.seed.wrapping_add(index as u32);
         let forcer = match &job.forcing {
-            Some((f, _)) => Forcer::new(f.clone()),
+            Some((f, _)) => {
+                // The close marker ends thinking once; a model that writes it again in the answer
+                // has started over, so the answer stops there.
+                if f.thinking {
+                    sampling.stop.push(f.close_marker.clone());
+                }
+                Forcer::new(f.clone())
+            }
             None => Forcer::new(ForcingSpec::answer_only(u32::MAX)),
         };
         let last = *spec.prompt.last().expect("prompts are never empty");
@@ -363,11 +370,17 @@ impl<'m> Scheduler<'m> {
         let Some(key) = self.slots[id as usize].as_ref().map(|s| s.job) else { return };
         let Some(ji) = self.job_index(key) else { return };
         let seq = &mut self.slots[id as usize].as_mut().expect("checked above").seq;
-        let token = seq.sampler.sample(&self.ctx, idx);
+        let mut token = seq.sampler.sample(&self.ctx, idx);
         metrics().generated_tokens.inc();
         seq.sampled += 1;
         seq.first_token_at.get_or_insert_with(Instant::now);
-        let eog = self.model.is_eog(token);
+        let mut eog = self.model.is_eog(token);
+        if eog && seq.forcer.thinking_tokens() > 0 && seq.forcer.phase() == Phase::Answer && seq.answer_text.trim().is_empty() {
+            // Thinking was closed (maybe by force): the model must still answer, so take the most
+            // likely token that does not end generation.
+            token = best_non_eog(self.model, self.ctx.get_logits_ith(idx));
+            eog = false;
+        }
         let lp = seq.logprobs.map(|top| logprob_entry(self.model, self.ctx.get_logits_ith(idx), token, top));
         if let Some(e) = &lp {
             seq.sum_logprob += e.logprob as f64;
@@ -477,6 +490,16 @@ impl<'m> Scheduler<'m> {
         self.jobs[ji].job.cancel.store(true, Ordering::Relaxed);
         self.reap_cancelled();
     }
+}
+
+fn best_non_eog(model: &Model, logits: &[f32]) -> LlamaToken {
+    let mut best = (f32::NEG_INFINITY, 0usize);
+    for (i, l) in logits.iter().enumerate() {
+        if *l > best.0 && !model.is_eog(LlamaToken(i as i32)) {
+            best = (*l, i);
+        }
+    }
+    LlamaToken(best.1 as i32)
 }
 
 /// Log-probability of `token` (and the `top` best alternatives) from raw logits.
