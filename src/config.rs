@@ -92,6 +92,7 @@ pub struct ReasoningConfig {
     /// Adaptive stopping: the Beta-rule threshold and the wave size.
     pub confidence: f64,
     pub wave_size: u32,
+    /// The question the `self` verifier asks after a proposed answer (P(True) of "Yes").
     pub self_verifier_prompt: String,
     /// Second GGUF used as `verifier: "model"`.
     pub verifier_model: Option<PathBuf>,
@@ -126,7 +127,7 @@ impl Default for ReasoningConfig {
             answer_max_tokens: 64,
             confidence: 0.95,
             wave_size: 4,
-            self_verifier_prompt: "Question: {question}\nProposed answer: {answer}\nIs the proposed answer correct? Answer Yes or No.".into(),
+            self_verifier_prompt: "Is that final answer correct? Answer Yes or No.".into(),
             verifier_model: None,
             history_size: 10_000,
         }

@@ -7,7 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::generation::{finish_str, logprobs_json, submit, unix_now, Collector};
@@ -88,9 +88,10 @@ pub struct Prepared {
     pub plan: ReasoningPlan,
     pub v: Validated,
     pub logprobs: bool,
-    pub question: String,
     pub native: Option<(String, String)>,
-    pub obj: Map<String, Value>,
+    /// The messages as rendered (scaffold included) and the prompt text, for the self-judge.
+    pub messages: Vec<(String, String)>,
+    pub prompt_text: String,
 }
 
 pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
@@ -110,7 +111,6 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     let cfg = &state.cfg;
     let v = common.validate(cfg, want_logprobs.then_some(top))?;
     let mut msgs = messages(&fields)?;
-    let question = msgs.iter().rev().find(|(r, _)| r == "user").map(|(_, c)| c.clone()).unwrap_or_default();
     let native = engine.model.think_markers.clone();
     let plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
     let rc = &cfg.reasoning;
@@ -168,8 +168,9 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         max_tokens,
         forcing,
         want_logprob: samples > 1,
+        vote: None,
     };
-    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, question, native, obj })
+    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text })
 }
 
 pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -180,12 +181,12 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
     if p.plan.sampling.samples > 1 {
         return super::vote::respond(state, engine, id, p, started).await;
     }
-    let (mut rx, _cancel) = submit(&engine, p.spec.clone())?;
+    let view = View::new(&p);
     let mut col = Collector::new("chat", id.clone(), p.v.n, started);
     col.effort = p.plan.thinking.then_some(p.plan.effort);
+    let (mut rx, _cancel) = submit(&engine, p.spec)?;
     let model = state.cfg.model_id();
     let created = unix_now();
-    let view = View::new(&p);
     if !p.v.stream {
         let result = col.run(&mut rx).await;
         col.log();
@@ -240,7 +241,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
                 Event::Error { message } => {
                     yield Item::Data(ApiError::internal(message).body());
                 }
-                Event::Prefilled { .. } => {}
+                _ => {}
             }
         }
         if include_usage {

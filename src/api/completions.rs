@@ -98,6 +98,7 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
             max_tokens: v.max_tokens.unwrap_or(state.cfg.default_max_tokens).min(room as u32),
             forcing: None,
             want_logprob: false,
+            vote: None,
         };
         let (rx, _cancel) = submit(&engine, spec)?;
         receivers.push(rx);

@@ -38,6 +38,9 @@ pub struct Collector {
     pub prompt_ms: f64,
     pub choices: Vec<ChoiceResult>,
     pub error: Option<String>,
+    /// Self-consistency: choices stopped early, and P(True) scores per (choice, answer).
+    pub stopped: Vec<usize>,
+    pub judged: Vec<(usize, String, f64)>,
 }
 
 impl Collector {
@@ -52,6 +55,8 @@ impl Collector {
             prompt_ms: 0.0,
             choices: vec![ChoiceResult::default(); n],
             error: None,
+            stopped: Vec::new(),
+            judged: Vec::new(),
         }
     }
 
@@ -85,6 +90,8 @@ impl Collector {
                 c.stats = stats.clone();
             }
             Event::Error { message } => self.error = Some(message.clone()),
+            Event::Stopped { choice } => self.stopped.push(*choice),
+            Event::Judged { choice, answer, score } => self.judged.push((*choice, answer.clone(), *score)),
         }
     }
 

@@ -53,7 +53,6 @@ pub struct StreamOptions {
 /// Fields common to chat and text completions.
 #[derive(Debug, Deserialize)]
 pub struct Common {
-    pub model: Option<String>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub top_k: Option<i64>,

@@ -1,14 +1,232 @@
-//! Self-consistency responses (samples > 1).
+//! Self-consistency responses: `samples` chains forked from one prefill, scored by a verifier,
+//! voted into one choice, with the whole ballot in the `thinkscale` extension object.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
 
-use super::chat::Prepared;
+use super::chat::{Prepared, View};
 use super::error::ApiError;
+use super::generation::{finish_str, submit, unix_now, Collector};
+use super::sse::{self, Item};
 use super::AppState;
-use crate::engine::Engine;
+use crate::engine::{Engine, Event, FinishReason, Judge, Model, VotePlan};
+use crate::metrics::metrics;
+use crate::reasoning::extract::final_answer;
+use crate::reasoning::plan::{SamplingPlan, Verifier};
+use crate::reasoning::verify::{arithmetic_score, logprob_score};
+use crate::reasoning::vote::{decide, Ballot};
 
-pub async fn respond(_state: AppState, _engine: Engine, _id: String, _p: Prepared, _started: Instant) -> Result<Response, ApiError> {
-    Err(ApiError::bad_request("samples > 1 is not available yet", Some("samples")))
+/// First token ids of the spellings of "Yes" and "No" the judge may answer with.
+fn answer_tokens(model: &Model, words: &[&str]) -> Vec<usize> {
+    let mut ids: Vec<usize> = words.iter().filter_map(|w| model.tokenize(w, false).first().map(|t| t.0 as usize)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The P(True) judge: after the question prefix, the proposed answer and "Is it correct?" in the
+/// model's own chat format when the template allows continuing the prompt, else in-turn text.
+fn self_judge(engine: &Engine, p: &Prepared, question_prompt: &str) -> Judge {
+    let model = engine.model.clone();
+    let messages = p.messages.clone();
+    let prompt_text = p.prompt_text.clone();
+    let close = p.native.as_ref().map(|(_, c)| format!("{c}\n\n")).unwrap_or_default();
+    let question = question_prompt.to_string();
+    let m = model.clone();
+    let suffix = move |answer: &str| -> String {
+        let mut conv = messages.clone();
+        conv.push(("assistant".into(), format!("Final answer: {answer}")));
+        conv.push(("user".into(), question.clone()));
+        match m.render_chat(&conv) {
+            Ok(full) if p_is_prefix(&prompt_text, &full) => full[prompt_text.len()..].to_string(),
+            _ => format!("{close}Final answer: {answer}\n\n{question}\nAnswer:"),
+        }
+    };
+    Judge {
+        suffix: Box::new(suffix),
+        yes: answer_tokens(&model, &["Yes", " Yes", "yes", " yes", "YES"]),
+        no: answer_tokens(&model, &["No", " No", "no", " no", "NO"]),
+    }
+}
+
+fn p_is_prefix(prefix: &str, full: &str) -> bool {
+    full.len() > prefix.len() && full.starts_with(prefix)
+}
+
+/// One choice decided from its samples.
+struct Outcome {
+    thinking: String,
+    answer: String,
+    finish: Option<FinishReason>,
+    ext: Value,
+    stopped_early: bool,
+    used: usize,
+}
+
+fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPlan) -> Outcome {
+    let range = choice * group..(choice + 1) * group;
+    let mut ballots = Vec::new();
+    let mut samples = Vec::new();
+    let mut members = Vec::new();
+    for i in range {
+        let c = &col.choices[i];
+        let cancelled = c.finish == Some(FinishReason::Cancelled);
+        let answer = final_answer(&c.stats.answer, &c.stats.thinking);
+        let score = match plan.verifier {
+            Verifier::None => None,
+            Verifier::Logprob => Some(logprob_score(c.stats.mean_logprob)),
+            Verifier::Arithmetic => Some(arithmetic_score(&format!("{}\n{}", c.stats.thinking, c.stats.answer), answer.as_deref()).unwrap_or(0.5)),
+            Verifier::SelfJudge | Verifier::Model => Some(
+                col.judged.iter().find(|(ch, a, _)| *ch == choice && Some(a) == answer.as_ref()).map_or(0.0, |j| j.2),
+            ),
+        };
+        samples.push(json!({
+            "index": i - choice * group,
+            "answer": answer,
+            "thinking_tokens": c.stats.thinking_tokens,
+            "completion_tokens": c.stats.completion_tokens,
+            "mean_logprob": c.stats.mean_logprob,
+            "score": score,
+            "finish_reason": c.finish.map(FinishReason::as_str),
+            "reasoning": c.stats.thinking,
+            "content": c.stats.answer,
+        }));
+        if !cancelled {
+            ballots.push(Ballot { answer, score, mean_logprob: c.stats.mean_logprob });
+            members.push(i);
+        }
+    }
+    let d = decide(&ballots, plan.aggregate);
+    let rep = members.get(d.index).map(|&i| &col.choices[i]);
+    let stopped_early = col.stopped.contains(&choice);
+    let ext = json!({
+        "answer": d.answer,
+        "samples_requested": group,
+        "samples_used": members.len(),
+        "stopped_early": stopped_early,
+        "aggregate": plan.aggregate.as_str(),
+        "verifier": plan.verifier.as_str(),
+        "adaptive": plan.adaptive,
+        "votes": d.table.iter().map(|t| json!({"answer": t.answer, "votes": t.votes, "weight": t.weight, "mean_logprob": t.mean_logprob})).collect::<Vec<_>>(),
+        "chosen_sample": members.get(d.index).map(|&i| i - choice * group),
+        "samples": samples,
+    });
+    Outcome {
+        thinking: rep.map(|c| c.thinking.clone()).unwrap_or_default(),
+        answer: rep.map(|c| c.answer.clone()).unwrap_or_default(),
+        finish: rep.and_then(|c| c.finish),
+        ext,
+        stopped_early,
+        used: members.len(),
+    }
+}
+
+pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepared, started: Instant) -> Result<Response, ApiError> {
+    let plan = p.plan.sampling.clone();
+    let group = plan.samples as usize;
+    let n = p.v.n;
+    let limit = state.cfg.parallel as usize * state.cfg.queue_size;
+    if n * group > limit {
+        return Err(ApiError::bad_request(format!("n x samples = {} exceeds this server's limit ({limit} = slots x queue)", n * group), Some("samples")));
+    }
+    let judge = match plan.verifier {
+        Verifier::SelfJudge => Some(self_judge(&engine, &p, &state.cfg.reasoning.self_verifier_prompt)),
+        Verifier::Model => {
+            return Err(ApiError::bad_request("verifier 'model' needs the server started with --verifier-model", Some("verifier")))
+        }
+        _ => None,
+    };
+    let wave = state.cfg.reasoning.wave_size.max(1) as usize;
+    p.spec.vote = Some(VotePlan { group, adaptive: plan.adaptive.then_some((wave, plan.confidence)), judge });
+    let view = Arc::new(View::new(&p));
+    let effort = p.plan.effort;
+    let stream = p.v.stream;
+    let include_usage = p.v.include_usage;
+    let mut col = Collector::new("chat", id.clone(), n * group, started);
+    col.effort = p.plan.thinking.then_some(effort);
+    let (mut rx, _cancel) = submit(&engine, p.spec)?;
+    let model = state.cfg.model_id();
+    let created = unix_now();
+    let finalize = move |col: &Collector| -> Vec<Outcome> {
+        let outcomes: Vec<Outcome> = (0..n).map(|c| decide_choice(col, c, group, &plan)).collect();
+        for o in &outcomes {
+            metrics().samples_used.with_label_values(&[effort]).observe(o.used as f64);
+            if o.stopped_early {
+                metrics().early_stops.inc();
+            }
+        }
+        col.log();
+        outcomes
+    };
+    if !stream {
+        while let Some(e) = rx.recv().await {
+            col.absorb(&e);
+        }
+        if let Some(m) = &col.error {
+            col.log();
+            return Err(ApiError::internal(m.clone()));
+        }
+        let outcomes = finalize(&col);
+        let choices: Vec<Value> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let mut msg = view.message(&o.thinking, &o.answer);
+                msg["role"] = json!("assistant");
+                json!({"index": i, "message": msg, "logprobs": null, "finish_reason": finish_str(o.finish), "thinkscale": o.ext})
+            })
+            .collect();
+        let body = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "system_fingerprint": super::FINGERPRINT, "choices": choices,
+            "usage": col.usage(), "timings": col.timings(),
+        });
+        return Ok(axum::Json(body).into_response());
+    }
+    let s = async_stream::stream! {
+        let chunk = |choices: Value| json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": super::FINGERPRINT, "choices": choices,
+        });
+        // Progress as SSE comments (OpenAI clients skip them), then the voted answer.
+        while let Some(e) = rx.recv().await {
+            col.absorb(&e);
+            match &e {
+                Event::Finished { index, reason, stats } if *reason != FinishReason::Cancelled || stats.completion_tokens > 0 => {
+                    let answer = final_answer(&stats.answer, &stats.thinking);
+                    let note = json!({"event": "sample", "choice": index / group, "sample": index % group, "answer": answer,
+                                      "thinking_tokens": stats.thinking_tokens, "finish_reason": reason.as_str()});
+                    yield Item::Comment(format!("thinkscale {note}"));
+                }
+                Event::Stopped { choice } => yield Item::Comment(format!("thinkscale {}", json!({"event": "stopped", "choice": choice}))),
+                Event::Judged { choice, answer, score } => {
+                    yield Item::Comment(format!("thinkscale {}", json!({"event": "judged", "choice": choice, "answer": answer, "score": score})));
+                }
+                _ => {}
+            }
+        }
+        if let Some(m) = col.error.clone() {
+            col.log();
+            yield Item::Data(ApiError::internal(m).body());
+            return;
+        }
+        for (i, o) in finalize(&col).into_iter().enumerate() {
+            yield Item::Data(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])));
+            let mut answering = false;
+            for delta in view.stream_delta(&o.thinking, &o.answer, &mut answering) {
+                yield Item::Data(chunk(json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": null}])));
+            }
+            yield Item::Data(chunk(json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": finish_str(o.finish), "thinkscale": o.ext}])));
+        }
+        if include_usage {
+            let mut last = chunk(json!([]));
+            last["usage"] = col.usage();
+            last["timings"] = col.timings();
+            yield Item::Data(last);
+        }
+    };
+    Ok(sse::respond(s))
 }

@@ -62,7 +62,30 @@ pub struct ForcingRequest {
     pub answer_reserve: u32,
 }
 
-#[derive(Debug, Clone)]
+/// Self-consistency: how the engine schedules and checks a job's samples.
+pub struct VotePlan {
+    /// Samples per choice: sample `i` belongs to choice `i / group`.
+    pub group: usize,
+    /// Launch a choice's samples `wave` at a time and stop once the Beta rule reaches `confidence`.
+    pub adaptive: Option<(usize, f64)>,
+    pub judge: Option<Judge>,
+}
+
+/// P(True) judging on spare sequences forked from the prompt: the text teacher-forced after the
+/// prompt for one proposed answer, and the token ids of "Yes" and "No".
+pub struct Judge {
+    pub suffix: Box<dyn Fn(&str) -> String + Send + Sync>,
+    pub yes: Vec<usize>,
+    pub no: Vec<usize>,
+}
+
+impl std::fmt::Debug for VotePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VotePlan").field("group", &self.group).field("adaptive", &self.adaptive).field("judge", &self.judge.is_some()).finish()
+    }
+}
+
+#[derive(Debug)]
 pub struct JobSpec {
     pub id: String,
     pub prompt: Vec<LlamaToken>,
@@ -74,6 +97,7 @@ pub struct JobSpec {
     pub forcing: Option<ForcingRequest>,
     /// Collect each sequence's mean log-probability (verifier input) even without `logprobs`.
     pub want_logprob: bool,
+    pub vote: Option<VotePlan>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -112,6 +136,10 @@ pub enum Event {
     Prefilled { prompt_tokens: usize, prompt_ms: f64 },
     Delta { index: usize, thinking: String, answer: String, logprobs: Vec<LogprobEntry> },
     Finished { index: usize, reason: FinishReason, stats: SeqStats },
+    /// A self-consistency choice stopped early: its remaining samples were cancelled or skipped.
+    Stopped { choice: usize },
+    /// P(True) of one proposed answer of a choice.
+    Judged { choice: usize, answer: String, score: f64 },
     Error { message: String },
 }
 

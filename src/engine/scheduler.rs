@@ -44,9 +44,16 @@ struct ActiveJob {
     /// the last is fed to each sequence so every fork gets its own logits.
     prefilled: usize,
     prefill_started: Option<Instant>,
-    next_index: usize,
+    /// Sample indices not launched yet.
+    pending: VecDeque<usize>,
     running: usize,
     finished: usize,
+    /// Per choice (self-consistency): running samples, extracted answers, stopped early.
+    choices: Vec<ChoiceState>,
+    /// Proposed answers waiting for a P(True) judge: (choice, answer).
+    judge_queue: VecDeque<(usize, String)>,
+    judges_running: usize,
+    judging_started: bool,
     forcing: Option<(ForcingSpec, Injections)>,
 }
 
@@ -55,7 +62,14 @@ impl ActiveJob {
         self.prefilled + 1 >= self.job.spec.prompt.len()
     }
     fn done(&self) -> bool {
+        let judging = self.job.spec.vote.as_ref().is_some_and(|v| v.judge.is_some());
         self.finished >= self.job.spec.n
+            && (!judging || self.judging_started)
+            && self.judge_queue.is_empty()
+            && self.judges_running == 0
+    }
+    fn group(&self) -> usize {
+        self.job.spec.vote.as_ref().map_or(1, |v| v.group)
     }
     fn send(&self, e: Event) {
         let _ = self.job.events.send(e);
@@ -65,9 +79,23 @@ impl ActiveJob {
     }
 }
 
+#[derive(Default)]
+struct ChoiceState {
+    running: usize,
+    answers: Vec<Option<String>>,
+    stopped: bool,
+}
+
 struct Slot {
     job: u64,
     seq: Sequence,
+    /// A P(True) judge (teacher-forced, one read of the logits) instead of a generating sample.
+    judge: Option<(usize, String)>,
+}
+
+enum Work {
+    Sample(usize),
+    Judge,
 }
 
 struct Scheduler<'m> {
@@ -193,14 +221,20 @@ impl<'m> Scheduler<'m> {
             (spec, inj)
         });
         tracing::debug!(id = %job.spec.id, prompt_tokens = prompt_len, queued_ms = job.enqueued.elapsed().as_millis() as u64, "admitted");
+        let n = job.spec.n;
+        let groups = n.div_ceil(job.spec.vote.as_ref().map_or(1, |v| v.group.max(1)));
         self.jobs.push_back(ActiveJob {
+            pending: (0..n).collect(),
+            choices: (0..groups).map(|_| ChoiceState::default()).collect(),
+            judge_queue: VecDeque::new(),
+            judges_running: 0,
+            judging_started: false,
             job,
             key,
             anchor,
             anchor_busy: false,
             prefilled: 0,
             prefill_started: None,
-            next_index: 0,
             running: 0,
             finished: 0,
             forcing,
@@ -211,7 +245,13 @@ impl<'m> Scheduler<'m> {
         let cancelled: Vec<u64> = self.jobs.iter().filter(|j| j.abandoned()).map(|j| j.key).collect();
         for key in cancelled {
             for id in 0..self.slots.len() {
-                if self.slots[id].as_ref().is_some_and(|s| s.job == key) {
+                if self.slots[id].as_ref().is_some_and(|s| s.job == key && s.judge.is_some()) {
+                    self.slots[id] = None;
+                    if let Some(ji) = self.job_index(key) {
+                        self.jobs[ji].judges_running -= 1;
+                        self.release_slot(ji, id as i32);
+                    }
+                } else if self.slots[id].as_ref().is_some_and(|s| s.job == key) {
                     self.finish_seq(id as i32, FinishReason::Cancelled);
                 }
             }
@@ -222,40 +262,114 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Fork prefilled prompts into new sequences while slots and KV room allow.
+    /// Fork prefilled prompts into new sequences (samples, then judges) while slots allow.
     fn launch(&mut self) {
         for ji in 0..self.jobs.len() {
             loop {
                 let job = &self.jobs[ji];
-                if !job.prompt_ready() || job.next_index >= job.job.spec.n {
-                    break;
-                }
                 let seq_id = if !job.anchor_busy {
                     job.anchor
-                } else if let Some(id) = self.free.pop() {
+                } else if let Some(&id) = self.free.last() {
                     id
                 } else {
                     return;
                 };
-                self.start_seq(ji, seq_id);
+                let Some(work) = self.next_work(ji) else { break };
+                if seq_id != self.jobs[ji].anchor {
+                    self.free.pop();
+                }
+                match work {
+                    Work::Sample(index) => self.start_seq(ji, seq_id, index),
+                    Work::Judge => self.start_judge(ji, seq_id),
+                }
             }
+        }
+        // Jobs whose last samples were skipped by an early stop end here.
+        while let Some(ji) = self.jobs.iter().position(|j| j.done() && j.running == 0 && j.prompt_ready()) {
+            let job = self.jobs.remove(ji).expect("index is valid");
+            self.release_job(job);
         }
     }
 
-    fn start_seq(&mut self, ji: usize, seq_id: i32) {
+    /// What job `ji` may start now, honouring waves and early stops.
+    fn next_work(&mut self, ji: usize) -> Option<Work> {
+        let job = &mut self.jobs[ji];
+        if !job.prompt_ready() {
+            return None;
+        }
+        let group = job.group();
+        let wave = job.job.spec.vote.as_ref().and_then(|v| v.adaptive).map(|(w, _)| w);
+        while let Some(&index) = job.pending.front() {
+            let c = &job.choices[index / group];
+            if c.stopped {
+                // Skipped by an early stop: report it so the handler's count completes.
+                job.pending.pop_front();
+                job.finished += 1;
+                job.send(Event::Finished { index, reason: FinishReason::Cancelled, stats: SeqStats::default() });
+                continue;
+            }
+            // A new wave starts only when the previous one is over.
+            if let Some(w) = wave {
+                if c.running > 0 && (c.answers.len() + c.running) % w == 0 {
+                    return None;
+                }
+            }
+            job.pending.pop_front();
+            return Some(Work::Sample(index));
+        }
+        if job.finished >= job.job.spec.n && job.job.spec.vote.as_ref().is_some_and(|v| v.judge.is_some()) {
+            if !job.judging_started {
+                job.judging_started = true;
+                for (ci, c) in job.choices.iter().enumerate() {
+                    let mut seen: Vec<&String> = Vec::new();
+                    for a in c.answers.iter().flatten() {
+                        if !seen.contains(&a) {
+                            seen.push(a);
+                            job.judge_queue.push_back((ci, a.clone()));
+                        }
+                    }
+                }
+            }
+            if !job.judge_queue.is_empty() {
+                return Some(Work::Judge);
+            }
+        }
+        None
+    }
+
+    /// Fork the prompt into `seq_id`. Slots are separate KV streams: llama.cpp copies the anchor's
+    /// whole stream (the prompt is still prefilled once), then the copy is cut back to the prompt.
+    fn fork(&mut self, ji: usize, seq_id: i32) {
         let job = &mut self.jobs[ji];
         let p = job.job.spec.prompt.len();
         if seq_id == job.anchor {
             job.anchor_busy = true;
         } else if p > 1 {
-            // Slots are separate KV streams: llama.cpp copies the anchor's whole stream (the
-            // prompt is still prefilled once), then the copy is cut back to the prompt.
             self.ctx.copy_kv_cache_seq(job.anchor, seq_id, None, None).expect("no positions given");
             let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), Some((p - 1) as u32), None);
         }
-        let index = job.next_index;
-        job.next_index += 1;
+    }
+
+    fn start_judge(&mut self, ji: usize, seq_id: i32) {
+        self.fork(ji, seq_id);
+        let job = &mut self.jobs[ji];
+        let (choice, answer) = job.judge_queue.pop_front().expect("checked non-empty");
+        job.judges_running += 1;
+        let spec = &job.job.spec;
+        let judge = spec.vote.as_ref().and_then(|v| v.judge.as_ref()).expect("judging job");
+        let p = spec.prompt.len();
+        let mut seq = Sequence::new(0, seq_id, (p - 1) as i32, spec.prompt[p - 1], &spec.sampling, self.model.n_vocab, Forcer::new(ForcingSpec::answer_only(1)), 1);
+        seq.input.extend(self.model.tokenize(&(judge.suffix)(&answer), false));
+        self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some((choice, answer)) });
+    }
+
+    fn start_seq(&mut self, ji: usize, seq_id: i32, index: usize) {
+        self.fork(ji, seq_id);
+        let job = &mut self.jobs[ji];
+        let p = job.job.spec.prompt.len();
         job.running += 1;
+        let group = job.group();
+        job.choices[index / group].running += 1;
         let spec = &job.job.spec;
         let mut sampling = spec.sampling.clone();
         sampling.seed = sampling.seed.wrapping_add(index as u32);
@@ -275,7 +389,7 @@ impl<'m> Scheduler<'m> {
         if spec.want_logprob && seq.logprobs.is_none() {
             seq.logprobs = Some(0);
         }
-        self.slots[seq_id as usize] = Some(Slot { job: job.key, seq });
+        self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: None });
     }
 
     fn job_index(&self, key: u64) -> Option<usize> {
@@ -369,6 +483,10 @@ impl<'m> Scheduler<'m> {
     fn sample(&mut self, id: i32, idx: i32) {
         let Some(key) = self.slots[id as usize].as_ref().map(|s| s.job) else { return };
         let Some(ji) = self.job_index(key) else { return };
+        if self.slots[id as usize].as_ref().is_some_and(|s| s.judge.is_some()) {
+            self.finish_judge(ji, id, idx);
+            return;
+        }
         let seq = &mut self.slots[id as usize].as_mut().expect("checked above").seq;
         let mut token = seq.sampler.sample(&self.ctx, idx);
         metrics().generated_tokens.inc();
@@ -442,6 +560,34 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+    fn finish_judge(&mut self, ji: usize, id: i32, idx: i32) {
+        let slot = self.slots[id as usize].take().expect("judge slot");
+        let (choice, answer) = slot.judge.expect("judge slot");
+        let job = &mut self.jobs[ji];
+        let judge = job.job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()).expect("judging job");
+        let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(idx), &judge.yes, &judge.no);
+        job.judges_running -= 1;
+        job.send(Event::Judged { choice, answer, score });
+        self.release_slot(ji, id);
+        if self.jobs[ji].done() {
+            let job = self.jobs.remove(ji).expect("index is valid");
+            self.release_job(job);
+        }
+    }
+
+    /// Free a finished sequence's cells; the anchor keeps the prompt while the job may still fork.
+    fn release_slot(&mut self, ji: usize, id: i32) {
+        let job = &mut self.jobs[ji];
+        if id == job.anchor {
+            job.anchor_busy = false;
+            let keep = (job.job.spec.prompt.len() - 1) as u32;
+            let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), Some(keep), None);
+        } else {
+            let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), None, None);
+            self.free.push(id);
+        }
+    }
+
     /// End a sequence, report it, and free its cells (the anchor keeps the prompt while the job
     /// may still fork).
     fn finish_seq(&mut self, id: i32, reason: FinishReason) {
@@ -466,16 +612,38 @@ impl<'m> Scheduler<'m> {
         let job = &mut self.jobs[ji];
         job.running -= 1;
         job.finished += 1;
+        let choice = seq.index / job.group();
+        job.choices[choice].running -= 1;
+        let adaptive = job.job.spec.vote.as_ref().and_then(|v| v.adaptive);
+        if reason != FinishReason::Cancelled && job.job.spec.vote.is_some() {
+            let answer = crate::reasoning::extract::final_answer(&stats.answer, &stats.thinking);
+            job.choices[choice].answers.push(answer);
+        }
         job.send(Event::Finished { index: seq.index, reason, stats });
-        if id == job.anchor {
-            job.anchor_busy = false;
-            let keep = (job.job.spec.prompt.len() - 1) as u32;
-            let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), Some(keep), None);
-        } else {
-            let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), None, None);
-            self.free.push(id);
+        self.release_slot(ji, id);
+        if let Some((_, confidence)) = adaptive {
+            let c = &self.jobs[ji].choices[choice];
+            if !c.stopped && reason != FinishReason::Cancelled && crate::reasoning::vote::should_stop(&c.answers, confidence) {
+                self.stop_choice(ji, choice);
+            }
         }
     }
+
+    /// The Beta rule is satisfied: cancel the choice's running samples (freeing their slots);
+    /// the ones not launched are skipped by `next_work`.
+    fn stop_choice(&mut self, ji: usize, choice: usize) {
+        let job = &mut self.jobs[ji];
+        job.choices[choice].stopped = true;
+        job.send(Event::Stopped { choice });
+        let (key, group) = (job.key, job.group());
+        for id in 0..self.slots.len() {
+            let hit = self.slots[id].as_ref().is_some_and(|s| s.job == key && s.judge.is_none() && s.seq.index / group == choice);
+            if hit {
+                self.finish_seq(id as i32, FinishReason::Cancelled);
+            }
+        }
+    }
+
 
     fn release_job(&mut self, job: ActiveJob) {
         let _ = self.ctx.clear_kv_cache_seq(Some(job.anchor as u32), None, None);

@@ -45,6 +45,11 @@ impl Extractor {
     }
 }
 
+/// A chain's final answer: from the answer text, else from the whole chain.
+pub fn final_answer(answer: &str, thinking: &str) -> Option<String> {
+    extract(answer, &DEFAULT_CHAIN).or_else(|| extract(&format!("{thinking}\n{answer}"), &DEFAULT_CHAIN))
+}
+
 /// Run the chain over `text` and return the normalised answer.
 pub fn extract(text: &str, chain: &[Extractor]) -> Option<String> {
     chain.iter().find_map(|e| e.apply(text)).map(|a| normalise(&a)).filter(|a| !a.is_empty())

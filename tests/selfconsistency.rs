@@ -1,0 +1,140 @@
+//! Self-consistency on the real server: one prefill, forked samples, votes, verifiers, adaptive stop.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::{json, Value};
+
+const Q: &str = "Tom has 12 apples and buys 7 more. How many apples does he have?";
+
+fn body(extra: Value) -> Value {
+    let mut b = json!({"messages": [{"role": "user", "content": Q}], "thinking_budget_tokens": 48});
+    for (k, v) in extra.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    b
+}
+
+fn ext(v: &Value, choice: usize) -> &Value {
+    &v["choices"][choice]["thinkscale"]
+}
+
+#[test]
+fn samples_share_one_prefill_and_are_distinct_chains() {
+    let s = Server::start(&[]);
+    let before = s.metric("thinkscale_prompt_tokens_total");
+    let v = s.chat(&body(json!({"reasoning": {"samples": 8}, "temperature": 0.9, "seed": 3})));
+    let p = v["usage"]["prompt_tokens"].as_f64().unwrap();
+    assert_eq!(s.metric("thinkscale_prompt_tokens_total") - before, p, "the prompt was prefilled more than once");
+    let x = ext(&v, 0);
+    assert_eq!(x["samples_used"], 8);
+    let samples = x["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 8);
+    let chains: std::collections::HashSet<String> =
+        samples.iter().map(|s| format!("{}|{}", s["reasoning"].as_str().unwrap(), s["content"].as_str().unwrap())).collect();
+    assert_eq!(chains.len(), 8, "chains are not distinct");
+    // The chosen answer is the most voted one, and usage counts every sample's tokens.
+    let votes = x["votes"].as_array().unwrap();
+    assert_eq!(x["answer"], votes[0]["answer"]);
+    let total: u64 = samples.iter().map(|s| s["completion_tokens"].as_u64().unwrap()).sum();
+    assert_eq!(v["usage"]["completion_tokens"].as_u64().unwrap(), total);
+    assert!(!v["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn greedy_samples_agree_and_adaptive_stops_after_the_first_wave() {
+    let s = Server::start(&[]);
+    let v = s.chat(&body(json!({"reasoning": {"samples": 8, "adaptive": true}, "temperature": 0})));
+    let x = ext(&v, 0);
+    assert_eq!(x["stopped_early"], true, "{x}");
+    assert_eq!(x["samples_used"], 4, "{x}");
+    let answers: Vec<&Value> = x["samples"].as_array().unwrap().iter().filter(|s| s["finish_reason"] != "cancelled").map(|s| &s["answer"]).collect();
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    assert!(s.metric("thinkscale_adaptive_early_stops_total") >= 1.0);
+    // Every slot is free again.
+    assert_eq!(s.metric("thinkscale_active_sequences"), 0.0);
+}
+
+#[test]
+fn verifiers_score_in_unit_interval() {
+    let s = Server::start(&[]);
+    for (verifier, aggregate) in [("self", "weighted"), ("logprob", "best"), ("arithmetic", "weighted"), ("self", "majority")] {
+        let v = s.chat(&body(json!({"reasoning": {"samples": 4, "verifier": verifier, "aggregate": aggregate}, "temperature": 0.8})));
+        let x = ext(&v, 0);
+        assert_eq!(x["verifier"], verifier);
+        for smp in x["samples"].as_array().unwrap() {
+            let score = smp["score"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&score), "{verifier}: {score}");
+        }
+        if verifier == "self" {
+            // Judged answers got a real probability, not the default.
+            assert!(x["samples"].as_array().unwrap().iter().any(|s| s["answer"].is_string() && s["score"].as_f64().unwrap() > 0.0), "{x}");
+        }
+    }
+}
+
+#[test]
+fn n_choices_each_vote_their_own_samples() {
+    let s = Server::start(&[]);
+    let v = s.chat(&body(json!({"n": 2, "samples": 3, "temperature": 0.8})));
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+    for c in 0..2 {
+        assert_eq!(ext(&v, c)["samples"].as_array().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn streaming_reports_samples_then_the_answer() {
+    let s = Server::start(&[]);
+    let mut b = body(json!({"samples": 3, "temperature": 0.8, "seed": 5}));
+    b["stream"] = json!(true);
+    let r = s.client.post(s.url("/v1/chat/completions")).json(&b).send().unwrap();
+    let lines: Vec<String> = BufReader::new(r).lines().map(|l| l.unwrap()).collect();
+    let progress = lines.iter().filter(|l| l.starts_with(": thinkscale") && l.contains("\"sample\"")).count();
+    assert_eq!(progress, 3);
+    let first_data = lines.iter().position(|l| l.starts_with("data: ")).unwrap();
+    let last_comment = lines.iter().rposition(|l| l.starts_with(": thinkscale")).unwrap();
+    assert!(last_comment < first_data, "progress must come before the answer chunks");
+    assert_eq!(lines.iter().rev().find(|l| !l.is_empty()).unwrap(), "data: [DONE]");
+}
+
+#[test]
+fn cancelling_mid_vote_frees_every_slot() {
+    let s = Server::start(&[]);
+    let mut b = body(json!({"samples": 8, "thinking_budget_tokens": 1000, "max_tokens": 1200, "temperature": 0.9}));
+    b["stream"] = json!(true);
+    let r = s.client.post(s.url("/v1/chat/completions")).json(&b).send().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.metric("thinkscale_active_sequences") < 8.0 {
+        assert!(Instant::now() < deadline, "samples never all ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(r);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.metric("thinkscale_active_sequences") != 0.0 || s.metric("thinkscale_kv_cells_used") != 0.0 {
+        assert!(Instant::now() < deadline, "slots not freed after cancel");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.chat(&json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}))["object"], "chat.completion");
+}
+
+#[test]
+fn bad_sampling_values_are_400() {
+    let s = Server::start(&[]);
+    for (extra, param) in [
+        (json!({"samples": 0}), "samples"),
+        (json!({"reasoning": {"samples": 100000}}), "reasoning.samples"),
+        (json!({"reasoning": {"samples": 4, "aggregate": "median"}}), "reasoning.aggregate"),
+        (json!({"samples": 4, "verifier": "oracle"}), "verifier"),
+        (json!({"samples": 4, "aggregate": "best"}), "verifier"),
+        (json!({"samples": 4, "confidence": 2}), "confidence"),
+        (json!({"samples": 4, "verifier": "model"}), "verifier"),
+    ] {
+        let (st, v) = s.post("/v1/chat/completions", &body(extra.clone()));
+        assert_eq!(st, 400, "{extra}: {v}");
+        assert_eq!(v["error"]["param"], param, "{extra}: {v}");
+    }
+}
