@@ -138,3 +138,15 @@ fn bad_sampling_values_are_400() {
         assert_eq!(v["error"]["param"], param, "{extra}: {v}");
     }
 }
+
+#[test]
+fn a_second_model_can_be_the_verifier() {
+    let model = common::model_path();
+    let s = Server::start(&["--verifier-model", model.to_str().unwrap()]);
+    let v = s.chat(&body(json!({"reasoning": {"samples": 3, "verifier": "model", "aggregate": "best"}, "temperature": 0.8})));
+    let x = ext(&v, 0);
+    assert_eq!(x["verifier"], "model");
+    let scores: Vec<f64> = x["samples"].as_array().unwrap().iter().filter(|s| s["answer"].is_string()).map(|s| s["score"].as_f64().unwrap()).collect();
+    assert!(!scores.is_empty());
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s) && *s != 0.5), "{scores:?}");
+}

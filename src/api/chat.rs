@@ -92,6 +92,8 @@ pub struct Prepared {
     /// The messages as rendered (scaffold included) and the prompt text, for the self-judge.
     pub messages: Vec<(String, String)>,
     pub prompt_text: String,
+    /// The user's messages as sent (for a verifier model, which has its own template).
+    pub original_messages: Vec<(String, String)>,
 }
 
 pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
@@ -111,6 +113,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     let cfg = &state.cfg;
     let v = common.validate(cfg, want_logprobs.then_some(top))?;
     let mut msgs = messages(&fields)?;
+    let original_messages = msgs.clone();
     let native = engine.model.think_markers.clone();
     let plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
     let rc = &cfg.reasoning;
@@ -170,7 +173,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         want_logprob: samples > 1,
         vote: None,
     };
-    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text })
+    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages })
 }
 
 pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {

@@ -64,6 +64,10 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, s.into());
         }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is never read: tell the client not to reuse the connection.
+            resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        }
         resp
     }
 }

@@ -12,20 +12,12 @@ use super::error::ApiError;
 use super::generation::{finish_str, submit, unix_now, Collector};
 use super::sse::{self, Item};
 use super::AppState;
-use crate::engine::{Engine, Event, FinishReason, Judge, Model, VotePlan};
+use crate::engine::{Engine, Event, FinishReason, Judge, VotePlan, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::plan::{SamplingPlan, Verifier};
 use crate::reasoning::verify::{arithmetic_score, logprob_score};
 use crate::reasoning::vote::{decide, Ballot};
-
-/// First token ids of the spellings of "Yes" and "No" the judge may answer with.
-fn answer_tokens(model: &Model, words: &[&str]) -> Vec<usize> {
-    let mut ids: Vec<usize> = words.iter().filter_map(|w| model.tokenize(w, false).first().map(|t| t.0 as usize)).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
 
 /// The P(True) judge: after the question prefix, the proposed answer and "Is it correct?" in the
 /// model's own chat format when the template allows continuing the prompt, else in-turn text.
@@ -45,10 +37,21 @@ fn self_judge(engine: &Engine, p: &Prepared, question_prompt: &str) -> Judge {
             _ => format!("{close}Final answer: {answer}\n\n{question}\nAnswer:"),
         }
     };
-    Judge {
-        suffix: Box::new(suffix),
-        yes: answer_tokens(&model, &["Yes", " Yes", "yes", " yes", "YES"]),
-        no: answer_tokens(&model, &["No", " No", "no", " no", "NO"]),
+    Judge::Fork { suffix: Box::new(suffix), yes: model.token_ids(&JUDGE_YES), no: model.token_ids(&JUDGE_NO) }
+}
+
+/// The judging conversation for the verifier model: the user's messages (without our scaffold),
+/// the proposed answer, and the question.
+fn verifier_judge(p: &Prepared, question_prompt: &str) -> Judge {
+    let messages: Vec<(String, String)> = p.original_messages.clone();
+    let question = question_prompt.to_string();
+    Judge::Verifier {
+        conversation: Box::new(move |answer: &str| {
+            let mut conv = messages.clone();
+            conv.push(("assistant".into(), format!("Final answer: {answer}")));
+            conv.push(("user".into(), question.clone()));
+            conv
+        }),
     }
 }
 
@@ -134,6 +137,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
     }
     let judge = match plan.verifier {
         Verifier::SelfJudge => Some(self_judge(&engine, &p, &state.cfg.reasoning.self_verifier_prompt)),
+        Verifier::Model if engine.has_verifier => Some(verifier_judge(&p, &state.cfg.reasoning.self_verifier_prompt)),
         Verifier::Model => {
             return Err(ApiError::bad_request("verifier 'model' needs the server started with --verifier-model", Some("verifier")))
         }

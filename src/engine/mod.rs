@@ -71,12 +71,13 @@ pub struct VotePlan {
     pub judge: Option<Judge>,
 }
 
-/// P(True) judging on spare sequences forked from the prompt: the text teacher-forced after the
-/// prompt for one proposed answer, and the token ids of "Yes" and "No".
-pub struct Judge {
-    pub suffix: Box<dyn Fn(&str) -> String + Send + Sync>,
-    pub yes: Vec<usize>,
-    pub no: Vec<usize>,
+/// How proposed answers are judged (P(True): the probability of "Yes" against "No").
+pub enum Judge {
+    /// By the serving model, on spare sequences forked from the prompt: the text teacher-forced
+    /// after the prompt for one proposed answer, and the token ids of "Yes" and "No".
+    Fork { suffix: Box<dyn Fn(&str) -> String + Send + Sync>, yes: Vec<usize>, no: Vec<usize> },
+    /// By the `--verifier-model`, which must read the whole judging conversation.
+    Verifier { conversation: Box<dyn Fn(&str) -> Vec<(String, String)> + Send + Sync> },
 }
 
 impl std::fmt::Debug for VotePlan {
@@ -84,6 +85,10 @@ impl std::fmt::Debug for VotePlan {
         f.debug_struct("VotePlan").field("group", &self.group).field("adaptive", &self.adaptive).field("judge", &self.judge.is_some()).finish()
     }
 }
+
+/// Spellings of the judge's two answers; the first token of each is read from the logits.
+pub const JUDGE_YES: [&str; 5] = ["Yes", " Yes", "yes", " yes", "YES"];
+pub const JUDGE_NO: [&str; 5] = ["No", " No", "no", " no", "NO"];
 
 #[derive(Debug)]
 pub struct JobSpec {
@@ -182,6 +187,8 @@ pub struct Engine {
     pub n_ctx: u32,
     pub slot_ctx: u32,
     pub parallel: u32,
+    /// A second model loaded for `verifier: "model"`.
+    pub has_verifier: bool,
     pub stats: Arc<EngineStats>,
 }
 
@@ -200,6 +207,11 @@ impl Engine {
             cfg.backends_dir.as_deref(),
         )?);
         let threads = cfg.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4));
+        let verifier = match &cfg.reasoning.verifier_model {
+            Some(path) => Some(Arc::new(Model::load(path, cfg.gpu_layers, &cfg.chat_template_fallback, None, cfg.backends_dir.as_deref())?)),
+            None => None,
+        };
+        let has_verifier = verifier.is_some();
         let (tx, rx) = mpsc::channel(cfg.queue_size);
         let stats = Arc::new(EngineStats::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -207,12 +219,12 @@ impl Engine {
         let (m, s) = (model.clone(), stats.clone());
         let handle = std::thread::Builder::new()
             .name("engine".into())
-            .spawn(move || scheduler::run(m, loop_cfg, rx, s, ready_tx))?;
+            .spawn(move || scheduler::run(m, verifier, loop_cfg, rx, s, ready_tx))?;
         // The context is created on the engine thread; wait for it so a failure is reported here.
         let n_ctx = ready_rx.recv().map_err(|_| anyhow::anyhow!("engine thread exited during start-up"))??;
         crate::metrics::metrics().kv_cells_total.set(n_ctx as i64);
         let slot_ctx = n_ctx / cfg.parallel;
-        Ok((Self { tx, model, n_ctx, slot_ctx, parallel: cfg.parallel, stats }, handle))
+        Ok((Self { tx, model, n_ctx, slot_ctx, parallel: cfg.parallel, has_verifier, stats }, handle))
     }
 
     pub fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError> {

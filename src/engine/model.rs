@@ -108,6 +108,14 @@ impl Model {
         self.model.vocab().tokenize(text.as_bytes(), add_bos, true)
     }
 
+    /// First token id of each word, deduplicated (e.g. the spellings of "Yes").
+    pub fn token_ids(&self, words: &[&str]) -> Vec<usize> {
+        let mut ids: Vec<usize> = words.iter().filter_map(|w| self.tokenize(w, false).first().map(|t| t.0 as usize)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     pub fn piece(&self, token: LlamaToken) -> Vec<u8> {
         self.model.vocab().token_to_piece(token, true, None)
     }

@@ -13,7 +13,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use super::sequence::{FinishReason, Sequence};
-use super::{EngineStats, Event, Job, LogprobEntry, Model, SeqStats, TopLogprob};
+use super::{EngineStats, Event, Job, Judge, LogprobEntry, Model, SeqStats, TopLogprob};
 use crate::metrics::metrics;
 use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
 use crate::reasoning::plan::effective_max_thinking;
@@ -105,15 +105,49 @@ struct Scheduler<'m> {
     free: Vec<i32>,
     slots: Vec<Option<Slot>>,
     jobs: VecDeque<ActiveJob>,
-    /// A job taken from the queue that waits for KV room.
+    /// A job taken from the queue that waits for a slot.
     waiting: Option<Job>,
+    verifier: Option<VerifierCtx<'m>>,
     next_key: u64,
     last_was_prefill: bool,
     stats: Arc<EngineStats>,
 }
 
+/// The verifier model's own context (one sequence), used synchronously between decode steps.
+struct VerifierCtx<'v> {
+    model: &'v Model,
+    ctx: LlamaContext<'v>,
+    yes: Vec<usize>,
+    no: Vec<usize>,
+    n_batch: usize,
+}
+
+impl VerifierCtx<'_> {
+    /// P(True) of one judging conversation: prefill it in chunks, read the last logits.
+    fn score(&mut self, conversation: &[(String, String)]) -> Option<f64> {
+        let text = self.model.render_chat(conversation).ok()?;
+        let tokens = self.model.tokenize(&text, true);
+        if tokens.is_empty() || tokens.len() >= self.ctx.n_ctx() as usize {
+            return None;
+        }
+        let mut batch = LlamaBatch::new(self.n_batch, 1);
+        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
+            batch.clear();
+            let last_chunk = (c + 1) * self.n_batch >= tokens.len();
+            for (k, t) in chunk.iter().enumerate() {
+                batch.add(*t, (c * self.n_batch + k) as i32, &[0], last_chunk && k + 1 == chunk.len()).ok()?;
+            }
+            self.ctx.decode(&mut batch).ok()?;
+        }
+        let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(batch.n_tokens() - 1), &self.yes, &self.no);
+        self.ctx.clear_kv_cache();
+        Some(score)
+    }
+}
+
 pub(crate) fn run(
     model: Arc<Model>,
+    verifier_model: Option<Arc<Model>>,
     cfg: LoopConfig,
     mut rx: mpsc::Receiver<Job>,
     stats: Arc<EngineStats>,
@@ -128,6 +162,25 @@ pub(crate) fn run(
         }
     };
     let n_ctx = ctx.n_ctx();
+    let verifier = match verifier_model.as_deref() {
+        Some(vm) => {
+            let params = Model::context_params(n_ctx / cfg.parallel, 1, cfg.n_batch, cfg.threads);
+            match vm.model.new_context(super::model::backend_ref(), params) {
+                Ok(vctx) => Some(VerifierCtx {
+                    model: vm,
+                    ctx: vctx,
+                    yes: vm.token_ids(&super::JUDGE_YES),
+                    no: vm.token_ids(&super::JUDGE_NO),
+                    n_batch: cfg.n_batch as usize,
+                }),
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow::anyhow!("creating the verifier context: {e}")));
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
     let _ = ready.send(Ok(n_ctx));
     let parallel = cfg.parallel as i32;
     let mut s = Scheduler {
@@ -138,6 +191,7 @@ pub(crate) fn run(
         slots: (0..parallel).map(|_| None).collect(),
         jobs: VecDeque::new(),
         waiting: None,
+        verifier,
         next_key: 0,
         last_was_prefill: false,
         stats,
@@ -331,6 +385,14 @@ impl<'m> Scheduler<'m> {
                 }
             }
             if !job.judge_queue.is_empty() {
+                if let Some(Judge::Verifier { conversation }) = job.job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()) {
+                    // The verifier model has its own context: judge every answer now.
+                    while let Some((choice, answer)) = job.judge_queue.pop_front() {
+                        let score = self.verifier.as_mut().and_then(|v| v.score(&conversation(&answer))).unwrap_or(0.5);
+                        job.send(Event::Judged { choice, answer, score });
+                    }
+                    return None;
+                }
                 return Some(Work::Judge);
             }
         }
@@ -356,10 +418,10 @@ impl<'m> Scheduler<'m> {
         let (choice, answer) = job.judge_queue.pop_front().expect("checked non-empty");
         job.judges_running += 1;
         let spec = &job.job.spec;
-        let judge = spec.vote.as_ref().and_then(|v| v.judge.as_ref()).expect("judging job");
+        let Some(Judge::Fork { suffix, .. }) = spec.vote.as_ref().and_then(|v| v.judge.as_ref()) else { unreachable!("fork judges only") };
         let p = spec.prompt.len();
         let mut seq = Sequence::new(0, seq_id, (p - 1) as i32, spec.prompt[p - 1], &spec.sampling, self.model.n_vocab, Forcer::new(ForcingSpec::answer_only(1)), 1);
-        seq.input.extend(self.model.tokenize(&(judge.suffix)(&answer), false));
+        seq.input.extend(self.model.tokenize(&suffix(&answer), false));
         self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some((choice, answer)) });
     }
 
@@ -564,8 +626,8 @@ impl<'m> Scheduler<'m> {
         let slot = self.slots[id as usize].take().expect("judge slot");
         let (choice, answer) = slot.judge.expect("judge slot");
         let job = &mut self.jobs[ji];
-        let judge = job.job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()).expect("judging job");
-        let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(idx), &judge.yes, &judge.no);
+        let Some(Judge::Fork { yes, no, .. }) = job.job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()) else { unreachable!("fork judges only") };
+        let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(idx), yes, no);
         job.judges_running -= 1;
         job.send(Event::Judged { choice, answer, score });
         self.release_slot(ji, id);
