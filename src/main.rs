@@ -1,6 +1,6 @@
 //! thinkscale: an OpenAI-compatible GGUF server that makes test-time compute a per-request knob.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -42,7 +42,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let state = AppState { cfg: cfg.clone(), engine: Arc::new(OnceLock::new()), load_failed: Arc::new(OnceLock::new()) };
+        let state = AppState::new(cfg.clone());
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         tracing::info!(%addr, model = %cfg.model.display(), "listening; loading model");

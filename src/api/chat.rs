@@ -94,10 +94,13 @@ pub struct Prepared {
     pub prompt_text: String,
     /// The user's messages as sent (for a verifier model, which has its own template).
     pub original_messages: Vec<(String, String)>,
+    /// `metadata.expected_answer`: grade the response when it is done.
+    pub expected: Option<String>,
 }
 
 pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
     let obj = parse_object(&body)?;
+    let expected = super::grading::expected_answer(&obj)?;
     let common: Common = typed(&obj)?;
     let fields: ChatFields = typed(&obj)?;
     let top = match fields.top_logprobs {
@@ -173,7 +176,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         want_logprob: samples > 1,
         vote: None,
     };
-    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages })
+    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, expected })
 }
 
 pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -194,6 +197,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
         let result = col.run(&mut rx).await;
         col.log();
         result?;
+        let graded = record(&state, &id, &p.plan, &col, p.expected.as_deref());
         let choices: Vec<Value> = col
             .choices
             .iter()
@@ -214,11 +218,16 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
             "system_fingerprint": super::FINGERPRINT,
             "choices": choices, "usage": col.usage(), "timings": col.timings(),
         });
+        let mut body = body;
+        if let Some(ok) = graded {
+            body["thinkscale"] = json!({"graded": {"correct": ok}});
+        }
         return Ok(axum::Json(body).into_response());
     }
     let include_usage = p.v.include_usage;
     let n = p.v.n;
     let logprobs = p.logprobs;
+    let (plan, expected) = (p.plan.clone(), p.expected.clone());
     let stream = async_stream::stream! {
         let chunk = |choices: Value| json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -254,8 +263,17 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
             yield Item::Data(last);
         }
         col.log();
+        if col.error.is_none() {
+            record(&state, &id, &plan, &col, expected.as_deref());
+        }
     };
     Ok(sse::respond(stream))
+}
+
+/// Keep the first choice for /v1/feedback and grade it when a reference came with the request.
+fn record(state: &AppState, id: &str, plan: &ReasoningPlan, col: &Collector, expected: Option<&str>) -> Option<bool> {
+    let c = &col.choices[0];
+    super::grading::record_request(state, id, plan, &c.answer, &c.thinking, c.stats.thinking_ms / 1000.0, c.stats.thinking_tokens as f64, expected)
 }
 
 /// How thinking and answer text are shown, per the plan and the model's markers.

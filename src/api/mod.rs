@@ -5,6 +5,7 @@ pub mod chat;
 mod completions;
 pub mod error;
 mod generation;
+mod grading;
 mod sse;
 mod types;
 mod vote;
@@ -31,9 +32,15 @@ pub struct AppState {
     /// Set once the model is loaded; until then generation answers 503 and /health says loading.
     pub engine: Arc<OnceLock<Engine>>,
     pub load_failed: Arc<OnceLock<String>>,
+    pub history: Arc<std::sync::Mutex<grading::History>>,
 }
 
 impl AppState {
+    pub fn new(cfg: Arc<Config>) -> Self {
+        let history = Arc::new(grading::History::new(cfg.reasoning.history_size));
+        Self { cfg, engine: Arc::new(OnceLock::new()), load_failed: Arc::new(OnceLock::new()), history }
+    }
+
     pub fn engine(&self) -> Result<Engine, ApiError> {
         self.engine.get().cloned().ok_or_else(|| ApiError::unavailable("The model is still loading"))
     }
@@ -45,6 +52,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(admin::models))
         .route("/v1/models/{model}", get(admin::model))
+        .route("/v1/feedback", post(grading::feedback))
+        .route("/v1/scaling", get(grading::scaling))
+        .route("/v1/scaling/observations", post(grading::post_observations))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(v1)

@@ -127,6 +127,15 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
     }
 }
 
+/// Record choice 0 for grading: thinking time is the longest sample's (they run in parallel),
+/// thinking tokens are all samples' (the compute spent).
+fn record_vote(state: &AppState, id: &str, plan: &crate::reasoning::plan::ReasoningPlan, col: &Collector, o: &Outcome, group: usize, expected: Option<&str>) -> Option<bool> {
+    let samples = &col.choices[..group];
+    let secs = samples.iter().map(|c| c.stats.thinking_ms).fold(0.0, f64::max) / 1000.0;
+    let tokens: u32 = samples.iter().map(|c| c.stats.thinking_tokens).sum();
+    super::grading::record_request(state, id, plan, &o.answer, &o.thinking, secs, tokens as f64, expected)
+}
+
 pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepared, started: Instant) -> Result<Response, ApiError> {
     let plan = p.plan.sampling.clone();
     let group = plan.samples as usize;
@@ -146,6 +155,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
     let wave = state.cfg.reasoning.wave_size.max(1) as usize;
     p.spec.vote = Some(VotePlan { group, adaptive: plan.adaptive.then_some((wave, plan.confidence)), judge });
     let view = Arc::new(View::new(&p));
+    let (p_plan, p_expected) = (p.plan.clone(), p.expected.clone());
     let effort = p.plan.effort;
     let stream = p.v.stream;
     let include_usage = p.v.include_usage;
@@ -174,6 +184,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
             return Err(ApiError::internal(m.clone()));
         }
         let outcomes = finalize(&col);
+        let graded = record_vote(&state, &id, &p_plan, &col, &outcomes[0], group, p_expected.as_deref());
         let choices: Vec<Value> = outcomes
             .iter()
             .enumerate()
@@ -188,6 +199,10 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
             "system_fingerprint": super::FINGERPRINT, "choices": choices,
             "usage": col.usage(), "timings": col.timings(),
         });
+        let mut body = body;
+        if let Some(ok) = graded {
+            body["thinkscale"] = json!({"graded": {"correct": ok}});
+        }
         return Ok(axum::Json(body).into_response());
     }
     let s = async_stream::stream! {
@@ -217,7 +232,9 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
             yield Item::Data(ApiError::internal(m).body());
             return;
         }
-        for (i, o) in finalize(&col).into_iter().enumerate() {
+        let outcomes = finalize(&col);
+        record_vote(&state, &id, &p_plan, &col, &outcomes[0], group, p_expected.as_deref());
+        for (i, o) in outcomes.into_iter().enumerate() {
             yield Item::Data(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])));
             let mut answering = false;
             for delta in view.stream_delta(&o.thinking, &o.answer, &mut answering) {

@@ -2,6 +2,7 @@
 
 pub mod extract;
 pub mod forcing;
+pub mod grade;
 pub mod plan;
 pub mod verify;
 pub mod vote;

@@ -1,0 +1,192 @@
+//! Grading and the accuracy-vs-compute table: `metadata.expected_answer`, POST /v1/feedback,
+//! GET /v1/scaling, POST /v1/scaling/observations (what `thinkscale eval --post` sends).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::types::{parse_object, typed};
+use super::AppState;
+use crate::metrics::metrics;
+use crate::reasoning::grade::{budget_bucket, grade, samples_bucket, summarise, Observation};
+use crate::reasoning::plan::ReasoningPlan;
+
+/// Labels a request is counted under (each from a closed set).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+pub struct Labels {
+    pub effort: String,
+    pub budget: String,
+    pub samples: String,
+}
+
+impl Labels {
+    fn as_array(&self) -> [&str; 3] {
+        [&self.effort, &self.budget, &self.samples]
+    }
+}
+
+/// What is kept of a finished request so it can be graded later.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub labels: Labels,
+    pub answer: String,
+    pub thinking: String,
+    pub thinking_seconds: f64,
+    pub thinking_tokens: f64,
+    pub graded: Option<bool>,
+}
+
+/// The last N request summaries and every graded observation's table cell.
+pub struct History {
+    cap: usize,
+    order: VecDeque<String>,
+    by_id: HashMap<String, Summary>,
+    cells: HashMap<Labels, Vec<Observation>>,
+}
+
+impl History {
+    pub fn new(cap: usize) -> Mutex<Self> {
+        Mutex::new(Self { cap, order: VecDeque::new(), by_id: HashMap::new(), cells: HashMap::new() })
+    }
+
+    fn observe(&mut self, labels: &Labels, o: Observation) {
+        let outcome = if o.correct { "correct" } else { "incorrect" };
+        let [e, b, s] = labels.as_array();
+        let l = [e, b, s, outcome];
+        let m = metrics();
+        m.graded.with_label_values(&l).inc();
+        m.graded_thinking_seconds.with_label_values(&l).observe(o.thinking_seconds);
+        m.graded_thinking_tokens.with_label_values(&l).observe(o.thinking_tokens);
+        self.cells.entry(labels.clone()).or_default().push(o);
+    }
+
+    /// Remember a finished request; grade it now when the request carried a reference answer.
+    pub fn record(&mut self, id: &str, mut s: Summary, expected: Option<&str>) -> Option<bool> {
+        if let Some(exp) = expected {
+            let ok = grade(&s.answer, &s.thinking, exp).1;
+            s.graded = Some(ok);
+            self.observe(&s.labels, Observation { correct: ok, thinking_seconds: s.thinking_seconds, thinking_tokens: s.thinking_tokens });
+        }
+        let graded = s.graded;
+        if self.cap == 0 {
+            return graded;
+        }
+        while self.order.len() >= self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+        self.order.push_back(id.to_string());
+        self.by_id.insert(id.to_string(), s);
+        graded
+    }
+}
+
+/// Remember a finished chat request (its first choice) and grade it when it carried a reference.
+pub fn record_request(state: &AppState, id: &str, plan: &ReasoningPlan, answer: &str, thinking: &str, thinking_seconds: f64, thinking_tokens: f64, expected: Option<&str>) -> Option<bool> {
+    let labels = Labels {
+        effort: plan.effort.to_string(),
+        budget: budget_bucket(if plan.thinking { plan.max_thinking } else { Some(0) }).to_string(),
+        samples: samples_bucket(plan.sampling.samples).to_string(),
+    };
+    let s = Summary { labels, answer: answer.to_string(), thinking: thinking.to_string(), thinking_seconds, thinking_tokens, graded: None };
+    state.history.lock().expect("history lock").record(id, s, expected)
+}
+
+/// The reference answer a request may carry: `metadata.expected_answer` (string or number).
+pub fn expected_answer(obj: &serde_json::Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match obj.get("metadata").and_then(|m| m.get("expected_answer")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(ApiError::bad_request("'metadata.expected_answer' must be a string", Some("metadata.expected_answer"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct Feedback {
+    id: String,
+    correct: Option<bool>,
+    expected_answer: Option<String>,
+}
+
+pub async fn feedback(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let obj = parse_object(&body?)?;
+    let f: Feedback = typed(&obj)?;
+    if f.correct.is_some() == f.expected_answer.is_some() {
+        return Err(ApiError::bad_request("give exactly one of 'correct' and 'expected_answer'", Some("correct")));
+    }
+    let mut h = state.history.lock().expect("history lock");
+    let Some(s) = h.by_id.get(&f.id).cloned() else {
+        return Err(ApiError::not_found(format!("no recent request with id '{}' (the server keeps the last {})", f.id, h.cap)).with_code("request_not_found"));
+    };
+    if s.graded.is_some() {
+        return Err(ApiError::bad_request(format!("request '{}' is already graded", f.id), Some("id")).with_code("already_graded"));
+    }
+    let (extracted, ok) = match (&f.correct, &f.expected_answer) {
+        (Some(c), _) => (None, *c),
+        (None, Some(exp)) => grade(&s.answer, &s.thinking, exp),
+        _ => unreachable!("checked above"),
+    };
+    h.observe(&s.labels, Observation { correct: ok, thinking_seconds: s.thinking_seconds, thinking_tokens: s.thinking_tokens });
+    if let Some(entry) = h.by_id.get_mut(&f.id) {
+        entry.graded = Some(ok);
+    }
+    Ok(axum::Json(json!({"id": f.id, "correct": ok, "extracted_answer": extracted, "labels": s.labels})).into_response())
+}
+
+pub async fn scaling(State(state): State<AppState>) -> Response {
+    let h = state.history.lock().expect("history lock");
+    let mut rows: Vec<Value> = h
+        .cells
+        .iter()
+        .map(|(l, obs)| {
+            let mut v = serde_json::to_value(summarise(obs)).expect("serialisable");
+            v["effort"] = json!(l.effort);
+            v["budget"] = json!(l.budget);
+            v["samples"] = json!(l.samples);
+            v
+        })
+        .collect();
+    let order = |v: &Value| (v["mean_thinking_tokens"].as_f64().unwrap_or(0.0), v["samples"].as_str().unwrap_or("").to_string());
+    rows.sort_by(|a, b| order(a).partial_cmp(&order(b)).unwrap_or(std::cmp::Ordering::Equal));
+    axum::Json(json!({"object": "list", "data": rows})).into_response()
+}
+
+#[derive(Deserialize)]
+struct PostedObservation {
+    #[serde(flatten)]
+    labels: Labels,
+    correct: bool,
+    thinking_seconds: f64,
+    thinking_tokens: f64,
+}
+
+#[derive(Deserialize)]
+struct Posted {
+    observations: Vec<PostedObservation>,
+}
+
+pub async fn post_observations(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let obj = parse_object(&body?)?;
+    let p: Posted = typed(&obj)?;
+    let mut h = state.history.lock().expect("history lock");
+    for o in &p.observations {
+        let l = &o.labels;
+        let allowed = crate::reasoning::grade::LABELS;
+        if !allowed.0.contains(&l.effort.as_str()) || !allowed.1.contains(&l.budget.as_str()) || !allowed.2.contains(&l.samples.as_str()) {
+            return Err(ApiError::bad_request(format!("unknown labels {:?}", l), Some("observations")));
+        }
+    }
+    for o in p.observations.iter() {
+        h.observe(&o.labels, Observation { correct: o.correct, thinking_seconds: o.thinking_seconds, thinking_tokens: o.thinking_tokens });
+    }
+    Ok(axum::Json(json!({"accepted": p.observations.len()})).into_response())
+}

@@ -1,0 +1,165 @@
+//! Grading answers and summarising what test-time compute buys: Wilson intervals, budget buckets,
+//! and the s1 metrics (Control, Scaling, Performance).
+
+use super::extract::{final_answer, normalise};
+
+/// Is the chain's answer the expected one? The reference may be a bare answer or a GSM8K
+/// solution ending in `#### N`.
+pub fn grade(answer_text: &str, thinking: &str, expected: &str) -> (Option<String>, bool) {
+    let got = final_answer(answer_text, thinking);
+    let want = expected.rsplit("####").next().map(normalise).unwrap_or_default();
+    let ok = got.as_deref() == Some(want.as_str()) && !want.is_empty();
+    (got, ok)
+}
+
+/// Wilson score interval (95%) for `k` successes in `n` trials.
+pub fn wilson(k: u64, n: u64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let n = n as f64;
+    let p = k as f64 / n;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * ((p * (1.0 - p) / n) + z * z / (4.0 * n * n)).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// Bounded label for a thinking budget (metric cardinality stays fixed).
+pub fn budget_bucket(max_thinking: Option<u32>) -> &'static str {
+    match max_thinking {
+        None => "unlimited",
+        Some(0) => "0",
+        Some(b) if b <= 64 => "64",
+        Some(b) if b <= 256 => "256",
+        Some(b) if b <= 1024 => "1024",
+        Some(b) if b <= 4096 => "4096",
+        Some(_) => "more",
+    }
+}
+
+/// Every value the (effort, budget, samples) labels may take.
+pub const LABELS: (&[&str], &[&str], &[&str]) = (
+    &["none", "minimal", "low", "medium", "high", "custom", "budget", "default"],
+    &["0", "64", "256", "1024", "4096", "more", "unlimited"],
+    &["1", "2", "4", "8", "16", "more"],
+);
+
+/// Samples label: 1, 2, 4, 8, 16, or "more".
+pub fn samples_bucket(samples: u32) -> &'static str {
+    match samples {
+        0 | 1 => "1",
+        2 => "2",
+        3 | 4 => "4",
+        5..=8 => "8",
+        9..=16 => "16",
+        _ => "more",
+    }
+}
+
+/// One graded observation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub correct: bool,
+    pub thinking_seconds: f64,
+    pub thinking_tokens: f64,
+}
+
+/// A cell of the accuracy-vs-compute table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Cell {
+    pub graded: u64,
+    pub correct: u64,
+    pub accuracy: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub mean_thinking_seconds: f64,
+    pub p90_thinking_seconds: f64,
+    pub mean_thinking_tokens: f64,
+}
+
+pub fn summarise(obs: &[Observation]) -> Cell {
+    let n = obs.len() as u64;
+    let k = obs.iter().filter(|o| o.correct).count() as u64;
+    let (ci_low, ci_high) = wilson(k, n);
+    let mean = |f: fn(&Observation) -> f64| if n == 0 { 0.0 } else { obs.iter().map(f).sum::<f64>() / n as f64 };
+    let mut secs: Vec<f64> = obs.iter().map(|o| o.thinking_seconds).collect();
+    secs.sort_by(f64::total_cmp);
+    let p90 = if secs.is_empty() { 0.0 } else { secs[((secs.len() as f64 * 0.9).ceil() as usize).clamp(1, secs.len()) - 1] };
+    Cell {
+        graded: n,
+        correct: k,
+        accuracy: if n == 0 { 0.0 } else { k as f64 / n as f64 },
+        ci_low,
+        ci_high,
+        mean_thinking_seconds: mean(|o| o.thinking_seconds),
+        p90_thinking_seconds: p90,
+        mean_thinking_tokens: mean(|o| o.thinking_tokens),
+    }
+}
+
+/// s1's Control: share of requests whose thinking stayed within [min, max].
+pub fn control(within: &[bool]) -> f64 {
+    if within.is_empty() { 0.0 } else { within.iter().filter(|w| **w).count() as f64 / within.len() as f64 }
+}
+
+/// s1's Scaling: mean slope of accuracy over all pairs of budgets, per unit of compute
+/// (points: (compute, accuracy), compute strictly increasing in the pair).
+pub fn scaling(points: &[(f64, f64)]) -> f64 {
+    let mut slopes = Vec::new();
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            let (lo, hi) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+            if hi.0 > lo.0 {
+                slopes.push((hi.1 - lo.1) / (hi.0 - lo.0));
+            }
+        }
+    }
+    if slopes.is_empty() { 0.0 } else { slopes.iter().sum::<f64>() / slopes.len() as f64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grades_against_gsm8k_references() {
+        assert!(grade("The answer is 72.", "", "48/2 = 24\n#### 72").1);
+        assert!(grade("72.00", "", "72").1);
+        assert!(!grade("71", "", "#### 72").1);
+        assert!(grade("", "so 12 + 7 = 19", "19").1);
+        assert!(!grade("anything", "", "").1);
+    }
+
+    #[test]
+    fn wilson_matches_known_values() {
+        let (lo, hi) = wilson(8, 10);
+        assert!((lo - 0.4902).abs() < 1e-3 && (hi - 0.9433).abs() < 1e-3, "{lo} {hi}");
+        assert_eq!(wilson(0, 0), (0.0, 1.0));
+        let (lo, _) = wilson(0, 20);
+        assert_eq!(lo, 0.0);
+    }
+
+    #[test]
+    fn buckets_are_bounded() {
+        assert_eq!(budget_bucket(Some(0)), "0");
+        assert_eq!(budget_bucket(Some(16)), "64");
+        assert_eq!(budget_bucket(Some(1024)), "1024");
+        assert_eq!(budget_bucket(Some(99999)), "more");
+        assert_eq!(budget_bucket(None), "unlimited");
+        assert_eq!(samples_bucket(3), "4");
+    }
+
+    #[test]
+    fn summary_and_s1_metrics() {
+        let obs: Vec<Observation> = (0..10).map(|i| Observation { correct: i < 3, thinking_seconds: i as f64, thinking_tokens: 10.0 }).collect();
+        let c = summarise(&obs);
+        assert_eq!((c.graded, c.correct), (10, 3));
+        assert_eq!(c.p90_thinking_seconds, 8.0);
+        assert_eq!(c.mean_thinking_tokens, 10.0);
+        assert_eq!(control(&[true, true, false, true]), 0.75);
+        // Pairs: (0,.1)-(1,.3): .2 ; (0,.1)-(2,.3): .1 ; (1,.3)-(2,.3): 0 -> mean .1
+        assert!((scaling(&[(0.0, 0.1), (1.0, 0.3), (2.0, 0.3)]) - 0.1).abs() < 1e-12);
+    }
+}
