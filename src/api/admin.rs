@@ -56,6 +56,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The live dashboard: one self-contained page (no CDN), compiled into the binary.
+pub async fn dashboard() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("assets/dashboard.html")).into_response()
+}
+
 pub async fn prometheus() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics().render()).into_response()
 }

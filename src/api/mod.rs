@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v1)
         .route("/health", get(admin::health))
         .route("/metrics", get(admin::prometheus))
+        .route("/dashboard", get(admin::dashboard))
         .route_layer(middleware::from_fn(count_requests))
         .fallback(|| async { ApiError::not_found("No such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
