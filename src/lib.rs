@@ -3,5 +3,6 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod eval;
 pub mod metrics;
 pub mod reasoning;

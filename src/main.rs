@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Serve a GGUF model over the OpenAI API
     Serve(ServeArgs),
+    /// Measure accuracy against thinking budget and samples on any OpenAI-compatible server
+    #[command(subcommand)]
+    Eval(thinkscale::eval::EvalCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,6 +32,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Eval(cmd) => thinkscale::eval::main(cmd),
     }
 }
 

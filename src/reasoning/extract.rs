@@ -45,9 +45,12 @@ impl Extractor {
     }
 }
 
-/// A chain's final answer: from the answer text, else from the whole chain.
+/// A chain's final answer. After a thinking phase the answer text is what followed the close
+/// marker, so it is read as "Final answer: <text>"; without one the whole reply is searched.
+/// Falls back to the thinking when the answer holds nothing extractable.
 pub fn final_answer(answer: &str, thinking: &str) -> Option<String> {
-    extract(answer, &DEFAULT_CHAIN).or_else(|| extract(&format!("{thinking}\n{answer}"), &DEFAULT_CHAIN))
+    let direct = if thinking.trim().is_empty() { extract(answer, &DEFAULT_CHAIN) } else { extract(&format!("Final answer: {answer}"), &DEFAULT_CHAIN) };
+    direct.or_else(|| extract(&format!("{thinking}\n{answer}"), &DEFAULT_CHAIN))
 }
 
 /// Run the chain over `text` and return the normalised answer.
@@ -165,6 +168,13 @@ mod tests {
         for (text, want) in table {
             assert_eq!(x(text).unwrap_or_default(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn answers_after_thinking_are_read_from_their_start() {
+        assert_eq!(final_answer("12\nTom has 23 apples, 23 - 12 = 10.", "23 + 12 = 35").as_deref(), Some("12"));
+        assert_eq!(final_answer("To add 2 and 3 we get 5", "").as_deref(), Some("5"));
+        assert_eq!(final_answer(" ", "so 4 + 4 = 8").as_deref(), Some("8"));
     }
 
     #[test]

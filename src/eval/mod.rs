@@ -1,0 +1,112 @@
+//! `thinkscale eval`: generate problems and sweep budgets x samples against any OpenAI-compatible
+//! server, then report accuracy against thinking time (CSV, JSON, SVG and PNG plots, s1 metrics).
+
+pub mod gen;
+mod report;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Write generated arithmetic word problems (GSM8K JSONL format)
+    Gen(GenArgs),
+    /// Sweep a grid of budgets x samples against a server and report
+    Run(RunArgs),
+    /// Rebuild the summary and plots from a run directory's results.jsonl
+    Report {
+        /// Run directory (holds results.jsonl)
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Number of problems
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// Difficulty levels to cycle through (1: bare addition, 2: one-step word problem,
+    /// 3: two steps, 4: three steps with a product)
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub levels: Vec<u32>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output JSONL file (stdout when omitted)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Base URL of an OpenAI-compatible server
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, env = "OPENAI_API_KEY")]
+    pub api_key: Option<String>,
+    /// Model name sent with each request
+    #[arg(long, default_value = "default")]
+    pub model: String,
+    /// GSM8K-format JSONL (question, answer ending in `#### N`); omit to generate problems
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Problems to generate when --data is omitted
+    #[arg(long, default_value_t = 200)]
+    pub gen: usize,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub levels: Vec<u32>,
+    /// Use only the first N problems
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Thinking budgets (tokens) or effort levels (none, minimal, low, medium, high)
+    #[arg(long, value_delimiter = ',', default_value = "0,64,256,1024")]
+    pub budgets: Vec<String>,
+    /// Samples per question (self-consistency)
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    pub samples: Vec<u32>,
+    /// Vote rule for samples > 1: majority, weighted or best
+    #[arg(long, default_value = "majority")]
+    pub aggregate: String,
+    /// Verifier for samples > 1: none, logprob, self, model or arithmetic
+    #[arg(long, default_value = "none")]
+    pub verifier: String,
+    /// Adaptive stopping (Beta rule) for samples > 1
+    #[arg(long)]
+    pub adaptive: bool,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    /// Answer tokens allowed after thinking
+    #[arg(long, default_value_t = 48)]
+    pub answer_tokens: u32,
+    /// Requests in flight
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory; a rerun with the same directory resumes
+    #[arg(long, default_value = "eval-out")]
+    pub out: PathBuf,
+    /// Post every graded result to the server (/v1/scaling and /metrics include them)
+    #[arg(long)]
+    pub post: bool,
+}
+
+pub fn main(cmd: EvalCommand) -> anyhow::Result<()> {
+    match cmd {
+        EvalCommand::Gen(a) => {
+            let problems = gen::generate(a.count, &a.levels, a.seed);
+            let text: String = problems.iter().map(|p| serde_json::to_string(p).expect("serialisable") + "\n").collect();
+            match a.out {
+                Some(path) => std::fs::write(&path, text)?,
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        EvalCommand::Run(a) => {
+            tokio::runtime::Runtime::new()?.block_on(run::run(a.clone()))?;
+            report::report(&a.out)
+        }
+        EvalCommand::Report { dir } => report::report(&dir),
+    }
+}

@@ -1,0 +1,232 @@
+//! The sweep: every (budget, samples) cell over every problem, resumable, with a progress bar.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::gen::{generate, Problem};
+use super::RunArgs;
+use crate::reasoning::grade::grade;
+
+/// One graded request of the sweep (a line of results.jsonl).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub cell: String,
+    /// Thinking budget in tokens, or an effort level.
+    pub budget: String,
+    pub samples: u32,
+    pub id: String,
+    pub level: u32,
+    pub correct: bool,
+    pub extracted: Option<String>,
+    pub expected: String,
+    /// Thinking tokens across all samples (the compute spent).
+    pub thinking_tokens: f64,
+    /// Thinking wall time (samples run in parallel): the server's `timings.thinking_ms`, or the
+    /// whole latency for servers that do not split it.
+    pub thinking_seconds: f64,
+    pub completion_tokens: f64,
+    pub latency_seconds: f64,
+    pub samples_used: u32,
+    /// Every sample's thinking stayed within the budget (s1 Control); None without a token budget.
+    pub within_budget: Option<bool>,
+    pub error: Option<String>,
+}
+
+pub fn cell_id(budget: &str, samples: u32) -> String {
+    format!("b{budget}-s{samples}")
+}
+
+fn load_problems(a: &RunArgs) -> anyhow::Result<Vec<Problem>> {
+    let mut problems = match &a.data {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                let mut p: Problem = serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+                if p.id.is_empty() {
+                    p.id = format!("q{i:05}");
+                }
+                Ok(p)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => generate(a.gen, &a.levels, a.seed),
+    };
+    if let Some(n) = a.limit {
+        problems.truncate(n);
+    }
+    Ok(problems)
+}
+
+fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64) -> Value {
+    let mut body = json!({
+        "model": a.model,
+        "messages": [{"role": "user", "content": p.question}],
+        "temperature": a.temperature,
+        "seed": seed,
+    });
+    match budget.parse::<u32>() {
+        Ok(b) => {
+            body["thinking_budget_tokens"] = json!(b);
+            // Room for the injected close and a short answer.
+            body["max_tokens"] = json!(b + 32 + a.answer_tokens);
+        }
+        Err(_) => body["reasoning_effort"] = json!(budget),
+    }
+    if samples > 1 {
+        body["reasoning"] = json!({"samples": samples, "aggregate": a.aggregate, "verifier": a.verifier, "adaptive": a.adaptive});
+    }
+    body
+}
+
+fn parse(v: &Value, budget: &str, samples: u32, p: &Problem, latency: f64) -> Record {
+    let msg = &v["choices"][0]["message"];
+    let content = msg["content"].as_str().unwrap_or("");
+    let reasoning = msg["reasoning_content"].as_str().or(msg["reasoning"].as_str()).unwrap_or("");
+    let (extracted, correct) = grade(content, reasoning, &p.answer);
+    let usage = &v["usage"];
+    let thinking_tokens = usage["completion_tokens_details"]["reasoning_tokens"].as_f64().unwrap_or(0.0);
+    let ext = &v["choices"][0]["thinkscale"];
+    let samples_used = ext["samples_used"].as_u64().map_or(1, |n| n as u32);
+    let within_budget = budget.parse::<f64>().ok().map(|b| match ext["samples"].as_array() {
+        Some(s) => s.iter().all(|x| x["thinking_tokens"].as_f64().unwrap_or(0.0) <= b),
+        None => thinking_tokens <= b * samples_used as f64,
+    });
+    Record {
+        cell: cell_id(budget, samples),
+        budget: budget.to_string(),
+        samples,
+        id: p.id.clone(),
+        level: p.level,
+        correct,
+        extracted,
+        expected: p.answer.rsplit("####").next().unwrap_or("").trim().to_string(),
+        thinking_tokens,
+        thinking_seconds: v["timings"]["thinking_ms"].as_f64().map_or(latency, |ms| ms / 1000.0),
+        completion_tokens: usage["completion_tokens"].as_f64().unwrap_or(0.0),
+        latency_seconds: latency,
+        samples_used,
+        within_budget,
+        error: None,
+    }
+}
+
+pub fn read_records(path: &Path) -> anyhow::Result<Vec<Record>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    // A run killed mid-write may leave a partial last line: skip what does not parse.
+    Ok(std::fs::read_to_string(path)?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+pub async fn run(a: RunArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.out)?;
+    let problems = load_problems(&a)?;
+    let results_path = a.out.join("results.jsonl");
+    let done: HashSet<(String, String)> =
+        read_records(&results_path)?.into_iter().filter(|r| r.error.is_none()).map(|r| (r.cell, r.id)).collect();
+    let mut tasks = Vec::new();
+    for samples in &a.samples {
+        for budget in &a.budgets {
+            for (qi, p) in problems.iter().enumerate() {
+                if !done.contains(&(cell_id(budget, *samples), p.id.clone())) {
+                    tasks.push((budget.clone(), *samples, qi));
+                }
+            }
+        }
+    }
+    let total = a.samples.len() * a.budgets.len() * problems.len();
+    let bar = ProgressBar::new(total as u64).with_position((total - tasks.len()) as u64);
+    bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} eta {eta} {msg}")?.progress_chars("=> "));
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(900)).build()?;
+    let file = Arc::new(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&results_path)?));
+    let url = format!("{}/v1/chat/completions", a.url.trim_end_matches('/'));
+    let correct = Arc::new(Mutex::new((0u64, 0u64)));
+    let a = Arc::new(a);
+    let problems = Arc::new(problems);
+    futures::stream::iter(tasks)
+        .map(|(budget, samples, qi)| {
+            let (client, url, a, problems, file, bar, correct) = (client.clone(), url.clone(), a.clone(), problems.clone(), file.clone(), bar.clone(), correct.clone());
+            async move {
+                let p = &problems[qi];
+                let seed = a.seed.wrapping_mul(1_000_003).wrapping_add(qi as u64);
+                let body = request_body(&a, &budget, samples, p, seed);
+                let t0 = Instant::now();
+                let mut req = client.post(&url).json(&body);
+                if let Some(k) = &a.api_key {
+                    req = req.bearer_auth(k);
+                }
+                let record = match req.send().await {
+                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                        Ok(v) => parse(&v, &budget, samples, p, t0.elapsed().as_secs_f64()),
+                        Err(e) => failed(&budget, samples, p, e.to_string()),
+                    },
+                    Ok(r) => {
+                        let status = r.status();
+                        failed(&budget, samples, p, format!("{status}: {}", r.text().await.unwrap_or_default()))
+                    }
+                    Err(e) => failed(&budget, samples, p, e.to_string()),
+                };
+                if a.post && record.error.is_none() {
+                    post_observation(&client, &a, &record).await;
+                }
+                let line = serde_json::to_string(&record).expect("serialisable") + "\n";
+                file.lock().expect("results lock").write_all(line.as_bytes()).expect("writing results");
+                let mut c = correct.lock().expect("counter lock");
+                c.0 += u64::from(record.correct);
+                c.1 += 1;
+                bar.set_message(format!("acc {:.1}%", 100.0 * c.0 as f64 / c.1 as f64));
+                bar.inc(1);
+            }
+        })
+        .buffer_unordered(a.concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
+    bar.finish();
+    Ok(())
+}
+
+fn failed(budget: &str, samples: u32, p: &Problem, error: String) -> Record {
+    Record {
+        cell: cell_id(budget, samples),
+        budget: budget.to_string(),
+        samples,
+        id: p.id.clone(),
+        level: p.level,
+        correct: false,
+        extracted: None,
+        expected: String::new(),
+        thinking_tokens: 0.0,
+        thinking_seconds: 0.0,
+        completion_tokens: 0.0,
+        latency_seconds: 0.0,
+        samples_used: 0,
+        within_budget: None,
+        error: Some(error),
+    }
+}
+
+async fn post_observation(client: &reqwest::Client, a: &RunArgs, r: &Record) {
+    use crate::reasoning::grade::{budget_bucket, samples_bucket};
+    let (effort, budget) = match r.budget.parse::<u32>() {
+        Ok(b) => ("budget".to_string(), budget_bucket(Some(b)).to_string()),
+        Err(_) => (r.budget.clone(), "unlimited".to_string()),
+    };
+    let obs = json!({"observations": [{"effort": effort, "budget": budget, "samples": samples_bucket(r.samples),
+        "correct": r.correct, "thinking_seconds": r.thinking_seconds, "thinking_tokens": r.thinking_tokens}]});
+    let mut req = client.post(format!("{}/v1/scaling/observations", a.url.trim_end_matches('/'))).json(&obs);
+    if let Some(k) = &a.api_key {
+        req = req.bearer_auth(k);
+    }
+    let _ = req.send().await;
+}
