@@ -23,6 +23,31 @@ enum Command {
     /// Measure accuracy against thinking budget and samples on any OpenAI-compatible server
     #[command(subcommand)]
     Eval(thinkscale::eval::EvalCommand),
+    /// Bare llama-cpp-2 decode loop (no HTTP): the ceiling the server is measured against
+    BenchCeiling(CeilingCli),
+}
+
+#[derive(clap::Args)]
+struct CeilingCli {
+    #[arg(long, default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: std::path::PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    seqs: Vec<usize>,
+    /// Tokens generated per sequence (end-of-generation is banned so every run is this long)
+    #[arg(long, default_value_t = 128)]
+    tokens: usize,
+    #[arg(long, default_value = "Write a story about a robot who learns to paint.")]
+    prompt: String,
+    #[arg(long, default_value_t = 16384)]
+    ctx_size: u32,
+    #[arg(long, default_value_t = 16)]
+    parallel: u32,
+    #[arg(long)]
+    threads: Option<i32>,
+    #[arg(long, default_value_t = 512)]
+    batch_size: u32,
+    #[arg(long)]
+    gpu_layers: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +58,22 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Eval(cmd) => thinkscale::eval::main(cmd),
+        Command::BenchCeiling(c) => {
+            let threads = c.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4));
+            let rows = thinkscale::engine::ceiling::run(&thinkscale::engine::ceiling::CeilingArgs {
+                model: &c.model,
+                gpu_layers: c.gpu_layers,
+                prompt: &c.prompt,
+                seqs: &c.seqs,
+                tokens: c.tokens,
+                ctx_size: c.ctx_size,
+                parallel: c.parallel,
+                threads,
+                n_batch: c.batch_size,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            Ok(())
+        }
     }
 }
 

@@ -16,7 +16,8 @@ pub async fn models(State(state): State<AppState>) -> Response {
     let id = state.cfg.model_id();
     let meta = state.engine.get().map(|e| {
         json!({"n_ctx": e.n_ctx, "slot_ctx": e.slot_ctx, "n_ctx_train": e.model.n_ctx_train(), "n_vocab": e.model.n_vocab,
-               "thinking_markers": e.model.think_markers, "parallel": e.parallel})
+               "thinking_markers": e.model.think_markers, "parallel": e.parallel,
+               "eog_token_ids": e.model.eog})
     });
     axum::Json(json!({
         "object": "list",

@@ -114,7 +114,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     };
     let want_logprobs = fields.logprobs == Some(true);
     let cfg = &state.cfg;
-    let v = common.validate(cfg, want_logprobs.then_some(top))?;
+    let v = common.validate(cfg, want_logprobs.then_some(top), engine.model.n_vocab, &engine.model.eog)?;
     let mut msgs = messages(&fields)?;
     let original_messages = msgs.clone();
     let native = engine.model.think_markers.clone();

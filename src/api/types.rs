@@ -65,6 +65,10 @@ pub struct Common {
     pub frequency_penalty: Option<f64>,
     pub repeat_penalty: Option<f64>,
     pub n: Option<i64>,
+    pub logit_bias: Option<std::collections::HashMap<String, f64>>,
+    /// llama.cpp / vLLM extension: never end on an end-of-generation token (benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
@@ -91,7 +95,21 @@ pub struct Validated {
 }
 
 impl Common {
-    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>) -> Result<Validated, ApiError> {
+    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>, n_vocab: i32, eog: &[i32]) -> Result<Validated, ApiError> {
+        let mut logit_bias = Vec::new();
+        for (k, v) in self.logit_bias.iter().flatten() {
+            let id: i32 = k.parse().ok().filter(|id| (0..n_vocab).contains(id)).ok_or_else(|| {
+                ApiError::bad_request(format!("'logit_bias' keys must be token ids in 0..{n_vocab}, got {k:?}"), Some("logit_bias"))
+            })?;
+            if !(-100.0..=100.0).contains(v) {
+                return Err(ApiError::bad_request("'logit_bias' values must be between -100 and 100", Some("logit_bias")));
+            }
+            // -100 bans the token, as in OpenAI's API.
+            logit_bias.push((id, if *v <= -100.0 { f32::NEG_INFINITY } else { *v as f32 }));
+        }
+        if self.ignore_eos {
+            logit_bias.extend(eog.iter().map(|t| (*t, f32::NEG_INFINITY)));
+        }
         let temperature = range(self.temperature, "temperature", 0.0, 2.0)?.unwrap_or(1.0);
         let top_p = range(self.top_p, "top_p", 0.0, 1.0)?.unwrap_or(1.0);
         let min_p = range(self.min_p, "min_p", 0.0, 1.0)?.unwrap_or(0.0);
@@ -164,6 +182,7 @@ impl Common {
                 repeat_penalty: repeat as f32,
                 stop,
                 logprobs,
+                logit_bias,
             },
             max_tokens,
             n,
@@ -184,7 +203,7 @@ mod tests {
 
     fn common(v: Value) -> Result<Validated, ApiError> {
         let c: Common = typed(v.as_object().unwrap())?;
-        c.validate(&Config::default(), None)
+        c.validate(&Config::default(), None, 1000, &[2])
     }
 
     #[test]
@@ -203,6 +222,17 @@ mod tests {
         assert_eq!(common(json!({"n": 99})).unwrap_err().param.as_deref(), Some("n"));
         let many: Vec<String> = (0..100).map(|i| i.to_string()).collect();
         assert_eq!(common(json!({"stop": many})).unwrap_err().param.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn logit_bias_and_ignore_eos() {
+        let v = common(json!({"logit_bias": {"5": -100, "7": 2.5}, "ignore_eos": true})).unwrap();
+        let mut b = v.sampling.logit_bias.clone();
+        b.sort_by_key(|x| x.0);
+        assert_eq!(b, vec![(2, f32::NEG_INFINITY), (5, f32::NEG_INFINITY), (7, 2.5)]);
+        assert_eq!(common(json!({"logit_bias": {"abc": 1}})).unwrap_err().param.as_deref(), Some("logit_bias"));
+        assert_eq!(common(json!({"logit_bias": {"99999": 1}})).unwrap_err().param.as_deref(), Some("logit_bias"));
+        assert_eq!(common(json!({"logit_bias": {"1": 500}})).unwrap_err().param.as_deref(), Some("logit_bias"));
     }
 
     #[test]

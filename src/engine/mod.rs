@@ -1,6 +1,7 @@
 //! The engine: one OS thread owns the llama.cpp context and runs continuous batching. Handlers talk
 //! to it only through `Engine::submit` (a bounded queue in) and an event channel per job (out).
 
+pub mod ceiling;
 pub mod model;
 mod scheduler;
 pub mod sequence;
@@ -29,6 +30,8 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Top alternatives to report per token (`Some(0)`: only the chosen token's log-prob).
     pub logprobs: Option<u32>,
+    /// OpenAI `logit_bias`: (token id, bias added to its logit).
+    pub logit_bias: Vec<(i32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -44,6 +47,7 @@ impl Default for SamplingParams {
             repeat_penalty: 1.0,
             stop: Vec::new(),
             logprobs: None,
+            logit_bias: Vec::new(),
         }
     }
 }

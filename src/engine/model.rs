@@ -64,6 +64,8 @@ pub struct Model {
     /// Think-block markers when the model has them (vocabulary tokens or configured).
     pub think_markers: Option<(String, String)>,
     pub n_vocab: i32,
+    /// End-of-generation token ids.
+    pub eog: Vec<i32>,
     pub n_layer: u32,
     pub gpu_layers: u32,
 }
@@ -93,8 +95,9 @@ impl Model {
         };
         let n_vocab = model.n_vocab();
         let n_layer = model.n_layer();
-        let mut m = Self { model, template, think_markers: None, n_vocab, n_layer, gpu_layers: gpu_layers.min(n_layer + 1) };
+        let mut m = Self { model, template, think_markers: None, n_vocab, eog: Vec::new(), n_layer, gpu_layers: gpu_layers.min(n_layer + 1) };
         m.think_markers = think_override.or_else(|| m.detect_think_markers());
+        m.eog = m.eog_tokens();
         Ok(m)
     }
 
@@ -118,6 +121,11 @@ impl Model {
 
     pub fn piece(&self, token: LlamaToken) -> Vec<u8> {
         self.model.vocab().token_to_piece(token, true, None)
+    }
+
+    /// Every end-of-generation token id (for `ignore_eos`).
+    pub fn eog_tokens(&self) -> Vec<i32> {
+        (0..self.n_vocab).filter(|t| self.is_eog(LlamaToken(*t))).collect()
     }
 
     pub fn is_eog(&self, token: LlamaToken) -> bool {

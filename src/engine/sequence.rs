@@ -2,6 +2,7 @@
 //! (bytes -> complete UTF-8 -> thinking/answer split -> stop strings) that turns tokens into deltas.
 
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::reasoning::forcing::{Finish, Forcer, Injection, Step};
@@ -206,6 +207,10 @@ impl Sequence {
 /// because cloned samplers share RNG state.
 fn build_sampler(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
     let mut chain = Vec::new();
+    if !p.logit_bias.is_empty() {
+        let biases: Vec<LlamaLogitBias> = p.logit_bias.iter().map(|(t, b)| LlamaLogitBias::new(LlamaToken(*t), *b)).collect();
+        chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
+    }
     if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 || p.repeat_penalty != 1.0 {
         chain.push(LlamaSampler::penalties(n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty));
     }
