@@ -41,6 +41,29 @@ pub struct Record {
     pub error: Option<String>,
 }
 
+impl Record {
+    /// A record for this cell and problem with nothing measured yet.
+    fn empty(budget: &str, samples: u32, p: &Problem) -> Self {
+        Record {
+            cell: cell_id(budget, samples),
+            budget: budget.to_string(),
+            samples,
+            id: p.id.clone(),
+            level: p.level,
+            correct: false,
+            extracted: None,
+            expected: p.answer.rsplit("####").next().unwrap_or("").trim().to_string(),
+            thinking_tokens: 0.0,
+            thinking_seconds: 0.0,
+            completion_tokens: 0.0,
+            latency_seconds: 0.0,
+            samples_used: 0,
+            within_budget: None,
+            error: None,
+        }
+    }
+}
+
 pub fn cell_id(budget: &str, samples: u32) -> String {
     format!("b{budget}-s{samples}")
 }
@@ -103,21 +126,15 @@ fn parse(v: &Value, budget: &str, samples: u32, p: &Problem, latency: f64) -> Re
         None => thinking_tokens <= b * samples_used as f64,
     });
     Record {
-        cell: cell_id(budget, samples),
-        budget: budget.to_string(),
-        samples,
-        id: p.id.clone(),
-        level: p.level,
         correct,
         extracted,
-        expected: p.answer.rsplit("####").next().unwrap_or("").trim().to_string(),
         thinking_tokens,
         thinking_seconds: v["timings"]["thinking_ms"].as_f64().map_or(latency, |ms| ms / 1000.0),
         completion_tokens: usage["completion_tokens"].as_f64().unwrap_or(0.0),
         latency_seconds: latency,
         samples_used,
         within_budget,
-        error: None,
+        ..Record::empty(budget, samples, p)
     }
 }
 
@@ -197,23 +214,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
 }
 
 fn failed(budget: &str, samples: u32, p: &Problem, error: String) -> Record {
-    Record {
-        cell: cell_id(budget, samples),
-        budget: budget.to_string(),
-        samples,
-        id: p.id.clone(),
-        level: p.level,
-        correct: false,
-        extracted: None,
-        expected: String::new(),
-        thinking_tokens: 0.0,
-        thinking_seconds: 0.0,
-        completion_tokens: 0.0,
-        latency_seconds: 0.0,
-        samples_used: 0,
-        within_budget: None,
-        error: Some(error),
-    }
+    Record { error: Some(error), ..Record::empty(budget, samples, p) }
 }
 
 async fn post_observation(client: &reqwest::Client, a: &RunArgs, r: &Record) {
