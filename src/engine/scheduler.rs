@@ -204,9 +204,10 @@ pub(crate) fn run(
                 None => break,
             }
         }
-        s.intake(&mut rx);
         s.reap_cancelled();
+        // Running jobs' waiting samples get freed slots before new jobs are admitted.
         s.launch();
+        s.intake(&mut rx);
         s.step(&mut batch);
         s.publish(&rx);
     }

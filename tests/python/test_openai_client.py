@@ -83,3 +83,27 @@ def test_concurrent_clients(client):
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         together = list(ex.map(ask, prompts))
     assert together == alone
+
+
+def test_reasoning_content_through_the_client(client):
+    r = client.chat.completions.create(model="any", messages=MSG, temperature=0, extra_body={"thinking_budget_tokens": 32})
+    msg = r.choices[0].message
+    assert msg.reasoning_content and msg.content
+    assert "Final answer" not in msg.content
+    assert 0 < r.usage.completion_tokens_details.reasoning_tokens <= 32
+    stream = client.chat.completions.create(model="any", messages=MSG, temperature=0, stream=True, extra_body={"thinking_budget_tokens": 32})
+    reasoning, content = "", ""
+    for chunk in stream:
+        for c in chunk.choices:
+            d = c.delta.model_extra or {}
+            reasoning += d.get("reasoning_content") or ""
+            content += c.delta.content or ""
+    assert reasoning == msg.reasoning_content and content == msg.content
+
+
+def test_reasoning_effort_and_samples_through_the_client(client):
+    r = client.chat.completions.create(model="any", messages=MSG, reasoning_effort="minimal", max_completion_tokens=200, temperature=0)
+    assert r.usage.completion_tokens_details.reasoning_tokens <= 64
+    r = client.chat.completions.create(model="any", messages=MSG, temperature=0.8, extra_body={"reasoning": {"samples": 3}, "thinking_budget_tokens": 24})
+    ext = r.choices[0].model_extra["thinkscale"]
+    assert len(ext["samples"]) == 3 and ext["samples_used"] == 3
