@@ -101,8 +101,8 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
     match budget.parse::<u32>() {
         Ok(b) => {
             body["thinking_budget_tokens"] = json!(b);
-            // Room for the injected close and a short answer.
-            body["max_tokens"] = json!(b + 32 + a.answer_tokens);
+            // Room for the injected close (when there is thinking) and a short answer.
+            body["max_tokens"] = json!(if b == 0 { a.answer_tokens } else { b + 32 + a.answer_tokens });
         }
         Err(_) => body["reasoning_effort"] = json!(budget),
     }
