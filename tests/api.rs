@@ -234,7 +234,8 @@ fn full_queue_answers_429_with_retry_after() {
     });
     let rejected: Vec<_> = statuses.iter().filter(|(st, _, _)| *st == 429).collect();
     assert!(!rejected.is_empty(), "{:?}", statuses.iter().map(|s| s.0).collect::<Vec<_>>());
-    assert!(statuses.iter().filter(|(st, _, _)| *st == 200).count() >= 2);
+    assert!(statuses.iter().any(|(st, _, _)| *st == 200));
+    assert!(statuses.iter().all(|(st, _, _)| *st == 200 || *st == 429));
     for (_, ra, body) in rejected {
         assert!(ra.is_some());
         assert_error(body);
