@@ -217,6 +217,8 @@ def main():
     if not a.skip_peer:
         servers.append(("llama-cpp-python", [sys.executable, "-m", "llama_cpp.server", "--model", a.model, "--n_ctx", str(a.ctx_size),
                                              "--n_threads", str(a.threads), "--n_threads_batch", str(a.threads),
+                                             # queue concurrent requests instead of cutting the running one short
+                                             "--interrupt_requests", "False",
                                              *(["--n_gpu_layers", str(a.gpu_layers)] if a.gpu_layers is not None else [])], False))
     for name, cmd, ours in servers:
         port = free_port()

@@ -155,9 +155,9 @@ impl Model {
             // One KV stream per slot, and flash attention over a Q8_0 cache, which always takes
             // ggml's per-row kernel (F16 caches switch to split-KV or tiled kernels by batch and
             // cache size). That kernel visits a sequence's cells in cell order; in a private
-            // stream that is position order, whatever else runs. So a request decodes to the same
-            // tokens alone or batched with others. A unified cache would share a forked prompt's
-            // cells, but reuses freed cells out of order and breaks that guarantee.
+            // stream that is position order, whatever else runs or shares the batch. So a request
+            // decodes to the same tokens alone or batched with others. A unified cache would share
+            // a forked prompt's cells, but reuses freed cells out of order and breaks that.
             .with_kv_unified(false)
             .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
             .with_type_k(KvCacheType::Q8_0)

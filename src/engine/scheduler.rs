@@ -109,7 +109,6 @@ struct Scheduler<'m> {
     waiting: Option<Job>,
     verifier: Option<VerifierCtx<'m>>,
     next_key: u64,
-    last_was_prefill: bool,
     stats: Arc<EngineStats>,
 }
 
@@ -193,7 +192,6 @@ pub(crate) fn run(
         waiting: None,
         verifier,
         next_key: 0,
-        last_was_prefill: false,
         stats,
     };
     let mut batch = LlamaBatch::new(s.cfg.n_batch as usize, parallel);
@@ -459,45 +457,40 @@ impl<'m> Scheduler<'m> {
         self.jobs.iter().position(|j| j.key == key)
     }
 
-    /// Build one batch, decode it, and handle the logits.
-    ///
-    /// A batch holds either decode tokens of running sequences or one prompt chunk, never both:
-    /// llama.cpp picks its attention kernel by batch size, so keeping prompts apart from decode
-    /// tokens (and from each other) makes a request's tokens independent of concurrent traffic.
-    /// When both kinds wait, steps alternate so neither starves.
+    /// Build one batch: every live sequence's next token(s), then as much pending prefill as fits.
+    /// Mixing them is safe for determinism: with a Q8_0 cache, llama.cpp's flash attention takes
+    /// the same per-row kernel whatever the batch holds, and matrix products are per element.
     fn step(&mut self, batch: &mut LlamaBatch) {
         batch.clear();
-        let decoding = self.slots.iter().flatten().any(|s| !s.seq.input.is_empty());
-        let prefill_job = self.jobs.iter().position(|j| j.prefilled + 1 < j.job.spec.prompt.len());
-        let do_prefill = prefill_job.is_some() && (!decoding || !self.last_was_prefill);
-        self.last_was_prefill = do_prefill;
         let cap = self.cfg.n_batch as usize;
         // (seq id, batch index of its logits)
         let mut outputs: Vec<(i32, i32)> = Vec::new();
+        for id in 0..self.slots.len() {
+            let Some(slot) = self.slots[id].as_mut() else { continue };
+            let seq = &mut slot.seq;
+            if seq.input.is_empty() || batch.n_tokens() as usize + seq.input.len() > cap {
+                continue;
+            }
+            let n = seq.input.len();
+            for (k, t) in seq.input.drain(..).enumerate() {
+                batch.add(t, seq.pos, &[seq.seq_id], k + 1 == n).expect("batch has room");
+                seq.pos += 1;
+            }
+            outputs.push((id as i32, batch.n_tokens() - 1));
+        }
         let mut prefilling = Vec::new();
-        if let (true, Some(ji)) = (do_prefill, prefill_job) {
-            let job = &mut self.jobs[ji];
+        for job in self.jobs.iter_mut() {
+            let room = cap - batch.n_tokens() as usize;
             let target = job.job.spec.prompt.len() - 1;
+            if job.prefilled >= target || room == 0 {
+                continue;
+            }
             job.prefill_started.get_or_insert_with(Instant::now);
-            let end = (job.prefilled + cap).min(target);
+            let end = (job.prefilled + room).min(target);
             for (pos, t) in job.job.spec.prompt[job.prefilled..end].iter().enumerate() {
                 batch.add(*t, (job.prefilled + pos) as i32, &[job.anchor], false).expect("batch has room");
             }
             prefilling.push((job.key, end));
-        } else {
-            for id in 0..self.slots.len() {
-                let Some(slot) = self.slots[id].as_mut() else { continue };
-                let seq = &mut slot.seq;
-                if seq.input.is_empty() || batch.n_tokens() as usize + seq.input.len() > cap {
-                    continue;
-                }
-                let n = seq.input.len();
-                for (k, t) in seq.input.drain(..).enumerate() {
-                    batch.add(t, seq.pos, &[seq.seq_id], k + 1 == n).expect("batch has room");
-                    seq.pos += 1;
-                }
-                outputs.push((id as i32, batch.n_tokens() - 1));
-            }
         }
         if batch.n_tokens() == 0 {
             // Only prompts of one token are waiting: they need no prefill.
