@@ -2,7 +2,7 @@
 //! prefilled prompts into new sequences, then put every live sequence's next token(s) and as much
 //! pending prefill as fits into ONE batch, decode it, and sample.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,7 +102,9 @@ struct Scheduler<'m> {
     model: &'m Model,
     ctx: LlamaContext<'m>,
     cfg: LoopConfig,
-    free: Vec<i32>,
+    /// Free slot ids, lowest first: llama.cpp splits a multi-stream batch into one pass per run of
+    /// consecutive sequence ids, so the live ids are kept packed at the bottom.
+    free: BTreeSet<i32>,
     slots: Vec<Option<Slot>>,
     jobs: VecDeque<ActiveJob>,
     /// A job taken from the queue that waits for a slot.
@@ -186,7 +188,7 @@ pub(crate) fn run(
         model: &model,
         ctx,
         cfg: LoopConfig { n_ctx, ..cfg },
-        free: (0..parallel).rev().collect(),
+        free: (0..parallel).collect(),
         slots: (0..parallel).map(|_| None).collect(),
         jobs: VecDeque::new(),
         waiting: None,
@@ -248,7 +250,7 @@ impl<'m> Scheduler<'m> {
     }
 
     fn admit(&mut self, job: Job) {
-        let anchor = self.free.pop().expect("checked free slot");
+        let anchor = self.free.pop_first().expect("checked free slot");
         let key = self.next_key;
         self.next_key += 1;
         let prompt_len = job.spec.prompt.len() as u32;
@@ -322,14 +324,14 @@ impl<'m> Scheduler<'m> {
                 let job = &self.jobs[ji];
                 let seq_id = if !job.anchor_busy {
                     job.anchor
-                } else if let Some(&id) = self.free.last() {
+                } else if let Some(&id) = self.free.first() {
                     id
                 } else {
                     return;
                 };
                 let Some(work) = self.next_work(ji) else { break };
                 if seq_id != self.jobs[ji].anchor {
-                    self.free.pop();
+                    self.free.pop_first();
                 }
                 match work {
                     Work::Sample(index) => self.start_seq(ji, seq_id, index),
@@ -463,34 +465,48 @@ impl<'m> Scheduler<'m> {
     fn step(&mut self, batch: &mut LlamaBatch) {
         batch.clear();
         let cap = self.cfg.n_batch as usize;
+        // Tokens go in by increasing sequence id (see `free`): decode inputs of live sequences and
+        // prompt chunks of jobs still prefilling (whose anchor id no sequence is using).
+        let mut order: Vec<(i32, Option<usize>)> = (0..self.slots.len() as i32).filter(|id| self.slots[*id as usize].is_some()).map(|id| (id, None)).collect();
+        for (ji, job) in self.jobs.iter().enumerate() {
+            if job.prefilled + 1 < job.job.spec.prompt.len() {
+                order.push((job.anchor, Some(ji)));
+            }
+        }
+        order.sort_unstable();
         // (seq id, batch index of its logits)
         let mut outputs: Vec<(i32, i32)> = Vec::new();
-        for id in 0..self.slots.len() {
-            let Some(slot) = self.slots[id].as_mut() else { continue };
-            let seq = &mut slot.seq;
-            if seq.input.is_empty() || batch.n_tokens() as usize + seq.input.len() > cap {
-                continue;
-            }
-            let n = seq.input.len();
-            for (k, t) in seq.input.drain(..).enumerate() {
-                batch.add(t, seq.pos, &[seq.seq_id], k + 1 == n).expect("batch has room");
-                seq.pos += 1;
-            }
-            outputs.push((id as i32, batch.n_tokens() - 1));
-        }
         let mut prefilling = Vec::new();
-        for job in self.jobs.iter_mut() {
+        for (id, prefill) in order {
             let room = cap - batch.n_tokens() as usize;
-            let target = job.job.spec.prompt.len() - 1;
-            if job.prefilled >= target || room == 0 {
-                continue;
+            match prefill {
+                None => {
+                    let Some(slot) = self.slots[id as usize].as_mut() else { continue };
+                    let seq = &mut slot.seq;
+                    if seq.input.is_empty() || seq.input.len() > room {
+                        continue;
+                    }
+                    let n = seq.input.len();
+                    for (k, t) in seq.input.drain(..).enumerate() {
+                        batch.add(t, seq.pos, &[seq.seq_id], k + 1 == n).expect("batch has room");
+                        seq.pos += 1;
+                    }
+                    outputs.push((id, batch.n_tokens() - 1));
+                }
+                Some(ji) => {
+                    let job = &mut self.jobs[ji];
+                    let target = job.job.spec.prompt.len() - 1;
+                    if room == 0 {
+                        continue;
+                    }
+                    job.prefill_started.get_or_insert_with(Instant::now);
+                    let end = (job.prefilled + room).min(target);
+                    for (pos, t) in job.job.spec.prompt[job.prefilled..end].iter().enumerate() {
+                        batch.add(*t, (job.prefilled + pos) as i32, &[job.anchor], false).expect("batch has room");
+                    }
+                    prefilling.push((job.key, end));
+                }
             }
-            job.prefill_started.get_or_insert_with(Instant::now);
-            let end = (job.prefilled + room).min(target);
-            for (pos, t) in job.job.spec.prompt[job.prefilled..end].iter().enumerate() {
-                batch.add(*t, (job.prefilled + pos) as i32, &[job.anchor], false).expect("batch has room");
-            }
-            prefilling.push((job.key, end));
         }
         if batch.n_tokens() == 0 {
             // Only prompts of one token are waiting: they need no prefill.
@@ -640,7 +656,7 @@ impl<'m> Scheduler<'m> {
             let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), Some(keep), None);
         } else {
             let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), None, None);
-            self.free.push(id);
+            self.free.insert(id);
         }
     }
 
@@ -704,7 +720,7 @@ impl<'m> Scheduler<'m> {
     fn release_job(&mut self, job: ActiveJob) {
         let _ = self.ctx.clear_kv_cache_seq(Some(job.anchor as u32), None, None);
         if !job.anchor_busy {
-            self.free.push(job.anchor);
+            self.free.insert(job.anchor);
         }
     }
 
