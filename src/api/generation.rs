@@ -35,6 +35,7 @@ pub struct Collector {
     pub started: Instant,
     pub first_token: Option<Instant>,
     pub prompt_tokens: usize,
+    pub cached_tokens: usize,
     pub prompt_ms: f64,
     pub choices: Vec<ChoiceResult>,
     pub error: Option<String>,
@@ -52,6 +53,7 @@ impl Collector {
             started,
             first_token: None,
             prompt_tokens: 0,
+            cached_tokens: 0,
             prompt_ms: 0.0,
             choices: vec![ChoiceResult::default(); n],
             error: None,
@@ -62,8 +64,9 @@ impl Collector {
 
     pub fn absorb(&mut self, event: &Event) {
         match event {
-            Event::Prefilled { prompt_tokens, prompt_ms } => {
+            Event::Prefilled { prompt_tokens, cached_tokens, prompt_ms } => {
                 self.prompt_tokens = *prompt_tokens;
+                self.cached_tokens = *cached_tokens;
                 self.prompt_ms = *prompt_ms;
             }
             Event::Delta { index, thinking, answer, logprobs } => {
@@ -127,7 +130,7 @@ impl Collector {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
             "total_tokens": self.prompt_tokens as u32 + completion,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens()},
         })
     }

@@ -141,8 +141,8 @@ pub struct SeqStats {
 
 #[derive(Debug)]
 pub enum Event {
-    /// The prompt is in the KV cache.
-    Prefilled { prompt_tokens: usize, prompt_ms: f64 },
+    /// The prompt is in the KV cache (`cached_tokens` of it copied from another request's).
+    Prefilled { prompt_tokens: usize, cached_tokens: usize, prompt_ms: f64 },
     Delta { index: usize, thinking: String, answer: String, logprobs: Vec<LogprobEntry> },
     Finished { index: usize, reason: FinishReason, stats: SeqStats },
     /// A self-consistency choice stopped early: its remaining samples were cancelled or skipped.

@@ -44,6 +44,8 @@ struct ActiveJob {
     /// the last is fed to each sequence so every fork gets its own logits.
     prefilled: usize,
     prefill_started: Option<Instant>,
+    /// Prompt tokens copied from another job's anchor instead of prefilled.
+    cached: usize,
     /// Sample indices not launched yet.
     pending: VecDeque<usize>,
     running: usize,
@@ -254,7 +256,8 @@ impl<'m> Scheduler<'m> {
         let key = self.next_key;
         self.next_key += 1;
         let prompt_len = job.spec.prompt.len() as u32;
-        metrics().prompt_tokens.inc_by(prompt_len as u64);
+        let cached = self.reuse_prefix(&job.spec.prompt, anchor);
+        metrics().prompt_tokens.inc_by((prompt_len as usize - cached) as u64);
         let forcing = job.spec.forcing.as_ref().map(|f| {
             let tok = |s: &str| self.model.tokenize(s, false);
             let inj = Injections {
@@ -288,12 +291,36 @@ impl<'m> Scheduler<'m> {
             key,
             anchor,
             anchor_busy: false,
-            prefilled: 0,
+            prefilled: cached,
+            cached,
             prefill_started: None,
             running: 0,
             finished: 0,
             forcing,
         });
+    }
+
+    /// Prefix cache over live jobs: copy the longest prompt prefix some anchor already holds into
+    /// `anchor`, so only the rest is prefilled. Returns the tokens reused.
+    fn reuse_prefix(&mut self, prompt: &[LlamaToken], anchor: i32) -> usize {
+        let target = prompt.len() - 1;
+        let best = self
+            .jobs
+            .iter()
+            .map(|o| {
+                let held = &o.job.spec.prompt[..o.prefilled.min(o.job.spec.prompt.len() - 1)];
+                (prompt[..target].iter().zip(held).take_while(|(a, b)| a == b).count(), o.anchor)
+            })
+            .max_by_key(|(common, _)| *common);
+        match best {
+            Some((common, src)) if common > 0 => {
+                // Streams are copied whole, then cut back to the shared prefix.
+                self.ctx.copy_kv_cache_seq(src, anchor, None, None).expect("no positions given");
+                let _ = self.ctx.clear_kv_cache_seq(Some(anchor as u32), Some(common as u32), None);
+                common
+            }
+            _ => 0,
+        }
     }
 
     fn reap_cancelled(&mut self) {
@@ -539,7 +566,7 @@ impl<'m> Scheduler<'m> {
                 job.prefilled = *end;
                 if job.prompt_ready() {
                     let ms = job.prefill_started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
-                    job.send(Event::Prefilled { prompt_tokens: job.job.spec.prompt.len(), prompt_ms: ms });
+                    job.send(Event::Prefilled { prompt_tokens: job.job.spec.prompt.len(), cached_tokens: job.cached, prompt_ms: ms });
                 }
             }
         }
@@ -547,7 +574,7 @@ impl<'m> Scheduler<'m> {
         for job in self.jobs.iter_mut() {
             if job.prefill_started.is_none() && job.prompt_ready() {
                 job.prefill_started = Some(Instant::now());
-                job.send(Event::Prefilled { prompt_tokens: job.job.spec.prompt.len(), prompt_ms: 0.0 });
+                job.send(Event::Prefilled { prompt_tokens: job.job.spec.prompt.len(), cached_tokens: job.cached, prompt_ms: 0.0 });
             }
         }
     }
