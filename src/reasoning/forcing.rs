@@ -97,16 +97,11 @@ impl Forcer {
         Self { spec, phase, thinking_tokens: 0, answer_tokens: 0, extensions: 0, cut_off: false, held: String::new(), held_pieces: Vec::new() }
     }
 
-    /// Whether the sequence must be closed before the first sampled token (thinking requested but
-    /// with a zero budget, on a model whose prompt opened a think block).
     pub fn phase(&self) -> Phase {
         self.phase
     }
     pub fn thinking_tokens(&self) -> u32 {
         self.thinking_tokens
-    }
-    pub fn answer_tokens(&self) -> u32 {
-        self.answer_tokens
     }
     pub fn extensions(&self) -> u32 {
         self.extensions
@@ -230,14 +225,6 @@ impl Forcer {
             step.inject = Some(Injection::Close);
         }
         step
-    }
-
-    /// The text the engine shows for an injection (Wait is part of the chain of thought).
-    pub fn injected_thinking(inj: Injection, wait_text: &str) -> &str {
-        match inj {
-            Injection::Wait => wait_text,
-            _ => "",
-        }
     }
 }
 
