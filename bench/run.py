@@ -147,31 +147,34 @@ def metric(port, name):
 
 
 def self_consistency(server, body, ours):
-    """8 chains for one prompt: one samples:8 request (ours), 8 concurrent and 8 sequential requests."""
+    """8 chains for one prompt: one samples:8 request (ours), 8 concurrent and 8 sequential requests.
+    Prompt tokens processed: our prefill counter (forks and the prefix cache make it smaller than
+    the prompt x 8); for the peer, the prompt tokens it reports (it may reuse a cached prefix)."""
     out = {}
     sampled = {**body, "temperature": 0.7}
-    if ours:
-        before = metric(server.port, "thinkscale_prompt_tokens_total")
+    counted = lambda: metric(server.port, "thinkscale_prompt_tokens_total") if ours else 0.0
+
+    def run(label, fn):
+        before = counted()
         t0 = time.perf_counter()
-        r = post(server.port, {**sampled, "reasoning": {"samples": 8}})
-        out["samples8_wall_s"] = time.perf_counter() - t0
-        out["samples8_prompt_tokens_processed"] = metric(server.port, "thinkscale_prompt_tokens_total") - before
-        out["samples8_completion_tokens"] = r["usage"]["completion_tokens"]
-    t0 = time.perf_counter()
-    prompts = 0
-    threads, res = [], []
-    for i in range(8):
-        th = threading.Thread(target=lambda i=i: res.append(chat(server.port, {**sampled, "seed": i})))
-        threads.append(th)
-        th.start()
-    for th in threads:
-        th.join()
-    out["concurrent8_wall_s"] = time.perf_counter() - t0
-    out["concurrent8_prompt_tokens_processed"] = sum(r[3] for r in res)
-    t0 = time.perf_counter()
-    res = [chat(server.port, {**sampled, "seed": i}) for i in range(8)]
-    out["sequential8_wall_s"] = time.perf_counter() - t0
-    out["sequential8_prompt_tokens_processed"] = sum(r[3] for r in res)
+        reported = fn()
+        out[f"{label}_wall_s"] = time.perf_counter() - t0
+        out[f"{label}_prompt_tokens_processed"] = counted() - before if ours else reported
+
+    if ours:
+        run("samples8", lambda: post(server.port, {**sampled, "reasoning": {"samples": 8}})["usage"]["prompt_tokens"])
+
+    def concurrent():
+        res = []
+        threads = [threading.Thread(target=lambda i=i: res.append(post(server.port, {**sampled, "seed": i}))) for i in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return sum(r["usage"]["prompt_tokens"] for r in res)
+
+    run("concurrent8", concurrent)
+    run("sequential8", lambda: sum(post(server.port, {**sampled, "seed": i})["usage"]["prompt_tokens"] for i in range(8)))
     return out
 
 
