@@ -501,6 +501,10 @@ impl<'m> Scheduler<'m> {
             }
         }
         order.sort_unstable();
+        // llama.cpp gives every sequence of a multi-stream pass the same token count, so forced
+        // text is fed one token per step while other sequences decode (one pass per step instead
+        // of one per extra token), and all at once when the sequence decodes alone.
+        let feeding = self.slots.iter().flatten().filter(|s| !s.seq.input.is_empty()).count();
         // (seq id, batch index of its logits)
         let mut outputs: Vec<(i32, i32)> = Vec::new();
         let mut prefilling = Vec::new();
@@ -510,15 +514,18 @@ impl<'m> Scheduler<'m> {
                 None => {
                     let Some(slot) = self.slots[id as usize].as_mut() else { continue };
                     let seq = &mut slot.seq;
-                    if seq.input.is_empty() || seq.input.len() > room {
+                    let take = if feeding > 1 { 1 } else { seq.input.len() };
+                    if seq.input.is_empty() || take > room {
                         continue;
                     }
-                    let n = seq.input.len();
-                    for (k, t) in seq.input.drain(..).enumerate() {
-                        batch.add(t, seq.pos, &[seq.seq_id], k + 1 == n).expect("batch has room");
+                    let complete = take == seq.input.len();
+                    for (k, t) in seq.input.drain(..take).enumerate() {
+                        batch.add(t, seq.pos, &[seq.seq_id], complete && k + 1 == take).expect("batch has room");
                         seq.pos += 1;
                     }
-                    outputs.push((id, batch.n_tokens() - 1));
+                    if complete {
+                        outputs.push((id, batch.n_tokens() - 1));
+                    }
                 }
                 Some(ji) => {
                     let job = &mut self.jobs[ji];
