@@ -124,7 +124,9 @@ impl Common {
                 return Err(ApiError::bad_request("'top_k' must be between 0 and 1000000", Some("top_k")))
             }
             Some(k) => k as i32,
-            None => 0,
+            // llama-server's default: sampling from the whole 49k-token vocabulary costs a full
+            // softmax per token per sequence for probability mass nobody samples.
+            None => DEFAULT_TOP_K,
         };
         let n = match self.n {
             None => 1,
@@ -191,6 +193,9 @@ impl Common {
         })
     }
 }
+
+/// `top_k` when a request gives none (0 turns it off).
+pub const DEFAULT_TOP_K: i32 = 40;
 
 fn rand_seed() -> u32 {
     uuid::Uuid::new_v4().as_u128() as u32
