@@ -341,3 +341,28 @@ fn prompts_longer_than_a_batch_are_prefilled_in_chunks() {
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 1024, "{}", v["usage"]);
     assert_eq!(v["choices"][0]["finish_reason"], "length");
 }
+
+#[test]
+fn a_live_request_shares_its_prompt_prefix() {
+    let s = Server::start(&[]);
+    let prompt = "Describe the water cycle in detail, step by step, for a school report.";
+    let body = |n: u32| json!({"messages": [{"role": "user", "content": prompt}], "max_tokens": n, "temperature": 0});
+    std::thread::scope(|sc| {
+        let long = sc.spawn(|| s.chat(&body(300)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.metric("thinkscale_active_sequences") < 1.0 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let before = s.metric("thinkscale_prompt_tokens_total");
+        let short = s.chat(&body(8));
+        let p = short["usage"]["prompt_tokens"].as_u64().unwrap();
+        let cached = short["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+        assert_eq!(cached, p - 1, "{}", short["usage"]);
+        assert_eq!(s.metric("thinkscale_prompt_tokens_total") - before, (p - cached) as f64);
+        // Same tokens as the long request's first eight: the copied cache is exact.
+        let long = long.join().unwrap();
+        let a = short["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(long["choices"][0]["message"]["content"].as_str().unwrap().starts_with(a));
+    });
+}
