@@ -15,4 +15,4 @@ until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
   sleep 0.5
 done
 target/release/thinkscale eval run --url "http://127.0.0.1:$port" --gen 200 --levels 1,2,3,4 --seed 1 \
-  --budgets 0,64,256,1024 --samples 1,4,8 --concurrency 16 --answer-tokens 16 --out docs/runs/scaling "$@"
+  --budgets 0,64,256,1024 --samples 1,4,8 --concurrency 16 --answer-tokens 16 --top-k 0 --out docs/runs/scaling "$@"

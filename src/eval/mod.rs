@@ -76,6 +76,9 @@ pub struct RunArgs {
     pub adaptive: bool,
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f64,
+    /// top_k sent with each request (the server's default when omitted; 0 = whole vocabulary)
+    #[arg(long)]
+    pub top_k: Option<u32>,
     /// Answer tokens allowed after thinking
     #[arg(long, default_value_t = 48)]
     pub answer_tokens: u32,

@@ -98,6 +98,9 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
         "temperature": a.temperature,
         "seed": seed,
     });
+    if let Some(k) = a.top_k {
+        body["top_k"] = json!(k);
+    }
     match budget.parse::<u32>() {
         Ok(b) => {
             body["thinking_budget_tokens"] = json!(b);
