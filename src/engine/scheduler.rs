@@ -769,7 +769,7 @@ impl<'m> Scheduler<'m> {
 fn best_non_eog(model: &Model, logits: &[f32]) -> LlamaToken {
     let mut best = (f32::NEG_INFINITY, 0usize);
     for (i, l) in logits.iter().enumerate() {
-        if *l > best.0 && !model.is_eog(LlamaToken(i as i32)) {
+        if *l > best.0 && !model.eog.contains(&(i as i32)) {
             best = (*l, i);
         }
     }

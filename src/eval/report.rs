@@ -152,12 +152,14 @@ where
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("plotting: {e:?}");
     root.fill(&WHITE).map_err(err)?;
     let x_max = cells.iter().map(|c| x_of(&c.cell)).fold(0.0, f64::max).max(1e-3) * 1.08;
+    // Zoom the accuracy axis to the data (with headroom) so small models' curves stay readable.
+    let y_max = (cells.iter().map(|c| c.cell.ci_high).fold(0.0, f64::max) * 1.15).clamp(0.05, 1.0);
     let mut chart = ChartBuilder::on(&root)
         .caption("Accuracy vs thinking (95% Wilson intervals)", ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.0..x_max, 0.0..1.0)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(err)?;
     chart
         .configure_mesh()
