@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::generation::{finish_str, logprobs_json, submit, unix_now, Collector};
+use super::generation::{chat_chunk, finish_str, logprobs_json, submit, unix_now, Collector};
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
@@ -229,10 +229,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
     let logprobs = p.logprobs;
     let (plan, expected) = (p.plan.clone(), p.expected.clone());
     let stream = async_stream::stream! {
-        let chunk = |choices: Value| json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": super::FINGERPRINT, "choices": choices,
-        });
+        let chunk = |choices: Value| chat_chunk(&id, created, &model, choices);
         for i in 0..n {
             yield Item::Data(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])));
         }

@@ -189,6 +189,14 @@ pub fn logprobs_json(entries: &[LogprobEntry]) -> Value {
     json!({ "content": entries })
 }
 
+/// One `chat.completion.chunk` of a streamed chat response.
+pub fn chat_chunk(id: &str, created: u64, model: &str, choices: Value) -> Value {
+    json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "system_fingerprint": super::FINGERPRINT, "choices": choices,
+    })
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::chat::{Prepared, View};
 use super::error::ApiError;
-use super::generation::{finish_str, submit, unix_now, Collector};
+use super::generation::{chat_chunk, finish_str, submit, unix_now, Collector};
 use super::sse::{self, Item};
 use super::AppState;
 use crate::engine::{Engine, Event, FinishReason, Judge, VotePlan, JUDGE_NO, JUDGE_YES};
@@ -206,10 +206,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
         return Ok(axum::Json(body).into_response());
     }
     let s = async_stream::stream! {
-        let chunk = |choices: Value| json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": super::FINGERPRINT, "choices": choices,
-        });
+        let chunk = |choices: Value| chat_chunk(&id, created, &model, choices);
         // Progress as SSE comments (OpenAI clients skip them), then the voted answer.
         while let Some(e) = rx.recv().await {
             col.absorb(&e);
