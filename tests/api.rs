@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -319,15 +319,23 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let client = s.client.clone();
     let url = s.url("/v1/chat/completions");
     let inflight = std::thread::spawn(move || {
-        let r = client.post(url).json(&json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 200, "temperature": 0})).send().unwrap();
+        let r = client.post(url).json(&json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 64, "temperature": 0})).send().unwrap();
         (r.status().as_u16(), r.json::<Value>().unwrap())
     });
+    // An idle keep-alive connection (as a dashboard tab or a scraper holds) must not keep the
+    // server alive once the in-flight work is done.
+    let mut idle = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
     let deadline = Instant::now() + Duration::from_secs(10);
     while s.metric("thinkscale_active_sequences") < 1.0 {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(s.terminate(), 0);
+    drop(idle);
     let (status, v) = inflight.join().unwrap();
     assert_eq!(status, 200);
     assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);

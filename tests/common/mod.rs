@@ -28,7 +28,13 @@ fn free_port() -> u16 {
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
         let port = free_port();
-        let mut args = vec!["serve".to_string(), "--model".into(), model_path().display().to_string(), "--port".into(), port.to_string()];
+        // One compute thread per server: the suite runs several servers at once on few cores, and
+        // llama.cpp's threads spin at barriers, so oversubscribed cores slow every server far more
+        // than their share (in CI a 200-token request took over a minute).
+        let mut args = vec!["serve", "--model", &model_path().display().to_string(), "--port", &port.to_string(), "--threads", "1"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_thinkscale"));
         // A server shared through a static is never dropped: let the kernel end it with the tests.
