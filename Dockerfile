@@ -1,36 +1,22 @@
 # thinkscale images. The model is not baked in: mount it at /models.
-#   CPU:  docker build --target cpu  -t thinkscale:cpu .
+#   CPU:  docker build -t thinkscale:cpu .
 #         docker run -p 8080:8080 -v $PWD/models:/models thinkscale:cpu
-#   CUDA: docker build --target cuda -t thinkscale:cuda .
+#   CUDA: docker build --build-arg VARIANT=cuda -t thinkscale:cuda .
 #         docker run --gpus all -p 8080:8080 -v $PWD/models:/models thinkscale:cuda
+# One build stage and one runtime stage serve both variants; only their base images differ.
+ARG VARIANT=cpu
 
-# ---- CPU build ----
-FROM rust:1-bookworm AS build-cpu
-RUN apt-get update && apt-get install -y --no-install-recommends cmake clang libclang-dev && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src src
-COPY config config
-RUN cargo build --release --locked && cp target/release/thinkscale /thinkscale
+FROM debian:bookworm AS build-base-cpu
+FROM nvidia/cuda:12.6.3-devel-ubuntu24.04 AS build-base-cuda
+FROM debian:bookworm-slim AS runtime-base-cpu
+FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04 AS runtime-base-cuda
 
-# ---- CPU runtime ----
-FROM debian:bookworm-slim AS cpu
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libgomp1 && rm -rf /var/lib/apt/lists/*
-COPY --from=build-cpu /thinkscale /usr/local/bin/thinkscale
-COPY config /etc/thinkscale
-ENV THINKSCALE_CONFIG=/etc/thinkscale/default.toml \
-    THINKSCALE_MODEL=/models/SmolLM2-135M-Instruct.Q4_1.gguf \
-    THINKSCALE_HOST=0.0.0.0
-VOLUME /models
-EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s --start-period=60s CMD curl -fsS http://127.0.0.1:8080/health || exit 1
-ENTRYPOINT ["thinkscale", "serve"]
-
-# ---- CUDA build ----
-FROM nvidia/cuda:12.6.3-devel-ubuntu24.04 AS build-cuda
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates build-essential cmake clang libclang-dev git \
+# ---- build ----
+FROM build-base-${VARIANT} AS build
+ARG VARIANT
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates build-essential cmake clang libclang-dev \
     && rm -rf /var/lib/apt/lists/*
-# The toolchain comes from the official Rust image.
+# The Rust toolchain comes from the official Rust image (its glibc is not newer than either base's).
 COPY --from=rust:1-bookworm /usr/local/cargo /usr/local/cargo
 COPY --from=rust:1-bookworm /usr/local/rustup /usr/local/rustup
 ENV PATH=/usr/local/cargo/bin:$PATH CARGO_HOME=/usr/local/cargo RUSTUP_HOME=/usr/local/rustup
@@ -38,12 +24,12 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY config config
-RUN cargo build --release --locked --features cuda && cp target/release/thinkscale /thinkscale
+RUN cargo build --release --locked $([ "$VARIANT" = cuda ] && echo --features cuda) && cp target/release/thinkscale /thinkscale
 
-# ---- CUDA runtime ----
-FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04 AS cuda
+# ---- runtime ----
+FROM runtime-base-${VARIANT}
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libgomp1 && rm -rf /var/lib/apt/lists/*
-COPY --from=build-cuda /thinkscale /usr/local/bin/thinkscale
+COPY --from=build /thinkscale /usr/local/bin/thinkscale
 COPY config /etc/thinkscale
 ENV THINKSCALE_CONFIG=/etc/thinkscale/default.toml \
     THINKSCALE_MODEL=/models/SmolLM2-135M-Instruct.Q4_1.gguf \
