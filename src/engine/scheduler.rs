@@ -328,10 +328,8 @@ impl<'m> Scheduler<'m> {
         for key in cancelled {
             for id in 0..self.slots.len() {
                 if self.slots[id].as_ref().is_some_and(|s| s.job == key && s.judge.is_some()) {
-                    self.slots[id] = None;
                     if let Some(ji) = self.job_index(key) {
-                        self.jobs[ji].judges_running -= 1;
-                        self.release_slot(ji, id as i32);
+                        self.end_judge(ji, id as i32);
                     }
                 } else if self.slots[id].as_ref().is_some_and(|s| s.job == key) {
                     self.finish_seq(id as i32, FinishReason::Cancelled);
@@ -659,22 +657,27 @@ impl<'m> Scheduler<'m> {
         }
         if let Some(reason) = finish {
             self.finish_seq(id, reason);
-            if self.jobs[ji].done() {
-                let job = self.jobs.remove(ji).expect("index is valid");
-                self.release_job(job);
-            }
+            self.retire_if_done(ji);
         }
     }
 
     fn finish_judge(&mut self, ji: usize, id: i32, idx: i32) {
-        let slot = self.slots[id as usize].take().expect("judge slot");
-        let (choice, answer) = slot.judge.expect("judge slot");
-        let job = &mut self.jobs[ji];
-        let Some(Judge::Fork { yes, no, .. }) = job.job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()) else { unreachable!("fork judges only") };
+        let Some(Judge::Fork { yes, no, .. }) = self.jobs[ji].job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()) else { unreachable!("fork judges only") };
         let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(idx), yes, no);
-        job.judges_running -= 1;
-        job.send(Event::Judged { choice, answer, score });
+        let (choice, answer) = self.end_judge(ji, id);
+        self.jobs[ji].send(Event::Judged { choice, answer, score });
+        self.retire_if_done(ji);
+    }
+
+    /// Take a judge out of its slot and free the slot; returns what it judged.
+    fn end_judge(&mut self, ji: usize, id: i32) -> (usize, String) {
+        let slot = self.slots[id as usize].take().expect("judge slot");
+        self.jobs[ji].judges_running -= 1;
         self.release_slot(ji, id);
+        slot.judge.expect("judge slot")
+    }
+
+    fn retire_if_done(&mut self, ji: usize) {
         if self.jobs[ji].done() {
             let job = self.jobs.remove(ji).expect("index is valid");
             self.release_job(job);
