@@ -64,6 +64,28 @@ class Server:
             self.proc.kill()
 
 
+def thread_cpu(pid):
+    """CPU seconds used so far by each thread name of a process (from /proc), so a run can say
+    where its cycles went: llama.cpp compute (the engine thread and the OpenMP workers it
+    starts, which inherit its name), the HTTP runtime, or the benchmark client itself."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_share(before, after, client_s, wall):
+    """Shares of all cores over the wall time: per server thread name, and the client."""
+    cores = os.cpu_count() * wall
+    server = {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / cores, 4) for k in after}
+    return {"server": {k: v for k, v in server.items() if v > 0}, "client": round(client_s / cores, 4)}
+
+
 def chat(port, body):
     """Stream one chat completion; return (ttft_s, e2e_s, completion_tokens, prompt_tokens)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
@@ -122,6 +144,7 @@ def load(server, conc, n_requests, body):
             peak[0] = max(peak[0], rss_mb(server.proc.pid))
             time.sleep(0.1)
 
+    cpu0, client0 = thread_cpu(server.proc.pid), sum(os.times()[:2])
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(conc)]
     for t in threads:
@@ -132,10 +155,11 @@ def load(server, conc, n_requests, body):
         t.join()
     w.join()
     wall = time.perf_counter() - t0
+    cpu = cpu_share(cpu0, thread_cpu(server.proc.pid), sum(os.times()[:2]) - client0, wall)
     ttfts, e2es, toks = [r[0] for r in results], [r[1] for r in results], sum(r[2] for r in results)
     return {"concurrency": conc, "requests": n_requests, "tokens": toks, "wall_s": wall, "tokens_per_s": toks / wall,
             "ttft_p50_s": pct(ttfts, 50), "ttft_p99_s": pct(ttfts, 99), "e2e_p50_s": pct(e2es, 50), "e2e_p99_s": pct(e2es, 99),
-            "rss_peak_mb": peak[0]}
+            "rss_peak_mb": peak[0], "cpu": cpu}
 
 
 def metric(port, name):
@@ -276,6 +300,19 @@ def write(r, out):
         lat = lambda l, k: f"{l[k + '_p50_s']:.2f} / {l[k + '_p99_s']:.2f} s" if l else "–"
         lines.append(f"| {c} | {f(ce)} | {lv['tokens_per_s']:.1f} | {f(pl['tokens_per_s'] if pl else None)} | {ratio(lv['tokens_per_s'], ce)} | "
                      f"{ratio(lv['tokens_per_s'], pl['tokens_per_s'] if pl else None)} | {lat(lv, 'ttft')} | {lat(pl, 'ttft')} | {lat(lv, 'e2e')} | {lat(pl, 'e2e')} |")
+    lines += ["", "## Where the CPU went", "",
+              "Share of all cores over each level's wall time: llama.cpp compute (thinkscale's engine thread and "
+              "its OpenMP workers), thinkscale's HTTP runtime (tokio workers), the whole peer process, and the "
+              "benchmark's own Python client, which shares the machine with the server it measures.", "",
+              "| concurrency | ts compute | ts HTTP | ts other | client (ts run) | peer server | client (peer run) |",
+              "|---|---|---|---|---|---|---|"]
+    pct = lambda x: f"{100 * x:.1f}%" if x is not None else "–"
+    for i, lv in enumerate(ts["levels"]):
+        srv = lv.get("cpu", {}).get("server", {})
+        compute, http = srv.get("engine", 0.0), sum(v for k, v in srv.items() if k.startswith("tokio"))
+        pl = (peer["levels"][i] if peer else {}).get("cpu")
+        lines.append(f"| {lv['concurrency']} | {pct(compute)} | {pct(http)} | {pct(sum(srv.values()) - compute - http)} | "
+                     f"{pct(lv.get('cpu', {}).get('client'))} | {pct(sum(pl['server'].values()) if pl else None)} | {pct(pl['client'] if pl else None)} |")
     sc, psc = ts["self_consistency"], (peer or {}).get("self_consistency", {})
     lines += ["", "## Self-consistency@8, one prompt", "",
               "| setup | wall s | prompt tokens processed | thinkscale samples:8 / this |", "|---|---|---|---|",

@@ -351,6 +351,29 @@ fn prompts_longer_than_a_batch_are_prefilled_in_chunks() {
 }
 
 #[test]
+fn a_finished_request_leaves_its_prompt_cached() {
+    let s = Server::start(&[]);
+    let ask = |content: &str| s.chat(&json!({"messages": [{"role": "user", "content": content}], "max_tokens": 12, "temperature": 0}));
+    let cached = |v: &Value| v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let first = ask("Name three colours of the rainbow.");
+    assert_eq!(cached(&first), 0);
+    let before = s.metric("thinkscale_prompt_tokens_total");
+    let again = ask("Name three colours of the rainbow.");
+    let p = again["usage"]["prompt_tokens"].as_u64().unwrap();
+    // Everything but the last prompt token, which is fed to the sequence for its logits.
+    assert_eq!(cached(&again), p - 1, "{}", again["usage"]);
+    assert_eq!(s.metric("thinkscale_prompt_tokens_total") - before, 1.0);
+    assert_eq!(again["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
+    // A different question shares only the template's opening tokens.
+    let other = ask("Why is the sky blue?");
+    let q = other["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(cached(&other) > 0 && cached(&other) < q - 1, "{}", other["usage"]);
+    let fresh = Server::start(&[]);
+    let v = fresh.chat(&json!({"messages": [{"role": "user", "content": "Why is the sky blue?"}], "max_tokens": 12, "temperature": 0}));
+    assert_eq!(other["choices"][0]["message"]["content"], v["choices"][0]["message"]["content"]);
+}
+
+#[test]
 fn a_live_request_shares_its_prompt_prefix() {
     let s = Server::start(&[]);
     let prompt = "Describe the water cycle in detail, step by step, for a school report.";

@@ -5,12 +5,12 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::generation::{chat_chunk, finish_str, logprobs_json, submit, unix_now, Collector};
+use super::generation::{chat_chunk, chat_completion, finish_str, logprobs_json, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
@@ -203,26 +203,15 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let mut msg = view.message(&c.thinking, &c.answer);
-                msg["role"] = json!("assistant");
                 json!({
                     "index": i,
-                    "message": msg,
+                    "message": view.message(&c.thinking, &c.answer),
                     "logprobs": if p.logprobs { logprobs_json(&c.logprobs) } else { Value::Null },
                     "finish_reason": finish_str(c.finish),
                 })
             })
             .collect();
-        let body = json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "system_fingerprint": super::FINGERPRINT,
-            "choices": choices, "usage": col.usage(), "timings": col.timings(),
-        });
-        let mut body = body;
-        if let Some(ok) = graded {
-            body["thinkscale"] = json!({"graded": {"correct": ok}});
-        }
-        return Ok(axum::Json(body).into_response());
+        return Ok(chat_completion(&id, created, &model, choices, &col, graded));
     }
     let include_usage = p.v.include_usage;
     let n = p.v.n;
@@ -254,10 +243,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
             }
         }
         if include_usage {
-            let mut last = chunk(json!([]));
-            last["usage"] = col.usage();
-            last["timings"] = col.timings();
-            yield Item::Data(last);
+            yield Item::Data(usage_chunk(chunk(json!([])), &col));
         }
         col.log();
         if col.error.is_none() {
@@ -294,9 +280,9 @@ impl View {
     pub fn message(&self, thinking: &str, answer: &str) -> Value {
         if !self.separate {
             let content = if thinking.is_empty() { answer.to_string() } else { format!("{}{thinking}{}{answer}", self.open, self.close_or_newline()) };
-            return json!({"content": content});
+            return json!({"role": "assistant", "content": content});
         }
-        let mut m = json!({"content": answer.trim_start()});
+        let mut m = json!({"role": "assistant", "content": answer.trim_start()});
         if !self.exclude && !thinking.is_empty() {
             m["reasoning_content"] = json!(thinking);
             m["reasoning"] = json!(thinking);

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -195,6 +196,26 @@ pub fn chat_chunk(id: &str, created: u64, model: &str, choices: Value) -> Value 
         "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
         "system_fingerprint": super::FINGERPRINT, "choices": choices,
     })
+}
+
+/// A non-streamed `chat.completion`, with the grading outcome when the request carried a reference.
+pub fn chat_completion(id: &str, created: u64, model: &str, choices: Vec<Value>, col: &Collector, graded: Option<bool>) -> Response {
+    let mut body = json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "system_fingerprint": super::FINGERPRINT, "choices": choices,
+        "usage": col.usage(), "timings": col.timings(),
+    });
+    if let Some(ok) = graded {
+        body["thinkscale"] = json!({"graded": {"correct": ok}});
+    }
+    axum::Json(body).into_response()
+}
+
+/// The closing chunk of a stream with `stream_options.include_usage`.
+pub fn usage_chunk(mut chunk: Value, col: &Collector) -> Value {
+    chunk["usage"] = col.usage();
+    chunk["timings"] = col.timings();
+    chunk
 }
 
 pub fn unix_now() -> u64 {

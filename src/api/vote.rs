@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::chat::{Prepared, View};
 use super::error::ApiError;
-use super::generation::{chat_chunk, finish_str, submit, unix_now, Collector};
+use super::generation::{chat_chunk, chat_completion, finish_str, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::AppState;
 use crate::engine::{Engine, Event, FinishReason, Judge, VotePlan, JUDGE_NO, JUDGE_YES};
@@ -29,10 +29,7 @@ fn self_judge(engine: &Engine, p: &Prepared, question_prompt: &str) -> Judge {
     let question = question_prompt.to_string();
     let m = model.clone();
     let suffix = move |answer: &str| -> String {
-        let mut conv = messages.clone();
-        conv.push(("assistant".into(), format!("Final answer: {answer}")));
-        conv.push(("user".into(), question.clone()));
-        match m.render_chat(&conv) {
+        match m.render_chat(&judging_conversation(&messages, answer, &question)) {
             Ok(full) if p_is_prefix(&prompt_text, &full) => full[prompt_text.len()..].to_string(),
             _ => format!("{close}Final answer: {answer}\n\n{question}\nAnswer:"),
         }
@@ -46,13 +43,16 @@ fn verifier_judge(p: &Prepared, question_prompt: &str) -> Judge {
     let messages: Vec<(String, String)> = p.original_messages.clone();
     let question = question_prompt.to_string();
     Judge::Verifier {
-        conversation: Box::new(move |answer: &str| {
-            let mut conv = messages.clone();
-            conv.push(("assistant".into(), format!("Final answer: {answer}")));
-            conv.push(("user".into(), question.clone()));
-            conv
-        }),
+        conversation: Box::new(move |answer: &str| judging_conversation(&messages, answer, &question)),
     }
+}
+
+/// The conversation so far, the proposed answer as the assistant's turn, and the judging question.
+fn judging_conversation(messages: &[(String, String)], answer: &str, question: &str) -> Vec<(String, String)> {
+    let mut conv = messages.to_vec();
+    conv.push(("assistant".into(), format!("Final answer: {answer}")));
+    conv.push(("user".into(), question.to_string()));
+    conv
 }
 
 fn p_is_prefix(prefix: &str, full: &str) -> bool {
@@ -189,21 +189,11 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
             .iter()
             .enumerate()
             .map(|(i, o)| {
-                let mut msg = view.message(&o.thinking, &o.answer);
-                msg["role"] = json!("assistant");
-                json!({"index": i, "message": msg, "logprobs": null, "finish_reason": finish_str(o.finish), "thinkscale": o.ext})
+                json!({"index": i, "message": view.message(&o.thinking, &o.answer), "logprobs": null,
+                       "finish_reason": finish_str(o.finish), "thinkscale": o.ext})
             })
             .collect();
-        let body = json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "system_fingerprint": super::FINGERPRINT, "choices": choices,
-            "usage": col.usage(), "timings": col.timings(),
-        });
-        let mut body = body;
-        if let Some(ok) = graded {
-            body["thinkscale"] = json!({"graded": {"correct": ok}});
-        }
-        return Ok(axum::Json(body).into_response());
+        return Ok(chat_completion(&id, created, &model, choices, &col, graded));
     }
     let s = async_stream::stream! {
         let chunk = |choices: Value| chat_chunk(&id, created, &model, choices);
@@ -240,10 +230,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
             yield Item::Data(chunk(json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": finish_str(o.finish), "thinkscale": o.ext}])));
         }
         if include_usage {
-            let mut last = chunk(json!([]));
-            last["usage"] = col.usage();
-            last["timings"] = col.timings();
-            yield Item::Data(last);
+            yield Item::Data(usage_chunk(chunk(json!([])), &col));
         }
     };
     Ok(sse::respond(s))

@@ -107,6 +107,9 @@ struct Scheduler<'m> {
     /// Free slot ids, lowest first: llama.cpp splits a multi-stream batch into one pass per run of
     /// consecutive sequence ids, so the live ids are kept packed at the bottom.
     free: BTreeSet<i32>,
+    /// Prompt tokens a free slot's stream still holds from its last job (as llama-server's
+    /// cache_prompt): the next prompt sharing a prefix reuses them instead of prefilling.
+    retained: Vec<Vec<LlamaToken>>,
     slots: Vec<Option<Slot>>,
     jobs: VecDeque<ActiveJob>,
     /// A job taken from the queue that waits for a slot.
@@ -191,6 +194,7 @@ pub(crate) fn run(
         ctx,
         cfg: LoopConfig { n_ctx, ..cfg },
         free: (0..parallel).collect(),
+        retained: (0..parallel).map(|_| Vec::new()).collect(),
         slots: (0..parallel).map(|_| None).collect(),
         jobs: VecDeque::new(),
         waiting: None,
@@ -252,11 +256,14 @@ impl<'m> Scheduler<'m> {
     }
 
     fn admit(&mut self, job: Job) {
-        let anchor = self.free.pop_first().expect("checked free slot");
+        let anchor = *self.free.first().expect("checked free slot");
         let key = self.next_key;
         self.next_key += 1;
         let prompt_len = job.spec.prompt.len() as u32;
+        // Before the slot is taken: what it retains may be the best prefix.
         let cached = self.reuse_prefix(&job.spec.prompt, anchor);
+        self.free.remove(&anchor);
+        self.retained[anchor as usize].clear();
         metrics().prompt_tokens.inc_by((prompt_len as usize - cached) as u64);
         let forcing = job.spec.forcing.as_ref().map(|f| {
             let tok = |s: &str| self.model.tokenize(s, false);
@@ -300,27 +307,30 @@ impl<'m> Scheduler<'m> {
         });
     }
 
-    /// Prefix cache over live jobs: copy the longest prompt prefix some anchor already holds into
-    /// `anchor`, so only the rest is prefilled. Returns the tokens reused.
+    /// Prefix cache over live jobs' anchors and free slots' retained prompts: put the longest
+    /// prompt prefix one of them holds into the free slot `anchor`, so only the rest is prefilled.
+    /// Returns the tokens reused.
     fn reuse_prefix(&mut self, prompt: &[LlamaToken], anchor: i32) -> usize {
         let target = prompt.len() - 1;
-        let best = self
-            .jobs
-            .iter()
-            .map(|o| {
-                let held = &o.job.spec.prompt[..o.prefilled.min(o.job.spec.prompt.len() - 1)];
-                (prompt[..target].iter().zip(held).take_while(|(a, b)| a == b).count(), o.anchor)
-            })
-            .max_by_key(|(common, _)| *common);
-        match best {
-            Some((common, src)) if common > 0 => {
-                // Streams are copied whole, then cut back to the shared prefix.
-                self.ctx.copy_kv_cache_seq(src, anchor, None, None).expect("no positions given");
-                let _ = self.ctx.clear_kv_cache_seq(Some(anchor as u32), Some(common as u32), None);
+        let live = self.jobs.iter().map(|o| (&o.job.spec.prompt[..o.prefilled.min(o.job.spec.prompt.len() - 1)], o.anchor));
+        let kept = self.free.iter().map(|&id| (&self.retained[id as usize][..], id));
+        // Ties go to the anchor itself (no copy).
+        let best = live
+            .chain(kept)
+            .map(|(held, src)| (prompt[..target].iter().zip(held).take_while(|(a, b)| a == b).count(), src == anchor, src))
+            .max();
+        let common = match best {
+            Some((common, _, src)) if common > 0 => {
+                if src != anchor {
+                    // Streams are copied whole (over whatever the slot retained), then cut back.
+                    self.ctx.copy_kv_cache_seq(src, anchor, None, None).expect("no positions given");
+                }
                 common
             }
             _ => 0,
-        }
+        };
+        let _ = self.ctx.clear_kv_cache_seq(Some(anchor as u32), Some(common as u32), None);
+        common
     }
 
     fn reap_cancelled(&mut self) {
@@ -356,7 +366,9 @@ impl<'m> Scheduler<'m> {
                 };
                 let Some(work) = self.next_work(ji) else { break };
                 if seq_id != self.jobs[ji].anchor {
+                    // The fork copies the anchor's whole stream over what this slot retained.
                     self.free.pop_first();
+                    self.retained[seq_id as usize].clear();
                 }
                 match work {
                     Work::Sample(index) => self.start_seq(ji, seq_id, index),
@@ -754,18 +766,25 @@ impl<'m> Scheduler<'m> {
     }
 
 
+    /// The anchor's slot becomes free and keeps the prefilled prompt for later prefixes.
     fn release_job(&mut self, job: ActiveJob) {
-        let _ = self.ctx.clear_kv_cache_seq(Some(job.anchor as u32), None, None);
+        let keep = job.prefilled.min(job.job.spec.prompt.len() - 1);
+        let _ = self.ctx.clear_kv_cache_seq(Some(job.anchor as u32), Some(keep as u32), None);
         if !job.anchor_busy {
             self.free.insert(job.anchor);
+            self.retained[job.anchor as usize] = job.job.spec.prompt[..keep].to_vec();
         }
     }
 
     fn fail_job(&mut self, key: u64, message: String) {
         let Some(ji) = self.job_index(key) else { return };
+        let anchor = self.jobs[ji].anchor;
         self.jobs[ji].send(Event::Error { message });
         self.jobs[ji].job.cancel.store(true, Ordering::Relaxed);
         self.reap_cancelled();
+        // A failed decode leaves no cells worth keeping.
+        let _ = self.ctx.clear_kv_cache_seq(Some(anchor as u32), None, None);
+        self.retained[anchor as usize].clear();
     }
 }
 

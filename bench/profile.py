@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Where the time goes: `perf` profiles of thinkscale under streaming load and of the bare decode
+loop (ceiling), at the same concurrency, thread count and model. Writes docs/bench/<date>-profile.md.
+Needs `perf` (apt-get install linux-perf) and a release build (it carries debug info)."""
+import argparse
+import datetime
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import run as bench
+
+ROOT, BIN = bench.ROOT, bench.BIN
+
+
+def report(data, sort, limit):
+    """Top rows of `perf report`, self time only, as (percent, name) pairs."""
+    out = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "--stdio", "-g", "none",
+                          "--percent-limit", "0.5"], capture_output=True, text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and line.split()[0].endswith("%"):
+            pct, rest = line.split(None, 1)
+            rows.append((pct, " ".join(rest.split())))
+    return rows[:limit]
+
+
+def record(data, seconds, target):
+    subprocess.run(["perf", "record", "-F", "499", "-g", "-o", str(data), *target, "--", "sleep", str(seconds)]
+                   if target[0] == "-p" else ["perf", "record", "-F", "499", "-g", "-o", str(data), "--", *target],
+                   check=True, capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=str(ROOT / "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--concurrency", default="1,8,16")
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=bench.os.cpu_count())
+    ap.add_argument("--out", default=str(ROOT / "docs/bench"))
+    a = ap.parse_args()
+    levels = [int(c) for c in a.concurrency.split(",")]
+    tmp = Path("/tmp/thinkscale-profile")
+    tmp.mkdir(exist_ok=True)
+    port = bench.free_port()
+    srv = bench.Server("thinkscale", [str(BIN), "serve", "--model", a.model, "--parallel", str(max(levels)), "--threads",
+                                      str(a.threads), "--port", str(port)], port, "/health")
+    eog = srv.models["data"][0].get("meta", {}).get("eog_token_ids") or []
+    body = {"model": "p", "messages": [{"role": "user", "content": bench.PROMPT}], "temperature": 0, "max_tokens": 128,
+            "logit_bias": {str(t): -100 for t in eog}}
+    sections = []
+    for c in levels:
+        stop = threading.Event()
+        workers = [threading.Thread(target=lambda: [bench.chat(port, body) for _ in iter(stop.is_set, True)]) for _ in range(c)]
+        for w in workers:
+            w.start()
+        time.sleep(2)  # past the first prefills
+        data = tmp / f"server-{c}.data"
+        record(data, a.seconds, ["-p", str(srv.proc.pid)])
+        stop.set()
+        for w in workers:
+            w.join()
+        cdata = tmp / f"ceiling-{c}.data"
+        record(cdata, 0, [str(BIN), "bench-ceiling", "--model", a.model, "--seqs", str(c), "--tokens", "512",
+                          "--parallel", str(max(levels)), "--threads", str(a.threads)])
+        sections.append((c, {k: report(d, "comm,dso", 8) for k, d in (("server", data), ("ceiling", cdata))},
+                         {k: report(d, "dso,sym", 15) for k, d in (("server", data), ("ceiling", cdata))}))
+    srv.stop()
+    date = datetime.date.today().isoformat()
+    lines = [f"# Profile {date}", "", f"`bench/profile.py` on {bench.machine()['cpu']}, {bench.os.cpu_count()} cores, "
+             f"{a.threads} threads, {Path(a.model).name}: `perf record -F 499 -g` of thinkscale for {a.seconds} s of "
+             "streaming greedy 128-token requests at each concurrency (clients in this process), and of "
+             "`thinkscale bench-ceiling` (512 tokens per sequence) at the same concurrency. Self time, rows ≥ 0.5%.", ""]
+    for c, by_thread, by_sym in sections:
+        lines += [f"## Concurrency {c}", "", "| thinkscale: thread, object | % | ceiling: thread, object | % |", "|---|---|---|---|"]
+        for i in range(max(len(by_thread["server"]), len(by_thread["ceiling"]))):
+            s = by_thread["server"][i] if i < len(by_thread["server"]) else ("", "")
+            k = by_thread["ceiling"][i] if i < len(by_thread["ceiling"]) else ("", "")
+            lines.append(f"| {s[1]} | {s[0]} | {k[1]} | {k[0]} |")
+        lines += ["", "| thinkscale: object, symbol | % | ceiling: object, symbol | % |", "|---|---|---|---|"]
+        for i in range(max(len(by_sym["server"]), len(by_sym["ceiling"]))):
+            s = by_sym["server"][i] if i < len(by_sym["server"]) else ("", "")
+            k = by_sym["ceiling"][i] if i < len(by_sym["ceiling"]) else ("", "")
+            lines.append(f"| {s[1].replace('|', '/')} | {s[0]} | {k[1].replace('|', '/')} | {k[0]} |")
+        lines.append("")
+    out = Path(a.out) / f"{date}-profile.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
