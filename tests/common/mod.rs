@@ -186,3 +186,14 @@ pub fn read_all(mut r: impl Read) -> String {
     r.read_to_string(&mut s).unwrap();
     s
 }
+
+/// Assert two `usage` objects count the same tokens. The cached share of the prompt may differ:
+/// it depends on what the server's slots held when each request came.
+pub fn assert_same_usage(a: &Value, b: &Value) {
+    let counts = |u: &Value| {
+        let mut u = u.clone();
+        u.as_object_mut().expect("usage is an object").remove("prompt_tokens_details");
+        u
+    };
+    assert_eq!(counts(a), counts(b));
+}
