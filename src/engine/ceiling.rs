@@ -42,7 +42,9 @@ pub fn run(a: &CeilingArgs) -> anyhow::Result<Vec<CeilingRow>> {
     let p = prompt.len();
     let banned: Vec<LlamaLogitBias> = model.eog.iter().map(|t| LlamaLogitBias::new(LlamaToken(*t), f32::NEG_INFINITY)).collect();
     let mut rows = Vec::new();
-    for &n in a.seqs {
+    // The first level runs twice and its first result is dropped: the server under test is warmed
+    // up the same way (weights paged in, buffers allocated) before it is measured.
+    for (i, &n) in a.seqs.first().into_iter().chain(a.seqs).enumerate() {
         anyhow::ensure!(n as u32 <= a.parallel, "{n} sequences need --parallel >= {n}");
         let params = Model::context_params(a.ctx_size, a.parallel, a.n_batch, a.threads);
         let mut ctx = model.model.new_context(super::model::backend_ref(), params)?;
@@ -76,6 +78,9 @@ pub fn run(a: &CeilingArgs) -> anyhow::Result<Vec<CeilingRow>> {
         let total = start.elapsed().as_secs_f64();
         let decode = decode_start.elapsed().as_secs_f64();
         let generated = (n * a.tokens) as f64;
+        if i == 0 {
+            continue;
+        }
         rows.push(CeilingRow {
             sequences: n,
             tokens_per_sequence: a.tokens,
