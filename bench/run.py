@@ -162,6 +162,11 @@ def load(server, conc, n_requests, body):
             "rss_peak_mb": peak[0], "cpu": cpu}
 
 
+def median_run(runs, key):
+    """The run whose `key` is the median (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
+
+
 def metric(port, name):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
         for line in r.read().decode().splitlines():
@@ -218,6 +223,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--ctx-size", type=int, default=16384)
     ap.add_argument("--gpu-layers", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of every level; the median run is reported")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-ceiling", action="store_true")
     ap.add_argument("--features", default="", help="cargo features the binary was built with (recorded)")
@@ -227,18 +233,20 @@ def main():
     par = max(levels)
     gl = [] if a.gpu_layers is None else ["--gpu-layers", str(a.gpu_layers)]
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "model": Path(a.model).name, "tokens_per_request": a.tokens, "threads": a.threads, "ctx_size": a.ctx_size,
+              "model": Path(a.model).name, "repeat": a.repeat, "tokens_per_request": a.tokens, "threads": a.threads, "ctx_size": a.ctx_size,
               "build": {"profile": "release", "features": a.features or "default (CPU)",
                         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}}
     print(json.dumps(report["machine"]))
 
-    if not a.skip_ceiling:
+    def ceiling():
         out = subprocess.run([str(BIN), "bench-ceiling", "--model", a.model, "--seqs", a.concurrency, "--tokens", str(a.tokens),
                               "--ctx-size", str(a.ctx_size), "--parallel", str(par), "--threads", str(a.threads), *gl],
                              capture_output=True, text=True, check=True).stdout
-        report["ceiling"] = json.loads(out)
-        print("ceiling", [round(r["tokens_per_second"], 1) for r in report["ceiling"]])
+        rows = json.loads(out)
+        print("ceiling", [round(r["tokens_per_second"], 1) for r in rows])
+        return rows
 
+    ceiling_runs = []
     servers = [("thinkscale", [str(BIN), "serve", "--model", a.model, "--parallel", str(par), "--ctx-size", str(a.ctx_size),
                                "--threads", str(a.threads), *gl], True)]
     if not a.skip_peer:
@@ -258,11 +266,23 @@ def main():
                 "logit_bias": {str(t): -100 for t in (eog or [])}}
         chat(port, body)  # warm-up
         entry = {"rss_idle_mb": rss_mb(srv.proc.pid), "levels": []}
+        runs = {c: [] for c in levels}
+        # Shared machines drift: every level runs --repeat times, the ceiling in between (while our
+        # server idles), and the median run of each level is reported.
+        for _ in range(a.repeat):
+            if ours and not a.skip_ceiling:
+                ceiling_runs.append(ceiling())
+            for c in levels:
+                r = load(srv, c, a.requests or max(8, 2 * c), body)
+                runs[c].append(r)
+                print(name, f"c={c}", f"{r['tokens_per_s']:.1f} tok/s", f"ttft p50 {r['ttft_p50_s']:.3f}s", f"rss {r['rss_peak_mb']:.0f} MB")
         for c in levels:
-            n = a.requests or max(8, 2 * c)
-            r = load(srv, c, n, body)
-            entry["levels"].append(r)
-            print(name, f"c={c}", f"{r['tokens_per_s']:.1f} tok/s", f"ttft p50 {r['ttft_p50_s']:.3f}s", f"rss {r['rss_peak_mb']:.0f} MB")
+            r = median_run(runs[c], "tokens_per_s")
+            entry["levels"].append({**r, "runs_tokens_per_s": [x["tokens_per_s"] for x in runs[c]]})
+        if ceiling_runs:
+            report["ceiling"] = [{**median_run([run[i] for run in ceiling_runs], "tokens_per_second"),
+                                  "runs_tokens_per_second": [run[i]["tokens_per_second"] for run in ceiling_runs]}
+                                 for i in range(len(levels))]
         entry["self_consistency"] = self_consistency(srv, body, ours)
         print(name, entry["self_consistency"])
         entry["rss_load_mb"] = max(l["rss_peak_mb"] for l in entry["levels"])
@@ -288,7 +308,8 @@ def write(r, out):
              f"- model: {r['model']}; {r['tokens_per_request']} generated tokens per request (greedy, end-of-generation banned); "
              f"ctx {r['ctx_size']}; {r['threads']} threads",
              f"- build: {r['build']['profile']}, features {r['build']['features']}, git {r['build']['git']}",
-             "- reproduce: `bench/run.sh` (ratios are measured side by side in this one run)", "",
+             "- reproduce: `bench/run.sh` (ratios are measured side by side in this one run); throughput, latency and "
+             f"CPU figures are each level's median run of {r.get('repeat', 1)} (every run's tokens/s is in the JSON)", "",
              "## Aggregate throughput and latency", "",
              "| concurrency | ceiling tok/s | thinkscale tok/s | peer tok/s | thinkscale / ceiling | thinkscale / peer | TTFT p50 / p99 (ts) | TTFT p50 / p99 (peer) | e2e p50 / p99 (ts) | e2e p50 / p99 (peer) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -311,7 +332,7 @@ def write(r, out):
         srv = lv.get("cpu", {}).get("server", {})
         compute, http = srv.get("engine", 0.0), sum(v for k, v in srv.items() if k.startswith("tokio"))
         pl = (peer["levels"][i] if peer else {}).get("cpu")
-        lines.append(f"| {lv['concurrency']} | {pct(compute)} | {pct(http)} | {pct(sum(srv.values()) - compute - http)} | "
+        lines.append(f"| {lv['concurrency']} | {pct(compute)} | {pct(http)} | {pct(max(0.0, sum(srv.values()) - compute - http))} | "
                      f"{pct(lv.get('cpu', {}).get('client'))} | {pct(sum(pl['server'].values()) if pl else None)} | {pct(pl['client'] if pl else None)} |")
     sc, psc = ts["self_consistency"], (peer or {}).get("self_consistency", {})
     lines += ["", "## Self-consistency@8, one prompt", "",
