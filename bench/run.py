@@ -79,11 +79,20 @@ def thread_cpu(pid):
     return out
 
 
-def cpu_share(before, after, client_s, wall):
-    """Shares of all cores over the wall time: per server thread name, and the client."""
+def process_cpu(pid):
+    """CPU seconds of a whole process, threads that have exited included (the peer serves each
+    request on a short-lived thread, which the per-thread view misses)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(before, after, total_s, client_s, wall):
+    """Shares of all cores over the wall time: per live server thread name, the whole server
+    process, and the client."""
     cores = os.cpu_count() * wall
     server = {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / cores, 4) for k in after}
-    return {"server": {k: v for k, v in server.items() if v > 0}, "client": round(client_s / cores, 4)}
+    return {"server": {k: v for k, v in server.items() if v > 0}, "server_total": round(total_s / cores, 4),
+            "client": round(client_s / cores, 4)}
 
 
 def chat(port, body):
@@ -144,7 +153,7 @@ def load(server, conc, n_requests, body):
             peak[0] = max(peak[0], rss_mb(server.proc.pid))
             time.sleep(0.1)
 
-    cpu0, client0 = thread_cpu(server.proc.pid), sum(os.times()[:2])
+    cpu0, total0, client0 = thread_cpu(server.proc.pid), process_cpu(server.proc.pid), sum(os.times()[:2])
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(conc)]
     for t in threads:
@@ -155,7 +164,7 @@ def load(server, conc, n_requests, body):
         t.join()
     w.join()
     wall = time.perf_counter() - t0
-    cpu = cpu_share(cpu0, thread_cpu(server.proc.pid), sum(os.times()[:2]) - client0, wall)
+    cpu = cpu_share(cpu0, thread_cpu(server.proc.pid), process_cpu(server.proc.pid) - total0, sum(os.times()[:2]) - client0, wall)
     ttfts, e2es, toks = [r[0] for r in results], [r[1] for r in results], sum(r[2] for r in results)
     return {"concurrency": conc, "requests": n_requests, "tokens": toks, "wall_s": wall, "tokens_per_s": toks / wall,
             "ttft_p50_s": pct(ttfts, 50), "ttft_p99_s": pct(ttfts, 99), "e2e_p50_s": pct(e2es, 50), "e2e_p99_s": pct(e2es, 99),
@@ -323,7 +332,8 @@ def write(r, out):
                      f"{ratio(lv['tokens_per_s'], pl['tokens_per_s'] if pl else None)} | {lat(lv, 'ttft')} | {lat(pl, 'ttft')} | {lat(lv, 'e2e')} | {lat(pl, 'e2e')} |")
     lines += ["", "## Where the CPU went", "",
               "Share of all cores over each level's wall time: llama.cpp compute (thinkscale's engine thread and "
-              "its OpenMP workers), thinkscale's HTTP runtime (tokio workers), the whole peer process, and the "
+              "its OpenMP workers), thinkscale's HTTP runtime (tokio workers), the whole peer process (– where a run "
+              "predates that reading), and the "
               "benchmark's own Python client, which shares the machine with the server it measures.", "",
               "| concurrency | ts compute | ts HTTP | ts other | client (ts run) | peer server | client (peer run) |",
               "|---|---|---|---|---|---|---|"]
@@ -333,7 +343,7 @@ def write(r, out):
         compute, http = srv.get("engine", 0.0), sum(v for k, v in srv.items() if k.startswith("tokio"))
         pl = (peer["levels"][i] if peer else {}).get("cpu")
         lines.append(f"| {lv['concurrency']} | {pct(compute)} | {pct(http)} | {pct(max(0.0, sum(srv.values()) - compute - http))} | "
-                     f"{pct(lv.get('cpu', {}).get('client'))} | {pct(sum(pl['server'].values()) if pl else None)} | {pct(pl['client'] if pl else None)} |")
+                     f"{pct(lv.get('cpu', {}).get('client'))} | {pct(pl.get('server_total') if pl else None)} | {pct(pl['client'] if pl else None)} |")
     sc, psc = ts["self_consistency"], (peer or {}).get("self_consistency", {})
     lines += ["", "## Self-consistency@8, one prompt", "",
               "| setup | wall s | prompt tokens processed | thinkscale samples:8 / this |", "|---|---|---|---|",
