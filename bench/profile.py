@@ -63,7 +63,9 @@ def main():
         for w in workers:
             w.join()
         cdata = tmp / f"ceiling-{c}.data"
-        record(cdata, 0, [str(BIN), "bench-ceiling", "--model", a.model, "--seqs", str(c), "--tokens", "512",
+        # Same 128-token sequences as the server's requests (attention work grows with position),
+        # repeated so that short levels still give the profiler a few seconds.
+        record(cdata, 0, [str(BIN), "bench-ceiling", "--model", a.model, "--seqs", ",".join([str(c)] * max(1, 8 // c)), "--tokens", "128",
                           "--parallel", str(max(levels)), "--threads", str(a.threads)])
         sections.append((c, {k: report(d, "comm,dso", 8) for k, d in (("server", data), ("ceiling", cdata))},
                          {k: report(d, "dso,sym", 15) for k, d in (("server", data), ("ceiling", cdata))}))
@@ -72,7 +74,8 @@ def main():
     lines = [f"# Profile {date}", "", f"`bench/profile.py` on {bench.machine()['cpu']}, {bench.os.cpu_count()} cores, "
              f"{a.threads} threads, {Path(a.model).name}: `perf record -F 499 -g` of thinkscale for {a.seconds} s of "
              "streaming greedy 128-token requests at each concurrency (clients in this process), and of "
-             "`thinkscale bench-ceiling` (512 tokens per sequence) at the same concurrency. Self time, rows ≥ 0.5%.", ""]
+             "`thinkscale bench-ceiling` (the same 128 tokens per sequence, repeated) at the same concurrency. "
+             "Self time, rows ≥ 0.5%.", ""]
     for c, by_thread, by_sym in sections:
         lines += [f"## Concurrency {c}", "", "| thinkscale: thread, object | % | ceiling: thread, object | % |", "|---|---|---|---|"]
         for i in range(max(len(by_thread["server"]), len(by_thread["ceiling"]))):
