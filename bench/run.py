@@ -64,26 +64,30 @@ class Server:
             self.proc.kill()
 
 
+def stat_cpu(path):
+    """user + system CPU seconds from a /proc stat file (fields 14 and 15; the name before them may hold spaces)."""
+    fields = open(path).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def thread_cpu(pid):
     """CPU seconds used so far by each thread name of a process (from /proc), so a run can say
     where its cycles went: llama.cpp compute (the engine thread and the OpenMP workers it
     starts, which inherit its name), the HTTP runtime, or the benchmark client itself."""
-    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+            name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            out[name] = out.get(name, 0.0) + stat_cpu(f"/proc/{pid}/task/{tid}/stat")
         except OSError:
             continue
-        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
 def process_cpu(pid):
     """CPU seconds of a whole process, threads that have exited included (the peer serves each
     request on a short-lived thread, which the per-thread view misses)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat_cpu(f"/proc/{pid}/stat")
 
 
 def cpu_share(before, after, total_s, client_s, wall):
@@ -342,7 +346,7 @@ def write(r, out):
         srv = lv.get("cpu", {}).get("server", {})
         compute, http = srv.get("engine", 0.0), sum(v for k, v in srv.items() if k.startswith("tokio"))
         pl = (peer["levels"][i] if peer else {}).get("cpu")
-        lines.append(f"| {lv['concurrency']} | {pct(compute)} | {pct(http)} | {pct(max(0.0, sum(srv.values()) - compute - http))} | "
+        lines.append(f"| {lv['concurrency']} | {pct(compute)} | {pct(http)} | {pct(max(0.0, lv['cpu'].get('server_total', sum(srv.values())) - compute - http))} | "
                      f"{pct(lv.get('cpu', {}).get('client'))} | {pct(pl.get('server_total') if pl else None)} | {pct(pl['client'] if pl else None)} |")
     sc, psc = ts["self_consistency"], (peer or {}).get("self_consistency", {})
     lines += ["", "## Self-consistency@8, one prompt", "",
