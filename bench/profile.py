@@ -27,10 +27,19 @@ def report(data, sort, limit):
     return rows[:limit]
 
 
-def record(data, seconds, target):
-    subprocess.run(["perf", "record", "-F", "499", "-g", "-o", str(data), *target, "--", "sleep", str(seconds)]
-                   if target[0] == "-p" else ["perf", "record", "-F", "499", "-g", "-o", str(data), "--", *target],
-                   check=True, capture_output=True)
+def record(data, *target):
+    """`perf record` of a command, or of a running process with `-p PID -- sleep S`."""
+    subprocess.run(["perf", "record", "-F", "499", "-g", "-o", str(data), *target], check=True, capture_output=True)
+
+
+def side_by_side(header, left, right):
+    """Two (percent, name) lists as one markdown table, thinkscale left, ceiling right."""
+    pad = lambda rows, i: rows[i] if i < len(rows) else ("", "")
+    lines = [header, "|---|---|---|---|"]
+    for i in range(max(len(left), len(right))):
+        (sp, sn), (kp, kn) = pad(left, i), pad(right, i)
+        lines.append(f"| {sn.replace('|', '/')} | {sp} | {kn.replace('|', '/')} | {kp} |")
+    return lines
 
 
 def main():
@@ -58,15 +67,15 @@ def main():
             w.start()
         time.sleep(2)  # past the first prefills
         data = tmp / f"server-{c}.data"
-        record(data, a.seconds, ["-p", str(srv.proc.pid)])
+        record(data, "-p", str(srv.proc.pid), "--", "sleep", str(a.seconds))
         stop.set()
         for w in workers:
             w.join()
         cdata = tmp / f"ceiling-{c}.data"
         # Same 128-token sequences as the server's requests (attention work grows with position),
         # repeated so that short levels still give the profiler a few seconds.
-        record(cdata, 0, [str(BIN), "bench-ceiling", "--model", a.model, "--seqs", ",".join([str(c)] * max(1, 8 // c)), "--tokens", "128",
-                          "--parallel", str(max(levels)), "--threads", str(a.threads)])
+        record(cdata, "--", str(BIN), "bench-ceiling", "--model", a.model, "--seqs", ",".join([str(c)] * max(1, 8 // c)),
+               "--tokens", "128", "--parallel", str(max(levels)), "--threads", str(a.threads))
         sections.append((c, {k: report(d, "comm,dso", 8) for k, d in (("server", data), ("ceiling", cdata))},
                          {k: report(d, "dso,sym", 15) for k, d in (("server", data), ("ceiling", cdata))}))
     srv.stop()
@@ -77,17 +86,12 @@ def main():
              "`thinkscale bench-ceiling` (the same 128 tokens per sequence, repeated) at the same concurrency. "
              "Self time, rows ≥ 0.5%.", ""]
     for c, by_thread, by_sym in sections:
-        lines += [f"## Concurrency {c}", "", "| thinkscale: thread, object | % | ceiling: thread, object | % |", "|---|---|---|---|"]
-        for i in range(max(len(by_thread["server"]), len(by_thread["ceiling"]))):
-            s = by_thread["server"][i] if i < len(by_thread["server"]) else ("", "")
-            k = by_thread["ceiling"][i] if i < len(by_thread["ceiling"]) else ("", "")
-            lines.append(f"| {s[1]} | {s[0]} | {k[1]} | {k[0]} |")
-        lines += ["", "| thinkscale: object, symbol | % | ceiling: object, symbol | % |", "|---|---|---|---|"]
-        for i in range(max(len(by_sym["server"]), len(by_sym["ceiling"]))):
-            s = by_sym["server"][i] if i < len(by_sym["server"]) else ("", "")
-            k = by_sym["ceiling"][i] if i < len(by_sym["ceiling"]) else ("", "")
-            lines.append(f"| {s[1].replace('|', '/')} | {s[0]} | {k[1].replace('|', '/')} | {k[0]} |")
+        lines += [f"## Concurrency {c}", ""]
+        lines += side_by_side("| thinkscale: thread, object | % | ceiling: thread, object | % |", by_thread["server"], by_thread["ceiling"])
         lines.append("")
+        lines += side_by_side("| thinkscale: object, symbol | % | ceiling: object, symbol | % |", by_sym["server"], by_sym["ceiling"])
+        lines.append("")
+    Path(a.out).mkdir(parents=True, exist_ok=True)
     out = Path(a.out) / f"{date}-profile.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")

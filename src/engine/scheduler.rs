@@ -262,8 +262,7 @@ impl<'m> Scheduler<'m> {
         let prompt_len = job.spec.prompt.len() as u32;
         // Before the slot is taken: what it retains may be the best prefix.
         let cached = self.reuse_prefix(&job.spec.prompt, anchor);
-        self.free.remove(&anchor);
-        self.retained[anchor as usize].clear();
+        self.take_free(anchor);
         metrics().prompt_tokens.inc_by((prompt_len as usize - cached) as u64);
         let forcing = job.spec.forcing.as_ref().map(|f| {
             let tok = |s: &str| self.model.tokenize(s, false);
@@ -367,8 +366,7 @@ impl<'m> Scheduler<'m> {
                 let Some(work) = self.next_work(ji) else { break };
                 if seq_id != self.jobs[ji].anchor {
                     // The fork copies the anchor's whole stream over what this slot retained.
-                    self.free.pop_first();
-                    self.retained[seq_id as usize].clear();
+                    self.take_free(seq_id);
                 }
                 match work {
                     Work::Sample(index) => self.start_seq(ji, seq_id, index),
@@ -765,6 +763,12 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+
+    /// A free slot goes to a job: what its stream held is now the job's to overwrite or keep.
+    fn take_free(&mut self, id: i32) {
+        self.free.remove(&id);
+        self.retained[id as usize].clear();
+    }
 
     /// The anchor's slot becomes free and keeps the prefilled prompt for later prefixes.
     fn release_job(&mut self, job: ActiveJob) {
