@@ -131,6 +131,32 @@ fn n_forks_one_prefill() {
 }
 
 #[test]
+fn response_format_constrains_the_output_to_the_schema() {
+    let s = shared();
+    let schema = json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+                        "required": ["name", "age"], "additionalProperties": false});
+    let format = json!({"type": "json_schema", "json_schema": {"name": "cat", "schema": schema, "strict": true}});
+    for seed in 0..3 {
+        let mut body = greedy("Describe a cat.", 120);
+        body["temperature"] = json!(1.0);
+        body["seed"] = json!(seed);
+        body["response_format"] = format.clone();
+        let v = s.chat(&body);
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+        let cat: Value = serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+        let keys: std::collections::BTreeSet<&str> = cat.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["age", "name"].into(), "{cat}");
+        assert!(cat["age"].is_i64() && cat["name"].as_str().unwrap().chars().count() <= 20, "{cat}");
+    }
+    // json_object: the first character is an object's, streamed the same way.
+    let mut body = greedy("Give me a JSON list of colors.", 30);
+    body["response_format"] = json!({"type": "json_object"});
+    body["stream"] = json!(true);
+    let text = joined(&s.stream("/v1/chat/completions", &body), 0, "content");
+    assert!(text.trim_start().starts_with('{'), "{text:?}");
+}
+
+#[test]
 fn logprobs_are_reported() {
     let s = shared();
     let mut body = greedy("Hi", 5);
@@ -280,6 +306,11 @@ fn bad_inputs_get_openai_errors_and_the_server_keeps_serving() {
         (json!({"messages": msgs, "stop": 5}), "stop", 400),
         (json!({"messages": msgs, "top_logprobs": 50, "logprobs": true}), "top_logprobs", 400),
         (json!({"messages": msgs, "stream": "yes"}), "stream", 400),
+        (json!({"messages": msgs, "response_format": {"type": "xml"}}), "response_format.type", 400),
+        (json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f"}}]}), "tools", 400),
+        (json!({"messages": msgs, "tools": "f"}), "tools", 400),
+        (json!({"messages": msgs, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frog"}}}}), "response_format", 400),
+        (json!({"messages": msgs, "response_format": {"type": "json_object"}, "reasoning_effort": "low"}), "response_format", 400),
     ];
     for (body, param, status) in cases {
         let (st, v) = s.post("/v1/chat/completions", &body);

@@ -22,6 +22,9 @@ struct ChatFields {
     messages: Vec<Message>,
     logprobs: Option<bool>,
     top_logprobs: Option<i64>,
+    #[serde(default)]
+    tools: Vec<Value>,
+    tool_choice: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,12 +116,28 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         k => k.unwrap_or(0) as u32,
     };
     let want_logprobs = fields.logprobs == Some(true);
+    // No tool-call parser: answering as if the tools were absent would look like the model chose
+    // not to call them (vLLM answers 400 the same way without --enable-auto-tool-choice).
+    if !fields.tools.is_empty() && fields.tool_choice.as_ref().and_then(Value::as_str) != Some("none") {
+        return Err(ApiError::bad_request(
+            "This server does not call tools; send tool_choice \"none\" to have 'tools' ignored",
+            Some("tools"),
+        ));
+    }
     let cfg = &state.cfg;
-    let v = common.validate(cfg, want_logprobs.then_some(top), engine.model.n_vocab, &engine.model.eog)?;
+    let mut v = common.validate(cfg, want_logprobs.then_some(top), engine.model.n_vocab, &engine.model.eog)?;
+    v.constrain(&engine.model)?;
     let mut msgs = messages(&fields)?;
     let original_messages = msgs.clone();
     let native = engine.model.think_markers.clone();
     let plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
+    if plan.thinking && v.sampling.grammar.is_some() {
+        // The grammar would have to skip the thinking and the forced close text; not supported yet.
+        return Err(ApiError::bad_request(
+            "'response_format' cannot be combined with thinking; turn thinking off (e.g. reasoning_effort \"none\")",
+            Some("response_format"),
+        ));
+    }
     let rc = &cfg.reasoning;
     if plan.thinking && native.is_none() {
         plan::scaffold(&mut msgs, &rc.scaffold_instruction);

@@ -61,7 +61,8 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
         Some(k) if !(0..=20).contains(&k) => return Err(ApiError::bad_request("'logprobs' must be between 0 and 20", Some("logprobs"))),
         k => k.map(|k| k as u32),
     };
-    let v = common.validate(&state.cfg, top, engine.model.n_vocab, &engine.model.eog)?;
+    let mut v = common.validate(&state.cfg, top, engine.model.n_vocab, &engine.model.eog)?;
+    v.constrain(&engine.model)?;
     let n_vocab = engine.model.n_vocab;
     let (texts, prompts): (Vec<String>, Vec<Vec<llama_cpp_2::token::LlamaToken>>) = match fields.prompt {
         Prompt::Text(t) => (vec![t.clone()], vec![engine.model.tokenize(&t, true)]),

@@ -72,6 +72,36 @@ pub struct Common {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    /// OpenAI structured output: `text`, `json_object` or `json_schema`.
+    pub response_format: Option<ResponseFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JsonSchemaFormat {
+    #[allow(dead_code)] // required by OpenAI's API; the grammar does not need it
+    pub name: Option<String>,
+    pub schema: Option<Map<String, Value>>,
+}
+
+impl ResponseFormat {
+    /// The JSON schema the output must follow, if any (`json_object`: any object).
+    fn schema(&self) -> Option<String> {
+        match self {
+            Self::Text => None,
+            Self::JsonObject => Some(r#"{"type":"object"}"#.into()),
+            Self::JsonSchema { json_schema } => {
+                Some(json_schema.schema.as_ref().map_or_else(|| "{}".into(), |s| Value::Object(s.clone()).to_string()))
+            }
+        }
+    }
 }
 
 fn range(v: Option<f64>, param: &str, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
@@ -92,6 +122,21 @@ pub struct Validated {
     pub n: usize,
     pub stream: bool,
     pub include_usage: bool,
+    /// JSON schema from `response_format`, turned into a grammar by `constrain`.
+    pub json_schema: Option<String>,
+}
+
+impl Validated {
+    /// Compile `response_format` into a grammar the sampler enforces on every sampled token.
+    pub fn constrain(&mut self, model: &crate::engine::Model) -> Result<(), ApiError> {
+        if let Some(schema) = &self.json_schema {
+            let grammar = model
+                .json_grammar(schema)
+                .map_err(|e| ApiError::bad_request(format!("'response_format' holds a JSON schema llama.cpp cannot turn into a grammar ({e})"), Some("response_format")))?;
+            self.sampling.grammar = Some(grammar);
+        }
+        Ok(())
+    }
 }
 
 impl Common {
@@ -185,11 +230,13 @@ impl Common {
                 stop,
                 logprobs,
                 logit_bias,
+                grammar: None,
             },
             max_tokens,
             n,
             stream: self.stream,
             include_usage: self.stream_options.as_ref().is_some_and(|o| o.include_usage),
+            json_schema: self.response_format.as_ref().and_then(ResponseFormat::schema),
         })
     }
 }
@@ -217,6 +264,19 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("temperature"));
         let e = common(json!({"stop": [1, 2]})).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn response_formats_become_schemas() {
+        assert_eq!(common(json!({"response_format": {"type": "text"}})).unwrap().json_schema, None);
+        assert_eq!(common(json!({"response_format": {"type": "json_object"}})).unwrap().json_schema.as_deref(), Some(r#"{"type":"object"}"#));
+        let s = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let v = common(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": s}}})).unwrap();
+        assert_eq!(v.json_schema.as_deref(), Some(s.to_string().as_str()));
+        for bad in [json!({"type": "yaml"}), json!({"type": "json_schema"}), json!("json")] {
+            let param = common(json!({"response_format": bad.clone()})).unwrap_err().param.unwrap_or_default();
+            assert!(param.starts_with("response_format"), "{bad} -> {param}");
+        }
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct SamplingParams {
     pub logprobs: Option<u32>,
     /// OpenAI `logit_bias`: (token id, bias added to its logit).
     pub logit_bias: Vec<(i32, f32)>,
+    /// GBNF grammar every sampled token must follow (structured output).
+    pub grammar: Option<String>,
 }
 
 impl Default for SamplingParams {
@@ -48,6 +50,7 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             logprobs: None,
             logit_bias: Vec::new(),
+            grammar: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use llama_cpp_2::context::params::KvCacheType;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
@@ -130,6 +131,13 @@ impl Model {
 
     pub fn is_eog(&self, token: LlamaToken) -> bool {
         self.model.vocab().is_eog(token)
+    }
+
+    /// llama.cpp's grammar for a JSON schema, checked to load against this vocabulary.
+    pub fn json_grammar(&self, schema: &str) -> Result<String, String> {
+        let grammar = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())?;
+        LlamaSampler::grammar(&self.model, &grammar, "root").map_err(|e| e.to_string())?;
+        Ok(grammar)
     }
 
     pub fn n_ctx_train(&self) -> u32 {

@@ -13,7 +13,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use super::sequence::{FinishReason, Sequence};
-use super::{EngineStats, Event, Job, Judge, LogprobEntry, Model, SeqStats, TopLogprob};
+use super::{EngineStats, Event, Job, Judge, LogprobEntry, Model, SamplingParams, SeqStats, TopLogprob};
 use crate::metrics::metrics;
 use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
 use crate::reasoning::plan::effective_max_thinking;
@@ -456,7 +456,9 @@ impl<'m> Scheduler<'m> {
         let spec = &job.job.spec;
         let Some(Judge::Fork { suffix, .. }) = spec.vote.as_ref().and_then(|v| v.judge.as_ref()) else { unreachable!("fork judges only") };
         let p = spec.prompt.len();
-        let mut seq = Sequence::new(0, seq_id, (p - 1) as i32, spec.prompt[p - 1], &spec.sampling, self.model.n_vocab, Forcer::new(ForcingSpec::answer_only(1)), 1);
+        // A judge reads one token's logits: the request's grammar does not apply to it.
+        let sampling = SamplingParams { grammar: None, ..spec.sampling.clone() };
+        let mut seq = Sequence::new(0, seq_id, (p - 1) as i32, spec.prompt[p - 1], &sampling, &self.model, Forcer::new(ForcingSpec::answer_only(1)), 1);
         seq.input.extend(self.model.tokenize(&suffix(&answer), false));
         self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some((choice, answer)) });
     }
@@ -483,7 +485,7 @@ impl<'m> Scheduler<'m> {
             None => Forcer::new(ForcingSpec::answer_only(u32::MAX)),
         };
         let last = *spec.prompt.last().expect("prompts are never empty");
-        let mut seq = Sequence::new(index, seq_id, (p - 1) as i32, last, &sampling, self.model.n_vocab, forcer, spec.max_tokens);
+        let mut seq = Sequence::new(index, seq_id, (p - 1) as i32, last, &sampling, &self.model, forcer, spec.max_tokens);
         if spec.want_logprob && seq.logprobs.is_none() {
             seq.logprobs = Some(0);
         }

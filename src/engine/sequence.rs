@@ -7,7 +7,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use crate::reasoning::forcing::{Finish, Forcer, Injection, Step};
 
-use super::{LogprobEntry, SamplingParams};
+use super::{LogprobEntry, Model, SamplingParams};
 
 /// Holds bytes of a multi-byte character split across tokens until it is complete.
 #[derive(Default, Debug)]
@@ -140,13 +140,13 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    pub fn new(index: usize, seq_id: i32, pos: i32, first: LlamaToken, sampling: &SamplingParams, n_vocab: i32, forcer: Forcer, max_tokens: u32) -> Self {
+    pub fn new(index: usize, seq_id: i32, pos: i32, first: LlamaToken, sampling: &SamplingParams, model: &Model, forcer: Forcer, max_tokens: u32) -> Self {
         Self {
             index,
             seq_id,
             pos,
             input: vec![first],
-            sampler: build_sampler(sampling, n_vocab),
+            sampler: build_sampler(sampling, model),
             forcer,
             utf8: Utf8Buffer::default(),
             stop: StopMatcher::new(sampling.stop.clone()),
@@ -205,8 +205,17 @@ impl Sequence {
 
 /// The sampler chain llama-server uses, in its order. Each sequence gets its own `dist(seed)`
 /// because cloned samplers share RNG state.
-fn build_sampler(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
+fn build_sampler(p: &SamplingParams, model: &Model) -> LlamaSampler {
+    let n_vocab = model.n_vocab;
     let mut chain = Vec::new();
+    // First, so the other samplers only see tokens the grammar allows. The API compiled this
+    // grammar against the same vocabulary, so it loads here too.
+    if let Some(g) = &p.grammar {
+        match LlamaSampler::grammar(&model.model, g, "root") {
+            Ok(s) => chain.push(s),
+            Err(e) => tracing::error!("grammar failed to load after validation: {e}"),
+        }
+    }
     if !p.logit_bias.is_empty() {
         let biases: Vec<LlamaLogitBias> = p.logit_bias.iter().map(|(t, b)| LlamaLogitBias::new(LlamaToken(*t), *b)).collect();
         chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
