@@ -91,8 +91,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         tracing::info!(%addr, model = %cfg.model.display(), "listening; loading model");
-        // Load in the background so /health can answer 503 while it happens.
-        let (st, c) = (state.clone(), cfg.clone());
+        // Load in the background so /health can answer 503 while it happens. A model that fails
+        // to load stops the server with an error (as llama-server does) rather than leaving it
+        // answering 503 as if still loading.
+        let failed = Arc::new(tokio::sync::Notify::new());
+        let (st, c, f) = (state.clone(), cfg.clone(), failed.clone());
         let loader = tokio::task::spawn_blocking(move || match Engine::start(&c) {
             Ok((engine, handle)) => {
                 tracing::info!(
@@ -101,22 +104,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     "model ready"
                 );
                 let _ = st.engine.set(engine);
-                Some(handle)
+                Ok(handle)
             }
             Err(e) => {
-                tracing::error!(error = %e, "model failed to load");
-                let _ = st.load_failed.set(e.to_string());
-                None
+                f.notify_one();
+                Err(e)
             }
         });
-        axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+        let stop = async move {
+            tokio::select! { _ = shutdown_signal() => {}, _ = failed.notified() => {} }
+        };
+        axum::serve(listener, router(state.clone())).with_graceful_shutdown(stop).await?;
         tracing::info!("HTTP server drained; stopping the engine");
-        let handle = loader.await?;
+        let handle = loader.await?.map_err(|e| e.context("model failed to load"))?;
         // Dropping the last Engine handle closes the queue; the loop finishes in-flight work and exits.
         drop(state);
-        if let Some(h) = handle {
-            tokio::task::spawn_blocking(move || h.join()).await?.map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
-        }
+        tokio::task::spawn_blocking(move || handle.join()).await?.map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
         anyhow::Ok(())
     })
 }

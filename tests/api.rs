@@ -345,6 +345,26 @@ fn bad_inputs_get_openai_errors_and_the_server_keeps_serving() {
 }
 
 #[test]
+fn a_missing_or_broken_model_stops_the_server_with_a_message() {
+    let run = |model: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscale"))
+            .args(["serve", "--model", model, "--port", "0"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run("models/nope.gguf");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("models/fetch.sh"), "{err}");
+    // Not a GGUF: the server exits instead of answering 503 as if still loading.
+    let (code, err) = run("README.md");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("model failed to load"), "{err}");
+}
+
+#[test]
 fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let mut s = Server::start(&[]);
     let client = s.client.clone();

@@ -36,10 +36,7 @@ pub async fn model(State(state): State<AppState>, axum::extract::Path(name): axu
 
 pub async fn health(State(state): State<AppState>) -> Response {
     match state.engine.get() {
-        None => {
-            let status = if state.load_failed.get().is_some() { "error" } else { "loading" };
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": status, "error": state.load_failed.get()}))).into_response()
-        }
+        None => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "loading"}))).into_response(),
         Some(e) => axum::Json(json!({
             "status": "ok",
             "model": state.cfg.model_id(),

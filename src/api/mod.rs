@@ -31,14 +31,13 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     /// Set once the model is loaded; until then generation answers 503 and /health says loading.
     pub engine: Arc<OnceLock<Engine>>,
-    pub load_failed: Arc<OnceLock<String>>,
     pub history: Arc<std::sync::Mutex<grading::History>>,
 }
 
 impl AppState {
     pub fn new(cfg: Arc<Config>) -> Self {
         let history = Arc::new(grading::History::new(cfg.reasoning.history_size));
-        Self { cfg, engine: Arc::new(OnceLock::new()), load_failed: Arc::new(OnceLock::new()), history }
+        Self { cfg, engine: Arc::new(OnceLock::new()), history }
     }
 
     pub fn engine(&self) -> Result<Engine, ApiError> {
