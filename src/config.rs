@@ -102,13 +102,13 @@ pub struct ReasoningConfig {
 
 impl Default for ReasoningConfig {
     fn default() -> Self {
-        let effort_budgets = [("none", 0), ("minimal", 64), ("low", 256), ("medium", 768), ("high", 1536)]
+        let effort_budgets = [("none", 0), ("minimal", 64), ("low", 256), ("medium", 768), ("high", 1536), ("xhigh", 3072), ("max", -1)]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        let effort_samples = [("high", 8)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let effort_samples = [("high", 8), ("xhigh", 8), ("max", 8)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let effort_verifier =
-            [("high", "arithmetic")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            [("high", "arithmetic"), ("xhigh", "arithmetic"), ("max", "arithmetic")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Self {
             budget: -1,
             format: "auto".into(),

@@ -173,7 +173,9 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     });
     let default_cap = match (plan.thinking, plan.max_thinking) {
         (true, Some(b)) => b + 64 + rc.answer_max_tokens,
-        _ => cfg.default_max_tokens,
+        // Unlimited thinking may use the whole context, as llama-server and vLLM allow.
+        (true, None) => u32::MAX,
+        (false, _) => cfg.default_max_tokens,
     };
     let max_tokens = v.max_tokens.unwrap_or(default_cap).min(room as u32);
     if let Some(f) = &forcing {

@@ -394,6 +394,10 @@ mod tests {
         assert_eq!(budget(json!({"thinking_token_budget": 33})), Some(33));
         assert_eq!(budget(json!({"max_thinking_tokens": 40})), Some(40));
         assert_eq!(budget(json!({"think": "high"})), Some(1536));
+        // The OpenAI SDK's two newest levels: a large budget, and no budget at all.
+        assert_eq!(budget(json!({"reasoning_effort": "xhigh"})), Some(3072));
+        assert_eq!(budget(json!({"reasoning_effort": "max"})), None);
+        assert_eq!(plan(json!({"reasoning_effort": "max"})).unwrap().sampling.samples, 8);
         assert_eq!(budget(json!({"think": true})), None);
         assert_eq!(budget(json!({"chat_template_kwargs": {"enable_thinking": true}})), None);
         assert_eq!(budget(json!({"thinking_budget_tokens": -1})), None);
