@@ -148,6 +148,21 @@ fn response_format_constrains_the_output_to_the_schema() {
         assert_eq!(keys, ["age", "name"].into(), "{cat}");
         assert!(cat["age"].is_i64() && cat["name"].as_str().unwrap().chars().count() <= 20, "{cat}");
     }
+    // Bans cannot outlast the grammar (llama.cpp aborts when no allowed token is left): with
+    // every token banned and ignore_eos, the grammar still picks a digit and then the end.
+    let models: Value = s.client.get(s.url("/v1/models")).send().unwrap().json().unwrap();
+    let n_vocab = models["data"][0]["meta"]["n_vocab"].as_u64().unwrap();
+    let ban: serde_json::Map<String, Value> = (0..n_vocab).map(|t| (t.to_string(), json!(-100))).collect();
+    for temperature in [0.0, 1.0] {
+        let mut body = greedy("A digit.", 20);
+        body["temperature"] = json!(temperature);
+        body["ignore_eos"] = json!(true);
+        body["logit_bias"] = Value::Object(ban.clone());
+        body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "d", "schema": {"type": "integer", "minimum": 0, "maximum": 9}}});
+        let v = s.chat(&body);
+        let d: i64 = v["choices"][0]["message"]["content"].as_str().unwrap().trim().parse().unwrap();
+        assert!((0..=9).contains(&d), "{v}");
+    }
     // json_object: the first character is an object's, streamed the same way.
     let mut body = greedy("Give me a JSON list of colors.", 30);
     body["response_format"] = json!({"type": "json_object"});
