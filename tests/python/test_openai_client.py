@@ -107,3 +107,20 @@ def test_reasoning_effort_and_samples_through_the_client(client):
     r = client.chat.completions.create(model="any", messages=MSG, temperature=0.8, extra_body={"reasoning": {"samples": 3}, "thinking_budget_tokens": 24})
     ext = r.choices[0].model_extra["thinkscale"]
     assert len(ext["samples"]) == 3 and ext["samples_used"] == 3
+
+
+def test_structured_output_through_the_client(client):
+    from pydantic import BaseModel, Field
+
+    class Cat(BaseModel):
+        name: str = Field(max_length=20)
+        age: int
+
+    # `parse` moved out of `beta` in later releases of the package.
+    parse = getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+    r = parse(model="any", messages=[{"role": "user", "content": "Describe a cat."}], response_format=Cat, max_tokens=120, temperature=0)
+    cat = r.choices[0].message.parsed
+    assert isinstance(cat, Cat) and len(cat.name) <= 20
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="any", messages=MSG, tools=[{"type": "function", "function": {"name": "f"}}])
+    assert e.value.body["param"] == "tools"
