@@ -604,7 +604,7 @@ impl<'m> Scheduler<'m> {
             return;
         }
         let seq = &mut self.slots[id as usize].as_mut().expect("checked above").seq;
-        let mut token = seq.sampler.sample(&self.ctx, idx);
+        let mut token = seq.sample(&self.ctx, idx);
         metrics().generated_tokens.inc();
         seq.sampled += 1;
         seq.first_token_at.get_or_insert_with(Instant::now);

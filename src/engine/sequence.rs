@@ -1,7 +1,10 @@
 //! One decoding sequence: its sampler, its forcing controller, and the text pipeline
 //! (bytes -> complete UTF-8 -> thinking/answer split -> stop strings) that turns tokens into deltas.
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
@@ -122,7 +125,9 @@ pub struct Sequence {
     pub pos: i32,
     /// Tokens to feed at the next decode step (the last sampled one, or forced text).
     pub input: Vec<LlamaToken>,
-    pub sampler: LlamaSampler,
+    sampler: LlamaSampler,
+    /// Structured output: checked apart from the chain (see `sample`).
+    grammar: Option<LlamaSampler>,
     pub forcer: Forcer,
     utf8: Utf8Buffer,
     stop: StopMatcher,
@@ -146,7 +151,11 @@ impl Sequence {
             seq_id,
             pos,
             input: vec![first],
-            sampler: build_sampler(sampling, model),
+            sampler: build_sampler(sampling, model.n_vocab),
+            // The API compiled this grammar against the same vocabulary, so it loads here too.
+            grammar: sampling.grammar.as_ref().and_then(|g| {
+                LlamaSampler::grammar(&model.model, g, "root").inspect_err(|e| tracing::error!("grammar failed to load: {e}")).ok()
+            }),
             forcer,
             utf8: Utf8Buffer::default(),
             stop: StopMatcher::new(sampling.stop.clone()),
@@ -161,6 +170,36 @@ impl Sequence {
             first_token_at: None,
             thinking_ended_at: None,
         }
+    }
+
+    /// Sample (and accept) the next token from output `idx`. With a grammar this is
+    /// llama-server's shortcut: sample unconstrained, and only when the grammar rejects that
+    /// token run it over the whole vocabulary and sample again; checking all 49k candidates at
+    /// every step costs more than the model itself on a small one.
+    pub fn sample(&mut self, ctx: &LlamaContext, idx: i32) -> LlamaToken {
+        let Some(grammar) = self.grammar.as_mut() else { return self.sampler.sample(ctx, idx) };
+        let pick = |sampler: &mut LlamaSampler, grammar: Option<&mut LlamaSampler>| {
+            let mut cur = ctx.token_data_array_ith(idx);
+            if let Some(g) = grammar {
+                g.apply(&mut cur);
+            }
+            sampler.apply(&mut cur);
+            cur.selected_token()
+        };
+        let allowed = |grammar: &mut LlamaSampler, token: LlamaToken| {
+            let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 0.0, 0.0)], false);
+            grammar.apply(&mut one);
+            one.data[0].logit().is_finite()
+        };
+        let token = match pick(&mut self.sampler, None) {
+            Some(t) if allowed(grammar, t) => t,
+            _ => pick(&mut self.sampler, Some(grammar)).unwrap_or(LlamaToken(0)),
+        };
+        self.sampler.accept(token);
+        // try_accept inside: a token the grammar cannot take is an error, not a C++ exception
+        // that would abort the process.
+        grammar.accept(token);
+        token
     }
 
     /// Run a sampled token's bytes through the pipeline.
@@ -205,17 +244,8 @@ impl Sequence {
 
 /// The sampler chain llama-server uses, in its order. Each sequence gets its own `dist(seed)`
 /// because cloned samplers share RNG state.
-fn build_sampler(p: &SamplingParams, model: &Model) -> LlamaSampler {
-    let n_vocab = model.n_vocab;
+fn build_sampler(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
     let mut chain = Vec::new();
-    // First, so the other samplers only see tokens the grammar allows. The API compiled this
-    // grammar against the same vocabulary, so it loads here too.
-    if let Some(g) = &p.grammar {
-        match LlamaSampler::grammar(&model.model, g, "root") {
-            Ok(s) => chain.push(s),
-            Err(e) => tracing::error!("grammar failed to load after validation: {e}"),
-        }
-    }
     if !p.logit_bias.is_empty() {
         let biases: Vec<LlamaLogitBias> = p.logit_bias.iter().map(|(t, b)| LlamaLogitBias::new(LlamaToken(*t), *b)).collect();
         chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
