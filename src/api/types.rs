@@ -86,8 +86,6 @@ pub enum ResponseFormat {
 
 #[derive(Debug, Deserialize)]
 pub struct JsonSchemaFormat {
-    #[allow(dead_code)] // required by OpenAI's API; the grammar does not need it
-    pub name: Option<String>,
     pub schema: Option<Map<String, Value>>,
 }
 
@@ -135,8 +133,8 @@ impl Validated {
                 .map_err(|e| ApiError::bad_request(format!("'response_format' holds a JSON schema llama.cpp cannot turn into a grammar ({e})"), Some("response_format")))?;
             self.sampling.grammar = Some(grammar);
             // Were every token the grammar allows also banned (`ignore_eos` once the JSON is
-            // complete, or a -100 `logit_bias`), all candidates would be -inf and llama.cpp
-            // aborts the process on the pick. A finite penalty still loses to any allowed token.
+            // complete, or a -100 `logit_bias`), all candidates would be -inf and the pick would
+            // break the grammar. A finite penalty still loses to any allowed token.
             for (_, bias) in &mut self.sampling.logit_bias {
                 *bias = bias.max(-1e9);
             }
