@@ -400,7 +400,7 @@ impl<'m> Scheduler<'m> {
             }
             // A new wave starts only when the previous one is over.
             if let Some(w) = wave {
-                if c.running > 0 && (c.answers.len() + c.running) % w == 0 {
+                if c.running > 0 && (c.answers.len() + c.running).is_multiple_of(w) {
                     return None;
                 }
             }
@@ -458,7 +458,7 @@ impl<'m> Scheduler<'m> {
         let p = spec.prompt.len();
         // A judge reads one token's logits: the request's grammar does not apply to it.
         let sampling = SamplingParams { grammar: None, ..spec.sampling.clone() };
-        let mut seq = Sequence::new(0, seq_id, (p - 1) as i32, spec.prompt[p - 1], &sampling, &self.model, Forcer::new(ForcingSpec::answer_only(1)), 1);
+        let mut seq = Sequence::new(0, seq_id, (p - 1) as i32, spec.prompt[p - 1], &sampling, self.model, Forcer::new(ForcingSpec::answer_only(1)), 1);
         seq.input.extend(self.model.tokenize(&suffix(&answer), false));
         self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some((choice, answer)) });
     }
@@ -485,7 +485,7 @@ impl<'m> Scheduler<'m> {
             None => Forcer::new(ForcingSpec::answer_only(u32::MAX)),
         };
         let last = *spec.prompt.last().expect("prompts are never empty");
-        let mut seq = Sequence::new(index, seq_id, (p - 1) as i32, last, &sampling, &self.model, forcer, spec.max_tokens);
+        let mut seq = Sequence::new(index, seq_id, (p - 1) as i32, last, &sampling, self.model, forcer, spec.max_tokens);
         if spec.want_logprob && seq.logprobs.is_none() {
             seq.logprobs = Some(0);
         }

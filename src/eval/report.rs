@@ -19,12 +19,11 @@ struct CellSummary {
     mean_samples_used: f64,
 }
 
+/// Sort key of a budget cell: a token count, or an effort level by its default budget
+/// (unlimited and unknown levels last).
 fn budget_order(b: &str) -> f64 {
-    b.parse::<f64>().unwrap_or_else(|_| match b {
-        "none" => 0.0,
-        "minimal" => 64.0,
-        "low" => 256.0,
-        "medium" => 768.0,
+    b.parse::<f64>().unwrap_or_else(|_| match crate::config::ReasoningConfig::default().effort_budgets.get(b) {
+        Some(&v) if v >= 0 => v as f64,
         _ => 1e9,
     })
 }
