@@ -131,13 +131,6 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     let original_messages = msgs.clone();
     let native = engine.model.think_markers.clone();
     let plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
-    if plan.thinking && v.sampling.grammar.is_some() {
-        // The grammar would have to skip the thinking and the forced close text; not supported yet.
-        return Err(ApiError::bad_request(
-            "'response_format' cannot be combined with thinking; turn thinking off (e.g. reasoning_effort \"none\")",
-            Some("response_format"),
-        ));
-    }
     let rc = &cfg.reasoning;
     if plan.thinking && native.is_none() {
         plan::scaffold(&mut msgs, &rc.scaffold_instruction);

@@ -8,7 +8,7 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
-use crate::reasoning::forcing::{Finish, Forcer, Injection, Step};
+use crate::reasoning::forcing::{Finish, Forcer, Injection, Phase, Step};
 
 use super::{LogprobEntry, Model, SamplingParams};
 
@@ -176,8 +176,10 @@ impl Sequence {
     /// llama-server's shortcut: sample unconstrained, and only when the grammar rejects that
     /// token run it over the whole vocabulary and sample again; checking all 49k candidates at
     /// every step costs more than the model itself on a small one.
+    /// The grammar covers the answer only: thinking and forced text are never sampled under it.
     pub fn sample(&mut self, ctx: &LlamaContext, idx: i32) -> LlamaToken {
-        let Some(grammar) = self.grammar.as_mut() else { return self.sampler.sample(ctx, idx) };
+        let answering = self.forcer.phase() == Phase::Answer;
+        let Some(grammar) = self.grammar.as_mut().filter(|_| answering) else { return self.sampler.sample(ctx, idx) };
         let pick = |sampler: &mut LlamaSampler, grammar: Option<&mut LlamaSampler>| {
             let mut cur = ctx.token_data_array_ith(idx);
             if let Some(g) = grammar {
@@ -205,9 +207,9 @@ impl Sequence {
     /// Run a sampled token's bytes through the pipeline.
     pub fn on_token(&mut self, bytes: &[u8], eog: bool) -> Delta {
         let piece = if eog { self.utf8.flush() } else { self.utf8.push(bytes) };
-        let was_thinking = self.forcer.phase() == crate::reasoning::forcing::Phase::Thinking;
+        let was_thinking = self.forcer.phase() == Phase::Thinking;
         let step: Step = self.forcer.on_token(&piece, eog);
-        if was_thinking && self.forcer.phase() != crate::reasoning::forcing::Phase::Thinking {
+        if was_thinking && self.forcer.phase() != Phase::Thinking {
             self.thinking_ended_at = Some(std::time::Instant::now());
         }
         let (answer, stopped) = self.stop.push(&step.answer);
