@@ -96,7 +96,7 @@ fn max_completion_tokens_caps_thinking_and_answer_together() {
 #[test]
 fn streaming_and_non_streaming_agree() {
     let s = shared();
-    let body = json!({"messages": [{"role": "user", "content": QUESTIONS[1]}], "temperature": 0, "reasoning_effort": "minimal"});
+    let body = json!({"messages": [{"role": "user", "content": QUESTIONS[1]}], "temperature": 0, "reasoning_effort": "minimal", "logprobs": true});
     let whole = s.chat(&body);
     let mut sbody = body.clone();
     sbody["stream"] = json!(true);
@@ -117,6 +117,18 @@ fn streaming_and_non_streaming_agree() {
     let first_answer = kinds.iter().position(|k| !k).unwrap();
     assert!(kinds[first_answer..].iter().all(|k| !k));
     assert_same_usage(&chunks.last().unwrap()["usage"], &whole["usage"]);
+    // logprobs.content spells the content (the answer), not the thinking, streamed or not.
+    let spelled = |entries: Vec<Value>| entries.iter().map(|e| e["token"].as_str().unwrap().to_string()).collect::<String>();
+    let whole_lp = spelled(whole["choices"][0]["logprobs"]["content"].as_array().unwrap().clone());
+    assert_eq!(whole_lp.trim_start(), msg["content"].as_str().unwrap());
+    let streamed_lp = spelled(
+        chunks
+            .iter()
+            .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
+            .flat_map(|c| c["logprobs"]["content"].as_array().cloned().unwrap_or_default())
+            .collect(),
+    );
+    assert_eq!(streamed_lp, whole_lp);
 }
 
 #[test]

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::generation::{chat_chunk, chat_completion, finish_str, logprobs_json, submit, unix_now, usage_chunk, Collector};
+use super::generation::{chat_chunk, chat_completion, finish_str, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
-use crate::engine::{Engine, Event, ForcingRequest, JobSpec};
+use crate::engine::{Engine, Event, ForcingRequest, JobSpec, LogprobEntry};
 use crate::reasoning::plan::{self, ReasoningPlan};
 
 #[derive(Debug, Deserialize)]
@@ -220,7 +220,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
                 json!({
                     "index": i,
                     "message": view.message(&c.thinking, &c.answer),
-                    "logprobs": if p.logprobs { logprobs_json(&c.logprobs) } else { Value::Null },
+                    "logprobs": if p.logprobs { json!({"content": view.content_logprobs(&c.logprobs)}) } else { Value::Null },
                     "finish_reason": finish_str(c.finish),
                 })
             })
@@ -242,8 +242,15 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
             col.absorb(&event);
             match event {
                 Event::Delta { index, thinking, answer, logprobs: lp } => {
-                    for delta in view.stream_delta(&thinking, &answer, &mut answering[index]) {
-                        let lp = if logprobs { logprobs_json(&lp) } else { Value::Null };
+                    let mut lp = Some(view.content_logprobs(&lp)).filter(|v| logprobs && !v.is_empty());
+                    let mut deltas = view.stream_delta(&thinking, &answer, &mut answering[index]);
+                    if deltas.is_empty() && lp.is_some() {
+                        deltas.push(json!({"content": ""}));
+                    }
+                    // A step's tokens are reported once, with its last delta (the content).
+                    let last = deltas.len().saturating_sub(1);
+                    for (k, delta) in deltas.into_iter().enumerate() {
+                        let lp = if k == last { lp.take().map_or(Value::Null, |v| json!({"content": v})) } else { Value::Null };
                         yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": lp, "finish_reason": null}])));
                     }
                 }
@@ -302,6 +309,12 @@ impl View {
             m["reasoning"] = json!(thinking);
         }
         m
+    }
+
+    /// Log-probabilities of the tokens `content` shows: with thinking returned apart, the
+    /// answer's only, so the tokens spell the content as OpenAI's `logprobs.content` does.
+    pub fn content_logprobs(&self, entries: &[LogprobEntry]) -> Vec<LogprobEntry> {
+        entries.iter().filter(|e| !(self.separate && e.thinking)).cloned().collect()
     }
 
     fn close_or_newline(&self) -> String {

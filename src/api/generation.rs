@@ -186,10 +186,6 @@ pub fn finish_str(f: Option<FinishReason>) -> &'static str {
     }
 }
 
-pub fn logprobs_json(entries: &[LogprobEntry]) -> Value {
-    json!({ "content": entries })
-}
-
 /// One `chat.completion.chunk` of a streamed chat response.
 pub fn chat_chunk(id: &str, created: u64, model: &str, choices: Value) -> Value {
     json!({

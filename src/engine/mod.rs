@@ -125,6 +125,9 @@ pub struct LogprobEntry {
     pub logprob: f32,
     pub bytes: Vec<u8>,
     pub top_logprobs: Vec<TopLogprob>,
+    /// Sampled while thinking: not part of `content` when thinking is returned apart.
+    #[serde(skip)]
+    pub thinking: bool,
 }
 
 /// What a finished sequence reports.

@@ -615,7 +615,8 @@ impl<'m> Scheduler<'m> {
             token = best_non_eog(self.model, self.ctx.get_logits_ith(idx));
             eog = false;
         }
-        let lp = seq.logprobs.map(|top| logprob_entry(self.model, self.ctx.get_logits_ith(idx), token, top));
+        let thinking_token = seq.forcer.phase() == Phase::Thinking;
+        let lp = seq.logprobs.map(|top| logprob_entry(self.model, self.ctx.get_logits_ith(idx), token, top, thinking_token));
         if let Some(e) = &lp {
             seq.sum_logprob += e.logprob as f64;
         }
@@ -805,7 +806,7 @@ fn best_non_eog(model: &Model, logits: &[f32]) -> LlamaToken {
 }
 
 /// Log-probability of `token` (and the `top` best alternatives) from raw logits.
-fn logprob_entry(model: &Model, logits: &[f32], token: LlamaToken, top: u32) -> LogprobEntry {
+fn logprob_entry(model: &Model, logits: &[f32], token: LlamaToken, top: u32, thinking: bool) -> LogprobEntry {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
     let text = |t: LlamaToken| {
@@ -825,5 +826,5 @@ fn logprob_entry(model: &Model, logits: &[f32], token: LlamaToken, top: u32) -> 
         }
     }
     let (t, bytes) = text(token);
-    LogprobEntry { token: t, logprob: logits[token.0 as usize] - lse, bytes, top_logprobs }
+    LogprobEntry { token: t, logprob: logits[token.0 as usize] - lse, bytes, top_logprobs, thinking }
 }

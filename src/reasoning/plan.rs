@@ -83,7 +83,7 @@ fn err(param: &str, message: impl Into<String>) -> PlanError {
 }
 
 /// Effort labels are a closed set so that metric label cardinality stays bounded.
-const EFFORTS: [&str; 5] = ["none", "minimal", "low", "medium", "high"];
+const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
 
 fn effort_label(e: &str) -> &'static str {
     EFFORTS.iter().find(|x| **x == e).copied().unwrap_or("custom")
