@@ -453,6 +453,25 @@ fn a_finished_request_leaves_its_prompt_cached() {
 }
 
 #[test]
+fn a_chat_turn_reuses_the_previous_answer() {
+    let s = Server::start(&[]);
+    let first_turn = json!([{"role": "user", "content": "Write a haiku about rain."}]);
+    let first = s.chat(&json!({"messages": first_turn, "max_tokens": 24, "temperature": 0}));
+    let used = first["usage"]["prompt_tokens"].as_u64().unwrap() + first["usage"]["completion_tokens"].as_u64().unwrap();
+    let mut messages = first_turn.as_array().unwrap().clone();
+    messages.push(json!({"role": "assistant", "content": first["choices"][0]["message"]["content"]}));
+    messages.push(json!({"role": "user", "content": "Tell me more."}));
+    let body = json!({"messages": messages, "max_tokens": 16, "temperature": 0});
+    let second = s.chat(&body);
+    // The first turn's prompt and answer come from the cache, all but the token where they meet
+    // the template's end-of-turn marker.
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    assert!(cached + 1 >= used, "{} of {used}", second["usage"]);
+    let fresh = Server::start(&[]);
+    assert_eq!(second["choices"][0]["message"]["content"], fresh.chat(&body)["choices"][0]["message"]["content"]);
+}
+
+#[test]
 fn a_live_request_shares_its_prompt_prefix() {
     let s = Server::start(&[]);
     let prompt = "Describe the water cycle in detail, step by step, for a school report.";

@@ -52,6 +52,9 @@ struct ActiveJob {
     finished: usize,
     /// Per choice (self-consistency): running samples, extracted answers, stopped early.
     choices: Vec<ChoiceState>,
+    /// What the anchor's stream holds after the prompt's first p-1 tokens once its only
+    /// sequence has finished (that last prompt token, then the output): kept for a next turn.
+    tail: Vec<LlamaToken>,
     /// Proposed answers waiting for a P(True) judge: (choice, answer).
     judge_queue: VecDeque<(usize, String)>,
     judges_running: usize,
@@ -290,6 +293,7 @@ impl<'m> Scheduler<'m> {
         self.jobs.push_back(ActiveJob {
             pending: (0..n).collect(),
             choices: (0..groups).map(|_| ChoiceState::default()).collect(),
+            tail: Vec::new(),
             judge_queue: VecDeque::new(),
             judges_running: 0,
             judging_started: false,
@@ -532,6 +536,7 @@ impl<'m> Scheduler<'m> {
                     for (k, t) in seq.input.drain(..take).enumerate() {
                         batch.add(t, seq.pos, &[seq.seq_id], complete && k + 1 == take).expect("batch has room");
                         seq.pos += 1;
+                        seq.fed.push(t);
                     }
                     if complete {
                         outputs.push((id, batch.n_tokens() - 1));
@@ -631,6 +636,7 @@ impl<'m> Scheduler<'m> {
             let _ = self.ctx.clear_kv_cache_seq(Some(seq.seq_id as u32), Some(from as u32), None);
             seq.pos = from;
             seq.generated -= delta.rollback as u32;
+            seq.fed.truncate(seq.fed.len() - delta.rollback as usize);
         }
         if delta.feed_sampled {
             seq.input.push(token);
@@ -686,7 +692,7 @@ impl<'m> Scheduler<'m> {
     fn end_judge(&mut self, ji: usize, id: i32) -> (usize, String) {
         let slot = self.slots[id as usize].take().expect("judge slot");
         self.jobs[ji].judges_running -= 1;
-        self.release_slot(ji, id);
+        self.release_slot(ji, id, Vec::new());
         slot.judge.expect("judge slot")
     }
 
@@ -697,12 +703,16 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Free a finished sequence's cells; the anchor keeps the prompt while the job may still fork.
-    fn release_slot(&mut self, ji: usize, id: i32) {
+    /// Free a finished sequence's cells; the anchor keeps the prompt while the job may still fork,
+    /// and the whole output when the job forks nothing (`fed`: what the sequence wrote there).
+    fn release_slot(&mut self, ji: usize, id: i32, fed: Vec<LlamaToken>) {
         let job = &mut self.jobs[ji];
         if id == job.anchor {
             job.anchor_busy = false;
-            let keep = (job.job.spec.prompt.len() - 1) as u32;
+            if job.job.spec.n == 1 && job.job.spec.vote.is_none() {
+                job.tail = fed;
+            }
+            let keep = (job.job.spec.prompt.len() - 1 + job.tail.len()) as u32;
             let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), Some(keep), None);
         } else {
             let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), None, None);
@@ -742,7 +752,7 @@ impl<'m> Scheduler<'m> {
             job.choices[choice].answers.push(answer);
         }
         job.send(Event::Finished { index: seq.index, reason, stats });
-        self.release_slot(ji, id);
+        self.release_slot(ji, id, std::mem::take(&mut seq.fed));
         if let Some((_, confidence)) = adaptive {
             let c = &self.jobs[ji].choices[choice];
             if !c.stopped && reason != FinishReason::Cancelled && crate::reasoning::vote::should_stop(&c.answers, confidence) {
@@ -773,13 +783,18 @@ impl<'m> Scheduler<'m> {
         self.retained[id as usize].clear();
     }
 
-    /// The anchor's slot becomes free and keeps the prefilled prompt for later prefixes.
+    /// The anchor's slot becomes free and keeps the prefilled prompt, and the output of a job
+    /// that forked nothing, for later prompts that start the same way (a chat's next turn).
     fn release_job(&mut self, job: ActiveJob) {
-        let keep = job.prefilled.min(job.job.spec.prompt.len() - 1);
-        let _ = self.ctx.clear_kv_cache_seq(Some(job.anchor as u32), Some(keep as u32), None);
+        let prompt = &job.job.spec.prompt;
+        let mut kept = prompt[..job.prefilled.min(prompt.len() - 1)].to_vec();
+        if !job.tail.is_empty() {
+            kept.extend_from_slice(&job.tail);
+        }
+        let _ = self.ctx.clear_kv_cache_seq(Some(job.anchor as u32), Some(kept.len() as u32), None);
         if !job.anchor_busy {
             self.free.insert(job.anchor);
-            self.retained[job.anchor as usize] = job.job.spec.prompt[..keep].to_vec();
+            self.retained[job.anchor as usize] = kept;
         }
     }
 

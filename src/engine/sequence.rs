@@ -125,6 +125,9 @@ pub struct Sequence {
     pub pos: i32,
     /// Tokens to feed at the next decode step (the last sampled one, or forced text).
     pub input: Vec<LlamaToken>,
+    /// Tokens already in this sequence's stream from position `pos` of its start on (the
+    /// prompt's last token first): what a finished request leaves for the next turn's prompt.
+    pub fed: Vec<LlamaToken>,
     sampler: LlamaSampler,
     /// Structured output: checked apart from the chain (see `sample`).
     grammar: Option<LlamaSampler>,
@@ -151,6 +154,7 @@ impl Sequence {
             seq_id,
             pos,
             input: vec![first],
+            fed: Vec::new(),
             sampler: build_sampler(sampling, model.n_vocab),
             // The API compiled this grammar against the same vocabulary, so it loads here too.
             grammar: sampling.grammar.as_ref().and_then(|g| {
