@@ -55,6 +55,8 @@ struct ActiveJob {
     /// What the anchor's stream holds after the prompt's first p-1 tokens once its only
     /// sequence has finished (that last prompt token, then the output): kept for a next turn.
     tail: Vec<LlamaToken>,
+    /// A decode failed: the stream holds nothing worth keeping.
+    failed: bool,
     /// Proposed answers waiting for a P(True) judge: (choice, answer).
     judge_queue: VecDeque<(usize, String)>,
     judges_running: usize,
@@ -294,6 +296,7 @@ impl<'m> Scheduler<'m> {
             pending: (0..n).collect(),
             choices: (0..groups).map(|_| ChoiceState::default()).collect(),
             tail: Vec::new(),
+            failed: false,
             judge_queue: VecDeque::new(),
             judges_running: 0,
             judging_started: false,
@@ -787,8 +790,9 @@ impl<'m> Scheduler<'m> {
     /// that forked nothing, for later prompts that start the same way (a chat's next turn).
     fn release_job(&mut self, job: ActiveJob) {
         let prompt = &job.job.spec.prompt;
-        let mut kept = prompt[..job.prefilled.min(prompt.len() - 1)].to_vec();
-        if !job.tail.is_empty() {
+        let mut kept = Vec::new();
+        if !job.failed {
+            kept.extend_from_slice(&prompt[..job.prefilled.min(prompt.len() - 1)]);
             kept.extend_from_slice(&job.tail);
         }
         let _ = self.ctx.clear_kv_cache_seq(Some(job.anchor as u32), Some(kept.len() as u32), None);
@@ -800,13 +804,11 @@ impl<'m> Scheduler<'m> {
 
     fn fail_job(&mut self, key: u64, message: String) {
         let Some(ji) = self.job_index(key) else { return };
-        let anchor = self.jobs[ji].anchor;
-        self.jobs[ji].send(Event::Error { message });
-        self.jobs[ji].job.cancel.store(true, Ordering::Relaxed);
+        let job = &mut self.jobs[ji];
+        job.failed = true;
+        job.send(Event::Error { message });
+        job.job.cancel.store(true, Ordering::Relaxed);
         self.reap_cancelled();
-        // A failed decode leaves no cells worth keeping.
-        let _ = self.ctx.clear_kv_cache_seq(Some(anchor as u32), None, None);
-        self.retained[anchor as usize].clear();
     }
 }
 
