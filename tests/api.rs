@@ -245,6 +245,27 @@ fn concurrent_greedy_requests_match_sequential_ones() {
 }
 
 #[test]
+fn simultaneous_requests_all_decode_at_once() {
+    // Eight requests for eight slots: none may wait for another to finish (a scheduler bug once
+    // left admitted jobs idle while the first one ran).
+    let s = Server::start(&[]);
+    let body = json!({"messages": [{"role": "user", "content": "Write a story."}], "max_tokens": 64, "temperature": 0, "ignore_eos": true});
+    let peak = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..8).map(|_| sc.spawn(|| s.chat(&body))).collect();
+        let mut peak: f64 = 0.0;
+        while !handles.iter().all(|h| h.is_finished()) {
+            peak = peak.max(s.metric("thinkscale_active_sequences"));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for h in handles {
+            assert_eq!(h.join().unwrap()["usage"]["completion_tokens"], 64);
+        }
+        peak
+    });
+    assert_eq!(peak, 8.0);
+}
+
+#[test]
 fn disconnect_mid_stream_frees_the_slot() {
     let s = Server::start(&[]);
     let body = json!({"messages": [{"role": "user", "content": "Write a very long essay about the sea."}], "max_tokens": 2000, "stream": true});

@@ -368,7 +368,9 @@ impl<'m> Scheduler<'m> {
                 } else if let Some(&id) = self.free.first() {
                     id
                 } else {
-                    return;
+                    // No slot to fork into, but later jobs may still start on their own anchors
+                    // (every admitted job holds one: returning here left them idle).
+                    break;
                 };
                 let Some(work) = self.next_work(ji) else { break };
                 if seq_id != self.jobs[ji].anchor {
