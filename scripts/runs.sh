@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Reproduces a measured run in docs/runs/NAME: serves the default model and runs `thinkscale eval`
-# with that run's settings (all sample from the whole vocabulary, top_k 0, as the runs did).
+# Reproduces a measured run in docs/runs/NAME: serves the run's model and runs `thinkscale eval`
+# with that run's settings (the SmolLM2 runs sample from the whole vocabulary, top_k 0, as they did;
+# the Qwen runs use the server's default top_k 40).
 # Extra flags go to `thinkscale eval run`; a rerun resumes; OUT=dir writes elsewhere.
 #   scaling          docs/SCALING.md: 200 problems x budgets {0,64,256,1024} x samples {1,4,8}
 #   control          budget forcing: 30 problems x budgets {0,16,64,256}, one chain each
 #   sc-fixed         self-consistency@8 on 50 one- and two-step problems, budget 64, T 0.7
 #   sc-adaptive      the same with adaptive stopping (Beta rule)
 #   sc-fixed-t03, sc-adaptive-t03   the same two at temperature 0.3
+#   qwen-scaffold-natural, qwen-scaffold-instruct
+#                    Qwen2.5-Coder-0.5B, greedy, 60 problems x budgets {128, unlimited} under each
+#                    scaffold, and the plain answer (no thinking) beside the natural one: does the
+#                    budget knob cost accuracy?
+#   qwen-sweep       Qwen2.5-Coder-0.5B, T 0.7: 100 problems x budgets {0,128,unlimited} x 8 chains
+#                    recorded; the 1/4/8-sample cells and vote rules derived offline (eval derive)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03 [eval flags]}
+name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep [eval flags]}
 shift
 serve=()
+fetch=smollm2
+top_k=(--top-k 0)
+qwen=models/qwen2.5-coder-0.5b-instruct.gguf
 case $name in
   scaling) serve=(--parallel 16 --ctx-size 32768)
            run=(--gen 200 --levels 1,2,3,4 --budgets 0,64,256,1024 --samples 1,4,8 --concurrency 16 --answer-tokens 16) ;;
@@ -20,17 +30,29 @@ case $name in
            run=(--gen 50 --levels 1,2 --budgets 64 --samples 8)
            [[ $name == *adaptive* ]] && run+=(--adaptive)
            [[ $name == *t03 ]] && run+=(--temperature 0.3) ;;
+  qwen-scaffold-*)
+           fetch=qwen0.5 top_k=() serve=(--model "$qwen" --parallel 8 --ctx-size 16384)
+           budgets=128,unlimited
+           [[ $name == *natural ]] && budgets=plain,$budgets
+           run=(--gen 60 --levels 1,2,3,4 --budgets "$budgets" --samples 1 --temperature 0
+                --concurrency 8 --scaffold "${name#qwen-scaffold-}") ;;
+  qwen-sweep)
+           fetch=qwen0.5 top_k=() serve=(--model "$qwen" --parallel 16 --ctx-size 32768)
+           run=(--gen 100 --levels 1,2,3,4 --budgets 0,128,unlimited --samples 8 --record --concurrency 2
+                --scaffold natural) ;;
   *) echo "unknown run '$name'" >&2; exit 2 ;;
 esac
-models/fetch.sh
-cargo build --release --locked
+models/fetch.sh "$fetch"
+# THINKSCALE=path runs a binary built earlier (a long run is not rebuilt under its feet).
+bin=${THINKSCALE:-target/release/thinkscale}
+[[ -n ${THINKSCALE:-} ]] || cargo build --release --locked
 port=${PORT:-8181}
-target/release/thinkscale serve --port "$port" "${serve[@]}" &
+"$bin" serve --port "$port" "${serve[@]}" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
   kill -0 "$pid" 2>/dev/null || { echo "server failed to start" >&2; exit 1; }
   sleep 0.5
 done
-target/release/thinkscale eval run --url "http://127.0.0.1:$port" --seed 1 --top-k 0 "${run[@]}" \
+"$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${run[@]}" \
   --out "${OUT:-docs/runs/$name}" "$@"

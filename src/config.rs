@@ -74,9 +74,12 @@ pub struct ReasoningConfig {
     /// Think markers for thinking models; empty = detect from the vocabulary.
     pub think_open: Option<String>,
     pub think_close: Option<String>,
+    /// How models without think tokens are made to think: `natural` (their own answer is the
+    /// chain) or `instruct` (the instruction below asks for a chain and the marker).
+    pub scaffold: crate::reasoning::plan::Scaffold,
     /// Marker that ends the scaffolded chain of thought on models without think tokens.
     pub scaffold_marker: String,
-    /// Instruction appended to the system prompt on models without think tokens.
+    /// Instruction appended to the system prompt by the `instruct` scaffold.
     pub scaffold_instruction: String,
     /// Text injected before the close marker when the budget runs out.
     pub budget_message: String,
@@ -117,6 +120,7 @@ impl Default for ReasoningConfig {
             effort_verifier,
             think_open: None,
             think_close: None,
+            scaffold: Default::default(),
             scaffold_marker: "Final answer:".into(),
             scaffold_instruction: "Think step by step. When you are done thinking, write \"Final answer:\" followed by the answer.".into(),
             budget_message: "\nI have to give the answer now.\n".into(),

@@ -15,7 +15,7 @@ use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
 use crate::engine::{Engine, Event, ForcingRequest, JobSpec, LogprobEntry};
-use crate::reasoning::plan::{self, ReasoningPlan};
+use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
 
 #[derive(Debug, Deserialize)]
 struct ChatFields {
@@ -132,7 +132,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     let native = engine.model.think_markers.clone();
     let plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
     let rc = &cfg.reasoning;
-    if plan.thinking && native.is_none() {
+    if plan.thinking && native.is_none() && plan.scaffold == Scaffold::Instruct {
         plan::scaffold(&mut msgs, &rc.scaffold_instruction);
     }
     let mut text = engine.model.render_chat(&msgs).map_err(|e| ApiError::bad_request(e, Some("messages")))?;
@@ -146,7 +146,8 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         }
     }
     let prompt = engine.model.tokenize(&text, true);
-    let room = (engine.slot_ctx as i64) - prompt.len() as i64 - 64;
+    // Every token of the slot may be used: the prompt leaves at least one for the output.
+    let room = (engine.slot_ctx as i64) - prompt.len() as i64;
     if room < 1 {
         return Err(ApiError::bad_request(
             format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), engine.slot_ctx),
@@ -158,6 +159,8 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         min_thinking: plan.min_thinking,
         max_thinking: plan.max_thinking,
         close_marker: native.as_ref().map_or_else(|| rc.scaffold_marker.clone(), |(_, c)| c.clone()),
+        // The scaffold's marker starts a paragraph of its own, after whatever the chain ended with.
+        close_text: native.as_ref().map_or_else(|| format!("\n\n{}", rc.scaffold_marker), |(_, c)| c.clone()),
         budget_message: plan.budget_message.clone().unwrap_or_else(|| rc.budget_message.clone()),
         answer_cue: if native.is_some() { "\n\n".into() } else { rc.answer_cue.clone() },
         wait_text: rc.wait_text.clone(),

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::error::ApiError;
-use super::generation::{finish_str, submit, unix_now, Collector};
+use super::generation::{finish_str, submit, unix_now, usage, Collector};
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common};
 use super::AppState;
@@ -83,7 +83,8 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
     let mut receivers = Vec::new();
     let mut collectors = Vec::new();
     for (i, prompt) in prompts.into_iter().enumerate() {
-        let room = engine.slot_ctx as i64 - prompt.len() as i64 - 64;
+        // Every token of the slot may be used: the prompt leaves at least one for the output.
+        let room = engine.slot_ctx as i64 - prompt.len() as i64;
         if room < 1 {
             return Err(ApiError::bad_request(
                 format!("Prompt {i} is {} tokens; the context holds {}", prompt.len(), engine.slot_ctx),
@@ -112,14 +113,10 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
     let want_lp = top.is_some();
     if !v.stream {
         let mut choices = Vec::new();
-        let mut prompt_tokens = 0;
-        let mut completion_tokens = 0;
         for (i, (mut rx, col)) in receivers.into_iter().zip(collectors.iter_mut()).enumerate() {
             let r = col.run(&mut rx).await;
             col.log();
             r?;
-            prompt_tokens += col.prompt_tokens;
-            completion_tokens += col.completion_tokens() as usize;
             for (j, c) in col.choices.iter().enumerate() {
                 let text = if echo { format!("{}{}", texts[i], c.answer) } else { c.answer.clone() };
                 choices.push(json!({
@@ -132,7 +129,7 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
         let body = json!({
             "id": id, "object": "text_completion", "created": created, "model": model,
             "system_fingerprint": super::FINGERPRINT, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+            "usage": usage(&collectors),
             "timings": collectors[0].timings(),
         });
         return Ok(axum::Json(body).into_response());
@@ -170,10 +167,8 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
             }
         }
         if include_usage {
-            let p: usize = collectors.iter().map(|c| c.prompt_tokens).sum();
-            let c: usize = collectors.iter().map(|c| c.completion_tokens() as usize).sum();
             let mut last = chunk(json!([]));
-            last["usage"] = json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c});
+            last["usage"] = usage(&collectors);
             yield Item::Data(last);
         }
         for c in &collectors {

@@ -126,14 +126,7 @@ impl Collector {
     }
 
     pub fn usage(&self) -> Value {
-        let completion = self.completion_tokens();
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": self.prompt_tokens as u32 + completion,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens()},
-        })
+        usage(std::slice::from_ref(self))
     }
 
     /// llama.cpp-style timings, with thinking split from the answer.
@@ -205,6 +198,19 @@ pub fn chat_completion(id: &str, created: u64, model: &str, choices: Vec<Value>,
         body["thinkscale"] = json!({"graded": {"correct": ok}});
     }
     axum::Json(body).into_response()
+}
+
+/// OpenAI `usage` over the collectors of one response (completions runs one per prompt).
+pub fn usage(cols: &[Collector]) -> Value {
+    let prompt: usize = cols.iter().map(|c| c.prompt_tokens).sum();
+    let completion: u32 = cols.iter().map(Collector::completion_tokens).sum();
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt as u32 + completion,
+        "prompt_tokens_details": {"cached_tokens": cols.iter().map(|c| c.cached_tokens).sum::<usize>()},
+        "completion_tokens_details": {"reasoning_tokens": cols.iter().map(Collector::reasoning_tokens).sum::<u32>()},
+    })
 }
 
 /// The closing chunk of a stream with `stream_options.include_usage`.

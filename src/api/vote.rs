@@ -77,6 +77,10 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
     for i in range {
         let c = &col.choices[i];
         let cancelled = c.finish == Some(FinishReason::Cancelled);
+        // An adaptive stop cancels the samples not yet launched: they never ran, so they are not listed.
+        if cancelled && c.stats.completion_tokens == 0 {
+            continue;
+        }
         let answer = final_answer(&c.stats.answer, &c.stats.thinking);
         let score = match plan.verifier {
             Verifier::None => None,

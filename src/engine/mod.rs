@@ -61,7 +61,10 @@ pub struct ForcingRequest {
     pub min_thinking: u32,
     /// Thinking budget; `None` = until the model closes (within `max_tokens`).
     pub max_thinking: Option<u32>,
+    /// Text that ends thinking when the model writes it.
     pub close_marker: String,
+    /// Text the server injects to end thinking (the marker, set apart from the chain).
+    pub close_text: String,
     pub budget_message: String,
     pub answer_cue: String,
     pub wait_text: String,

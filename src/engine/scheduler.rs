@@ -31,6 +31,9 @@ struct Injections {
     close: Vec<LlamaToken>,
     wait: Vec<LlamaToken>,
     wait_text: String,
+    /// Shown in the thinking when the budget cuts it, as llama-server does, so a client can
+    /// tell a forced cut from a natural end.
+    budget_message: String,
 }
 
 struct ActiveJob {
@@ -272,10 +275,11 @@ impl<'m> Scheduler<'m> {
         let forcing = job.spec.forcing.as_ref().map(|f| {
             let tok = |s: &str| self.model.tokenize(s, false);
             let inj = Injections {
-                cutoff: tok(&format!("{}{}{}", f.budget_message, f.close_marker, f.answer_cue)),
-                close: tok(&format!("{}{}", f.close_marker, f.answer_cue)),
+                cutoff: tok(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue)),
+                close: tok(&format!("{}{}", f.close_text, f.answer_cue)),
                 wait: tok(&f.wait_text),
                 wait_text: f.wait_text.clone(),
+                budget_message: f.budget_message.clone(),
             };
             let max = effective_max_thinking(f.max_thinking, job.spec.max_tokens, f.answer_reserve, inj.cutoff.len() as u32);
             let spec = ForcingSpec {
@@ -652,10 +656,13 @@ impl<'m> Scheduler<'m> {
                 Injection::Close => &tokens.close,
                 Injection::Wait => &tokens.wait,
             };
-            if inj == Injection::Wait {
-                thinking.push_str(&tokens.wait_text);
-                seq.thinking_text.push_str(&tokens.wait_text);
-            }
+            let shown = match inj {
+                Injection::Wait => tokens.wait_text.as_str(),
+                Injection::Cutoff => tokens.budget_message.as_str(),
+                Injection::Close => "",
+            };
+            thinking.push_str(shown);
+            seq.thinking_text.push_str(shown);
             seq.input.extend_from_slice(forced);
             seq.generated += forced.len() as u32;
         }

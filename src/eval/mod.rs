@@ -1,6 +1,7 @@
 //! `thinkscale eval`: generate problems and sweep budgets x samples against any OpenAI-compatible
 //! server, then report accuracy against thinking time (CSV, JSON, SVG and PNG plots, s1 metrics).
 
+mod derive;
 pub mod gen;
 mod report;
 mod run;
@@ -20,6 +21,17 @@ pub enum EvalCommand {
         /// Run directory (holds results.jsonl)
         dir: PathBuf,
     },
+    /// Derive every (samples, vote rule) cell offline from the chains a `run --record` kept
+    Derive(DeriveArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DeriveArgs {
+    /// Run directory (holds chains.jsonl)
+    pub dir: PathBuf,
+    /// Sample counts to derive: the first k recorded chains of each question
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    pub k: Vec<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -59,7 +71,9 @@ pub struct RunArgs {
     /// Use only the first N problems
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Thinking budgets (tokens) or effort levels (none, minimal, low, medium, high)
+    /// Thinking budgets: tokens, `unlimited` (thinking until the model ends, within
+    /// --max-tokens), `plain` (no thinking requested: the model's own answer, within --max-tokens)
+    /// or effort levels (none, minimal, low, medium, high, xhigh, max)
     #[arg(long, value_delimiter = ',', default_value = "0,64,256,1024")]
     pub budgets: Vec<String>,
     /// Samples per question (self-consistency)
@@ -82,6 +96,20 @@ pub struct RunArgs {
     /// Answer tokens allowed after thinking
     #[arg(long, default_value_t = 48)]
     pub answer_tokens: u32,
+    /// Token cap of `unlimited` and `plain` requests
+    #[arg(long, default_value_t = 1024)]
+    pub max_tokens: u32,
+    /// How an instruct model is made to think: natural or instruct (the server's default when omitted)
+    #[arg(long)]
+    pub scaffold: Option<String>,
+    /// Text injected when the budget cuts thinking (`reasoning_budget_message`; the server's
+    /// default when omitted)
+    #[arg(long)]
+    pub budget_message: Option<String>,
+    /// Keep every chain of every request in chains.jsonl (with --samples N, all N), so that
+    /// `eval derive` can report smaller sample counts and other vote rules without rerunning
+    #[arg(long)]
+    pub record: bool,
     /// Requests in flight
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -108,8 +136,13 @@ pub fn main(cmd: EvalCommand) -> anyhow::Result<()> {
         }
         EvalCommand::Run(a) => {
             tokio::runtime::Runtime::new()?.block_on(run::run(a.clone()))?;
-            report::report(&a.out)
+            report::report(&a.out)?;
+            if a.record {
+                derive::derive(&DeriveArgs { dir: a.out.clone(), k: vec![1, 4, 8] })?;
+            }
+            Ok(())
         }
         EvalCommand::Report { dir } => report::report(&dir),
+        EvalCommand::Derive(a) => derive::derive(&a),
     }
 }

@@ -21,7 +21,7 @@ struct CellSummary {
 
 /// Sort key of a budget cell: a token count, or an effort level by its default budget
 /// (unlimited and unknown levels last).
-fn budget_order(b: &str) -> f64 {
+pub(super) fn budget_order(b: &str) -> f64 {
     b.parse::<f64>().unwrap_or_else(|_| match crate::config::ReasoningConfig::default().effort_budgets.get(b) {
         Some(&v) if v >= 0 => v as f64,
         _ => 1e9,
@@ -127,7 +127,7 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn register_font() {
+pub(super) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).map_err(|_| ()).expect("embedded font parses");

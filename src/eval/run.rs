@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::derive::{chains_of, ChainRecord};
 use super::gen::{generate, Problem};
 use super::RunArgs;
 use crate::reasoning::grade::grade;
@@ -101,16 +102,36 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
     if let Some(k) = a.top_k {
         body["top_k"] = json!(k);
     }
-    match budget.parse::<u32>() {
-        Ok(b) => {
+    match (budget, budget.parse::<u32>()) {
+        (_, Ok(b)) => {
             body["thinking_budget_tokens"] = json!(b);
             // Room for the injected close (when there is thinking) and a short answer.
             body["max_tokens"] = json!(if b == 0 { a.answer_tokens } else { b + 32 + a.answer_tokens });
         }
-        Err(_) => body["reasoning_effort"] = json!(budget),
+        ("unlimited", _) => {
+            body["thinking_budget_tokens"] = json!(-1);
+            body["max_tokens"] = json!(a.max_tokens);
+        }
+        ("plain", _) => body["max_tokens"] = json!(a.max_tokens),
+        _ => body["reasoning_effort"] = json!(budget),
     }
+    if let Some(m) = &a.budget_message {
+        body["reasoning_budget_message"] = json!(m);
+    }
+    let mut reasoning = serde_json::Map::new();
     if samples > 1 {
-        body["reasoning"] = json!({"samples": samples, "aggregate": a.aggregate, "verifier": a.verifier, "adaptive": a.adaptive});
+        reasoning.extend([
+            ("samples".into(), json!(samples)),
+            ("aggregate".into(), json!(a.aggregate)),
+            ("verifier".into(), json!(a.verifier)),
+            ("adaptive".into(), json!(a.adaptive)),
+        ]);
+    }
+    if let Some(s) = &a.scaffold {
+        reasoning.insert("scaffold".into(), json!(s));
+    }
+    if !reasoning.is_empty() {
+        body["reasoning"] = Value::Object(reasoning);
     }
     body
 }
@@ -170,6 +191,10 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} eta {eta} {msg}")?.progress_chars("=> "));
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(900)).build()?;
     let file = Arc::new(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&results_path)?));
+    let chains_file = match a.record {
+        true => Some(Arc::new(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(a.out.join("chains.jsonl"))?))),
+        false => None,
+    };
     let url = format!("{}/v1/chat/completions", a.url.trim_end_matches('/'));
     let correct = Arc::new(Mutex::new((0u64, 0u64)));
     let a = Arc::new(a);
@@ -177,6 +202,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     futures::stream::iter(tasks)
         .map(|(budget, samples, qi)| {
             let (client, url, a, problems, file, bar, correct) = (client.clone(), url.clone(), a.clone(), problems.clone(), file.clone(), bar.clone(), correct.clone());
+            let chains_file = chains_file.clone();
             async move {
                 let p = &problems[qi];
                 let seed = a.seed.wrapping_mul(1_000_003).wrapping_add(qi as u64);
@@ -186,17 +212,22 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                 if let Some(k) = &a.api_key {
                     req = req.bearer_auth(k);
                 }
-                let record = match req.send().await {
+                let (record, chains) = match req.send().await {
                     Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                        Ok(v) => parse(&v, &budget, samples, p, t0.elapsed().as_secs_f64()),
-                        Err(e) => failed(&budget, samples, p, e.to_string()),
+                        Ok(v) => (parse(&v, &budget, samples, p, t0.elapsed().as_secs_f64()), a.record.then(|| chains_of(&v))),
+                        Err(e) => (failed(&budget, samples, p, e.to_string()), None),
                     },
                     Ok(r) => {
                         let status = r.status();
-                        failed(&budget, samples, p, format!("{status}: {}", r.text().await.unwrap_or_default()))
+                        (failed(&budget, samples, p, format!("{status}: {}", r.text().await.unwrap_or_default())), None)
                     }
-                    Err(e) => failed(&budget, samples, p, e.to_string()),
+                    Err(e) => (failed(&budget, samples, p, e.to_string()), None),
                 };
+                if let (Some(chains), Some(chains_file)) = (chains, &chains_file) {
+                    let kept = ChainRecord { budget: budget.clone(), id: p.id.clone(), level: p.level, expected: record.expected.clone(), chains };
+                    let line = serde_json::to_string(&kept).expect("serialisable") + "\n";
+                    chains_file.lock().expect("chains lock").write_all(line.as_bytes()).expect("writing chains");
+                }
                 if a.post && record.error.is_none() {
                     post_observation(&client, &a, &record).await;
                 }
@@ -222,9 +253,16 @@ fn failed(budget: &str, samples: u32, p: &Problem, error: String) -> Record {
 
 async fn post_observation(client: &reqwest::Client, a: &RunArgs, r: &Record) {
     use crate::reasoning::grade::{budget_bucket, samples_bucket};
-    let (effort, budget) = match r.budget.parse::<u32>() {
-        Ok(b) => ("budget".to_string(), budget_bucket(Some(b)).to_string()),
-        Err(_) => (r.budget.clone(), "unlimited".to_string()),
+    // Filed under the labels the server gives the same request (see reasoning::plan::normalise),
+    // so a harness run and live traffic land in the same cells of the scaling table.
+    let (effort, budget) = match (r.budget.as_str(), r.budget.parse::<u32>()) {
+        (_, Ok(b)) => ("budget".to_string(), budget_bucket(Some(b))),
+        ("unlimited", _) => ("default".to_string(), budget_bucket(None)),
+        ("plain", _) => ("none".to_string(), budget_bucket(Some(0))),
+        (level, _) => {
+            let tokens = crate::config::ReasoningConfig::default().effort_budgets.get(level).copied().unwrap_or(-1);
+            (level.to_string(), budget_bucket(u32::try_from(tokens).ok()))
+        }
     };
     let obs = json!({"observations": [{"effort": effort, "budget": budget, "samples": samples_bucket(r.samples),
         "correct": r.correct, "thinking_seconds": r.thinking_seconds, "thinking_tokens": r.thinking_tokens}]});
@@ -232,5 +270,9 @@ async fn post_observation(client: &reqwest::Client, a: &RunArgs, r: &Record) {
     if let Some(k) = &a.api_key {
         req = req.bearer_auth(k);
     }
-    let _ = req.send().await;
+    match req.send().await {
+        Ok(resp) if resp.status().is_success() => {}
+        Ok(resp) => eprintln!("posting the observation for {} was refused: {}", r.id, resp.status()),
+        Err(e) => eprintln!("posting the observation for {} failed: {e}", r.id),
+    }
 }

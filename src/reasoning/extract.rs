@@ -69,10 +69,12 @@ fn after_last_ci<'a>(text: &'a str, pat: &str) -> Option<&'a str> {
 }
 
 /// The first number in `rest` if it starts within its first line, else that line's text.
+/// A line that works the result out ("23 + 12 = 35") answers with what follows its last `=`.
 fn first_number_or_line(rest: &str) -> Option<String> {
     let line = rest.trim_start().lines().next().unwrap_or("").trim();
-    if let Some(n) = numbers(line).first() {
-        return Some(n.clone());
+    let result = line.rfind('=').map_or(line, |i| &line[i + 1..]);
+    if let Some(n) = numbers(result).into_iter().next().or_else(|| numbers(line).into_iter().next()) {
+        return Some(n);
     }
     let line = line.trim_matches(|c: char| c == '.' || c == '*' || c == ':' || c.is_whitespace());
     (!line.is_empty() && line.len() <= 64).then(|| line.to_string())
@@ -168,6 +170,14 @@ mod tests {
         for (text, want) in table {
             assert_eq!(x(text).unwrap_or_default(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn a_worked_line_answers_with_its_result() {
+        assert_eq!(x("Final answer: 23 + 12 = 35 apples"), Some("35".into()));
+        assert_eq!(x("The answer is 4 * 5 = 20."), Some("20".into()));
+        // Nothing after the sign: the line's first number still answers.
+        assert_eq!(x("Final answer: 35 =\nnext"), Some("35".into()));
     }
 
     #[test]

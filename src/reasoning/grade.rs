@@ -41,7 +41,7 @@ pub fn budget_bucket(max_thinking: Option<u32>) -> &'static str {
 
 /// Every value the (effort, budget, samples) labels may take.
 pub const LABELS: (&[&str], &[&str], &[&str]) = (
-    &["none", "minimal", "low", "medium", "high", "custom", "budget", "default"],
+    &super::plan::EFFORT_LABELS,
     &["0", "64", "256", "1024", "4096", "more", "unlimited"],
     &["1", "2", "4", "8", "16", "more"],
 );
@@ -97,6 +97,41 @@ pub fn summarise(obs: &[Observation]) -> Cell {
         p90_thinking_seconds: p90,
         mean_thinking_tokens: mean(|o| o.thinking_tokens),
     }
+}
+
+/// The compute-optimal frontier: indices of the points (cost, accuracy) that no cheaper-or-equal
+/// point matches in accuracy, in increasing cost. The best accuracy reachable at each cost.
+pub fn frontier(points: &[(f64, f64)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    // Cheapest first; at equal cost the more accurate point first, so it alone is kept.
+    order.sort_by(|&a, &b| points[a].0.total_cmp(&points[b].0).then(points[b].1.total_cmp(&points[a].1)));
+    let mut best = f64::NEG_INFINITY;
+    let mut keep = Vec::new();
+    for i in order {
+        if points[i].1 > best {
+            best = points[i].1;
+            keep.push(i);
+        }
+    }
+    keep
+}
+
+/// Exact two-sided McNemar test for two settings graded on the same questions: `b` questions
+/// only the first got right, `c` only the second. The p-value that they are equally accurate.
+pub fn mcnemar_p(b: u64, c: u64) -> f64 {
+    let n = b + c;
+    if n == 0 {
+        return 1.0;
+    }
+    // P(X <= min(b, c)) for X ~ Binomial(n, 1/2), doubled; terms built in log space.
+    let k = b.min(c);
+    let mut log_term = -(n as f64) * std::f64::consts::LN_2; // C(n, 0) / 2^n
+    let mut tail = 0.0;
+    for j in 0..=k {
+        tail += log_term.exp();
+        log_term += ((n - j) as f64).ln() - ((j + 1) as f64).ln();
+    }
+    (2.0 * tail).min(1.0)
 }
 
 /// s1's Control: share of requests whose thinking stayed within [min, max].
@@ -161,5 +196,24 @@ mod tests {
         assert_eq!(control(&[true, true, false, true]), 0.75);
         // Pairs: (0,.1)-(1,.3): .2 ; (0,.1)-(2,.3): .1 ; (1,.3)-(2,.3): 0 -> mean .1
         assert!((scaling(&[(0.0, 0.1), (1.0, 0.3), (2.0, 0.3)]) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn frontier_keeps_only_points_that_buy_accuracy() {
+        // (cost, accuracy): the 30-cost point is beaten by the cheaper 20; 40 ties 20's cost.
+        let pts = [(10.0, 0.2), (30.0, 0.3), (20.0, 0.5), (20.0, 0.4), (50.0, 0.7), (60.0, 0.7)];
+        assert_eq!(frontier(&pts), vec![0, 2, 4]);
+        assert!(frontier(&[]).is_empty());
+    }
+
+    #[test]
+    fn mcnemar_matches_the_binomial_tail() {
+        assert_eq!(mcnemar_p(0, 0), 1.0);
+        assert_eq!(mcnemar_p(3, 3), 1.0);
+        // 0 vs 6 discordant: 2 * 0.5^6.
+        assert!((mcnemar_p(0, 6) - 2.0 / 64.0).abs() < 1e-12);
+        // 2 vs 10: 2 * (1 + 12 + 66) / 4096.
+        assert!((mcnemar_p(10, 2) - 2.0 * 79.0 / 4096.0).abs() < 1e-12);
+        assert!(mcnemar_p(400, 300) < 0.001);
     }
 }

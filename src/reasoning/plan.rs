@@ -21,7 +21,33 @@ pub struct ReasoningPlan {
     pub separate: bool,
     /// Metrics label: an effort level, `budget` (explicit tokens) or `default`.
     pub effort: &'static str,
+    /// How a model without think tokens is made to think (`reasoning.scaffold`).
+    pub scaffold: Scaffold,
     pub sampling: SamplingPlan,
+}
+
+/// How the server makes an instruct model (no think tokens) think.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scaffold {
+    /// The prompt is left as sent: the model's own step-by-step answer is the chain, and the
+    /// server appends the close marker and answer cue when it ends (or when the budget cuts it).
+    /// Costs no accuracy against the model's plain answer once the budget covers its length.
+    #[default]
+    Natural,
+    /// An instruction joins the system prompt asking the model to think and then write the
+    /// close marker itself.
+    Instruct,
+}
+
+impl Scaffold {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "natural" => Some(Self::Natural),
+            "instruct" => Some(Self::Instruct),
+            _ => None,
+        }
+    }
 }
 
 /// Self-consistency: how many chains to sample and how to choose among them.
@@ -82,8 +108,14 @@ fn err(param: &str, message: impl Into<String>) -> PlanError {
     PlanError { param: param.into(), message: message.into() }
 }
 
-/// Effort labels are a closed set so that metric label cardinality stays bounded.
+/// Effort levels a request may name (the config may define more; they are labelled `custom`).
 const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
+
+/// Every value the `effort` label of a plan, a metric or a scaling observation may take: the
+/// levels, then `custom` (a configured level outside them), `budget` (explicit tokens) and
+/// `default` (thinking on, no budget named). One closed list, so label cardinality stays bounded
+/// and the planner, the metrics and `/v1/scaling/observations` agree.
+pub const EFFORT_LABELS: [&str; 10] = ["none", "minimal", "low", "medium", "high", "xhigh", "max", "custom", "budget", "default"];
 
 fn effort_label(e: &str) -> &'static str {
     EFFORTS.iter().find(|x| **x == e).copied().unwrap_or("custom")
@@ -267,6 +299,11 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
         _ => "default",
     };
     let sampling = sampling_plan(req, cfg, effort.get().map(|(e, _)| e))?;
+    let scaffold = match req.get("reasoning").and_then(|r| r.get("scaffold")).filter(|v| !v.is_null()) {
+        Some(v) => Scaffold::parse(string(v, "reasoning.scaffold")?)
+            .ok_or_else(|| err("reasoning.scaffold", "'reasoning.scaffold' must be \"natural\" or \"instruct\""))?,
+        None => cfg.scaffold,
+    };
     Ok(ReasoningPlan {
         thinking,
         min_thinking: if thinking { min_thinking as u32 } else { 0 },
@@ -275,6 +312,7 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
         exclude,
         separate,
         effort: label,
+        scaffold,
         sampling,
     })
 }

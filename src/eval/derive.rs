@@ -1,0 +1,317 @@
+//! Cells derived offline from recorded chains (the usual way maj@k is reported): a run with
+//! `--record --samples 8` keeps every chain of every question, and the 1-, 4- and 8-sample cells
+//! under every vote rule are computed from them without generating again. The k-sample cell uses
+//! each question's first k chains (sample seeds are consecutive, so they are the chains a k-sample
+//! request would have drawn), and its cost is those k chains' tokens.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::report::{budget_order, register_font};
+use super::DeriveArgs;
+use crate::reasoning::extract::{final_answer, normalise};
+use crate::reasoning::grade::{frontier, mcnemar_p, wilson};
+use crate::reasoning::plan::Aggregate;
+use crate::reasoning::verify::arithmetic_score;
+use crate::reasoning::vote::{decide, Ballot};
+
+/// One generated chain as the server returned it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Chain {
+    pub reasoning: String,
+    pub content: String,
+    pub thinking_tokens: f64,
+    pub completion_tokens: f64,
+    pub mean_logprob: Option<f64>,
+    pub finish_reason: Option<String>,
+}
+
+/// Every chain of one (budget, question) request: a line of chains.jsonl.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainRecord {
+    pub budget: String,
+    pub id: String,
+    pub level: u32,
+    pub expected: String,
+    pub chains: Vec<Chain>,
+}
+
+/// The chains of a chat response: a voted response lists its samples in the `thinkscale`
+/// object; a single one is its message.
+pub fn chains_of(v: &Value) -> Vec<Chain> {
+    let choice = &v["choices"][0];
+    let num = |x: &Value| x.as_f64().unwrap_or(0.0);
+    if let Some(samples) = choice["thinkscale"]["samples"].as_array() {
+        return samples
+            .iter()
+            .map(|s| Chain {
+                reasoning: s["reasoning"].as_str().unwrap_or("").to_string(),
+                content: s["content"].as_str().unwrap_or("").to_string(),
+                thinking_tokens: num(&s["thinking_tokens"]),
+                completion_tokens: num(&s["completion_tokens"]),
+                mean_logprob: s["mean_logprob"].as_f64(),
+                finish_reason: s["finish_reason"].as_str().map(str::to_string),
+            })
+            .collect();
+    }
+    let msg = &choice["message"];
+    let usage = &v["usage"];
+    vec![Chain {
+        reasoning: msg["reasoning_content"].as_str().or(msg["reasoning"].as_str()).unwrap_or("").to_string(),
+        content: msg["content"].as_str().unwrap_or("").to_string(),
+        thinking_tokens: num(&usage["completion_tokens_details"]["reasoning_tokens"]),
+        completion_tokens: num(&usage["completion_tokens"]),
+        mean_logprob: None,
+        finish_reason: choice["finish_reason"].as_str().map(str::to_string),
+    }]
+}
+
+/// How a derived cell chooses among its k chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rule {
+    /// One chain: no vote.
+    Single,
+    Majority,
+    /// Arithmetic verifier, score-weighted vote.
+    ArithmeticWeighted,
+    /// Arithmetic verifier, best-scored chain.
+    ArithmeticBest,
+}
+
+impl Rule {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Majority => "majority",
+            Self::ArithmeticWeighted => "arithmetic-weighted",
+            Self::ArithmeticBest => "arithmetic-best",
+        }
+    }
+
+    /// The chosen answer of the chains under this rule.
+    fn choose(self, chains: &[Chain]) -> Option<String> {
+        let ballots: Vec<Ballot> = chains
+            .iter()
+            .map(|c| {
+                let answer = final_answer(&c.content, &c.reasoning);
+                let score = match self {
+                    Self::Single | Self::Majority => None,
+                    // As the server scores it: a chain with no arithmetic claim is neutral.
+                    Self::ArithmeticWeighted | Self::ArithmeticBest => {
+                        Some(arithmetic_score(&format!("{}\n{}", c.reasoning, c.content), answer.as_deref()).unwrap_or(0.5))
+                    }
+                };
+                Ballot { answer, score, mean_logprob: c.mean_logprob.unwrap_or(0.0) }
+            })
+            .collect();
+        let aggregate = match self {
+            Self::Single | Self::Majority => Aggregate::Majority,
+            Self::ArithmeticWeighted => Aggregate::Weighted,
+            Self::ArithmeticBest => Aggregate::Best,
+        };
+        decide(&ballots, aggregate).answer
+    }
+}
+
+/// One derived (budget, k, rule) cell over every question recorded at that budget.
+struct Derived {
+    budget: String,
+    k: usize,
+    rule: Rule,
+    /// Correctness per question id (for paired tests between cells).
+    outcomes: BTreeMap<String, bool>,
+    mean_tokens: f64,
+    mean_thinking_tokens: f64,
+    accuracy: f64,
+    ci: (f64, f64),
+}
+
+impl Derived {
+    fn label(&self) -> String {
+        format!("{} k={} {}", self.budget, self.k, self.rule.as_str())
+    }
+    /// Series a cell belongs to in the plot: `plain` answers apart from thinking budgets.
+    fn series(&self) -> (bool, usize, Rule) {
+        (self.budget == "plain", self.k, self.rule)
+    }
+}
+
+/// Paired p-value that two cells are equally accurate, over the questions both graded.
+fn paired_p(a: &Derived, b: &Derived) -> f64 {
+    let (mut only_a, mut only_b) = (0, 0);
+    for (id, &x) in &a.outcomes {
+        match b.outcomes.get(id) {
+            Some(&y) if x && !y => only_a += 1,
+            Some(&y) if y && !x => only_b += 1,
+            _ => {}
+        }
+    }
+    mcnemar_p(only_a, only_b)
+}
+
+pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
+    let path = a.dir.join("chains.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    // Latest record per (budget, question); a partial last line from a killed run is skipped.
+    let mut latest: BTreeMap<(String, String), ChainRecord> = BTreeMap::new();
+    for r in text.lines().filter_map(|l| serde_json::from_str::<ChainRecord>(l).ok()) {
+        latest.insert((r.budget.clone(), r.id.clone()), r);
+    }
+    anyhow::ensure!(!latest.is_empty(), "no chains in {}", path.display());
+    let mut by_budget: BTreeMap<String, Vec<&ChainRecord>> = BTreeMap::new();
+    for r in latest.values() {
+        by_budget.entry(r.budget.clone()).or_default().push(r);
+    }
+
+    let mut cells: Vec<Derived> = Vec::new();
+    for (budget, records) in &by_budget {
+        let most = records.iter().map(|r| r.chains.len()).min().unwrap_or(0);
+        for &k in a.k.iter().filter(|&&k| k >= 1 && k <= most) {
+            let rules: &[Rule] = if k == 1 { &[Rule::Single] } else { &[Rule::Majority, Rule::ArithmeticWeighted, Rule::ArithmeticBest] };
+            for &rule in rules {
+                let mut outcomes = BTreeMap::new();
+                let (mut tokens, mut thinking) = (0.0, 0.0);
+                for r in records {
+                    let chains = &r.chains[..k];
+                    let want = normalise(r.expected.rsplit("####").next().unwrap_or(""));
+                    let got = rule.choose(chains);
+                    outcomes.insert(r.id.clone(), !want.is_empty() && got.as_deref() == Some(want.as_str()));
+                    tokens += chains.iter().map(|c| c.completion_tokens).sum::<f64>();
+                    thinking += chains.iter().map(|c| c.thinking_tokens).sum::<f64>();
+                }
+                let n = outcomes.len() as u64;
+                let correct = outcomes.values().filter(|c| **c).count() as u64;
+                cells.push(Derived {
+                    budget: budget.clone(),
+                    k,
+                    rule,
+                    outcomes,
+                    mean_tokens: tokens / n as f64,
+                    mean_thinking_tokens: thinking / n as f64,
+                    accuracy: correct as f64 / n as f64,
+                    ci: wilson(correct, n),
+                });
+            }
+        }
+    }
+    cells.sort_by(|x, y| {
+        (x.series(), budget_order(&x.budget)).partial_cmp(&(y.series(), budget_order(&y.budget))).unwrap_or(std::cmp::Ordering::Equal)
+    });
+
+    let points: Vec<(f64, f64)> = cells.iter().map(|c| (c.mean_tokens, c.accuracy)).collect();
+    let on_frontier = frontier(&points);
+    // The most accurate cell (the cheapest among equals) and the model's own single answer.
+    let best = on_frontier.last().copied();
+    let plain = cells.iter().position(|c| c.budget == "plain" && c.k == 1);
+
+    let mut rows = Vec::new();
+    let mut w = csv::Writer::from_path(a.dir.join("derived.csv"))?;
+    w.write_record(["budget", "k", "rule", "questions", "accuracy", "ci_low", "ci_high", "mean_tokens", "mean_thinking_tokens", "frontier", "p_vs_best", "p_vs_plain"])?;
+    let mut md = String::from(
+        "| budget | k | rule | questions | accuracy | 95% CI | tokens / question | thinking tokens | frontier | p vs best | p vs plain |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (i, c) in cells.iter().enumerate() {
+        let p_best = best.map(|b| paired_p(c, &cells[b]));
+        let p_plain = plain.map(|p| paired_p(c, &cells[p]));
+        let fmt_p = |p: Option<f64>| p.map(|p| format!("{p:.3}")).unwrap_or_default();
+        let on = on_frontier.contains(&i);
+        w.write_record([
+            c.budget.clone(), c.k.to_string(), c.rule.as_str().into(), c.outcomes.len().to_string(), format!("{:.4}", c.accuracy),
+            format!("{:.4}", c.ci.0), format!("{:.4}", c.ci.1), format!("{:.1}", c.mean_tokens), format!("{:.1}", c.mean_thinking_tokens),
+            on.to_string(), fmt_p(p_best), fmt_p(p_plain),
+        ])?;
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1}% | {:.1}–{:.1}% | {:.0} | {:.0} | {} | {} | {} |\n",
+            c.budget, c.k, c.rule.as_str(), c.outcomes.len(), 100.0 * c.accuracy, 100.0 * c.ci.0, 100.0 * c.ci.1, c.mean_tokens,
+            c.mean_thinking_tokens, if on { "yes" } else { "" }, fmt_p(p_best), fmt_p(p_plain),
+        ));
+        rows.push(json!({"budget": c.budget, "k": c.k, "rule": c.rule.as_str(), "questions": c.outcomes.len(), "accuracy": c.accuracy,
+            "ci_low": c.ci.0, "ci_high": c.ci.1, "mean_tokens": c.mean_tokens, "mean_thinking_tokens": c.mean_thinking_tokens,
+            "frontier": on, "p_vs_best": p_best, "p_vs_plain": p_plain}));
+    }
+    w.flush()?;
+    let best_label = best.map(|b| cells[b].label());
+    std::fs::write(a.dir.join("derived.json"), serde_json::to_string_pretty(&json!({"cells": rows, "best": best_label}))?)?;
+    std::fs::write(a.dir.join("derived.md"), &md)?;
+    plot(&a.dir.join("derived_accuracy_vs_tokens.svg"), &cells, &on_frontier, false)?;
+    plot(&a.dir.join("derived_accuracy_vs_tokens.png"), &cells, &on_frontier, true)?;
+    print!("{md}");
+    if let Some(b) = best_label {
+        println!("best: {b}; p vs best >= 0.05: not significantly different from it (exact McNemar, paired by question)");
+    }
+    println!("wrote {}/derived.{{csv,json,md}}, derived_accuracy_vs_tokens.{{svg,png}}", a.dir.display());
+    Ok(())
+}
+
+fn plot(path: &Path, cells: &[Derived], on_frontier: &[usize], png: bool) -> anyhow::Result<()> {
+    register_font();
+    let size = (1000, 620);
+    if png {
+        draw(BitMapBackend::new(path, size).into_drawing_area(), cells, on_frontier)
+    } else {
+        draw(SVGBackend::new(path, size).into_drawing_area(), cells, on_frontier)
+    }
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, cells: &[Derived], on_frontier: &[usize]) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("plotting: {e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let x = |c: &Derived| c.mean_tokens.max(1.0);
+    let x_lo = cells.iter().map(x).fold(f64::INFINITY, f64::min) / 1.3;
+    let x_hi = cells.iter().map(x).fold(1.0, f64::max) * 1.3;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Accuracy vs generated tokens per question (95% Wilson intervals; dashed: frontier)", ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), 0.0..1.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("tokens generated per question, all chains (log scale)")
+        .y_desc("accuracy")
+        .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    let mut series: BTreeMap<(bool, usize, Rule), Vec<&Derived>> = BTreeMap::new();
+    for c in cells {
+        series.entry(c.series()).or_default().push(c);
+    }
+    for (i, ((plain, k, rule), cs)) in series.into_iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        let name = format!("{}k={k} {}", if plain { "plain " } else { "" }, rule.as_str());
+        // Cells arrive in budget order: the line follows the budget knob.
+        chart
+            .draw_series(LineSeries::new(cs.iter().map(|c| (x(c), c.accuracy)), colour.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
+        chart.draw_series(cs.iter().map(|c| ErrorBar::new_vertical(x(c), c.ci.0, c.accuracy, c.ci.1, colour.stroke_width(1), 6))).map_err(err)?;
+        chart.draw_series(cs.iter().map(|c| Circle::new((x(c), c.accuracy), 4, colour.filled()))).map_err(err)?;
+        chart.draw_series(cs.iter().map(|c| Text::new(c.budget.clone(), (x(c), c.accuracy + 0.015), ("sans-serif", 11)))).map_err(err)?;
+    }
+    let front: Vec<(f64, f64)> = on_frontier.iter().map(|&i| (x(&cells[i]), cells[i].accuracy)).collect();
+    chart
+        .draw_series(DashedLineSeries::new(front, 6, 4, BLACK.stroke_width(2)))
+        .map_err(err)?
+        .label("frontier")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
