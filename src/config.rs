@@ -23,6 +23,8 @@ pub struct Config {
     pub threads: Option<i32>,
     pub queue_size: usize,
     pub api_key: Option<String>,
+    /// Origins a browser page may call the API from (`*` for any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub max_stop_sequences: usize,
     pub default_max_tokens: u32,
@@ -47,6 +49,7 @@ impl Default for Config {
             threads: None,
             queue_size: 64,
             api_key: None,
+            cors_origins: Vec::new(),
             max_body_bytes: 2 * 1024 * 1024,
             max_stop_sequences: 16,
             default_max_tokens: 512,
@@ -174,6 +177,10 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on /v1 routes
     #[arg(long, env = "THINKSCALE_API_KEY")]
     pub api_key: Option<String>,
+    /// Let browser pages from this origin call the API (repeat or comma-separate; `*` for any
+    /// origin). Default: no CORS headers, so only same-origin pages can
+    #[arg(long = "cors-origin", env = "THINKSCALE_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
     /// Server-wide thinking budget: -1 unlimited, 0 off, N tokens [default: -1]
     #[arg(long, env = "THINKSCALE_REASONING_BUDGET", allow_hyphen_values = true)]
     pub reasoning_budget: Option<i64>,
@@ -198,7 +205,7 @@ impl Config {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone().into(); } )* };
         }
-        take!(model, host, port, ctx_size, parallel, threads, batch_size, queue_size, api_key, backends_dir);
+        take!(model, host, port, ctx_size, parallel, threads, batch_size, queue_size, api_key, backends_dir, cors_origins);
         if args.gpu_layers.is_some() {
             cfg.gpu_layers = args.gpu_layers;
         }
@@ -230,6 +237,12 @@ impl Config {
             "reasoning_format must be auto, deepseek or none"
         );
         anyhow::ensure!(self.reasoning.budget >= -1, "reasoning budget must be -1, 0 or positive");
+        for o in self.cors_origins.iter().filter(|o| *o != "*") {
+            anyhow::ensure!(
+                axum::http::HeaderValue::from_str(o).is_ok() && (o.starts_with("http://") || o.starts_with("https://")),
+                "cors origin '{o}' must be '*' or a scheme and host such as http://localhost:3000"
+            );
+        }
         Ok(())
     }
 

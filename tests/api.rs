@@ -474,6 +474,28 @@ fn a_finished_request_leaves_its_prompt_cached() {
 }
 
 #[test]
+fn the_whole_slot_is_usable_and_completions_report_cached_tokens() {
+    // 16384 cells / 8 slots: 2048 tokens per request. A prompt of 2040 leaves room for 8.
+    let s = Server::start(&[]);
+    let prompt = |n: usize| json!((0..n).map(|i| 300 + (i % 50) as i64).collect::<Vec<_>>());
+    let (st, v) = s.post("/v1/completions", &json!({"prompt": prompt(2040), "max_tokens": 4, "temperature": 0}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 4, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0, "{v}");
+    // Asked for more than fits, the output runs to the end of the slot, not 64 tokens short.
+    let (st, v) = s.post("/v1/completions", &json!({"prompt": prompt(2040), "max_tokens": 100, "temperature": 0, "ignore_eos": true}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 8, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    // The second time the prompt is (all but its last token) cached, and usage says so.
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 2039, "{v}");
+    assert!(v["usage"]["completion_tokens_details"]["reasoning_tokens"].is_u64(), "{v}");
+    let (st, v) = s.post("/v1/completions", &json!({"prompt": prompt(2048), "max_tokens": 1}));
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+}
+
+#[test]
 fn a_chat_turn_reuses_the_previous_answer() {
     let s = Server::start(&[]);
     let first_turn = json!([{"role": "user", "content": "Write a haiku about rain."}]);

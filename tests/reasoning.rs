@@ -71,6 +71,44 @@ fn budgets_are_never_exceeded_and_there_is_always_an_answer() {
 }
 
 #[test]
+fn the_natural_scaffold_thinks_with_the_models_own_answer() {
+    let s = shared();
+    for q in &QUESTIONS[..3] {
+        let plain = ask(s, q, json!({"temperature": 0, "max_tokens": 300}));
+        let thought = ask(s, q, json!({"temperature": 0, "thinking_budget_tokens": -1, "max_tokens": 420}));
+        let own = plain["choices"][0]["message"]["content"].as_str().unwrap().trim();
+        let msg = &thought["choices"][0]["message"];
+        let chain = msg["reasoning_content"].as_str().unwrap().trim();
+        // The chain is the model's own answer, token for token (the prompt is not changed), and
+        // the answer after it is the model's restatement.
+        if plain["choices"][0]["finish_reason"] == "stop" {
+            assert_eq!(chain, own, "{thought}");
+        } else {
+            assert!(chain.starts_with(own), "{chain:?} does not continue {own:?}");
+        }
+        assert_eq!(thought["usage"]["prompt_tokens"], plain["usage"]["prompt_tokens"]);
+        assert!(!msg["content"].as_str().unwrap().trim().is_empty(), "{thought}");
+    }
+}
+
+#[test]
+fn a_cut_shows_its_budget_message_and_the_scaffold_is_chosen_per_request() {
+    let s = shared();
+    let v = ask(s, QUESTIONS[0], json!({"temperature": 0, "thinking_budget_tokens": 8, "reasoning_budget_message": "\n[out of budget]\n"}));
+    let chain = v["choices"][0]["message"]["reasoning_content"].as_str().unwrap();
+    assert!(chain.ends_with("\n[out of budget]\n"), "{chain:?}");
+    assert_eq!(reasoning_tokens(&v), 8);
+    // The instruct scaffold adds its instruction to the prompt; the natural one leaves it alone.
+    let natural = ask(s, QUESTIONS[0], json!({"temperature": 0, "thinking_budget_tokens": 32}));
+    let instruct = ask(s, QUESTIONS[0], json!({"temperature": 0, "thinking_budget_tokens": 32, "reasoning": {"scaffold": "instruct"}}));
+    let prompt = |v: &Value| v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt(&instruct) > prompt(&natural) + 10, "{instruct} {natural}");
+    let (st, e) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "reasoning": {"scaffold": "loud"}}));
+    assert_eq!(st, 400);
+    assert_eq!(e["error"]["param"], "reasoning.scaffold", "{e}");
+}
+
+#[test]
 fn min_thinking_forces_at_least_the_minimum() {
     let s = shared();
     for i in 0..6 {

@@ -53,6 +53,10 @@ fn greedy_samples_agree_and_adaptive_stops_after_the_first_wave() {
     assert_eq!(x["samples_used"], 4, "{x}");
     let answers: Vec<&Value> = x["samples"].as_array().unwrap().iter().filter(|s| s["finish_reason"] != "cancelled").map(|s| &s["answer"]).collect();
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    // Only the first wave ran: the four samples never launched are not listed.
+    let listed = x["samples"].as_array().unwrap();
+    assert_eq!(listed.len(), 4, "{x}");
+    assert!(listed.iter().all(|s| s["completion_tokens"].as_u64().unwrap() > 0), "{x}");
     assert!(s.metric("thinkscale_adaptive_early_stops_total") >= 1.0);
     // Every slot is free again.
     assert_eq!(s.metric("thinkscale_active_sequences"), 0.0);

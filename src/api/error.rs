@@ -23,6 +23,16 @@ impl ApiError {
         e.param = param.map(str::to_string);
         e
     }
+    /// The same error for a request that reached this one under other field names (the
+    /// Responses API over chat): the param and the names quoted in the message are renamed.
+    pub fn rename_param(mut self, rename: impl Fn(&str) -> String) -> Self {
+        if let Some(p) = self.param.take() {
+            let to = rename(&p);
+            self.message = self.message.replace(&format!("'{p}'"), &format!("'{to}'"));
+            self.param = Some(to);
+        }
+        self
+    }
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self

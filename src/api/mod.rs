@@ -6,6 +6,7 @@ mod completions;
 pub mod error;
 mod generation;
 mod grading;
+mod responses;
 mod sse;
 mod types;
 mod vote;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(admin::models))
         .route("/v1/models/{model}", get(admin::model))
         .route("/v1/feedback", post(grading::feedback))
@@ -64,7 +66,32 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("No such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        // A handler that panics answers an OpenAI 500 (the message stays in the log, not the
+        // response); the connection and the server carry on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::internal("internal error").into_response()))
+        .layer(tower::util::option_layer(cors(&state.cfg.cors_origins)))
         .with_state(state)
+}
+
+/// CORS for the configured origins (outermost, so a preflight needs no API key); none: no layer.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Checked at start-up (Config::validate).
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers(AllowHeaders::mirror_request())
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {

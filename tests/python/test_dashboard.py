@@ -17,11 +17,11 @@ FLAGS = [
 ]
 
 
-def chromium(url: str, *extra: str) -> str:
+def chromium(url: str, *extra: str, stderr: bool = False) -> str:
     with tempfile.TemporaryDirectory() as profile:
         out = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
                              capture_output=True, text=True, timeout=120)
-    return out.stdout
+    return out.stderr if stderr else out.stdout
 
 
 def post(base: str, path: str, body: dict) -> dict:
@@ -49,12 +49,57 @@ def test_dashboard_draws_the_live_curve(server):
     assert shot.exists() and shot.stat().st_size > 10_000
     print(f"dashboard screenshot: {shot}")
 
+    # The page's console: chromium logs its messages with --enable-logging; a script error reads "Uncaught".
+    console = chromium(server + "/dashboard", "--dump-dom", "--enable-logging=stderr", "--v=0", stderr=True)
+    assert "Uncaught" not in console, console
     dom = chromium(server + "/dashboard", "--dump-dom")
     assert 'id="curve"' in dom
     assert len(re.findall(r'<circle[^>]*class="point"', dom)) == cells
-    assert len(re.findall(r'<polyline[^>]*class="line"', dom)) == len({r["samples"] for r in scaling["data"]})
+    # One line per (explicit budgets or effort levels, samples), a legend swatch for each, and the frontier.
+    family = lambda r: "budget" if r["effort"] in ("budget", "default") else "effort"
+    series = {(family(r), r["samples"]) for r in scaling["data"]}
+    assert len(re.findall(r'<polyline[^>]*class="line"', dom)) == len(series)
+    assert len(re.findall(r'<span class="swatch"', dom)) == len(series)
+    assert len(re.findall(r'<polyline[^>]*class="frontier"', dom)) == 1
     assert len(re.findall(r'<tr class="cell"', dom)) == cells
     assert re.search(r'id="active">\d+<', dom) and re.search(r'id="queue">\d+<', dom)
     assert "never" not in re.search(r'id="updated">([^<]*)<', dom).group(1)
     # No external assets: the page is self-contained.
     assert "http://" not in dom.replace("http://www.w3.org/2000/svg", "") and "https://" not in dom
+
+
+def test_a_page_on_another_origin_calls_the_api_only_when_allowed(tmp_path):
+    import http.server
+    import threading
+
+    from conftest import _free_port, start_server
+
+    page_port = _free_port()
+    origin = f"http://127.0.0.1:{page_port}"
+    allowed, base_allowed = start_server("--threads", "1", "--cors-origin", origin)
+    closed, base_closed = start_server("--threads", "1")
+    # The page asks both servers (with an API-key header, so the browser sends a preflight) and
+    # writes what came back into the DOM.
+    (tmp_path / "index.html").write_text(f"""<!doctype html><html><body><pre id="out">waiting</pre><script>
+    async function ask(base) {{
+      try {{
+        const r = await fetch(base + "/v1/chat/completions", {{method: "POST",
+          headers: {{"content-type": "application/json", "authorization": "Bearer none"}},
+          body: JSON.stringify({{messages: [{{role: "user", content: "Say hi"}}], max_tokens: 4, temperature: 0}})}});
+        const v = await r.json();
+        return "ok:" + v.object;
+      }} catch (e) {{ return "blocked"; }}
+    }}
+    Promise.all([ask("{base_allowed}"), ask("{base_closed}")]).then(r => document.getElementById("out").textContent = r.join(" "));
+    </script></body></html>""")
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", page_port), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        dom = chromium(origin + "/index.html", "--dump-dom", "--virtual-time-budget=60000")
+        assert re.search(r'id="out">ok:chat\.completion blocked<', dom), dom
+    finally:
+        httpd.shutdown()
+        for p in (allowed, closed):
+            p.terminate()
+            p.wait(timeout=60)

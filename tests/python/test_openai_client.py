@@ -124,3 +124,39 @@ def test_structured_output_through_the_client(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="any", messages=MSG, tools=[{"type": "function", "function": {"name": "f"}}])
     assert e.value.body["param"] == "tools"
+
+
+def test_responses_api_streaming_and_not(client):
+    args = dict(model="any", input="What is 17 + 25?", reasoning={"effort": "minimal"}, max_output_tokens=120, temperature=0)
+    r = client.responses.create(**args)
+    assert r.id.startswith("resp_") and r.object == "response"
+    assert [o.type for o in r.output] == ["reasoning", "message"]
+    chain = r.output[0].content[0].text
+    assert chain and r.output_text
+    assert 0 < r.usage.output_tokens_details.reasoning_tokens <= 64  # minimal effort: 64 tokens
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+
+    events = list(client.responses.create(**args, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    # The chain streams before the answer, and the deltas spell what the final response holds.
+    assert kinds.index("response.reasoning_text.delta") < kinds.index("response.output_text.delta")
+    done = events[-1].response
+    assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") == done.output[0].content[0].text
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == done.output_text
+    # Greedy: the streamed response is the non-streamed one.
+    assert done.output_text == r.output_text and done.output[0].content[0].text == chain
+
+
+def test_responses_api_maps_instructions_limits_and_errors(client):
+    r = client.responses.create(model="any", instructions="Answer in one word.", input=[{"role": "user", "content": "Name a colour."}],
+                                max_output_tokens=3, temperature=0, extra_body={"ignore_eos": True})
+    assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+    assert r.usage.output_tokens == 3
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="any", input="hi", previous_response_id="resp_123")
+    assert e.value.body["param"] == "previous_response_id"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="any", input="hi", max_output_tokens=0)
+    assert e.value.body["param"] == "max_output_tokens"

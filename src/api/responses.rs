@@ -1,0 +1,392 @@
+//! POST /v1/responses: the OpenAI Responses API over the chat pipeline. The request is mapped onto
+//! a chat request (input items -> messages, `instructions` -> system message, `reasoning.effort`,
+//! `max_output_tokens`, `text.format` -> `response_format`; every thinkscale and dialect field passes
+//! through), run by the chat endpoint, and its answer or stream is turned into Responses output
+//! items and typed events: a `reasoning` item with the chain of thought, then the `message`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::generation::unix_now;
+use super::sse::{self, Item};
+use super::types::parse_object;
+use super::AppState;
+
+/// Responses fields with no chat counterpart: dropped (they change nothing here) or mapped.
+const RESPONSES_ONLY: [&str; 14] = [
+    "input", "instructions", "max_output_tokens", "text", "store", "include", "truncation", "user", "background",
+    "service_tier", "prompt_cache_key", "safety_identifier", "parallel_tool_calls", "previous_response_id",
+];
+
+/// Chat parameter names in errors, spelled as the Responses request named them.
+fn responses_param(chat: &str) -> String {
+    let mapped = [
+        ("messages", "input"),
+        ("max_completion_tokens", "max_output_tokens"),
+        ("reasoning_effort", "reasoning.effort"),
+        ("response_format", "text.format"),
+    ];
+    for (from, to) in mapped {
+        if let Some(rest) = chat.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    chat.to_string()
+}
+
+fn text_of(content: &Value, param: &str) -> Result<String, ApiError> {
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for (j, p) in parts.iter().enumerate() {
+                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                    (Some("input_text" | "output_text" | "text"), Some(t)) => text.push_str(t),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            format!("{param}[{j}]: only input_text and output_text parts are supported"),
+                            Some(&format!("{param}[{j}]")),
+                        ))
+                    }
+                }
+            }
+            Ok(text)
+        }
+        _ => Err(ApiError::bad_request(format!("'{param}' must be a string or a list of text parts"), Some(param))),
+    }
+}
+
+/// The chat request a Responses request stands for.
+pub fn to_chat(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    if obj.get("previous_response_id").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::bad_request(
+            "previous_response_id is not supported: this server keeps no responses; send the conversation in 'input'",
+            Some("previous_response_id"),
+        ));
+    }
+    let mut messages = Vec::new();
+    match obj.get("instructions") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => messages.push(json!({"role": "system", "content": s})),
+        Some(_) => return Err(ApiError::bad_request("'instructions' must be a string", Some("instructions"))),
+    }
+    match obj.get("input") {
+        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let param = format!("input[{i}]");
+                match item.get("type").and_then(Value::as_str).unwrap_or("message") {
+                    "message" => {
+                        let role = item.get("role").and_then(Value::as_str).ok_or_else(|| {
+                            ApiError::bad_request(format!("'{param}.role' is required"), Some(&format!("{param}.role")))
+                        })?;
+                        let content = text_of(item.get("content").unwrap_or(&Value::Null), &format!("{param}.content"))?;
+                        messages.push(json!({"role": role, "content": content}));
+                    }
+                    // An earlier response's chain of thought: the model's own turn keeps only its answer.
+                    "reasoning" => {}
+                    other => {
+                        return Err(ApiError::bad_request(format!("input item type '{other}' is not supported"), Some(&format!("{param}.type"))))
+                    }
+                }
+            }
+        }
+        None | Some(Value::Null) => return Err(ApiError::bad_request("'input' is required", Some("input"))),
+        Some(_) => return Err(ApiError::bad_request("'input' must be a string or a list of items", Some("input"))),
+    }
+    let mut chat: Map<String, Value> = obj.iter().filter(|(k, _)| !RESPONSES_ONLY.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    chat.insert("messages".into(), Value::Array(messages));
+    if let Some(m) = obj.get("max_output_tokens").filter(|v| !v.is_null()) {
+        chat.insert("max_completion_tokens".into(), m.clone());
+    }
+    if let Some(Value::Object(r)) = obj.get("reasoning") {
+        // `summary` asks OpenAI for a summary of hidden reasoning; here the whole chain is returned.
+        let r: Map<String, Value> = r.iter().filter(|(k, _)| !matches!(k.as_str(), "summary" | "generate_summary")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        chat.insert("reasoning".into(), Value::Object(r));
+    }
+    if let Some(format) = obj.get("text").and_then(|t| t.get("format")).filter(|v| !v.is_null()) {
+        let rf = match format.get("type").and_then(Value::as_str) {
+            Some("text") => None,
+            Some("json_object") => Some(json!({"type": "json_object"})),
+            Some("json_schema") => {
+                let mut schema = format.as_object().cloned().unwrap_or_default();
+                schema.remove("type");
+                Some(json!({"type": "json_schema", "json_schema": schema}))
+            }
+            _ => return Err(ApiError::bad_request("'text.format.type' must be text, json_object or json_schema", Some("text.format.type"))),
+        };
+        if let Some(rf) = rf {
+            chat.insert("response_format".into(), rf);
+        }
+    }
+    if chat.get("stream").and_then(Value::as_bool) == Some(true) {
+        chat.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Ok(chat)
+}
+
+/// The Responses usage object from a chat usage object.
+fn usage(u: &Value) -> Value {
+    json!({
+        "input_tokens": u["prompt_tokens"],
+        "input_tokens_details": {"cached_tokens": u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0)},
+        "output_tokens": u["completion_tokens"],
+        "output_tokens_details": {"reasoning_tokens": u["completion_tokens_details"]["reasoning_tokens"].as_u64().unwrap_or(0)},
+        "total_tokens": u["total_tokens"],
+    })
+}
+
+fn reasoning_item(id: &str, text: &str) -> Value {
+    json!({"type": "reasoning", "id": format!("rs_{id}"), "summary": [], "content": [{"type": "reasoning_text", "text": text}], "status": "completed"})
+}
+
+fn message_item(id: &str, text: &str, status: &str) -> Value {
+    json!({"type": "message", "id": format!("msg_{id}"), "status": status, "role": "assistant",
+           "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
+}
+
+/// The response object around `output`, echoing the request's settings as OpenAI does.
+fn response_object(id: &str, created: u64, req: &Map<String, Value>, model: &str, status: &str, output: Vec<Value>, finish: Option<&str>) -> Value {
+    let effort = req.get("reasoning").and_then(|r| r.get("effort")).cloned().unwrap_or(Value::Null);
+    json!({
+        "id": format!("resp_{id}"),
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "error": null,
+        "incomplete_details": if finish == Some("length") { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "instructions": req.get("instructions").cloned().unwrap_or(Value::Null),
+        "max_output_tokens": req.get("max_output_tokens").cloned().unwrap_or(Value::Null),
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": false,
+        "previous_response_id": null,
+        "reasoning": {"effort": effort, "summary": null},
+        "temperature": req.get("temperature").cloned().unwrap_or(json!(1.0)),
+        "top_p": req.get("top_p").cloned().unwrap_or(json!(1.0)),
+        "text": {"format": req.get("text").and_then(|t| t.get("format")).cloned().unwrap_or(json!({"type": "text"}))},
+        "tool_choice": "none",
+        "tools": [],
+        "metadata": req.get("metadata").cloned().unwrap_or(json!({})),
+        "usage": null,
+    })
+}
+
+/// A finished chat completion as a response.
+fn from_chat(id: &str, req: &Map<String, Value>, chat: &Value) -> Value {
+    let choice = &chat["choices"][0];
+    let msg = &choice["message"];
+    let finish = choice["finish_reason"].as_str();
+    let mut output = Vec::new();
+    if let Some(chain) = msg["reasoning_content"].as_str().filter(|s| !s.is_empty()) {
+        output.push(reasoning_item(id, chain));
+    }
+    let status = if finish == Some("length") { "incomplete" } else { "completed" };
+    output.push(message_item(id, msg["content"].as_str().unwrap_or(""), status));
+    let mut r = response_object(id, chat["created"].as_u64().unwrap_or_else(unix_now), req, chat["model"].as_str().unwrap_or(""), status, output, finish);
+    r["usage"] = usage(&chat["usage"]);
+    if !choice["thinkscale"].is_null() {
+        r["thinkscale"] = choice["thinkscale"].clone();
+    }
+    r
+}
+
+pub async fn responses(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req = parse_object(&body?)?;
+    let chat = to_chat(&req)?;
+    let stream = chat.get("stream").and_then(Value::as_bool) == Some(true);
+    let inner = super::chat::chat_completions(State(state.clone()), Ok(Bytes::from(Value::Object(chat).to_string())))
+        .await
+        .map_err(|e| e.rename_param(responses_param))?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    if !stream {
+        let bytes = axum::body::to_bytes(inner.into_body(), usize::MAX).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let chat: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(axum::Json(from_chat(&id, &req, &chat)).into_response());
+    }
+    let model = state.cfg.model_id();
+    let events = async_stream::stream! {
+        let mut seq = 0u64;
+        let mut event = |kind: &str, mut v: Value| {
+            v["type"] = json!(kind);
+            v["sequence_number"] = json!(seq);
+            seq += 1;
+            Item::Data(v)
+        };
+        let created = unix_now();
+        let pending = response_object(&id, created, &req, &model, "in_progress", Vec::new(), None);
+        yield event("response.created", json!({"response": pending}));
+        yield event("response.in_progress", json!({"response": pending}));
+        let (mut chain, mut answer) = (String::new(), String::new());
+        let (mut finish, mut chat_usage) = (None::<String>, Value::Null);
+        let mut thinkscale = Value::Null;
+        // Output items open as their first text arrives: the reasoning item (index 0) when there
+        // is a chain, then the message.
+        let mut reasoning_open = false;
+        let mut message_index: Option<usize> = None;
+        let mut body = inner.into_body().into_data_stream();
+        let mut buf = String::new();
+        let mut failed = None;
+        'read: while let Some(part) = body.next().await {
+            let Ok(part) = part else { failed = Some("the response stream broke".to_string()); break };
+            buf.push_str(&String::from_utf8_lossy(&part));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+                if data == "[DONE]" {
+                    break 'read;
+                }
+                let Ok(chunk) = serde_json::from_str::<Value>(data) else { continue };
+                if let Some(msg) = chunk["error"]["message"].as_str() {
+                    failed = Some(msg.to_string());
+                    break 'read;
+                }
+                if !chunk["usage"].is_null() {
+                    chat_usage = chunk["usage"].clone();
+                }
+                let Some(c) = chunk["choices"].get(0) else { continue };
+                let delta = &c["delta"];
+                if let Some(t) = delta["reasoning_content"].as_str().filter(|t| !t.is_empty()) {
+                    if !reasoning_open {
+                        reasoning_open = true;
+                        let mut item = reasoning_item(&id, "");
+                        item["content"] = json!([]);
+                        item["status"] = json!("in_progress");
+                        yield event("response.output_item.added", json!({"output_index": 0, "item": item}));
+                    }
+                    chain.push_str(t);
+                    yield event("response.reasoning_text.delta", json!({"item_id": format!("rs_{id}"), "output_index": 0, "content_index": 0, "delta": t}));
+                }
+                if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                    if message_index.is_none() {
+                        if reasoning_open {
+                            yield event("response.reasoning_text.done", json!({"item_id": format!("rs_{id}"), "output_index": 0, "content_index": 0, "text": chain}));
+                            yield event("response.output_item.done", json!({"output_index": 0, "item": reasoning_item(&id, &chain)}));
+                        }
+                        let index = usize::from(reasoning_open);
+                        message_index = Some(index);
+                        let mut item = message_item(&id, "", "in_progress");
+                        item["content"] = json!([]);
+                        yield event("response.output_item.added", json!({"output_index": index, "item": item}));
+                        yield event("response.content_part.added", json!({"item_id": format!("msg_{id}"), "output_index": index, "content_index": 0,
+                            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}));
+                    }
+                    answer.push_str(t);
+                    yield event("response.output_text.delta", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0, "delta": t, "logprobs": []}));
+                }
+                if let Some(f) = c["finish_reason"].as_str() {
+                    finish = Some(f.to_string());
+                }
+                if !c["thinkscale"].is_null() {
+                    thinkscale = c["thinkscale"].clone();
+                }
+            }
+        }
+        if let Some(message) = failed {
+            let mut r = response_object(&id, created, &req, &model, "failed", Vec::new(), None);
+            r["error"] = json!({"code": "server_error", "message": message});
+            yield event("response.failed", json!({"response": r}));
+            return;
+        }
+        let status = if finish.as_deref() == Some("length") { "incomplete" } else { "completed" };
+        if message_index.is_none() {
+            // No answer text arrived: close the chain and open an empty message.
+            if reasoning_open {
+                yield event("response.reasoning_text.done", json!({"item_id": format!("rs_{id}"), "output_index": 0, "content_index": 0, "text": chain}));
+                yield event("response.output_item.done", json!({"output_index": 0, "item": reasoning_item(&id, &chain)}));
+            }
+            message_index = Some(usize::from(reasoning_open));
+            let mut item = message_item(&id, "", "in_progress");
+            item["content"] = json!([]);
+            yield event("response.output_item.added", json!({"output_index": message_index, "item": item}));
+            yield event("response.content_part.added", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}));
+        }
+        let part = json!({"type": "output_text", "text": answer, "annotations": [], "logprobs": []});
+        yield event("response.output_text.done", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0, "text": answer, "logprobs": []}));
+        yield event("response.content_part.done", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0, "part": part}));
+        yield event("response.output_item.done", json!({"output_index": message_index, "item": message_item(&id, &answer, status)}));
+        let mut output = Vec::new();
+        if reasoning_open {
+            output.push(reasoning_item(&id, &chain));
+        }
+        output.push(message_item(&id, &answer, status));
+        let mut done = response_object(&id, created, &req, &model, status, output, finish.as_deref());
+        done["usage"] = usage(&chat_usage);
+        if !thinkscale.is_null() {
+            done["thinkscale"] = thinkscale;
+        }
+        let kind = if status == "completed" { "response.completed" } else { "response.incomplete" };
+        yield event(kind, json!({"response": done}));
+    };
+    Ok(sse::respond(events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_responses_request_maps_onto_chat() {
+        let chat = to_chat(&obj(json!({
+            "model": "m", "instructions": "Be brief.",
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "2+2?"}]},
+                      {"type": "reasoning", "id": "rs_1", "summary": []},
+                      {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "4"}]},
+                      {"role": "user", "content": "and 3+3?"}],
+            "reasoning": {"effort": "low", "summary": "auto", "samples": 4},
+            "max_output_tokens": 300, "store": false, "temperature": 0.2, "thinking_budget_tokens": 64,
+            "text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}, "strict": true}},
+        })))
+        .unwrap();
+        assert_eq!(chat["messages"], json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"}]));
+        assert_eq!(chat["reasoning"], json!({"effort": "low", "samples": 4}));
+        assert_eq!(chat["max_completion_tokens"], 300);
+        assert_eq!(chat["response_format"], json!({"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}, "strict": true}}));
+        assert_eq!((chat["temperature"].clone(), chat["thinking_budget_tokens"].clone()), (json!(0.2), json!(64)));
+        for gone in ["input", "instructions", "max_output_tokens", "store", "text"] {
+            assert!(!chat.contains_key(gone), "{gone}");
+        }
+    }
+
+    #[test]
+    fn unsupported_inputs_are_named() {
+        let e = to_chat(&obj(json!({"input": "hi", "previous_response_id": "resp_1"}))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("previous_response_id"));
+        let e = to_chat(&obj(json!({"model": "m"}))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input"));
+        let e = to_chat(&obj(json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input[0].type"));
+        let e = to_chat(&obj(json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input[0].content[0]"));
+        assert_eq!(responses_param("max_completion_tokens"), "max_output_tokens");
+        assert_eq!(responses_param("messages[2].content"), "input[2].content");
+    }
+
+    #[test]
+    fn a_chat_completion_becomes_reasoning_and_message_items() {
+        let req = obj(json!({"input": "q", "reasoning": {"effort": "low"}, "max_output_tokens": 50}));
+        let chat = json!({"created": 7, "model": "m", "choices": [{"message": {"content": "42", "reasoning_content": "6*7"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14, "prompt_tokens_details": {"cached_tokens": 2},
+                      "completion_tokens_details": {"reasoning_tokens": 3}}});
+        let r = from_chat("x", &req, &chat);
+        assert_eq!(r["status"], "incomplete");
+        assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(r["output"][0]["type"], "reasoning");
+        assert_eq!(r["output"][0]["content"][0]["text"], "6*7");
+        assert_eq!(r["output"][1]["content"][0]["text"], "42");
+        assert_eq!(r["usage"]["output_tokens_details"]["reasoning_tokens"], 3);
+        assert_eq!(r["usage"]["input_tokens_details"]["cached_tokens"], 2);
+        assert_eq!(r["reasoning"]["effort"], "low");
+    }
+}
