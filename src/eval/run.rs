@@ -176,10 +176,12 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let results_path = a.out.join("results.jsonl");
     let done: HashSet<(String, String)> =
         read_records(&results_path)?.into_iter().filter(|r| r.error.is_none()).map(|r| (r.cell, r.id)).collect();
+    // Question by question, every cell of a question before the next question: a run stopped
+    // early still compares every cell on the same questions.
     let mut tasks = Vec::new();
-    for samples in &a.samples {
-        for budget in &a.budgets {
-            for (qi, p) in problems.iter().enumerate() {
+    for (qi, p) in problems.iter().enumerate() {
+        for samples in &a.samples {
+            for budget in &a.budgets {
                 if !done.contains(&(cell_id(budget, *samples), p.id.clone())) {
                     tasks.push((budget.clone(), *samples, qi));
                 }
