@@ -58,7 +58,8 @@ fn budgets_are_never_exceeded_and_there_is_always_an_answer() {
             }
             let t = &v["timings"];
             assert_eq!(t["thinking_n"].as_u64().unwrap(), used);
-            assert!(t["prompt_ms"].as_f64().unwrap() >= 0.0 && t["answer_ms"].as_f64().unwrap() >= 0.0);
+            // Thinking time is reported exactly when there was thinking.
+            assert_eq!(t["thinking_ms"].as_f64().unwrap() > 0.0, used > 0, "{t}");
         }
         if budget == 16 {
             // At 16 tokens the small model is nearly always cut off mid-thought.

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use common::Server;
+use thinkscale::reasoning::verify::{arithmetic_score, logprob_score};
 use serde_json::{json, Value};
 
 const Q: &str = "Tom has 12 apples and buys 7 more. How many apples does he have?";
@@ -71,7 +72,13 @@ fn verifiers_score_in_unit_interval() {
         assert_eq!(x["verifier"], verifier);
         for smp in x["samples"].as_array().unwrap() {
             let score = smp["score"].as_f64().unwrap();
-            assert!((0.0..=1.0).contains(&score), "{verifier}: {score}");
+            // The score is what the verifier computes from this sample's own chain.
+            let chain = format!("{}\n{}", smp["reasoning"].as_str().unwrap(), smp["content"].as_str().unwrap());
+            match verifier {
+                "arithmetic" => assert_eq!(Some(score), Some(arithmetic_score(&chain, smp["answer"].as_str()).unwrap_or(0.5)), "{smp}"),
+                "logprob" => assert!((score - logprob_score(smp["mean_logprob"].as_f64().unwrap())).abs() < 1e-9, "{smp}"),
+                _ => assert!((0.0..=1.0).contains(&score), "{verifier}: {score}"),
+            }
         }
         if verifier == "self" {
             // Judged answers got a real probability, not the default.

@@ -196,6 +196,22 @@ fn from_chat(id: &str, req: &Map<String, Value>, chat: &Value) -> Value {
     r
 }
 
+/// Events that close the reasoning item (when there is one) and open the message after it.
+fn open_message(id: &str, chain: Option<&str>) -> Vec<(&'static str, Value)> {
+    let mut events = Vec::new();
+    if let Some(chain) = chain {
+        events.push(("response.reasoning_text.done", json!({"item_id": format!("rs_{id}"), "output_index": 0, "content_index": 0, "text": chain})));
+        events.push(("response.output_item.done", json!({"output_index": 0, "item": reasoning_item(id, chain)})));
+    }
+    let index = usize::from(chain.is_some());
+    let mut item = message_item(id, "", "in_progress");
+    item["content"] = json!([]);
+    events.push(("response.output_item.added", json!({"output_index": index, "item": item})));
+    events.push(("response.content_part.added", json!({"item_id": format!("msg_{id}"), "output_index": index, "content_index": 0,
+        "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})));
+    events
+}
+
 pub async fn responses(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req = parse_object(&body?)?;
     let chat = to_chat(&req)?;
@@ -264,17 +280,10 @@ pub async fn responses(State(state): State<AppState>, body: Result<Bytes, BytesR
                 }
                 if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
                     if message_index.is_none() {
-                        if reasoning_open {
-                            yield event("response.reasoning_text.done", json!({"item_id": format!("rs_{id}"), "output_index": 0, "content_index": 0, "text": chain}));
-                            yield event("response.output_item.done", json!({"output_index": 0, "item": reasoning_item(&id, &chain)}));
+                        message_index = Some(usize::from(reasoning_open));
+                        for (kind, v) in open_message(&id, reasoning_open.then_some(chain.as_str())) {
+                            yield event(kind, v);
                         }
-                        let index = usize::from(reasoning_open);
-                        message_index = Some(index);
-                        let mut item = message_item(&id, "", "in_progress");
-                        item["content"] = json!([]);
-                        yield event("response.output_item.added", json!({"output_index": index, "item": item}));
-                        yield event("response.content_part.added", json!({"item_id": format!("msg_{id}"), "output_index": index, "content_index": 0,
-                            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}));
                     }
                     answer.push_str(t);
                     yield event("response.output_text.delta", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0, "delta": t, "logprobs": []}));
@@ -295,17 +304,11 @@ pub async fn responses(State(state): State<AppState>, body: Result<Bytes, BytesR
         }
         let status = if finish.as_deref() == Some("length") { "incomplete" } else { "completed" };
         if message_index.is_none() {
-            // No answer text arrived: close the chain and open an empty message.
-            if reasoning_open {
-                yield event("response.reasoning_text.done", json!({"item_id": format!("rs_{id}"), "output_index": 0, "content_index": 0, "text": chain}));
-                yield event("response.output_item.done", json!({"output_index": 0, "item": reasoning_item(&id, &chain)}));
-            }
+            // No answer text arrived: the message is opened empty.
             message_index = Some(usize::from(reasoning_open));
-            let mut item = message_item(&id, "", "in_progress");
-            item["content"] = json!([]);
-            yield event("response.output_item.added", json!({"output_index": message_index, "item": item}));
-            yield event("response.content_part.added", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0,
-                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}));
+            for (kind, v) in open_message(&id, reasoning_open.then_some(chain.as_str())) {
+                yield event(kind, v);
+            }
         }
         let part = json!({"type": "output_text", "text": answer, "annotations": [], "logprobs": []});
         yield event("response.output_text.done", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0, "text": answer, "logprobs": []}));

@@ -315,3 +315,49 @@ where
     root.present().map_err(err)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(reasoning: &str, content: &str) -> Chain {
+        Chain { reasoning: reasoning.into(), content: content.into(), thinking_tokens: 10.0, completion_tokens: 12.0, mean_logprob: Some(-0.5), finish_reason: Some("stop".into()) }
+    }
+
+    #[test]
+    fn vote_rules_choose_as_the_server_does() {
+        // Three chains agree on a slip; one gets the arithmetic right.
+        let chains = [chain("2 + 2 = 5", "5"), chain("2 + 2 = 5", "5"), chain("2 + 2 = 5", "5"), chain("2 + 2 = 4", "4")];
+        assert_eq!(Rule::Single.choose(&chains[..1]).as_deref(), Some("5"));
+        assert_eq!(Rule::Majority.choose(&chains).as_deref(), Some("5"));
+        assert_eq!(Rule::ArithmeticWeighted.choose(&chains).as_deref(), Some("4"));
+        assert_eq!(Rule::ArithmeticBest.choose(&chains).as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn cells_come_from_the_first_k_chains_of_every_question() {
+        let dir = std::env::temp_dir().join(format!("thinkscale-derive-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let right = || chain("3 + 4 = 7", "7");
+        let wrong = || chain("3 + 4 = 8", "8");
+        let records = [
+            ChainRecord { budget: "64".into(), id: "a".into(), level: 1, expected: "3 + 4 = 7\n#### 7".into(), chains: vec![wrong(), right(), right(), right()] },
+            ChainRecord { budget: "64".into(), id: "b".into(), level: 1, expected: "#### 7".into(), chains: vec![right(), wrong(), wrong(), wrong()] },
+        ];
+        let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+        std::fs::write(dir.join("chains.jsonl"), text + "{partial").unwrap();
+        derive(&DeriveArgs { dir: dir.clone(), k: vec![1, 4] }).unwrap();
+        let out: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("derived.json")).unwrap()).unwrap();
+        let cell = |k: u64, rule: &str| out["cells"].as_array().unwrap().iter().find(|c| c["k"] == k && c["rule"] == rule).unwrap().clone();
+        // k = 1: the first chains (wrong, right); k = 4 majority: right, wrong; the verifier
+        // finds the true claim in both questions.
+        assert_eq!(cell(1, "single")["accuracy"], 0.5);
+        assert_eq!(cell(4, "majority")["accuracy"], 0.5);
+        assert_eq!(cell(4, "arithmetic-best")["accuracy"], 1.0);
+        assert_eq!(cell(1, "single")["mean_tokens"], 12.0);
+        assert_eq!(cell(4, "majority")["mean_tokens"], 48.0);
+        assert_eq!(out["best"], "64 k=4 arithmetic-weighted");
+        assert!(dir.join("derived_accuracy_vs_tokens.png").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

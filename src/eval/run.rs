@@ -278,3 +278,42 @@ async fn post_observation(client: &reqwest::Client, a: &RunArgs, r: &Record) {
         Err(e) => eprintln!("posting the observation for {} failed: {e}", r.id),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        Cli::parse_from(std::iter::once("eval").chain(flags.iter().copied())).run
+    }
+
+    fn problem() -> Problem {
+        Problem { id: "q".into(), question: "What is 2 + 2?".into(), answer: "2 + 2 = 4\n#### 4".into(), level: 1 }
+    }
+
+    #[test]
+    fn budgets_map_onto_the_requests_a_server_understands() {
+        let a = args(&["--max-tokens", "900", "--answer-tokens", "20", "--scaffold", "instruct"]);
+        let b = request_body(&a, "128", 1, &problem(), 1);
+        assert_eq!((b["thinking_budget_tokens"].clone(), b["max_tokens"].clone()), (json!(128), json!(128 + 32 + 20)));
+        assert_eq!(b["reasoning"], json!({"scaffold": "instruct"}));
+        let b = request_body(&a, "unlimited", 8, &problem(), 1);
+        assert_eq!((b["thinking_budget_tokens"].clone(), b["max_tokens"].clone()), (json!(-1), json!(900)));
+        assert_eq!(b["reasoning"]["samples"], 8);
+        assert_eq!(b["reasoning"]["scaffold"], "instruct");
+        // The plain answer asks for no thinking at all.
+        let b = request_body(&args(&[]), "plain", 1, &problem(), 1);
+        assert_eq!(b["max_tokens"], 1024);
+        for absent in ["thinking_budget_tokens", "reasoning_effort", "reasoning"] {
+            assert!(b.get(absent).is_none(), "{absent}: {b}");
+        }
+        assert_eq!(request_body(&args(&[]), "low", 1, &problem(), 1)["reasoning_effort"], "low");
+    }
+}
