@@ -237,6 +237,16 @@ impl Config {
             "reasoning_format must be auto, deepseek or none"
         );
         anyhow::ensure!(self.reasoning.budget >= -1, "reasoning budget must be -1, 0 or positive");
+        // The config's verifier names and sample counts are checked here, so a typo stops the
+        // server at start-up instead of failing every request that names that effort level.
+        for (level, name) in &self.reasoning.effort_verifier {
+            crate::reasoning::plan::parse_verifier(name, "verifier")
+                .map_err(|e| anyhow::anyhow!("reasoning.effort_verifier.{level}: {}", e.message))?;
+        }
+        for (level, n) in &self.reasoning.effort_samples {
+            let max = crate::reasoning::plan::MAX_SAMPLES;
+            anyhow::ensure!((1..=max).contains(n), "reasoning.effort_samples.{level} must be in 1..={max}");
+        }
         for o in self.cors_origins.iter().filter(|o| *o != "*") {
             anyhow::ensure!(
                 axum::http::HeaderValue::from_str(o).is_ok() && (o.starts_with("http://") || o.starts_with("https://")),
@@ -276,5 +286,21 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<Config>("prot = 1").is_err());
+    }
+
+    #[test]
+    fn a_config_typo_is_a_start_up_error_naming_the_key() {
+        let mut cfg = Config::default();
+        cfg.reasoning.effort_verifier.insert("high".into(), "arithmetc".into());
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("reasoning.effort_verifier.high") && e.contains("arithmetc"), "{e}");
+        let mut cfg = Config::default();
+        cfg.reasoning.effort_samples.insert("low".into(), 0);
+        assert!(cfg.validate().unwrap_err().to_string().contains("reasoning.effort_samples.low"));
+        let mut cfg = Config::default();
+        cfg.cors_origins = vec!["localhost:3000".into()];
+        assert!(cfg.validate().is_err());
+        cfg.cors_origins = vec!["http://localhost:3000".into(), "*".into()];
+        assert!(cfg.validate().is_ok());
     }
 }

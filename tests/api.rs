@@ -463,11 +463,13 @@ fn a_finished_request_leaves_its_prompt_cached() {
     let first = ask("Name three colours of the rainbow.");
     assert_eq!(cached(&first), 0);
     let before = s.metric("thinkscale_prompt_tokens_total");
+    let cached_before = s.metric("thinkscale_prompt_cached_tokens_total");
     let again = ask("Name three colours of the rainbow.");
     let p = again["usage"]["prompt_tokens"].as_u64().unwrap();
     // Everything but the last prompt token, which is fed to the sequence for its logits.
     assert_eq!(cached(&again), p - 1, "{}", again["usage"]);
     assert_eq!(s.metric("thinkscale_prompt_tokens_total") - before, 1.0);
+    assert_eq!(s.metric("thinkscale_prompt_cached_tokens_total") - cached_before, (p - 1) as f64);
     assert_eq!(again["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
     // A different question shares only the template's opening tokens.
     let other = ask("Why is the sky blue?");

@@ -110,6 +110,21 @@ fn a_cut_shows_its_budget_message_and_the_scaffold_is_chosen_per_request() {
 }
 
 #[test]
+fn a_cap_too_small_to_think_is_refused_not_ignored() {
+    let s = shared();
+    for (field, value) in [("max_tokens", 32), ("max_completion_tokens", 20)] {
+        let mut body = json!({"messages": [{"role": "user", "content": QUESTIONS[0]}], "thinking_budget_tokens": 64});
+        body[field] = json!(value);
+        let (st, e) = s.post("/v1/chat/completions", &body);
+        assert_eq!(st, 400, "{e}");
+        assert_eq!(e["error"]["param"], field, "{e}");
+    }
+    // Room for a little thinking: it happens, within the cap.
+    let v = ask(s, QUESTIONS[0], json!({"thinking_budget_tokens": 64, "max_tokens": 64}));
+    assert!(reasoning_tokens(&v) > 0 && v["usage"]["completion_tokens"].as_u64().unwrap() <= 64, "{v}");
+}
+
+#[test]
 fn min_thinking_forces_at_least_the_minimum() {
     let s = shared();
     for i in 0..6 {

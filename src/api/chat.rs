@@ -174,6 +174,20 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         (false, _) => cfg.default_max_tokens,
     };
     let max_tokens = v.max_tokens.unwrap_or(default_cap).min(room as u32);
+    if let (Some(f), Some(cap)) = (&forcing, v.max_tokens) {
+        // A cap that leaves no thinking after the close and the answer's reserve would skip
+        // thinking without a sign: say so instead.
+        let close = engine.model.tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false).len() as u32;
+        if plan::effective_max_thinking(f.max_thinking, max_tokens, f.answer_reserve, close) == 0 {
+            return Err(ApiError::bad_request(
+                format!(
+                    "The token cap ({cap}) leaves no room to think: thinking needs more than {} tokens (the answer's reserve and the injected close); raise the cap or turn thinking off",
+                    f.answer_reserve + close
+                ),
+                Some(v.max_tokens_param),
+            ));
+        }
+    }
     if let Some(f) = &forcing {
         if f.min_thinking > 0 && f.min_thinking + rc.answer_reserve > max_tokens {
             return Err(ApiError::bad_request(

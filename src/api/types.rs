@@ -117,6 +117,8 @@ pub struct Validated {
     pub sampling: SamplingParams,
     /// Explicit cap on generated tokens, if the request gave one.
     pub max_tokens: Option<u32>,
+    /// The field that set `max_tokens` (for errors about the cap).
+    pub max_tokens_param: &'static str,
     pub n: usize,
     pub stream: bool,
     pub include_usage: bool,
@@ -189,6 +191,7 @@ impl Common {
             Some(n) => n as usize,
         };
         let mut max_tokens = None;
+        let mut max_tokens_param = "max_tokens";
         for (param, v) in [("max_tokens", self.max_tokens), ("max_completion_tokens", self.max_completion_tokens)] {
             if let Some(m) = v {
                 if m < 1 {
@@ -203,7 +206,10 @@ impl Common {
                     .with_code("context_length_exceeded"));
                 }
                 // max_completion_tokens is the newer name; when both are given the smaller wins.
-                max_tokens = Some(max_tokens.map_or(m as u32, |old: u32| old.min(m as u32)));
+                if max_tokens.is_none_or(|old: u32| (m as u32) < old) {
+                    max_tokens = Some(m as u32);
+                    max_tokens_param = param;
+                }
             }
         }
         let stop = match &self.stop {
@@ -237,6 +243,7 @@ impl Common {
                 grammar: None,
             },
             max_tokens,
+            max_tokens_param,
             n,
             stream: self.stream,
             include_usage: self.stream_options.as_ref().is_some_and(|o| o.include_usage),

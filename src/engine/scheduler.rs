@@ -272,6 +272,7 @@ impl<'m> Scheduler<'m> {
         let cached = self.reuse_prefix(&job.spec.prompt, anchor);
         self.take_free(anchor);
         metrics().prompt_tokens.inc_by((prompt_len as usize - cached) as u64);
+        metrics().prompt_cached_tokens.inc_by(cached as u64);
         let forcing = job.spec.forcing.as_ref().map(|f| {
             let tok = |s: &str| self.model.tokenize(s, false);
             let inj = Injections {

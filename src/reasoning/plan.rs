@@ -375,7 +375,7 @@ fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, effort: Option
 /// Largest `samples` a request may ask for (they run in waves through the slots).
 pub const MAX_SAMPLES: u32 = 64;
 
-fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
+pub fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
     Ok(match s {
         "none" => Verifier::None,
         "logprob" => Verifier::Logprob,
