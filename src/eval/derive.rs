@@ -124,6 +124,8 @@ struct Derived {
     rule: Rule,
     /// Correctness per question id (for paired tests between cells).
     outcomes: BTreeMap<String, bool>,
+    /// Thinking tokens of the k chains, per question id.
+    thinking: BTreeMap<String, f64>,
     mean_tokens: f64,
     mean_thinking_tokens: f64,
     accuracy: f64,
@@ -174,15 +176,17 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
             let rules: &[Rule] = if k == 1 { &[Rule::Single] } else { &[Rule::Majority, Rule::ArithmeticWeighted, Rule::ArithmeticBest] };
             for &rule in rules {
                 let mut outcomes = BTreeMap::new();
-                let (mut tokens, mut thinking) = (0.0, 0.0);
+                let mut per_question = BTreeMap::new();
+                let mut tokens = 0.0;
                 for r in records {
                     let chains = &r.chains[..k];
                     let want = normalise(r.expected.rsplit("####").next().unwrap_or(""));
                     let got = rule.choose(chains);
                     outcomes.insert(r.id.clone(), !want.is_empty() && got.as_deref() == Some(want.as_str()));
                     tokens += chains.iter().map(|c| c.completion_tokens).sum::<f64>();
-                    thinking += chains.iter().map(|c| c.thinking_tokens).sum::<f64>();
+                    per_question.insert(r.id.clone(), chains.iter().map(|c| c.thinking_tokens).sum::<f64>());
                 }
+                let thinking: f64 = per_question.values().sum();
                 let n = outcomes.len() as u64;
                 let correct = outcomes.values().filter(|c| **c).count() as u64;
                 cells.push(Derived {
@@ -190,6 +194,7 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
                     k,
                     rule,
                     outcomes,
+                    thinking: per_question,
                     mean_tokens: tokens / n as f64,
                     mean_thinking_tokens: thinking / n as f64,
                     accuracy: correct as f64 / n as f64,
@@ -239,11 +244,40 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
     std::fs::write(a.dir.join("derived.md"), &md)?;
     plot(&a.dir.join("derived_accuracy_vs_tokens.svg"), &cells, &on_frontier, false)?;
     plot(&a.dir.join("derived_accuracy_vs_tokens.png"), &cells, &on_frontier, true)?;
+    if let Some(url) = &a.post {
+        post(url, &cells)?;
+    }
     print!("{md}");
     if let Some(b) = best_label {
         println!("best: {b}; p vs best >= 0.05: not significantly different from it (exact McNemar, paired by question)");
     }
     println!("wrote {}/derived.{{csv,json,md}}, derived_accuracy_vs_tokens.{{svg,png}}", a.dir.display());
+    Ok(())
+}
+
+/// Post every question of the single-chain and majority cells to a server's scaling table, under
+/// the labels that server gives such a request (its table has no verifier dimension).
+fn post(url: &str, cells: &[Derived]) -> anyhow::Result<()> {
+    use crate::reasoning::grade::{budget_bucket, samples_bucket};
+    let client = reqwest::blocking::Client::new();
+    let mut sent = 0;
+    for c in cells.iter().filter(|c| matches!(c.rule, Rule::Single | Rule::Majority)) {
+        let (effort, budget) = match (c.budget.as_str(), c.budget.parse::<u32>()) {
+            (_, Ok(b)) => ("budget", budget_bucket(Some(b))),
+            ("plain", _) => ("none", budget_bucket(Some(0))),
+            _ => ("default", budget_bucket(None)),
+        };
+        let observations: Vec<Value> = c
+            .outcomes
+            .iter()
+            .map(|(id, ok)| json!({"effort": effort, "budget": budget, "samples": samples_bucket(c.k as u32), "correct": ok,
+                                   "thinking_seconds": 0.0, "thinking_tokens": c.thinking[id]}))
+            .collect();
+        let r = client.post(format!("{}/v1/scaling/observations", url.trim_end_matches('/'))).json(&json!({"observations": observations})).send()?;
+        anyhow::ensure!(r.status().is_success(), "posting to {url}: {} {}", r.status(), r.text().unwrap_or_default());
+        sent += observations.len();
+    }
+    println!("posted {sent} observations to {url}/v1/scaling");
     Ok(())
 }
 
@@ -346,7 +380,7 @@ mod tests {
         ];
         let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
         std::fs::write(dir.join("chains.jsonl"), text + "{partial").unwrap();
-        derive(&DeriveArgs { dir: dir.clone(), k: vec![1, 4] }).unwrap();
+        derive(&DeriveArgs { dir: dir.clone(), k: vec![1, 4], post: None }).unwrap();
         let out: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("derived.json")).unwrap()).unwrap();
         let cell = |k: u64, rule: &str| out["cells"].as_array().unwrap().iter().find(|c| c["k"] == k && c["rule"] == rule).unwrap().clone();
         // k = 1: the first chains (wrong, right); k = 4 majority: right, wrong; the verifier
