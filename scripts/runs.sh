@@ -9,9 +9,9 @@
 #   sc-adaptive      the same with adaptive stopping (Beta rule)
 #   sc-fixed-t03, sc-adaptive-t03   the same two at temperature 0.3
 #   qwen-scaffold-natural, qwen-scaffold-instruct
-#                    Qwen2.5-Coder-0.5B, greedy, 60 problems x budgets {128, unlimited} under each
-#                    scaffold, and the plain answer (no thinking) beside the natural one: does the
-#                    budget knob cost accuracy?
+#                    Qwen2.5-Coder-0.5B, greedy, 60 problems: the plain answer (no thinking) and
+#                    the natural scaffold at budgets 128 and unlimited; the instruct scaffold at
+#                    unlimited: does the budget knob cost accuracy?
 #   qwen-sweep       Qwen2.5-Coder-0.5B, T 0.7: 100 problems x budgets {0,128,unlimited} x 8 chains
 #                    recorded; the 1/4/8-sample cells and vote rules derived offline (eval derive)
 set -euo pipefail
@@ -32,8 +32,8 @@ case $name in
            [[ $name == *t03 ]] && run+=(--temperature 0.3) ;;
   qwen-scaffold-*)
            fetch=qwen0.5 top_k=() serve=(--model "$qwen" --parallel 8 --ctx-size 16384)
-           budgets=128,unlimited
-           [[ $name == *natural ]] && budgets=plain,$budgets
+           budgets=unlimited
+           [[ $name == *natural ]] && budgets=plain,128,unlimited
            run=(--gen 60 --levels 1,2,3,4 --budgets "$budgets" --samples 1 --temperature 0
                 --concurrency 8 --scaffold "${name#qwen-scaffold-}") ;;
   qwen-sweep)

@@ -59,7 +59,7 @@ def test_dashboard_draws_the_live_curve(server):
     family = lambda r: "budget" if r["effort"] in ("budget", "default") else "effort"
     series = {(family(r), r["samples"]) for r in scaling["data"]}
     assert len(re.findall(r'<polyline[^>]*class="line"', dom)) == len(series)
-    assert len(re.findall(r'<span class="swatch"', dom)) == len(series)
+    assert len(re.findall(r'<span class="swatch" style="background:#', dom)) == len(series)
     assert len(re.findall(r'<polyline[^>]*class="frontier"', dom)) == 1
     assert len(re.findall(r'<tr class="cell"', dom)) == cells
     assert re.search(r'id="active">\d+<', dom) and re.search(r'id="queue">\d+<', dom)
