@@ -33,6 +33,10 @@ pub struct Config {
     pub chat_template_fallback: String,
     pub backends_dir: Option<PathBuf>,
     pub reasoning: ReasoningConfig,
+    /// `serve --test-hooks` only (never from a file): routes that make the engine or a handler
+    /// fail on purpose, for the supervision tests.
+    #[serde(skip)]
+    pub test_hooks: bool,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             chat_template_fallback: "chatml".into(),
             backends_dir: None,
             reasoning: ReasoningConfig::default(),
+            test_hooks: false,
         }
     }
 }
@@ -190,6 +195,9 @@ pub struct ServeArgs {
     /// Second GGUF model used by `verifier: "model"`
     #[arg(long, env = "THINKSCALE_VERIFIER_MODEL")]
     pub verifier_model: Option<PathBuf>,
+    /// Routes that make the engine or a handler fail on purpose (tests only)
+    #[arg(long, hide = true)]
+    pub test_hooks: bool,
     /// Directory of ggml backend modules (dynamic-backends builds), e.g. holding libggml-cuda.so
     #[arg(long, env = "THINKSCALE_BACKENDS_DIR")]
     pub backends_dir: Option<PathBuf>,
@@ -212,6 +220,7 @@ impl Config {
         if let Some(b) = args.reasoning_budget {
             cfg.reasoning.budget = b;
         }
+        cfg.test_hooks = args.test_hooks;
         if let Some(f) = &args.reasoning_format {
             cfg.reasoning.format = f.clone();
         }

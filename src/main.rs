@@ -96,6 +96,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // answering 503 as if still loading.
         let failed = Arc::new(tokio::sync::Notify::new());
         let (st, c, f) = (state.clone(), cfg.clone(), failed.clone());
+        // Loads the model, then watches the engine thread until it ends: at shutdown once the
+        // queue closes, or early when it fails (a panic), which stops the server with an error
+        // so an orchestrator restarts it.
         let loader = tokio::task::spawn_blocking(move || match Engine::start(&c) {
             Ok((engine, handle)) => {
                 tracing::info!(
@@ -103,12 +106,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     devices = ?thinkscale::engine::model::devices(), thinking_markers = ?engine.model.think_markers,
                     "model ready"
                 );
+                let failure = st.engine_failure.clone();
                 let _ = st.engine.set(engine);
-                Ok(handle)
+                // This thread must not keep the engine's queue open: the engine ends when it closes.
+                drop(st);
+                thinkscale::metrics::metrics().engine_up.set(1);
+                let joined = handle.join();
+                thinkscale::metrics::metrics().engine_up.set(0);
+                match joined {
+                    Ok(()) => Ok(()),
+                    Err(payload) => {
+                        let reason = payload
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| payload.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        let reason = format!("the engine failed: {reason}");
+                        tracing::error!(%reason, "stopping: in-flight requests were answered with an error");
+                        let _ = failure.set(reason.clone());
+                        // /health says why for a moment before the server goes.
+                        std::thread::sleep(std::time::Duration::from_secs(2));
+                        f.notify_one();
+                        Err(anyhow::anyhow!(reason))
+                    }
+                }
             }
             Err(e) => {
                 f.notify_one();
-                Err(e)
+                Err(e.context("model failed to load"))
             }
         });
         let stop = async move {
@@ -116,10 +141,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         axum::serve(listener, router(state.clone())).with_graceful_shutdown(stop).await?;
         tracing::info!("HTTP server drained; stopping the engine");
-        let handle = loader.await?.map_err(|e| e.context("model failed to load"))?;
-        // Dropping the last Engine handle closes the queue; the loop finishes in-flight work and exits.
+        // Dropping the last Engine handle closes the queue; the loop finishes in-flight work and
+        // exits, and the loader's watch returns.
         drop(state);
-        tokio::task::spawn_blocking(move || handle.join()).await?.map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
+        loader.await??;
         anyhow::Ok(())
     })
 }

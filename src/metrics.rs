@@ -20,6 +20,8 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub kv_cells_used: IntGauge,
     pub kv_cells_total: IntGauge,
+    /// 1 while the engine thread runs, 0 once it has failed.
+    pub engine_up: IntGauge,
     pub thinking_tokens: HistogramVec,
     pub thinking_seconds: HistogramVec,
     pub forced_cutoffs: IntCounterVec,
@@ -73,6 +75,7 @@ impl Metrics {
             queue_depth: gauge(&r, "queue_depth", "Requests waiting for a slot"),
             kv_cells_used: gauge(&r, "kv_cells_used", "KV cache cells in use (shared prompt cells counted once)"),
             kv_cells_total: gauge(&r, "kv_cells_total", "KV cache size in cells"),
+            engine_up: gauge(&r, "engine_up", "1 while the decode engine runs, 0 after it failed"),
             thinking_tokens: histogram(&r, "thinking_tokens", "Thinking tokens per sequence", &["effort"], toks.clone()),
             thinking_seconds: histogram(&r, "thinking_seconds", "Thinking time per sequence", &["effort"], secs.clone()),
             forced_cutoffs: counter_vec(&r, "forced_cutoffs_total", "Thinking cut off at the budget", &["effort"]),

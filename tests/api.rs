@@ -419,6 +419,47 @@ fn a_missing_or_broken_model_stops_the_server_with_a_message() {
 }
 
 #[test]
+fn a_failed_engine_is_reported_then_the_server_exits_non_zero() {
+    let mut s = Server::start(&["--test-hooks"]);
+    // A handler that panics answers an OpenAI 500, and the server goes on serving.
+    let (st, v) = s.post("/debug/handler-panic", &json!({}));
+    assert_eq!(st, 500, "{v}");
+    assert_error(&v);
+    assert!(!v["error"]["message"].as_str().unwrap().contains("test hook"), "internals leaked: {v}");
+    assert!(s.chat(&greedy("Hello", 4))["choices"][0]["message"]["content"].is_string());
+    assert_eq!(s.metric("thinkscale_engine_up"), 1.0);
+    // A request decoding when the engine fails gets a clear error, not a hang.
+    let (client, url) = (s.client.clone(), s.url("/v1/chat/completions"));
+    let inflight = std::thread::spawn(move || {
+        let r = client.post(url).json(&json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 1500, "ignore_eos": true})).send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metric("thinkscale_active_sequences") < 1.0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(s.post("/debug/engine-panic", &json!({})).0, 200);
+    let failed_at = Instant::now();
+    loop {
+        let r = s.client.get(s.url("/health")).send().unwrap();
+        if r.status() == 503 {
+            let v: Value = r.json().unwrap();
+            assert_eq!(v["status"], "error", "{v}");
+            assert!(v["error"].as_str().unwrap().contains("engine failed"), "{v}");
+            break;
+        }
+        assert!(failed_at.elapsed() < Duration::from_secs(1), "the failure took over a second to show in /health");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, v) = inflight.join().unwrap();
+    assert_eq!(status, 500, "{v}");
+    assert_error(&v);
+    // Then the process stops with an error, for an orchestrator to restart it.
+    assert_ne!(s.exit_code(Duration::from_secs(30)), 0);
+}
+
+#[test]
 fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let mut s = Server::start(&[]);
     let client = s.client.clone();

@@ -35,6 +35,9 @@ pub async fn model(State(state): State<AppState>, axum::extract::Path(name): axu
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {
+    if let Some(reason) = state.engine_failure.get() {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "error", "error": reason}))).into_response();
+    }
     match state.engine.get() {
         None => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "loading"}))).into_response(),
         Some(e) => axum::Json(json!({
@@ -52,6 +55,13 @@ pub async fn health(State(state): State<AppState>) -> Response {
         }))
         .into_response(),
     }
+}
+
+/// Test hook: the engine thread panics at its next step.
+pub async fn engine_panic(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    engine.stats.panic_requested.store(true, Ordering::Relaxed);
+    Ok(axum::Json(json!({"requested": true})).into_response())
 }
 
 /// The live dashboard: one self-contained page (no CDN), compiled into the binary.

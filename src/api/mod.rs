@@ -33,12 +33,14 @@ pub struct AppState {
     /// Set once the model is loaded; until then generation answers 503 and /health says loading.
     pub engine: Arc<OnceLock<Engine>>,
     pub history: Arc<std::sync::Mutex<grading::History>>,
+    /// Why the engine thread stopped, once it has failed: /health answers 503 with it.
+    pub engine_failure: Arc<OnceLock<String>>,
 }
 
 impl AppState {
     pub fn new(cfg: Arc<Config>) -> Self {
         let history = Arc::new(grading::History::new(cfg.reasoning.history_size));
-        Self { cfg, engine: Arc::new(OnceLock::new()), history }
+        Self { cfg, engine: Arc::new(OnceLock::new()), history, engine_failure: Arc::new(OnceLock::new()) }
     }
 
     pub fn engine(&self) -> Result<Engine, ApiError> {
@@ -57,8 +59,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/scaling", get(grading::scaling))
         .route("/v1/scaling/observations", post(grading::post_observations))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let hooks = Router::new()
+        .route("/debug/engine-panic", post(admin::engine_panic))
+        .route("/debug/handler-panic", post(handler_panic));
     Router::new()
         .merge(v1)
+        .merge(if state.cfg.test_hooks { hooks } else { Router::new() })
         .route("/health", get(admin::health))
         .route("/metrics", get(admin::prometheus))
         .route("/dashboard", get(admin::dashboard))
@@ -71,6 +77,11 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::internal("internal error").into_response()))
         .layer(tower::util::option_layer(cors(&state.cfg.cors_origins)))
         .with_state(state)
+}
+
+/// Test hook: a handler that panics (the catch-panic layer answers for it).
+async fn handler_panic() -> Response {
+    panic!("handler failure requested by the test hook")
 }
 
 /// CORS for the configured origins (outermost, so a preflight needs no API key); none: no layer.

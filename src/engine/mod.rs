@@ -36,25 +36,6 @@ pub struct SamplingParams {
     pub grammar: Option<String>,
 }
 
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: 0.8,
-            top_p: 0.95,
-            top_k: 40,
-            min_p: 0.05,
-            seed: 0,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            repeat_penalty: 1.0,
-            stop: Vec::new(),
-            logprobs: None,
-            logit_bias: Vec::new(),
-            grammar: None,
-        }
-    }
-}
-
 /// How the engine must force thinking for every sequence of a job. Texts are tokenized by the engine.
 #[derive(Debug, Clone)]
 pub struct ForcingRequest {
@@ -190,6 +171,9 @@ impl CancelHandle {
 pub struct EngineStats {
     pub active_sequences: AtomicU64,
     pub kv_cells_used: AtomicU64,
+    /// Test hook (`serve --test-hooks`): the engine thread panics at its next step, so tests can
+    /// check what a failed engine looks like from outside.
+    pub panic_requested: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]

@@ -224,6 +224,9 @@ pub(crate) fn run(
         s.intake(&mut rx);
         s.step(&mut batch);
         s.publish(&rx);
+        if s.stats.panic_requested.load(Ordering::Relaxed) {
+            panic!("engine failure requested by the test hook");
+        }
     }
     tracing::info!("engine stopped");
 }

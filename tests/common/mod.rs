@@ -145,12 +145,17 @@ impl Server {
     /// Send SIGTERM and return the exit code.
     pub fn terminate(&mut self) -> i32 {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.exit_code(Duration::from_secs(60))
+    }
+
+    /// Wait for the process to exit on its own and return its exit code.
+    pub fn exit_code(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            assert!(Instant::now() < deadline, "server did not exit within {within:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
