@@ -164,8 +164,21 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
         latest.insert((r.budget.clone(), r.id.clone()), r);
     }
     anyhow::ensure!(!latest.is_empty(), "no chains in {}", path.display());
+    // Every cell is graded on the same questions (those recorded at every budget), so cells
+    // compare, and paired tests pair, like with like; a run stopped early loses its last questions.
+    let budgets: std::collections::BTreeSet<&str> = latest.keys().map(|(b, _)| b.as_str()).collect();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, id) in latest.keys() {
+        *seen.entry(id.as_str()).or_default() += 1;
+    }
+    let common: std::collections::BTreeSet<String> = seen.into_iter().filter(|(_, n)| *n == budgets.len()).map(|(id, _)| id.to_string()).collect();
+    let all_questions = latest.values().map(|r| r.id.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    anyhow::ensure!(!common.is_empty(), "no question was recorded at every budget in {}", path.display());
+    if common.len() < all_questions {
+        println!("{} of {all_questions} questions were recorded at every budget; every cell is graded on those", common.len());
+    }
     let mut by_budget: BTreeMap<String, Vec<&ChainRecord>> = BTreeMap::new();
-    for r in latest.values() {
+    for r in latest.values().filter(|r| common.contains(&r.id)) {
         by_budget.entry(r.budget.clone()).or_default().push(r);
     }
 
@@ -378,11 +391,21 @@ mod tests {
             ChainRecord { budget: "64".into(), id: "a".into(), level: 1, expected: "3 + 4 = 7\n#### 7".into(), chains: vec![wrong(), right(), right(), right()] },
             ChainRecord { budget: "64".into(), id: "b".into(), level: 1, expected: "#### 7".into(), chains: vec![right(), wrong(), wrong(), wrong()] },
         ];
-        let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+        // A second budget holds questions a and b only: question c (a run stopped before its
+        // second budget) is left out of every cell, or the 64-token cells would lose accuracy.
+        let short = |id: &str, c: Chain| ChainRecord { budget: "16".into(), id: id.into(), level: 1, expected: "#### 7".into(), chains: vec![c] };
+        let extra = [
+            ChainRecord { budget: "64".into(), id: "c".into(), level: 1, expected: "#### 7".into(), chains: vec![wrong(), wrong(), wrong(), wrong()] },
+            short("a", right()),
+            short("b", wrong()),
+        ];
+        let text: String = records.iter().chain(&extra).map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
         std::fs::write(dir.join("chains.jsonl"), text + "{partial").unwrap();
         derive(&DeriveArgs { dir: dir.clone(), k: vec![1, 4], post: None }).unwrap();
         let out: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("derived.json")).unwrap()).unwrap();
-        let cell = |k: u64, rule: &str| out["cells"].as_array().unwrap().iter().find(|c| c["k"] == k && c["rule"] == rule).unwrap().clone();
+        let cell = |k: u64, rule: &str| {
+            out["cells"].as_array().unwrap().iter().find(|c| c["budget"] == "64" && c["k"] == k && c["rule"] == rule).unwrap().clone()
+        };
         // k = 1: the first chains (wrong, right); k = 4 majority: right, wrong; the verifier
         // finds the true claim in both questions.
         assert_eq!(cell(1, "single")["accuracy"], 0.5);
@@ -391,6 +414,7 @@ mod tests {
         assert_eq!(cell(1, "single")["mean_tokens"], 12.0);
         assert_eq!(cell(4, "majority")["mean_tokens"], 48.0);
         assert_eq!(out["best"], "64 k=4 arithmetic-weighted");
+        assert_eq!(cell(1, "single")["questions"], 2);
         assert!(dir.join("derived_accuracy_vs_tokens.png").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
