@@ -323,6 +323,9 @@ where
     chart
         .configure_mesh()
         .x_desc("tokens generated per question, all chains (log scale)")
+        .x_labels(8)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .light_line_style(RGBColor(240, 240, 240))
         .y_desc("accuracy")
         .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
         .label_style(("sans-serif", 14))
