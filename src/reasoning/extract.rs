@@ -69,9 +69,15 @@ fn after_last_ci<'a>(text: &'a str, pat: &str) -> Option<&'a str> {
 }
 
 /// The first number in `rest` if it starts within its first line, else that line's text.
-/// A line that works the result out ("23 + 12 = 35") answers with what follows its last `=`.
+/// A line that works the result out ("23 + 12 = 35") answers with what follows its last `=`, and
+/// a line that is only arithmetic ("54 + 26 - 5", as a model cut short writes) with its value.
 fn first_number_or_line(rest: &str) -> Option<String> {
     let line = rest.trim_start().lines().next().unwrap_or("").trim();
+    let bare = line.trim_end_matches(['.', ' ']);
+    let is_sum = bare.char_indices().skip(1).any(|(_, c)| "+-*/×÷".contains(c));
+    if let Some(v) = is_sum.then(|| super::verify::eval(bare)).flatten() {
+        return Some(normalise(&v.to_string()));
+    }
     let result = line.rfind('=').map_or(line, |i| &line[i + 1..]);
     if let Some(n) = numbers(result).into_iter().next().or_else(|| numbers(line).into_iter().next()) {
         return Some(n);
@@ -176,6 +182,9 @@ mod tests {
     fn a_worked_line_answers_with_its_result() {
         assert_eq!(x("Final answer: 23 + 12 = 35 apples"), Some("35".into()));
         assert_eq!(x("The answer is 4 * 5 = 20."), Some("20".into()));
+        assert_eq!(x("Final answer: 54 + 26 - 5\n```output\n91"), Some("75".into()));
+        assert_eq!(x("Final answer: 3 * 7 + 12 - 5."), Some("28".into()));
+        assert_eq!(x("Final answer: -5"), Some("-5".into()));
         // Nothing after the sign: the line's first number still answers.
         assert_eq!(x("Final answer: 35 =\nnext"), Some("35".into()));
     }
