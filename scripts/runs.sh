@@ -12,13 +12,15 @@
 #                    Qwen2.5-Coder-0.5B, greedy, 60 problems: the plain answer (no thinking) and
 #                    the natural scaffold at budgets 128 and unlimited; the instruct scaffold at
 #                    unlimited: does the budget knob cost accuracy?
-#   qwen-sweep       Qwen2.5-Coder-0.5B, T 0.7: 100 problems x budgets {0,128,unlimited} x 8 chains
-#                    recorded; the 1/4/8-sample cells and vote rules derived offline (eval derive)
+#   qwen-sweep       Qwen2.5-Coder-0.5B, T 0.7, 100 problems: budgets 0 and 128 and the plain answer
+#                    with one chain, unlimited with 8 chains, all recorded; the 1/4/8-sample cells
+#                    and vote rules are derived offline from the recorded chains (eval derive)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep [eval flags]}
 shift
 serve=()
+then=()
 fetch=smollm2
 top_k=(--top-k 0)
 qwen=models/qwen2.5-coder-0.5b-instruct.gguf
@@ -38,8 +40,8 @@ case $name in
                 --concurrency 8 --scaffold "${name#qwen-scaffold-}") ;;
   qwen-sweep)
            fetch=qwen0.5 top_k=() serve=(--model "$qwen" --parallel 16 --ctx-size 32768)
-           run=(--gen 100 --levels 1,2,3,4 --budgets 0,128,unlimited --samples 8 --record --concurrency 2
-                --scaffold natural) ;;
+           run=(--gen 100 --levels 1,2,3,4 --budgets 0,128,plain --samples 1 --record --concurrency 8 --scaffold natural)
+           then=(--gen 100 --levels 1,2,3,4 --budgets unlimited --samples 8 --record --concurrency 2 --scaffold natural) ;;
   *) echo "unknown run '$name'" >&2; exit 2 ;;
 esac
 models/fetch.sh "$fetch"
@@ -56,3 +58,8 @@ until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
 done
 "$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${run[@]}" \
   --out "${OUT:-docs/runs/$name}" "$@"
+# A second pass into the same directory (same seeds per question), for cells with other sample counts.
+if (( ${#then[@]} )); then
+  "$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${then[@]}" \
+    --out "${OUT:-docs/runs/$name}" "$@"
+fi
