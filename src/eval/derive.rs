@@ -271,15 +271,11 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
 /// Post every question of the single-chain and majority cells to a server's scaling table, under
 /// the labels that server gives such a request (its table has no verifier dimension).
 fn post(url: &str, cells: &[Derived]) -> anyhow::Result<()> {
-    use crate::reasoning::grade::{budget_bucket, samples_bucket};
+    use crate::reasoning::grade::samples_bucket;
     let client = reqwest::blocking::Client::new();
     let mut sent = 0;
     for c in cells.iter().filter(|c| matches!(c.rule, Rule::Single | Rule::Majority)) {
-        let (effort, budget) = match (c.budget.as_str(), c.budget.parse::<u32>()) {
-            (_, Ok(b)) => ("budget", budget_bucket(Some(b))),
-            ("plain", _) => ("none", budget_bucket(Some(0))),
-            _ => ("default", budget_bucket(None)),
-        };
+        let (effort, budget) = super::run::server_labels(&c.budget);
         let observations: Vec<Value> = c
             .outcomes
             .iter()

@@ -253,11 +253,12 @@ fn failed(budget: &str, samples: u32, p: &Problem, error: String) -> Record {
     Record { error: Some(error), ..Record::empty(budget, samples, p) }
 }
 
-async fn post_observation(client: &reqwest::Client, a: &RunArgs, r: &Record) {
-    use crate::reasoning::grade::{budget_bucket, samples_bucket};
-    // Filed under the labels the server gives the same request (see reasoning::plan::normalise),
-    // so a harness run and live traffic land in the same cells of the scaling table.
-    let (effort, budget) = match (r.budget.as_str(), r.budget.parse::<u32>()) {
+/// The (effort, budget bucket) labels the server gives a request for this harness budget (see
+/// reasoning::plan::normalise), so a harness run and live traffic land in the same cells of the
+/// scaling table.
+pub(super) fn server_labels(budget: &str) -> (String, &'static str) {
+    use crate::reasoning::grade::budget_bucket;
+    match (budget, budget.parse::<u32>()) {
         (_, Ok(b)) => ("budget".to_string(), budget_bucket(Some(b))),
         ("unlimited", _) => ("default".to_string(), budget_bucket(None)),
         ("plain", _) => ("none".to_string(), budget_bucket(Some(0))),
@@ -265,7 +266,12 @@ async fn post_observation(client: &reqwest::Client, a: &RunArgs, r: &Record) {
             let tokens = crate::config::ReasoningConfig::default().effort_budgets.get(level).copied().unwrap_or(-1);
             (level.to_string(), budget_bucket(u32::try_from(tokens).ok()))
         }
-    };
+    }
+}
+
+async fn post_observation(client: &reqwest::Client, a: &RunArgs, r: &Record) {
+    use crate::reasoning::grade::samples_bucket;
+    let (effort, budget) = server_labels(&r.budget);
     let obs = json!({"observations": [{"effort": effort, "budget": budget, "samples": samples_bucket(r.samples),
         "correct": r.correct, "thinking_seconds": r.thinking_seconds, "thinking_tokens": r.thinking_tokens}]});
     let mut req = client.post(format!("{}/v1/scaling/observations", a.url.trim_end_matches('/'))).json(&obs);
