@@ -40,6 +40,11 @@ pub struct ChainRecord {
     pub chains: Vec<Chain>,
 }
 
+/// A chat message's chain of thought, under either of the names servers give it.
+pub fn message_reasoning(msg: &Value) -> &str {
+    msg["reasoning_content"].as_str().or(msg["reasoning"].as_str()).unwrap_or("")
+}
+
 /// The chains of a chat response: a voted response lists its samples in the `thinkscale`
 /// object; a single one is its message.
 pub fn chains_of(v: &Value) -> Vec<Chain> {
@@ -61,7 +66,7 @@ pub fn chains_of(v: &Value) -> Vec<Chain> {
     let msg = &choice["message"];
     let usage = &v["usage"];
     vec![Chain {
-        reasoning: msg["reasoning_content"].as_str().or(msg["reasoning"].as_str()).unwrap_or("").to_string(),
+        reasoning: message_reasoning(msg).to_string(),
         content: msg["content"].as_str().unwrap_or("").to_string(),
         thinking_tokens: num(&usage["completion_tokens_details"]["reasoning_tokens"]),
         completion_tokens: num(&usage["completion_tokens"]),

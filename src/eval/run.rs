@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::derive::{chains_of, ChainRecord};
+use super::derive::{chains_of, message_reasoning, ChainRecord};
 use super::gen::{generate, Problem};
 use super::RunArgs;
 use crate::reasoning::grade::grade;
@@ -139,7 +139,7 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
 fn parse(v: &Value, budget: &str, samples: u32, p: &Problem, latency: f64) -> Record {
     let msg = &v["choices"][0]["message"];
     let content = msg["content"].as_str().unwrap_or("");
-    let reasoning = msg["reasoning_content"].as_str().or(msg["reasoning"].as_str()).unwrap_or("");
+    let reasoning = message_reasoning(msg);
     let (extracted, correct) = grade(content, reasoning, &p.answer);
     let usage = &v["usage"];
     let thinking_tokens = usage["completion_tokens_details"]["reasoning_tokens"].as_f64().unwrap_or(0.0);
