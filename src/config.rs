@@ -31,6 +31,9 @@ pub struct Config {
     /// Jinja-free template used when the GGUF carries none (e.g. Gemma 3 270M base): a llama.cpp
     /// built-in template name such as "chatml" or "gemma".
     pub chat_template_fallback: String,
+    /// Render the GGUF's own Jinja chat template (tools, system-prompt rules); false: llama.cpp's
+    /// built-in template matcher, which knows no tools.
+    pub jinja: bool,
     pub backends_dir: Option<PathBuf>,
     pub reasoning: ReasoningConfig,
     /// `serve --test-hooks` only (never from a file): routes that make the engine or a handler
@@ -58,6 +61,7 @@ impl Default for Config {
             max_stop_sequences: 16,
             default_max_tokens: 512,
             chat_template_fallback: "chatml".into(),
+            jinja: true,
             backends_dir: None,
             reasoning: ReasoningConfig::default(),
             test_hooks: false,
@@ -195,6 +199,9 @@ pub struct ServeArgs {
     /// Second GGUF model used by `verifier: "model"`
     #[arg(long, env = "THINKSCALE_VERIFIER_MODEL")]
     pub verifier_model: Option<PathBuf>,
+    /// Use llama.cpp's built-in template matcher instead of the model's Jinja chat template
+    #[arg(long, env = "THINKSCALE_NO_JINJA")]
+    pub no_jinja: bool,
     /// Routes that make the engine or a handler fail on purpose (tests only)
     #[arg(long, hide = true)]
     pub test_hooks: bool,
@@ -221,6 +228,9 @@ impl Config {
             cfg.reasoning.budget = b;
         }
         cfg.test_hooks = args.test_hooks;
+        if args.no_jinja {
+            cfg.jinja = false;
+        }
         if let Some(f) = &args.reasoning_format {
             cfg.reasoning.format = f.clone();
         }

@@ -7,35 +7,133 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::generation::{chat_chunk, chat_completion, finish_str, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
-use crate::engine::{Engine, Event, ForcingRequest, JobSpec, LogprobEntry};
+use crate::engine::{Engine, Event, FinishReason, ForcingRequest, JobSpec, LogprobEntry};
+use crate::reasoning::chat::{Message, ToolCall};
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
+use crate::reasoning::tools::{self, CallStream, Tool, ToolChoice};
 
 #[derive(Debug, Deserialize)]
 struct ChatFields {
-    messages: Vec<Message>,
+    messages: Vec<RawMessage>,
     logprobs: Option<bool>,
     top_logprobs: Option<i64>,
     #[serde(default)]
-    tools: Vec<Value>,
+    tools: Vec<RawTool>,
     tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Message {
+struct RawMessage {
     role: String,
     #[serde(default)]
     content: Value,
+    tool_calls: Option<Vec<RawToolCall>>,
+    tool_call_id: Option<String>,
+    name: Option<String>,
 }
 
-/// Messages as (role, text), validated.
-fn messages(fields: &ChatFields) -> Result<Vec<(String, String)>, ApiError> {
+#[derive(Debug, Deserialize)]
+struct RawToolCall {
+    id: Option<String>,
+    function: RawFunctionCall,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawFunctionCall {
+    name: String,
+    /// JSON text as OpenAI sends it (an object is accepted too).
+    #[serde(default)]
+    arguments: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawTool {
+    #[serde(rename = "type")]
+    kind: String,
+    function: FunctionDef,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionDef {
+    name: String,
+    parameters: Option<Value>,
+}
+
+/// The tools a request offers and how the model may use them (None: no tools in play).
+#[derive(Debug, Clone)]
+pub struct ToolUse {
+    pub tools: Vec<Tool>,
+    pub choice: ToolChoice,
+}
+
+impl ToolUse {
+    pub fn names(&self) -> Vec<&str> {
+        self.tools.iter().map(|t| t.name.as_str()).collect()
+    }
+}
+
+/// Validate `tools` and `tool_choice`. `tool_choice: "none"` (or no tools) leaves tools out of
+/// the prompt, so the model cannot call them.
+fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<ToolUse>, ApiError> {
+    let mut tools: Vec<Tool> = Vec::with_capacity(fields.tools.len());
+    for (i, t) in fields.tools.iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::bad_request(format!("tools[{i}].type must be \"function\""), Some(&format!("tools[{i}].type"))));
+        }
+        let name = &t.function.name;
+        let param = format!("tools[{i}].function.name");
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(ApiError::bad_request(format!("'{param}' must be 1-64 letters, digits, '_' or '-'"), Some(&param)));
+        }
+        if tools.iter().any(|o| &o.name == name) {
+            return Err(ApiError::bad_request(format!("'{param}': two tools are named '{name}'"), Some(&param)));
+        }
+        let parameters = match &t.function.parameters {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => {
+                let param = format!("tools[{i}].function.parameters");
+                return Err(ApiError::bad_request(format!("'{param}' must be a JSON schema object"), Some(&param)));
+            }
+        };
+        let raw = obj.get("tools").and_then(|v| v.get(i)).cloned().unwrap_or(Value::Null);
+        tools.push(Tool { name: name.clone(), parameters, raw });
+    }
+    let bad = |msg: &str| ApiError::bad_request(msg.to_string(), Some("tool_choice"));
+    let choice = match &fields.tool_choice {
+        None if tools.is_empty() => ToolChoice::None,
+        None => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            _ => return Err(bad("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")),
+        },
+        Some(v) => {
+            let name = v.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).filter(|_| v.get("type").and_then(Value::as_str) == Some("function"));
+            match name {
+                Some(n) if tools.iter().any(|t| t.name == n) => ToolChoice::Function(n.to_string()),
+                Some(n) => return Err(bad(&format!("'tool_choice' names '{n}', which is not in 'tools'"))),
+                None => return Err(bad("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")),
+            }
+        }
+    };
+    if tools.is_empty() && matches!(choice, ToolChoice::Required) {
+        return Err(bad("'tool_choice' \"required\" needs 'tools'"));
+    }
+    Ok((choice != ToolChoice::None).then_some(ToolUse { tools, choice }))
+}
+
+/// Messages validated into the conversation the template renders.
+fn messages(fields: &ChatFields) -> Result<Vec<Message>, ApiError> {
     if fields.messages.is_empty() {
         return Err(ApiError::bad_request("'messages' must hold at least one message", Some("messages")));
     }
@@ -57,6 +155,7 @@ fn messages(fields: &ChatFields) -> Result<Vec<(String, String)>, ApiError> {
         let text = match &m.content {
             Value::String(s) => s.clone(),
             Value::Null if role == "assistant" => String::new(),
+            Value::Null if role == "tool" => String::new(),
             Value::Array(parts) => {
                 let mut text = String::new();
                 for (j, p) in parts.iter().enumerate() {
@@ -77,9 +176,29 @@ fn messages(fields: &ChatFields) -> Result<Vec<(String, String)>, ApiError> {
         if text.contains('\0') {
             return Err(ApiError::bad_request(format!("'{param}' must not contain NUL characters"), Some(&param)));
         }
-        out.push((role.to_string(), text));
+        let mut msg = Message::new(role, text);
+        for (k, c) in m.tool_calls.iter().flatten().enumerate() {
+            let arguments = match &c.function.arguments {
+                Value::String(s) => s.clone(),
+                Value::Null => "{}".to_string(),
+                v @ Value::Object(_) => v.to_string(),
+                _ => {
+                    let param = format!("messages[{i}].tool_calls[{k}].function.arguments");
+                    return Err(ApiError::bad_request(format!("'{param}' must be a JSON string"), Some(&param)));
+                }
+            };
+            msg.tool_calls.push(ToolCall { id: c.id.clone().unwrap_or_else(tools::call_id), name: c.function.name.clone(), arguments });
+        }
+        if !msg.tool_calls.is_empty() && role != "assistant" {
+            return Err(ApiError::bad_request(format!("messages[{i}]: only assistant messages carry tool_calls"), Some(&format!("messages[{i}].tool_calls"))));
+        }
+        if role == "tool" {
+            msg.tool_call_id = m.tool_call_id.clone();
+            msg.name = m.name.clone();
+        }
+        out.push(msg);
     }
-    if out.iter().all(|(r, c)| r != "user" || c.trim().is_empty()) && out.iter().all(|(_, c)| c.trim().is_empty()) {
+    if out.iter().all(|m| m.content.trim().is_empty() && m.tool_calls.is_empty()) {
         return Err(ApiError::bad_request("'messages' are all empty", Some("messages")));
     }
     Ok(out)
@@ -93,10 +212,12 @@ pub struct Prepared {
     pub logprobs: bool,
     pub native: Option<(String, String)>,
     /// The messages as rendered (scaffold included) and the prompt text, for the self-judge.
-    pub messages: Vec<(String, String)>,
+    pub messages: Vec<Message>,
     pub prompt_text: String,
     /// The user's messages as sent (for a verifier model, which has its own template).
-    pub original_messages: Vec<(String, String)>,
+    pub original_messages: Vec<Message>,
+    /// Tools the model may call: its answer is parsed for calls.
+    pub tools: Option<ToolUse>,
     /// `metadata.expected_answer`: grade the response when it is done.
     pub expected: Option<String>,
 }
@@ -116,26 +237,41 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         k => k.unwrap_or(0) as u32,
     };
     let want_logprobs = fields.logprobs == Some(true);
-    // No tool-call parser: answering as if the tools were absent would look like the model chose
-    // not to call them (vLLM answers 400 the same way without --enable-auto-tool-choice).
-    if !fields.tools.is_empty() && fields.tool_choice.as_ref().and_then(Value::as_str) != Some("none") {
-        return Err(ApiError::bad_request(
-            "This server does not call tools; send tool_choice \"none\" to have 'tools' ignored",
-            Some("tools"),
-        ));
-    }
     let cfg = &state.cfg;
     let mut v = common.validate(cfg, want_logprobs.then_some(top), engine.model.n_vocab, &engine.model.eog)?;
     v.constrain(&engine.model)?;
+    let tools = tool_use(&fields, &obj)?;
     let mut msgs = messages(&fields)?;
     let original_messages = msgs.clone();
     let native = engine.model.think_markers.clone();
     let plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
+    if let Some(t) = &tools {
+        if plan.sampling.samples > 1 {
+            return Err(ApiError::bad_request("Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"", Some("tools")));
+        }
+        let forced: Vec<&Tool> = match &t.choice {
+            ToolChoice::Required => t.tools.iter().collect(),
+            ToolChoice::Function(name) => t.tools.iter().filter(|x| &x.name == name).collect(),
+            _ => Vec::new(),
+        };
+        if !forced.is_empty() {
+            if v.sampling.grammar.is_some() {
+                return Err(ApiError::bad_request("A required tool call cannot be combined with 'response_format'", Some("tool_choice")));
+            }
+            // A named function is one call; "required" may be several unless parallel calls are off.
+            let parallel = t.choice == ToolChoice::Required && fields.parallel_tool_calls != Some(false);
+            let grammar = engine.model.tool_grammar(&tools::call_schema(&forced), parallel).map_err(|e| {
+                ApiError::bad_request(format!("the tools' parameter schemas cannot be turned into a grammar ({e})"), Some("tools"))
+            })?;
+            v.sampling.grammar = Some(grammar);
+        }
+    }
     let rc = &cfg.reasoning;
     if plan.thinking && native.is_none() && plan.scaffold == Scaffold::Instruct {
         plan::scaffold(&mut msgs, &rc.scaffold_instruction);
     }
-    let mut text = engine.model.render_chat(&msgs).map_err(|e| ApiError::bad_request(e, Some("messages")))?;
+    let offered = tools.as_ref().map_or(&[][..], |t| &t.tools[..]);
+    let mut text = engine.model.render_chat(&msgs, offered).map_err(|e| ApiError::bad_request(e, Some("messages")))?;
     if let Some((open, close)) = &native {
         // Thinking models: open the think block ourselves (or close it at once when thinking is off).
         if plan.thinking {
@@ -207,7 +343,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         want_logprob: samples > 1,
         vote: None,
     };
-    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, expected })
+    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected })
 }
 
 pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -234,11 +370,12 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                let (message, finish) = view.finished(&c.thinking, &c.answer, c.finish);
                 json!({
                     "index": i,
-                    "message": view.message(&c.thinking, &c.answer),
+                    "message": message,
                     "logprobs": if p.logprobs { json!({"content": view.content_logprobs(&c.logprobs)}) } else { Value::Null },
-                    "finish_reason": finish_str(c.finish),
+                    "finish_reason": finish,
                 })
             })
             .collect();
@@ -254,11 +391,14 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
             yield Item::Data(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])));
         }
         let mut answering = vec![false; n];
+        // With tools, a call is held back until it is complete and parsed.
+        let mut calls: Vec<CallStream> = (0..n).map(|_| CallStream::default()).collect();
         while !col.done() {
             let Some(event) = rx.recv().await else { break };
             col.absorb(&event);
             match event {
                 Event::Delta { index, thinking, answer, logprobs: lp } => {
+                    let answer = if view.tools.is_some() { calls[index].push(&answer) } else { answer };
                     let mut lp = Some(view.content_logprobs(&lp)).filter(|v| logprobs && !v.is_empty());
                     let mut deltas = view.stream_delta(&thinking, &answer, &mut answering[index]);
                     if deltas.is_empty() && lp.is_some() {
@@ -272,7 +412,19 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
                     }
                 }
                 Event::Finished { index, reason, .. } => {
-                    yield Item::Data(chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish_str(Some(reason))}])));
+                    let mut finish = finish_str(Some(reason));
+                    if let Some(known) = &view.tools {
+                        let end = calls[index].finish(&known.iter().map(String::as_str).collect::<Vec<_>>());
+                        for delta in view.stream_delta("", &end.content, &mut answering[index]) {
+                            yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
+                        }
+                        if !end.calls.is_empty() {
+                            finish = "tool_calls";
+                            let delta = json!({"tool_calls": calls_json(&tools::with_ids(end.calls), true)});
+                            yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
+                        }
+                    }
+                    yield Item::Data(chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish}])));
                 }
                 Event::Error { message } => {
                     yield Item::Data(ApiError::internal(message).body());
@@ -297,12 +449,26 @@ fn record(state: &AppState, id: &str, plan: &ReasoningPlan, col: &Collector, exp
     super::grading::record_request(state, id, plan, &c.answer, &c.thinking, c.stats.thinking_ms / 1000.0, c.stats.thinking_tokens as f64, expected)
 }
 
+/// Calls as OpenAI writes them (`index` only in stream deltas).
+pub fn calls_json(calls: &[ToolCall], streaming: bool) -> Value {
+    let list = calls.iter().enumerate().map(|(i, c)| {
+        let mut v = json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}});
+        if streaming {
+            v["index"] = json!(i);
+        }
+        v
+    });
+    Value::Array(list.collect())
+}
+
 /// How thinking and answer text are shown, per the plan and the model's markers.
 pub struct View {
     separate: bool,
     exclude: bool,
     open: String,
     close: String,
+    /// Names of the tools the model may call (the answer is parsed for calls).
+    pub tools: Option<Vec<String>>,
 }
 
 impl View {
@@ -311,7 +477,23 @@ impl View {
             Some((o, c)) => (o.clone(), c.clone()),
             None => (String::new(), String::new()),
         };
-        Self { separate: p.plan.separate, exclude: p.plan.exclude, open, close }
+        let tools = p.tools.as_ref().map(|t| t.names().into_iter().map(String::from).collect());
+        Self { separate: p.plan.separate, exclude: p.plan.exclude, open, close, tools }
+    }
+
+    /// The message and finish reason of a finished choice, with the model's tool calls parsed out.
+    pub fn finished(&self, thinking: &str, answer: &str, finish: Option<FinishReason>) -> (Value, &'static str) {
+        let Some(names) = &self.tools else { return (self.message(thinking, answer), finish_str(finish)) };
+        let parsed = tools::parse(answer, &names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut m = self.message(thinking, &parsed.content);
+        if parsed.calls.is_empty() {
+            return (m, finish_str(finish));
+        }
+        if m["content"] == "" {
+            m["content"] = Value::Null;
+        }
+        m["tool_calls"] = calls_json(&tools::with_ids(parsed.calls), false);
+        (m, "tool_calls")
     }
 
     /// The assistant message for a finished choice.

@@ -18,9 +18,9 @@ use super::types::parse_object;
 use super::AppState;
 
 /// Responses fields with no chat counterpart: dropped (they change nothing here) or mapped.
-const RESPONSES_ONLY: [&str; 14] = [
+const RESPONSES_ONLY: [&str; 15] = [
     "input", "instructions", "max_output_tokens", "text", "store", "include", "truncation", "user", "background",
-    "service_tier", "prompt_cache_key", "safety_identifier", "parallel_tool_calls", "previous_response_id",
+    "service_tier", "prompt_cache_key", "safety_identifier", "previous_response_id", "tools", "tool_choice",
 ];
 
 /// Chat parameter names in errors, spelled as the Responses request named them.
@@ -88,6 +88,26 @@ pub fn to_chat(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
                         let content = text_of(item.get("content").unwrap_or(&Value::Null), &format!("{param}.content"))?;
                         messages.push(json!({"role": role, "content": content}));
                     }
+                    // An earlier turn's call joins the assistant message before it (parallel calls).
+                    "function_call" => {
+                        let field = |k: &str| {
+                            item.get(k).and_then(Value::as_str).ok_or_else(|| {
+                                ApiError::bad_request(format!("'{param}.{k}' is required and must be a string"), Some(&format!("{param}.{k}")))
+                            })
+                        };
+                        let call = json!({"id": field("call_id")?, "type": "function", "function": {"name": field("name")?, "arguments": field("arguments")?}});
+                        match messages.last_mut() {
+                            Some(m) if m["role"] == "assistant" && m["tool_calls"].is_array() => m["tool_calls"].as_array_mut().into_iter().for_each(|a| a.push(call.clone())),
+                            _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                        }
+                    }
+                    "function_call_output" => {
+                        let call_id = item.get("call_id").and_then(Value::as_str).ok_or_else(|| {
+                            ApiError::bad_request(format!("'{param}.call_id' is required"), Some(&format!("{param}.call_id")))
+                        })?;
+                        let output = text_of(item.get("output").unwrap_or(&Value::Null), &format!("{param}.output"))?;
+                        messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
+                    }
                     // An earlier response's chain of thought: the model's own turn keeps only its answer.
                     "reasoning" => {}
                     other => {
@@ -124,6 +144,34 @@ pub fn to_chat(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
             chat.insert("response_format".into(), rf);
         }
     }
+    if let Some(tools) = obj.get("tools").filter(|v| !v.is_null()) {
+        let list = tools.as_array().ok_or_else(|| ApiError::bad_request("'tools' must be a list", Some("tools")))?;
+        let mut out = Vec::with_capacity(list.len());
+        for (i, t) in list.iter().enumerate() {
+            if t.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(ApiError::bad_request(
+                    format!("tools[{i}]: only function tools are supported (built-in tools such as web search are OpenAI's)"),
+                    Some(&format!("tools[{i}].type")),
+                ));
+            }
+            // Responses tools are flat; chat nests the function.
+            let mut function: Map<String, Value> = t.as_object().cloned().unwrap_or_default();
+            function.remove("type");
+            function.remove("strict");
+            out.push(json!({"type": "function", "function": function}));
+        }
+        chat.insert("tools".into(), Value::Array(out));
+    }
+    match obj.get("tool_choice") {
+        None | Some(Value::Null) => {}
+        Some(c @ Value::String(_)) => {
+            chat.insert("tool_choice".into(), c.clone());
+        }
+        Some(c) => {
+            let name = c.get("name").cloned().unwrap_or(Value::Null);
+            chat.insert("tool_choice".into(), json!({"type": c.get("type").cloned().unwrap_or(Value::Null), "function": {"name": name}}));
+        }
+    }
     if chat.get("stream").and_then(Value::as_bool) == Some(true) {
         chat.insert("stream_options".into(), json!({"include_usage": true}));
     }
@@ -150,6 +198,13 @@ fn message_item(id: &str, text: &str, status: &str) -> Value {
            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
 }
 
+fn call_item(call: &Value, status: &str) -> Value {
+    let f = &call["function"];
+    let call_id = call["id"].as_str().unwrap_or("");
+    json!({"type": "function_call", "id": format!("fc_{}", call_id.trim_start_matches("call_")), "call_id": call_id,
+           "name": f["name"], "arguments": f["arguments"], "status": status})
+}
+
 /// The response object around `output`, echoing the request's settings as OpenAI does.
 fn response_object(id: &str, created: u64, req: &Map<String, Value>, model: &str, status: &str, output: Vec<Value>, finish: Option<&str>) -> Value {
     let effort = req.get("reasoning").and_then(|r| r.get("effort")).cloned().unwrap_or(Value::Null);
@@ -164,14 +219,14 @@ fn response_object(id: &str, created: u64, req: &Map<String, Value>, model: &str
         "max_output_tokens": req.get("max_output_tokens").cloned().unwrap_or(Value::Null),
         "model": model,
         "output": output,
-        "parallel_tool_calls": false,
+        "parallel_tool_calls": req.get("parallel_tool_calls").and_then(Value::as_bool).unwrap_or(true),
         "previous_response_id": null,
         "reasoning": {"effort": effort, "summary": null},
         "temperature": req.get("temperature").cloned().unwrap_or(json!(1.0)),
         "top_p": req.get("top_p").cloned().unwrap_or(json!(1.0)),
         "text": {"format": req.get("text").and_then(|t| t.get("format")).cloned().unwrap_or(json!({"type": "text"}))},
-        "tool_choice": "none",
-        "tools": [],
+        "tool_choice": req.get("tool_choice").cloned().unwrap_or(json!("auto")),
+        "tools": req.get("tools").cloned().unwrap_or(json!([])),
         "metadata": req.get("metadata").cloned().unwrap_or(json!({})),
         "usage": null,
     })
@@ -187,7 +242,12 @@ fn from_chat(id: &str, req: &Map<String, Value>, chat: &Value) -> Value {
         output.push(reasoning_item(id, chain));
     }
     let status = if finish == Some("length") { "incomplete" } else { "completed" };
-    output.push(message_item(id, msg["content"].as_str().unwrap_or(""), status));
+    let calls = msg["tool_calls"].as_array().map_or(&[][..], Vec::as_slice);
+    let text = msg["content"].as_str().unwrap_or("");
+    if calls.is_empty() || !text.is_empty() {
+        output.push(message_item(id, text, status));
+    }
+    output.extend(calls.iter().map(|c| call_item(c, "completed")));
     let mut r = response_object(id, chat["created"].as_u64().unwrap_or_else(unix_now), req, chat["model"].as_str().unwrap_or(""), status, output, finish);
     r["usage"] = usage(&chat["usage"]);
     if !choice["thinkscale"].is_null() {
@@ -241,6 +301,7 @@ pub async fn responses(State(state): State<AppState>, body: Result<Bytes, BytesR
         let (mut chain, mut answer) = (String::new(), String::new());
         let (mut finish, mut chat_usage) = (None::<String>, Value::Null);
         let mut thinkscale = Value::Null;
+        let mut calls: Vec<Value> = Vec::new();
         // Output items open as their first text arrives: the reasoning item (index 0) when there
         // is a chain, then the message.
         let mut reasoning_open = false;
@@ -288,6 +349,9 @@ pub async fn responses(State(state): State<AppState>, body: Result<Bytes, BytesR
                     answer.push_str(t);
                     yield event("response.output_text.delta", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0, "delta": t, "logprobs": []}));
                 }
+                if let Some(list) = delta["tool_calls"].as_array() {
+                    calls.extend(list.iter().cloned());
+                }
                 if let Some(f) = c["finish_reason"].as_str() {
                     finish = Some(f.to_string());
                 }
@@ -303,22 +367,42 @@ pub async fn responses(State(state): State<AppState>, body: Result<Bytes, BytesR
             return;
         }
         let status = if finish.as_deref() == Some("length") { "incomplete" } else { "completed" };
-        if message_index.is_none() {
+        if message_index.is_none() && calls.is_empty() {
             // No answer text arrived: the message is opened empty.
             message_index = Some(usize::from(reasoning_open));
             for (kind, v) in open_message(&id, reasoning_open.then_some(chain.as_str())) {
                 yield event(kind, v);
             }
         }
-        let part = json!({"type": "output_text", "text": answer, "annotations": [], "logprobs": []});
-        yield event("response.output_text.done", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0, "text": answer, "logprobs": []}));
-        yield event("response.content_part.done", json!({"item_id": format!("msg_{id}"), "output_index": message_index, "content_index": 0, "part": part}));
-        yield event("response.output_item.done", json!({"output_index": message_index, "item": message_item(&id, &answer, status)}));
         let mut output = Vec::new();
         if reasoning_open {
             output.push(reasoning_item(&id, &chain));
+            if message_index.is_none() {
+                // The chain ends in calls only: close its item here.
+                yield event("response.reasoning_text.done", json!({"item_id": format!("rs_{id}"), "output_index": 0, "content_index": 0, "text": chain}));
+                yield event("response.output_item.done", json!({"output_index": 0, "item": reasoning_item(&id, &chain)}));
+            }
         }
-        output.push(message_item(&id, &answer, status));
+        if let Some(index) = message_index {
+            let part = json!({"type": "output_text", "text": answer, "annotations": [], "logprobs": []});
+            yield event("response.output_text.done", json!({"item_id": format!("msg_{id}"), "output_index": index, "content_index": 0, "text": answer, "logprobs": []}));
+            yield event("response.content_part.done", json!({"item_id": format!("msg_{id}"), "output_index": index, "content_index": 0, "part": part}));
+            yield event("response.output_item.done", json!({"output_index": index, "item": message_item(&id, &answer, status)}));
+            output.push(message_item(&id, &answer, status));
+        }
+        // Calls arrive whole (the chat stream holds a call back until it parses).
+        for call in &calls {
+            let index = output.len();
+            let item = call_item(call, "completed");
+            let mut added = call_item(call, "in_progress");
+            added["arguments"] = json!("");
+            yield event("response.output_item.added", json!({"output_index": index, "item": added}));
+            let args = &item["arguments"];
+            yield event("response.function_call_arguments.delta", json!({"item_id": item["id"], "output_index": index, "delta": args}));
+            yield event("response.function_call_arguments.done", json!({"item_id": item["id"], "output_index": index, "name": item["name"], "arguments": args}));
+            yield event("response.output_item.done", json!({"output_index": index, "item": item}));
+            output.push(item);
+        }
         let mut done = response_object(&id, created, &req, &model, status, output, finish.as_deref());
         done["usage"] = usage(&chat_usage);
         if !thinkscale.is_null() {
@@ -368,12 +452,48 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("previous_response_id"));
         let e = to_chat(&obj(json!({"model": "m"}))).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("input"));
-        let e = to_chat(&obj(json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}))).unwrap_err();
+        let e = to_chat(&obj(json!({"input": [{"type": "item_reference", "id": "c"}]}))).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("input[0].type"));
+        let e = to_chat(&obj(json!({"input": [{"type": "function_call", "call_id": "c", "name": "f"}]}))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input[0].arguments"));
+        let e = to_chat(&obj(json!({"input": "q", "tools": [{"type": "web_search"}]}))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[0].type"));
         let e = to_chat(&obj(json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}))).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("input[0].content[0]"));
         assert_eq!(responses_param("max_completion_tokens"), "max_output_tokens");
         assert_eq!(responses_param("messages[2].content"), "input[2].content");
+    }
+
+    #[test]
+    fn tools_calls_and_results_map_onto_chat() {
+        let chat = to_chat(&obj(json!({
+            "input": [{"role": "user", "content": "add 1 and 2"},
+                      {"type": "function_call", "call_id": "call_a", "name": "add", "arguments": "{\"a\":1}"},
+                      {"type": "function_call", "call_id": "call_b", "name": "add", "arguments": "{}"},
+                      {"type": "function_call_output", "call_id": "call_a", "output": "3"}],
+            "tools": [{"type": "function", "name": "add", "parameters": {"type": "object"}, "strict": true}],
+            "tool_choice": {"type": "function", "name": "add"}, "parallel_tool_calls": false,
+        })))
+        .unwrap();
+        assert_eq!(chat["tools"], json!([{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]));
+        assert_eq!(chat["tool_choice"], json!({"type": "function", "function": {"name": "add"}}));
+        assert_eq!(chat["parallel_tool_calls"], false);
+        let m = &chat["messages"];
+        assert_eq!(m[1]["tool_calls"].as_array().unwrap().len(), 2);
+        assert_eq!(m[1]["tool_calls"][0]["function"], json!({"name": "add", "arguments": "{\"a\":1}"}));
+        assert_eq!(m[2], json!({"role": "tool", "tool_call_id": "call_a", "content": "3"}));
+    }
+
+    #[test]
+    fn tool_calls_become_function_call_items() {
+        let req = obj(json!({"input": "q"}));
+        let call = json!({"id": "call_x", "type": "function", "function": {"name": "add", "arguments": "{}"}});
+        let chat = json!({"created": 7, "model": "m", "choices": [{"message": {"content": null, "tool_calls": [call]}, "finish_reason": "tool_calls"}],
+            "usage": {}});
+        let r = from_chat("x", &req, &chat);
+        assert_eq!(r["status"], "completed");
+        assert_eq!(r["output"].as_array().unwrap().len(), 1);
+        assert_eq!(r["output"][0], json!({"type": "function_call", "id": "fc_x", "call_id": "call_x", "name": "add", "arguments": "{}", "status": "completed"}));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::sse::{self, Item};
 use super::AppState;
 use crate::engine::{Engine, Event, FinishReason, Judge, VotePlan, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
+use crate::reasoning::chat::Message;
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::plan::{SamplingPlan, Verifier};
 use crate::reasoning::verify::{arithmetic_score, logprob_score};
@@ -29,7 +30,7 @@ fn self_judge(engine: &Engine, p: &Prepared, question_prompt: &str) -> Judge {
     let question = question_prompt.to_string();
     let m = model.clone();
     let suffix = move |answer: &str| -> String {
-        match m.render_chat(&judging_conversation(&messages, answer, &question)) {
+        match m.render_chat(&judging_conversation(&messages, answer, &question), &[]) {
             Ok(full) if p_is_prefix(&prompt_text, &full) => full[prompt_text.len()..].to_string(),
             _ => format!("{close}Final answer: {answer}\n\n{question}\nAnswer:"),
         }
@@ -40,7 +41,7 @@ fn self_judge(engine: &Engine, p: &Prepared, question_prompt: &str) -> Judge {
 /// The judging conversation for the verifier model: the user's messages (without our scaffold),
 /// the proposed answer, and the question.
 fn verifier_judge(p: &Prepared, question_prompt: &str) -> Judge {
-    let messages: Vec<(String, String)> = p.original_messages.clone();
+    let messages = p.original_messages.clone();
     let question = question_prompt.to_string();
     Judge::Verifier {
         conversation: Box::new(move |answer: &str| judging_conversation(&messages, answer, &question)),
@@ -48,10 +49,10 @@ fn verifier_judge(p: &Prepared, question_prompt: &str) -> Judge {
 }
 
 /// The conversation so far, the proposed answer as the assistant's turn, and the judging question.
-fn judging_conversation(messages: &[(String, String)], answer: &str, question: &str) -> Vec<(String, String)> {
+fn judging_conversation(messages: &[Message], answer: &str, question: &str) -> Vec<Message> {
     let mut conv = messages.to_vec();
-    conv.push(("assistant".into(), format!("Final answer: {answer}")));
-    conv.push(("user".into(), question.to_string()));
+    conv.push(Message::new("assistant", format!("Final answer: {answer}")));
+    conv.push(Message::new("user", question));
     conv
 }
 

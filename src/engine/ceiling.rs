@@ -11,6 +11,7 @@ use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
 use super::Model;
+use crate::reasoning::chat::Message;
 
 #[derive(Debug, Serialize)]
 pub struct CeilingRow {
@@ -36,8 +37,8 @@ pub struct CeilingArgs<'a> {
 }
 
 pub fn run(a: &CeilingArgs) -> anyhow::Result<Vec<CeilingRow>> {
-    let model = Model::load(a.model, a.gpu_layers, "chatml", None, None)?;
-    let text = model.render_chat(&[("user".into(), a.prompt.into())]).map_err(anyhow::Error::msg)?;
+    let model = Model::load(a.model, a.gpu_layers, "chatml", true, None, None)?;
+    let text = model.render_chat(&[Message::new("user", a.prompt)], &[]).map_err(anyhow::Error::msg)?;
     let prompt = model.tokenize(&text, true);
     let p = prompt.len();
     let banned: Vec<LlamaLogitBias> = model.eog.iter().map(|t| LlamaLogitBias::new(LlamaToken(*t), f32::NEG_INFINITY)).collect();

@@ -5,6 +5,7 @@ pub mod ceiling;
 pub mod model;
 mod scheduler;
 pub mod sequence;
+pub mod template;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::reasoning::chat::Message;
 pub use model::Model;
 pub use sequence::FinishReason;
 
@@ -32,8 +34,15 @@ pub struct SamplingParams {
     pub logprobs: Option<u32>,
     /// OpenAI `logit_bias`: (token id, bias added to its logit).
     pub logit_bias: Vec<(i32, f32)>,
-    /// GBNF grammar every sampled token must follow (structured output).
-    pub grammar: Option<String>,
+    /// Grammar every sampled answer token must follow (structured output, forced tool calls).
+    pub grammar: Option<Grammar>,
+}
+
+/// A GBNF grammar and the rule it starts from.
+#[derive(Debug, Clone)]
+pub struct Grammar {
+    pub gbnf: String,
+    pub root: &'static str,
 }
 
 /// How the engine must force thinking for every sequence of a job. Texts are tokenized by the engine.
@@ -68,7 +77,7 @@ pub enum Judge {
     /// after the prompt for one proposed answer, and the token ids of "Yes" and "No".
     Fork { suffix: Box<dyn Fn(&str) -> String + Send + Sync>, yes: Vec<usize>, no: Vec<usize> },
     /// By the `--verifier-model`, which must read the whole judging conversation.
-    Verifier { conversation: Box<dyn Fn(&str) -> Vec<(String, String)> + Send + Sync> },
+    Verifier { conversation: Box<dyn Fn(&str) -> Vec<Message> + Send + Sync> },
 }
 
 impl std::fmt::Debug for VotePlan {
@@ -200,12 +209,13 @@ impl Engine {
             &cfg.model,
             cfg.gpu_layers,
             &cfg.chat_template_fallback,
+            cfg.jinja,
             think,
             cfg.backends_dir.as_deref(),
         )?);
         let threads = cfg.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4));
         let verifier = match &cfg.reasoning.verifier_model {
-            Some(path) => Some(Arc::new(Model::load(path, cfg.gpu_layers, &cfg.chat_template_fallback, None, cfg.backends_dir.as_deref())?)),
+            Some(path) => Some(Arc::new(Model::load(path, cfg.gpu_layers, &cfg.chat_template_fallback, cfg.jinja, None, cfg.backends_dir.as_deref())?)),
             None => None,
         };
         let has_verifier = verifier.is_some();

@@ -13,6 +13,11 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::template::{Jinja, RenderError};
+use super::Grammar;
+use crate::reasoning::chat::Message;
+use crate::reasoning::tools::{self, Tool};
+
 static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
 
 /// llama.cpp's backend may be initialised once per process; a verifier model shares it.
@@ -61,7 +66,10 @@ pub fn devices() -> Vec<String> {
 
 pub struct Model {
     pub model: LlamaModel,
+    /// llama.cpp's built-in template matcher: used with `jinja = false`, for GGUFs without a
+    /// template, and when the Jinja template fails on a plain conversation.
     template: LlamaChatTemplate,
+    jinja: Option<Jinja>,
     /// Think-block markers when the model has them (vocabulary tokens or configured).
     pub think_markers: Option<(String, String)>,
     pub n_vocab: i32,
@@ -76,6 +84,7 @@ impl Model {
         path: &Path,
         gpu_layers: Option<u32>,
         template_fallback: &str,
+        use_jinja: bool,
         think_override: Option<(String, String)>,
         backends_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
@@ -94,12 +103,23 @@ impl Model {
             Ok(t) => t,
             Err(_) => LlamaChatTemplate::new(template_fallback).context("fallback chat template")?,
         };
+        let jinja = if use_jinja { Self::jinja(&model) } else { None };
         let n_vocab = model.n_vocab();
         let n_layer = model.n_layer();
-        let mut m = Self { model, template, think_markers: None, n_vocab, eog: Vec::new(), n_layer, gpu_layers: gpu_layers.min(n_layer + 1) };
+        let mut m = Self { model, template, jinja, think_markers: None, n_vocab, eog: Vec::new(), n_layer, gpu_layers: gpu_layers.min(n_layer + 1) };
         m.think_markers = think_override.or_else(|| m.detect_think_markers());
         m.eog = m.eog_tokens();
         Ok(m)
+    }
+
+    /// The GGUF's Jinja template, if it has one that compiles.
+    fn jinja(model: &LlamaModel) -> Option<Jinja> {
+        let source = model.meta_val_str("tokenizer.chat_template").ok()?;
+        let vocab = model.vocab();
+        let text = |t: LlamaToken| vocab.text(t).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Jinja::new(&source, text(vocab.bos()), text(vocab.eos()))
+            .inspect_err(|e| tracing::warn!("the model's chat template does not compile ({e}); using llama.cpp's matcher"))
+            .ok()
     }
 
     /// A thinking model has `<think>`/`</think>` as single vocabulary tokens.
@@ -134,21 +154,63 @@ impl Model {
     }
 
     /// llama.cpp's grammar for a JSON schema, checked to load against this vocabulary.
-    pub fn json_grammar(&self, schema: &str) -> Result<String, String> {
-        let grammar = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())?;
-        LlamaSampler::grammar(&self.model, &grammar, "root").map_err(|e| e.to_string())?;
-        Ok(grammar)
+    pub fn json_grammar(&self, schema: &str) -> Result<Grammar, String> {
+        let gbnf = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())?;
+        self.checked(Grammar { gbnf, root: "root" })
+    }
+
+    /// A grammar for calls in the Hermes format (`<tool_call>` JSON `</tool_call>`), each call's
+    /// JSON following `schema`; one call, or several on separate lines when `parallel`.
+    pub fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, String> {
+        let json = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())?;
+        let more = if parallel { r#" ("\n" thinkscale-call)*"# } else { "" };
+        let gbnf = format!(
+            "{json}\nthinkscale-calls ::= thinkscale-call{more}\nthinkscale-call ::= {:?} root {:?}\n",
+            format!("{}\n", tools::CALL_OPEN),
+            format!("\n{}", tools::CALL_CLOSE)
+        );
+        self.checked(Grammar { gbnf, root: "thinkscale-calls" })
+    }
+
+    /// The grammar, once it has loaded against this vocabulary.
+    fn checked(&self, g: Grammar) -> Result<Grammar, String> {
+        LlamaSampler::grammar(&self.model, &g.gbnf, g.root).map_err(|e| e.to_string())?;
+        Ok(g)
     }
 
     pub fn n_ctx_train(&self) -> u32 {
         self.model.n_ctx_train()
     }
 
-    /// Render (role, content) messages with the model's template and open the assistant turn.
-    pub fn render_chat(&self, messages: &[(String, String)]) -> Result<String, String> {
+    /// Render a conversation (and the tools it may call) with the model's template and open the
+    /// assistant's turn. Templates that know no tools get them, the calls and the results as text.
+    pub fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, String> {
+        let structured = !tools.is_empty() || messages.iter().any(|m| m.role == "tool" || !m.tool_calls.is_empty());
+        if let Some(j) = &self.jinja {
+            let rendered = if j.knows_tools || !structured {
+                let raw: Vec<serde_json::Value> = tools.iter().map(|t| t.raw.clone()).collect();
+                j.render(messages, (!raw.is_empty()).then_some(&raw[..]))
+            } else {
+                j.render(&tools::flatten(messages, tools), None)
+            };
+            match rendered {
+                Ok(text) => return Ok(text),
+                // The client's conversation broke the template's own rules (it raised): say so.
+                Err(e @ RenderError::Rejected(_)) => return Err(format!("the model's chat template rejects these messages: {e}")),
+                Err(e) if structured => return Err(format!("chat template failed: {e}")),
+                Err(e) => tracing::warn!("the model's chat template failed ({e}); using llama.cpp's matcher"),
+            }
+        }
+        let flat;
+        let messages = if structured {
+            flat = tools::flatten(messages, tools);
+            &flat
+        } else {
+            messages
+        };
         let chat = messages
             .iter()
-            .map(|(r, c)| LlamaChatMessage::new(r.clone(), c.clone()))
+            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| "message content must not contain NUL characters".to_string())?;
         self.model.apply_chat_template(&self.template, &chat, true).map_err(|e| format!("chat template failed: {e}"))

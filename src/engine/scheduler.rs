@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::sequence::{FinishReason, Sequence};
 use super::{EngineStats, Event, Job, Judge, LogprobEntry, Model, SamplingParams, SeqStats, TopLogprob};
+use crate::reasoning::chat::Message;
 use crate::metrics::metrics;
 use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
 use crate::reasoning::plan::effective_max_thinking;
@@ -138,8 +139,8 @@ struct VerifierCtx<'v> {
 
 impl VerifierCtx<'_> {
     /// P(True) of one judging conversation: prefill it in chunks, read the last logits.
-    fn score(&mut self, conversation: &[(String, String)]) -> Option<f64> {
-        let text = self.model.render_chat(conversation).ok()?;
+    fn score(&mut self, conversation: &[Message]) -> Option<f64> {
+        let text = self.model.render_chat(conversation, &[]).ok()?;
         let tokens = self.model.tokenize(&text, true);
         if tokens.is_empty() || tokens.len() >= self.ctx.n_ctx() as usize {
             return None;

@@ -158,7 +158,7 @@ impl Sequence {
             sampler: build_sampler(sampling, model.n_vocab),
             // The API compiled this grammar against the same vocabulary, so it loads here too.
             grammar: sampling.grammar.as_ref().and_then(|g| {
-                LlamaSampler::grammar(&model.model, g, "root").inspect_err(|e| tracing::error!("grammar failed to load: {e}")).ok()
+                LlamaSampler::grammar(&model.model, &g.gbnf, g.root).inspect_err(|e| tracing::error!("grammar failed to load: {e}")).ok()
             }),
             forcer,
             utf8: Utf8Buffer::default(),

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use super::chat::Message;
 use crate::config::ReasoningConfig;
 
 /// The internal plan every request dialect is turned into.
@@ -394,13 +395,13 @@ pub fn effective_max_thinking(budget: Option<u32>, max_tokens: u32, reserve: u32
 }
 
 /// Messages for a model without think tokens: the scaffold instruction joins the system prompt.
-pub fn scaffold(messages: &mut Vec<(String, String)>, instruction: &str) {
+pub fn scaffold(messages: &mut Vec<Message>, instruction: &str) {
     match messages.first_mut() {
-        Some((role, content)) if role == "system" => {
-            content.push_str("\n\n");
-            content.push_str(instruction);
+        Some(m) if m.role == "system" => {
+            m.content.push_str("\n\n");
+            m.content.push_str(instruction);
         }
-        _ => messages.insert(0, ("system".into(), instruction.into())),
+        _ => messages.insert(0, Message::new("system", instruction)),
     }
 }
 
@@ -533,11 +534,11 @@ mod tests {
 
     #[test]
     fn scaffold_joins_the_system_prompt() {
-        let mut m = vec![("user".to_string(), "hi".to_string())];
+        let mut m = vec![Message::new("user", "hi")];
         scaffold(&mut m, "think");
-        assert_eq!(m[0], ("system".into(), "think".into()));
-        let mut m = vec![("system".to_string(), "be brief".to_string())];
+        assert_eq!(m[0], Message::new("system", "think"));
+        let mut m = vec![Message::new("system", "be brief")];
         scaffold(&mut m, "think");
-        assert_eq!(m[0].1, "be brief\n\nthink");
+        assert_eq!(m[0].content, "be brief\n\nthink");
     }
 }
