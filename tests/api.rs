@@ -362,8 +362,13 @@ fn bad_inputs_get_openai_errors_and_the_server_keeps_serving() {
         (json!({"messages": msgs, "top_logprobs": 50, "logprobs": true}), "top_logprobs", 400),
         (json!({"messages": msgs, "stream": "yes"}), "stream", 400),
         (json!({"messages": msgs, "response_format": {"type": "xml"}}), "response_format.type", 400),
-        (json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f"}}]}), "tools", 400),
+        (json!({"messages": msgs, "tools": [{"type": "retrieval", "function": {"name": "f"}}]}), "tools[0].type", 400),
+        (json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "two words"}}]}), "tools[0].function.name", 400),
+        (json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}]}), "tools[0].function.parameters", 400),
         (json!({"messages": msgs, "tools": "f"}), "tools", 400),
+        (json!({"messages": msgs, "tool_choice": "required"}), "tool_choice", 400),
+        (json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}), "tool_choice", 400),
+        (json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": 5}}]}]}), "messages[1].tool_calls[0].function.arguments", 400),
         (json!({"messages": msgs, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frog"}}}}), "response_format", 400),
     ];
     for (body, param, status) in cases {

@@ -5,7 +5,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -441,6 +441,14 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
         }
     };
     Ok(sse::respond(stream))
+}
+
+/// POST /apply-template (as llama-server names it): the prompt text a chat request is decoded
+/// from, template, tools and thinking scaffold included, for checking how a model is prompted.
+pub async fn apply_template(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let p = prepare(&state, &engine, "template", body?)?;
+    Ok(axum::Json(json!({"prompt": p.prompt_text})).into_response())
 }
 
 /// Keep the first choice for /v1/feedback and grade it when a reference came with the request.

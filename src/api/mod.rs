@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/responses", post(responses::responses))
+        .route("/apply-template", post(chat::apply_template))
         .route("/v1/models", get(admin::models))
         .route("/v1/models/{model}", get(admin::model))
         .route("/v1/feedback", post(grading::feedback))

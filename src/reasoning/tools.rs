@@ -51,9 +51,30 @@ fn call_of(block: &str, known: &[&str]) -> Option<(String, String)> {
     Some((name.to_string(), args))
 }
 
+/// Small models often drop the tags: an answer that is nothing but call objects (one per line,
+/// or in a ```json fence) is read as calls too, as llama.cpp's Hermes parser does.
+fn bare_calls(text: &str, known: &[&str]) -> Option<Vec<(String, String)>> {
+    let t = text.trim();
+    let t = match t.strip_prefix("```") {
+        Some(rest) => rest.trim_start_matches("json").strip_suffix("```")?.trim(),
+        None => t,
+    };
+    if !t.starts_with('{') {
+        return None;
+    }
+    let calls: Vec<_> = serde_json::Deserializer::from_str(t)
+        .into_iter::<Value>()
+        .map(|v| v.ok().and_then(|v| call_of(&v.to_string(), known)))
+        .collect::<Option<_>>()?;
+    (!calls.is_empty()).then_some(calls)
+}
+
 /// Split text into content and calls. A block that is not a call to a known tool stays content,
 /// so nothing the model wrote is lost; an unclosed last block counts when its JSON is complete.
 pub fn parse(text: &str, known: &[&str]) -> Parsed {
+    if let Some(calls) = bare_calls(text, known) {
+        return Parsed { content: String::new(), calls };
+    }
     let mut out = Parsed::default();
     let mut rest = text;
     while let Some(i) = rest.find(CALL_OPEN) {
@@ -74,7 +95,8 @@ pub fn parse(text: &str, known: &[&str]) -> Parsed {
     out
 }
 
-/// Streams content while holding back anything that may be the start of a call.
+/// Streams content while holding back anything that may be the start of a call: a tag, or an
+/// answer that opens with `{` or a code fence (a call written without its tags).
 #[derive(Debug, Default)]
 pub struct CallStream {
     buf: String,
@@ -90,6 +112,11 @@ impl CallStream {
             return String::new();
         }
         let pending = &self.buf[self.emitted..];
+        let start = self.buf.trim_start();
+        if self.emitted == 0 && ["{", "`"].iter().any(|p| start.starts_with(p)) {
+            self.held = true;
+            return String::new();
+        }
         let end = match pending.find(CALL_OPEN) {
             Some(p) => {
                 self.held = true;
@@ -208,6 +235,16 @@ mod tests {
             assert_eq!(p.content, text.trim(), "{text}");
         }
         assert_eq!(parse("no calls", K), Parsed { content: "no calls".into(), calls: vec![] });
+        // A JSON answer that is not a call stays the answer.
+        assert_eq!(parse("{\"a\": 1}", K).content, "{\"a\": 1}");
+    }
+
+    #[test]
+    fn calls_without_tags_are_read() {
+        let p = parse(" {\"name\": \"add\", \"arguments\": {\"a\": 1}}\n{\"name\": \"weather\", \"arguments\": {}}", K);
+        assert_eq!(p.calls, vec![("add".into(), r#"{"a":1}"#.into()), ("weather".into(), "{}".into())]);
+        assert_eq!(parse("```json\n{\"name\": \"add\", \"arguments\": {}}\n```", K).calls.len(), 1);
+        assert!(parse("{\"name\": \"add\", \"arguments\": {}} and more", K).calls.is_empty());
     }
 
     #[test]
@@ -227,6 +264,11 @@ mod tests {
         assert_eq!(s.push("s are"), "<tools are");
         assert_eq!(s.push(" <"), " ");
         assert_eq!(s.finish(K).content, "<");
+        // An answer opening with "{" is held whole: a call without tags, or JSON shown at the end.
+        let mut s = CallStream::default();
+        assert_eq!(s.push(" {\"name\": \"add\","), "");
+        assert_eq!(s.push(" \"arguments\": {}}"), "");
+        assert_eq!(s.finish(K).calls.len(), 1);
     }
 
     #[test]

@@ -23,10 +23,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*extra: str):
+def start_server(*extra: str, model: Path = MODEL):
+    assert model.exists(), f"fetch the model first: models/fetch.sh ({model.name} is missing)"
     port = _free_port()
     proc = subprocess.Popen(
-        [str(_binary()), "serve", "--model", str(MODEL), "--port", str(port), *extra],
+        [str(_binary()), "serve", "--model", str(model), "--port", str(port), *extra],
         cwd=ROOT,
         env={**os.environ, "RUST_LOG": "warn"},
     )
