@@ -496,8 +496,9 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
 fn prompts_longer_than_a_batch_are_prefilled_in_chunks() {
     let s = shared();
     let long = "one two three four five six seven eight nine ten ".repeat(130);
-    let v = s.chat(&json!({"messages": [{"role": "user", "content": long}], "max_tokens": 4, "temperature": 0}));
+    let v = s.chat(&json!({"messages": [{"role": "user", "content": long}], "max_tokens": 4, "temperature": 0, "ignore_eos": true}));
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 1024, "{}", v["usage"]);
+    assert_eq!(v["usage"]["completion_tokens"], 4);
     assert_eq!(v["choices"][0]["finish_reason"], "length");
 }
 

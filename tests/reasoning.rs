@@ -100,10 +100,17 @@ fn a_cut_shows_its_budget_message_and_the_scaffold_is_chosen_per_request() {
     assert!(chain.ends_with("\n[out of budget]\n"), "{chain:?}");
     assert_eq!(reasoning_tokens(&v), 8);
     // The instruct scaffold adds its instruction to the prompt; the natural one leaves it alone.
-    let natural = ask(s, QUESTIONS[0], json!({"temperature": 0, "thinking_budget_tokens": 32}));
-    let instruct = ask(s, QUESTIONS[0], json!({"temperature": 0, "thinking_budget_tokens": 32, "reasoning": {"scaffold": "instruct"}}));
-    let prompt = |v: &Value| v["usage"]["prompt_tokens"].as_u64().unwrap();
-    assert!(prompt(&instruct) > prompt(&natural) + 10, "{instruct} {natural}");
+    let prompt = |extra: Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": QUESTIONS[0]}]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (st, v) = s.post("/apply-template", &body);
+        assert_eq!(st, 200, "{v}");
+        v["prompt"].as_str().unwrap().to_string()
+    };
+    let plain = prompt(json!({}));
+    assert_eq!(prompt(json!({"thinking_budget_tokens": 32})), plain);
+    let instruct = prompt(json!({"thinking_budget_tokens": 32, "reasoning": {"scaffold": "instruct"}}));
+    assert!(instruct.contains(&thinkscale::config::ReasoningConfig::default().scaffold_instruction), "{instruct}");
     let (st, e) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "reasoning": {"scaffold": "loud"}}));
     assert_eq!(st, 400);
     assert_eq!(e["error"]["param"], "reasoning.scaffold", "{e}");
