@@ -4,7 +4,7 @@ with a second server loaded at the same time, at concurrency 1 and 8 (64-token g
 end-of-generation banned). Each setting is run under each OpenMP wait policy given, and the
 ratios to "alone" are taken within the run. Writes docs/bench/<date>-contention.{md,json}.
 
-  python3 bench/contention.py [--seconds 15] [--policies default,passive]
+  python3 bench/contention.py [--seconds 15] [--policies spin,passive,spin3000]
 """
 import argparse
 import datetime
@@ -30,9 +30,13 @@ def start(policy):
     port = free_port()
     env = {**os.environ, "RUST_LOG": "warn"}
     env.pop("OMP_WAIT_POLICY", None)
-    if policy != "default":
-        env["OMP_WAIT_POLICY"] = policy.upper()
-    proc = subprocess.Popen([str(BIN), "serve", "--model", str(MODEL), "--port", str(port), "--threads", "2"], env=env, cwd=ROOT)
+    env.pop("GOMP_SPINCOUNT", None)
+    # "passive" / "spin": the server's --cpu-wait (spin is libgomp's default: spin, then sleep);
+    # "spinN": spin N iterations at a barrier, then sleep (GOMP_SPINCOUNT).
+    if policy.startswith("spin") and policy != "spin":
+        env["GOMP_SPINCOUNT"] = policy[4:]
+    wait = "passive" if policy == "passive" else "spin"
+    proc = subprocess.Popen([str(BIN), "serve", "--model", str(MODEL), "--port", str(port), "--threads", "2", "--cpu-wait", wait], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -73,7 +77,7 @@ def hog():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=15)
-    ap.add_argument("--policies", default="default,passive")
+    ap.add_argument("--policies", default="spin,passive")
     args = ap.parse_args()
     rows = []
     for policy in args.policies.split(","):
@@ -111,7 +115,7 @@ def main():
              f"- machine: {os.cpu_count()} cores; model SmolLM2-135M-Instruct Q4_1, 2 threads, 64-token greedy requests (EOS banned); git {git}",
              f"- each cell: completion tokens/s over {args.seconds:.0f} s of closed-loop clients; ratios against 'alone' in the same run",
              "- reproduce: `python3 bench/contention.py`", "",
-             "| OpenMP wait policy | concurrency | alone tok/s | beside a busy loop | ratio | two servers (each) | ratio (lower) |",
+             "| --cpu-wait | concurrency | alone tok/s | beside a busy loop | ratio | two servers (each) | ratio (lower) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['policy']} | {r['concurrency']} | {r['alone']} | {r['hog']} | {r['hog_ratio']}x | {r['two_a']} / {r['two_b']} | {r['two_ratio']}x |")

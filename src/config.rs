@@ -35,6 +35,7 @@ pub struct Config {
     /// built-in template matcher, which knows no tools.
     pub jinja: bool,
     pub backends_dir: Option<PathBuf>,
+    pub cpu_wait: CpuWait,
     pub reasoning: ReasoningConfig,
     /// `serve --test-hooks` only (never from a file): routes that make the engine or a handler
     /// fail on purpose, for the supervision tests.
@@ -63,8 +64,30 @@ impl Default for Config {
             chat_template_fallback: "chatml".into(),
             jinja: true,
             backends_dir: None,
+            cpu_wait: CpuWait::Passive,
             reasoning: ReasoningConfig::default(),
             test_hooks: false,
+        }
+    }
+}
+
+/// How llama.cpp's compute threads (OpenMP) wait for each other between steps of a decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuWait {
+    /// Sleep at once: on a machine shared with other work the server keeps its share
+    /// (docs/bench/2026-11-29-contention.md), at some cost when it has the machine to itself.
+    Passive,
+    /// libgomp's default: spin before sleeping, faster alone, collapses beside other busy processes.
+    Spin,
+}
+
+impl CpuWait {
+    /// The OpenMP environment this policy needs (libgomp reads it once, when it loads).
+    pub fn omp_env(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Passive => Some(("OMP_WAIT_POLICY", "PASSIVE")),
+            Self::Spin => None,
         }
     }
 }
@@ -199,6 +222,10 @@ pub struct ServeArgs {
     /// Second GGUF model used by `verifier: "model"`
     #[arg(long, env = "THINKSCALE_VERIFIER_MODEL")]
     pub verifier_model: Option<PathBuf>,
+    /// How compute threads wait: passive (sleep; keeps its share of a shared machine) or spin
+    /// (faster on a machine of its own) [default: passive]. OMP_WAIT_POLICY, when set, wins
+    #[arg(long, env = "THINKSCALE_CPU_WAIT", value_enum)]
+    pub cpu_wait: Option<CpuWait>,
     /// Use llama.cpp's built-in template matcher instead of the model's Jinja chat template
     #[arg(long, env = "THINKSCALE_NO_JINJA")]
     pub no_jinja: bool,
@@ -228,6 +255,9 @@ impl Config {
             cfg.reasoning.budget = b;
         }
         cfg.test_hooks = args.test_hooks;
+        if let Some(w) = args.cpu_wait {
+            cfg.cpu_wait = w;
+        }
         if args.no_jinja {
             cfg.jinja = false;
         }

@@ -77,8 +77,28 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// libgomp reads its wait policy once, as the process loads: to apply the configured one, run
+/// this binary again with it in the environment (the same process id, so supervisors see nothing).
+/// A policy the operator set in the environment is left alone.
+#[cfg(unix)]
+fn apply_cpu_wait(cfg: &Config) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let Some((key, value)) = cfg.cpu_wait.omp_env() else { return Ok(()) };
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() || std::env::var_os("GOMP_SPINCOUNT").is_some() {
+        return Ok(());
+    }
+    let err = std::process::Command::new(std::env::current_exe()?).args(std::env::args_os().skip(1)).env(key, value).exec();
+    Err(anyhow::anyhow!("re-running with {key}={value}: {err}"))
+}
+
+#[cfg(not(unix))]
+fn apply_cpu_wait(_: &Config) -> anyhow::Result<()> {
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = Arc::new(Config::load(&args)?);
+    apply_cpu_wait(&cfg)?;
     if !cfg.model.exists() {
         anyhow::bail!(
             "model file {} not found; fetch the default model with `models/fetch.sh` or pass --model PATH",
