@@ -74,12 +74,6 @@ pub struct ToolUse {
     pub choice: ToolChoice,
 }
 
-impl ToolUse {
-    pub fn names(&self) -> Vec<&str> {
-        self.tools.iter().map(|t| t.name.as_str()).collect()
-    }
-}
-
 /// Validate `tools` and `tool_choice`. `tool_choice: "none"` (or no tools) leaves tools out of
 /// the prompt, so the model cannot call them.
 fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<ToolUse>, ApiError> {
@@ -108,6 +102,7 @@ fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<Tool
         tools.push(Tool { name: name.clone(), parameters, raw });
     }
     let bad = |msg: &str| ApiError::bad_request(msg.to_string(), Some("tool_choice"));
+    const CHOICES: &str = "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}";
     let choice = match &fields.tool_choice {
         None if tools.is_empty() => ToolChoice::None,
         None => ToolChoice::Auto,
@@ -115,14 +110,14 @@ fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<Tool
             "none" => ToolChoice::None,
             "auto" => ToolChoice::Auto,
             "required" => ToolChoice::Required,
-            _ => return Err(bad("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")),
+            _ => return Err(bad(CHOICES)),
         },
         Some(v) => {
             let name = v.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).filter(|_| v.get("type").and_then(Value::as_str) == Some("function"));
             match name {
                 Some(n) if tools.iter().any(|t| t.name == n) => ToolChoice::Function(n.to_string()),
                 Some(n) => return Err(bad(&format!("'tool_choice' names '{n}', which is not in 'tools'"))),
-                None => return Err(bad("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")),
+                None => return Err(bad(CHOICES)),
             }
         }
     };
@@ -414,7 +409,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
                 Event::Finished { index, reason, .. } => {
                     let mut finish = finish_str(Some(reason));
                     if let Some(known) = &view.tools {
-                        let end = calls[index].finish(&known.iter().map(String::as_str).collect::<Vec<_>>());
+                        let end = calls[index].finish(known);
                         for delta in view.stream_delta("", &end.content, &mut answering[index]) {
                             yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
                         }
@@ -485,14 +480,14 @@ impl View {
             Some((o, c)) => (o.clone(), c.clone()),
             None => (String::new(), String::new()),
         };
-        let tools = p.tools.as_ref().map(|t| t.names().into_iter().map(String::from).collect());
+        let tools = p.tools.as_ref().map(|t| t.tools.iter().map(|x| x.name.clone()).collect());
         Self { separate: p.plan.separate, exclude: p.plan.exclude, open, close, tools }
     }
 
     /// The message and finish reason of a finished choice, with the model's tool calls parsed out.
     pub fn finished(&self, thinking: &str, answer: &str, finish: Option<FinishReason>) -> (Value, &'static str) {
         let Some(names) = &self.tools else { return (self.message(thinking, answer), finish_str(finish)) };
-        let parsed = tools::parse(answer, &names.iter().map(String::as_str).collect::<Vec<_>>());
+        let parsed = tools::parse(answer, names);
         let mut m = self.message(thinking, &parsed.content);
         if parsed.calls.is_empty() {
             return (m, finish_str(finish));

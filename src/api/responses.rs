@@ -80,31 +80,28 @@ pub fn to_chat(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let param = format!("input[{i}]");
+                let field = |k: &str| {
+                    item.get(k).and_then(Value::as_str).ok_or_else(|| {
+                        ApiError::bad_request(format!("'{param}.{k}' is required and must be a string"), Some(&format!("{param}.{k}")))
+                    })
+                };
                 match item.get("type").and_then(Value::as_str).unwrap_or("message") {
                     "message" => {
-                        let role = item.get("role").and_then(Value::as_str).ok_or_else(|| {
-                            ApiError::bad_request(format!("'{param}.role' is required"), Some(&format!("{param}.role")))
-                        })?;
+                        let role = field("role")?;
                         let content = text_of(item.get("content").unwrap_or(&Value::Null), &format!("{param}.content"))?;
                         messages.push(json!({"role": role, "content": content}));
                     }
                     // An earlier turn's call joins the assistant message before it (parallel calls).
                     "function_call" => {
-                        let field = |k: &str| {
-                            item.get(k).and_then(Value::as_str).ok_or_else(|| {
-                                ApiError::bad_request(format!("'{param}.{k}' is required and must be a string"), Some(&format!("{param}.{k}")))
-                            })
-                        };
                         let call = json!({"id": field("call_id")?, "type": "function", "function": {"name": field("name")?, "arguments": field("arguments")?}});
-                        match messages.last_mut() {
-                            Some(m) if m["role"] == "assistant" && m["tool_calls"].is_array() => m["tool_calls"].as_array_mut().into_iter().for_each(|a| a.push(call.clone())),
-                            _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                        let earlier = messages.last_mut().filter(|m| m["role"] == "assistant").and_then(|m| m["tool_calls"].as_array_mut());
+                        match earlier {
+                            Some(calls) => calls.push(call),
+                            None => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
                         }
                     }
                     "function_call_output" => {
-                        let call_id = item.get("call_id").and_then(Value::as_str).ok_or_else(|| {
-                            ApiError::bad_request(format!("'{param}.call_id' is required"), Some(&format!("{param}.call_id")))
-                        })?;
+                        let call_id = field("call_id")?;
                         let output = text_of(item.get("output").unwrap_or(&Value::Null), &format!("{param}.output"))?;
                         messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
                     }

@@ -36,10 +36,10 @@ pub struct Parsed {
 }
 
 /// One call block's JSON, if it names a known tool. `arguments` may be an object or a JSON string.
-fn call_of(block: &str, known: &[&str]) -> Option<(String, String)> {
+fn call_of<S: AsRef<str>>(block: &str, known: &[S]) -> Option<(String, String)> {
     let v: Value = serde_json::from_str(block.trim()).ok()?;
     let name = v.get("name")?.as_str()?;
-    if !known.contains(&name) {
+    if !known.iter().any(|k| k.as_ref() == name) {
         return None;
     }
     let args = match v.get("arguments").or_else(|| v.get("parameters")) {
@@ -53,7 +53,7 @@ fn call_of(block: &str, known: &[&str]) -> Option<(String, String)> {
 
 /// Small models often drop the tags: an answer that is nothing but call objects (one per line,
 /// or in a ```json fence) is read as calls too, as llama.cpp's Hermes parser does.
-fn bare_calls(text: &str, known: &[&str]) -> Option<Vec<(String, String)>> {
+fn bare_calls<S: AsRef<str>>(text: &str, known: &[S]) -> Option<Vec<(String, String)>> {
     let t = text.trim();
     let t = match t.strip_prefix("```") {
         Some(rest) => rest.trim_start_matches("json").strip_suffix("```")?.trim(),
@@ -71,7 +71,7 @@ fn bare_calls(text: &str, known: &[&str]) -> Option<Vec<(String, String)>> {
 
 /// Split text into content and calls. A block that is not a call to a known tool stays content,
 /// so nothing the model wrote is lost; an unclosed last block counts when its JSON is complete.
-pub fn parse(text: &str, known: &[&str]) -> Parsed {
+pub fn parse<S: AsRef<str>>(text: &str, known: &[S]) -> Parsed {
     if let Some(calls) = bare_calls(text, known) {
         return Parsed { content: String::new(), calls };
     }
@@ -112,8 +112,9 @@ impl CallStream {
             return String::new();
         }
         let pending = &self.buf[self.emitted..];
+        // Only whitespace shown so far: the answer has not started, so it may still open with "{".
         let start = self.buf.trim_start();
-        if self.emitted == 0 && ["{", "`"].iter().any(|p| start.starts_with(p)) {
+        if self.buf[..self.emitted].trim().is_empty() && ["{", "`"].iter().any(|p| start.starts_with(p)) {
             self.held = true;
             return String::new();
         }
@@ -131,7 +132,7 @@ impl CallStream {
     }
 
     /// At the end: the content not shown yet and the calls.
-    pub fn finish(&self, known: &[&str]) -> Parsed {
+    pub fn finish<S: AsRef<str>>(&self, known: &[S]) -> Parsed {
         parse(&self.buf[self.emitted..], known)
     }
 }
@@ -266,6 +267,7 @@ mod tests {
         assert_eq!(s.finish(K).content, "<");
         // An answer opening with "{" is held whole: a call without tags, or JSON shown at the end.
         let mut s = CallStream::default();
+        assert_eq!(s.push("\n"), "\n");
         assert_eq!(s.push(" {\"name\": \"add\","), "");
         assert_eq!(s.push(" \"arguments\": {}}"), "");
         assert_eq!(s.finish(K).calls.len(), 1);
