@@ -89,11 +89,10 @@ impl Jinja {
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", |fmt: String| -> String {
-            // Templates print today's date with it; a fixed clock keeps prompts cacheable within a day.
+            // Templates print today's date with it (Llama 3's "%d %b %Y"); the date only, so a
+            // prompt stays the same, and cacheable, all day.
             let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let days = secs / 86_400;
-            let (y, m, d) = civil_from_days(days as i64);
-            fmt.replace("%Y", &y.to_string()).replace("%m", &format!("{m:02}")).replace("%d", &format!("{d:02}"))
+            date(&fmt, civil_from_days((secs / 86_400) as i64))
         });
         env.add_template_owned(NAME, source.to_string()).map_err(|e| e.to_string())?;
         Ok(Self { env, bos, eos, knows_tools: source.contains("tools") })
@@ -117,6 +116,18 @@ impl Jinja {
             _ => text,
         })
     }
+}
+
+const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+
+/// The date fields of a strftime format (%Y %m %d %B %b).
+fn date(fmt: &str, (y, m, d): (i64, u32, u32)) -> String {
+    let name = MONTHS[(m - 1) as usize];
+    fmt.replace("%Y", &y.to_string())
+        .replace("%m", &format!("{m:02}"))
+        .replace("%d", &format!("{d:02}"))
+        .replace("%B", name)
+        .replace("%b", &name[..3])
 }
 
 /// Days since 1970-01-01 to a (year, month, day) date (Howard Hinnant's algorithm).
@@ -182,5 +193,7 @@ mod tests {
     fn dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_786), (2026, 11, 29));
+        assert_eq!(date("%d %b %Y", (2026, 11, 29)), "29 Nov 2026");
+        assert_eq!(date("%B %d, %Y / %m", (2026, 1, 5)), "January 05, 2026 / 01");
     }
 }
