@@ -217,11 +217,17 @@ pub struct Prepared {
     pub expected: Option<String>,
 }
 
-pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
-    let obj = parse_object(&body)?;
-    let expected = super::grading::expected_answer(&obj)?;
-    let common: Common = typed(&obj)?;
-    let fields: ChatFields = typed(&obj)?;
+/// A chat body's own fields, validated without the model (the fuzz target runs this).
+pub struct Conversation {
+    pub messages: Vec<Message>,
+    pub tools: Option<ToolUse>,
+    pub parallel_tool_calls: bool,
+    /// Log-probabilities wanted, with this many alternatives per token.
+    pub logprobs: Option<u32>,
+}
+
+pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, ApiError> {
+    let fields: ChatFields = typed(obj)?;
     let top = match fields.top_logprobs {
         Some(k) if !(0..=20).contains(&k) => {
             return Err(ApiError::bad_request("'top_logprobs' must be between 0 and 20", Some("top_logprobs")))
@@ -231,12 +237,23 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         }
         k => k.unwrap_or(0) as u32,
     };
-    let want_logprobs = fields.logprobs == Some(true);
+    Ok(Conversation {
+        tools: tool_use(&fields, obj)?,
+        messages: messages(&fields)?,
+        parallel_tool_calls: fields.parallel_tool_calls != Some(false),
+        logprobs: (fields.logprobs == Some(true)).then_some(top),
+    })
+}
+
+pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
+    let obj = parse_object(&body)?;
+    let expected = super::grading::expected_answer(&obj)?;
+    let common: Common = typed(&obj)?;
+    let Conversation { messages: mut msgs, tools, parallel_tool_calls, logprobs } = conversation(&obj)?;
+    let want_logprobs = logprobs.is_some();
     let cfg = &state.cfg;
-    let mut v = common.validate(cfg, want_logprobs.then_some(top), engine.model.n_vocab, &engine.model.eog)?;
+    let mut v = common.validate(cfg, logprobs, engine.model.n_vocab, &engine.model.eog)?;
     v.constrain(&engine.model)?;
-    let tools = tool_use(&fields, &obj)?;
-    let mut msgs = messages(&fields)?;
     let original_messages = msgs.clone();
     let native = engine.model.think_markers.clone();
     let plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
@@ -254,7 +271,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
                 return Err(ApiError::bad_request("A required tool call cannot be combined with 'response_format'", Some("tool_choice")));
             }
             // A named function is one call; "required" may be several unless parallel calls are off.
-            let parallel = t.choice == ToolChoice::Required && fields.parallel_tool_calls != Some(false);
+            let parallel = t.choice == ToolChoice::Required && parallel_tool_calls;
             let grammar = engine.model.tool_grammar(&tools::call_schema(&forced), parallel).map_err(|e| {
                 ApiError::bad_request(format!("the tools' parameter schemas cannot be turned into a grammar ({e})"), Some("tools"))
             })?;

@@ -6,9 +6,9 @@ mod completions;
 pub mod error;
 mod generation;
 mod grading;
-mod responses;
+pub mod responses;
 mod sse;
-mod types;
+pub mod types;
 mod vote;
 
 use std::sync::{Arc, OnceLock};

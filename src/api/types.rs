@@ -2,7 +2,6 @@
 //! first (so the reasoning normaliser sees every field), then the typed fields are read with
 //! `serde_path_to_error` so a wrong type names its field.
 
-use axum::body::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -12,7 +11,7 @@ use crate::config::Config;
 use crate::engine::SamplingParams;
 
 /// Parse a body into a JSON object.
-pub fn parse_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("Request body is empty; expected a JSON object", None));
     }
