@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::generation::{chat_chunk, chat_completion, finish_str, submit, unix_now, usage_chunk, Collector};
+use super::generation::{Finish, chat_chunk, chat_completion, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
@@ -387,7 +387,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
                     "index": i,
                     "message": message,
                     "logprobs": if p.logprobs { json!({"content": view.content_logprobs(&c.logprobs)}) } else { Value::Null },
-                    "finish_reason": finish,
+                    "finish_reason": finish.as_str(),
                 })
             })
             .collect();
@@ -424,19 +424,19 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
                     }
                 }
                 Event::Finished { index, reason, .. } => {
-                    let mut finish = finish_str(Some(reason));
+                    let mut finish = Finish::from(Some(reason));
                     if let Some(known) = &view.tools {
                         let end = calls[index].finish(known);
                         for delta in view.stream_delta("", &end.content, &mut answering[index]) {
                             yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
                         }
                         if !end.calls.is_empty() {
-                            finish = "tool_calls";
+                            finish = Finish::ToolCalls;
                             let delta = json!({"tool_calls": calls_json(&tools::with_ids(end.calls), true)});
                             yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
                         }
                     }
-                    yield Item::Data(chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish}])));
+                    yield Item::Data(chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()}])));
                 }
                 Event::Error { message } => {
                     yield Item::Data(ApiError::internal(message).body());
@@ -502,18 +502,18 @@ impl View {
     }
 
     /// The message and finish reason of a finished choice, with the model's tool calls parsed out.
-    pub fn finished(&self, thinking: &str, answer: &str, finish: Option<FinishReason>) -> (Value, &'static str) {
-        let Some(names) = &self.tools else { return (self.message(thinking, answer), finish_str(finish)) };
+    pub fn finished(&self, thinking: &str, answer: &str, finish: Option<FinishReason>) -> (Value, Finish) {
+        let Some(names) = &self.tools else { return (self.message(thinking, answer), Finish::from(finish)) };
         let parsed = tools::parse(answer, names);
         let mut m = self.message(thinking, &parsed.content);
         if parsed.calls.is_empty() {
-            return (m, finish_str(finish));
+            return (m, Finish::from(finish));
         }
         if m["content"] == "" {
             m["content"] = Value::Null;
         }
         m["tool_calls"] = calls_json(&tools::with_ids(parsed.calls), false);
-        (m, "tool_calls")
+        (m, Finish::ToolCalls)
     }
 
     /// The assistant message for a finished choice.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::error::ApiError;
-use super::generation::{finish_str, submit, unix_now, usage, Collector};
+use super::generation::{Finish, submit, unix_now, usage, Collector};
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common};
 use super::AppState;
@@ -122,7 +122,7 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
                 choices.push(json!({
                     "index": i * n + j, "text": text,
                     "logprobs": if want_lp { legacy_logprobs(&c.logprobs) } else { Value::Null },
-                    "finish_reason": finish_str(c.finish),
+                    "finish_reason": Finish::from(c.finish).as_str(),
                 }));
             }
         }
@@ -160,7 +160,7 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
                     yield Item::Data(chunk(json!([{"index": i * n + index, "text": answer, "logprobs": lp, "finish_reason": null}])));
                 }
                 Event::Finished { index, reason, .. } => {
-                    yield Item::Data(chunk(json!([{"index": i * n + index, "text": "", "logprobs": null, "finish_reason": finish_str(Some(reason))}])));
+                    yield Item::Data(chunk(json!([{"index": i * n + index, "text": "", "logprobs": null, "finish_reason": Finish::from(Some(reason)).as_str()}])));
                 }
                 Event::Error { message } => yield Item::Data(ApiError::internal(message).body()),
                 _ => {}

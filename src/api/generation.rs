@@ -172,10 +172,32 @@ impl Collector {
     }
 }
 
-pub fn finish_str(f: Option<FinishReason>) -> &'static str {
-    match f {
-        Some(FinishReason::Length) => "length",
-        _ => "stop",
+/// `finish_reason` as OpenAI spells it: the closed set every endpoint answers with. A cancelled
+/// sequence (its client gone, or a sample stopped early by the vote) is a "stop" there; the
+/// engine's own reason stays in a vote's per-sample detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Stop,
+    Length,
+    ToolCalls,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+        }
+    }
+}
+
+impl From<Option<FinishReason>> for Finish {
+    fn from(f: Option<FinishReason>) -> Self {
+        match f {
+            Some(FinishReason::Length) => Self::Length,
+            _ => Self::Stop,
+        }
     }
 }
 
@@ -222,4 +244,18 @@ pub fn usage_chunk(mut chunk: Value, col: &Collector) -> Value {
 
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_reasons_as_openai_spells_them() {
+        assert_eq!(Finish::from(Some(FinishReason::Length)).as_str(), "length");
+        // A sample the vote stopped, or a request whose client left, ended: "stop", not "cancelled".
+        assert_eq!(Finish::from(Some(FinishReason::Cancelled)).as_str(), "stop");
+        assert_eq!(Finish::from(None).as_str(), "stop");
+        assert_eq!(Finish::ToolCalls.as_str(), "tool_calls");
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::chat::{Prepared, View};
 use super::error::ApiError;
-use super::generation::{chat_chunk, chat_completion, finish_str, submit, unix_now, usage_chunk, Collector};
+use super::generation::{Finish, chat_chunk, chat_completion, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::AppState;
 use crate::engine::{Engine, Event, FinishReason, Judge, VotePlan, JUDGE_NO, JUDGE_YES};
@@ -195,7 +195,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
             .enumerate()
             .map(|(i, o)| {
                 json!({"index": i, "message": view.message(&o.thinking, &o.answer), "logprobs": null,
-                       "finish_reason": finish_str(o.finish), "thinkscale": o.ext})
+                       "finish_reason": Finish::from(o.finish).as_str(), "thinkscale": o.ext})
             })
             .collect();
         return Ok(chat_completion(&id, created, &model, choices, &col, graded));
@@ -232,7 +232,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
             for delta in view.stream_delta(&o.thinking, &o.answer, &mut answering) {
                 yield Item::Data(chunk(json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": null}])));
             }
-            yield Item::Data(chunk(json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": finish_str(o.finish), "thinkscale": o.ext}])));
+            yield Item::Data(chunk(json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": Finish::from(o.finish).as_str(), "thinkscale": o.ext}])));
         }
         if include_usage {
             yield Item::Data(usage_chunk(chunk(json!([])), &col));
