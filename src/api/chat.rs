@@ -19,10 +19,11 @@ use crate::reasoning::chat::{Message, ToolCall};
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
 use crate::reasoning::tools::{self, CallStream, Tool, ToolChoice};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct ChatFields {
     messages: Vec<RawMessage>,
     logprobs: Option<bool>,
+    #[schemars(range(min = 0, max = 20))]
     top_logprobs: Option<i64>,
     #[serde(default)]
     tools: Vec<RawTool>,
@@ -30,8 +31,9 @@ struct ChatFields {
     parallel_tool_calls: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct RawMessage {
+    #[schemars(extend("enum" = ["system", "developer", "user", "assistant", "tool", "function"]))]
     role: String,
     #[serde(default)]
     content: Value,
@@ -40,13 +42,13 @@ struct RawMessage {
     name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct RawToolCall {
     id: Option<String>,
     function: RawFunctionCall,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct RawFunctionCall {
     name: String,
     /// JSON text as OpenAI sends it (an object is accepted too).
@@ -54,14 +56,14 @@ struct RawFunctionCall {
     arguments: Value,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct RawTool {
     #[serde(rename = "type")]
     kind: String,
     function: FunctionDef,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct FunctionDef {
     name: String,
     parameters: Option<Value>,
@@ -565,4 +567,9 @@ impl View {
         }
         out
     }
+}
+
+/// The request body's schema for /openapi.json: the shared sampling fields and the chat fields.
+pub(super) fn request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
+    json!({"allOf": [gen.subschema_for::<super::types::Common>(), gen.subschema_for::<ChatFields>()], "required": ["messages"]})
 }

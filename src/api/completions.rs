@@ -18,7 +18,7 @@ use super::types::{parse_object, typed, Common};
 use super::AppState;
 use crate::engine::{Event, JobSpec, LogprobEntry};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum Prompt {
     Text(String),
@@ -27,7 +27,7 @@ enum Prompt {
     TokenLists(Vec<Vec<i32>>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct CompletionFields {
     prompt: Prompt,
     logprobs: Option<i64>,
@@ -176,4 +176,9 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
         }
     };
     Ok(sse::respond(stream))
+}
+
+/// The request body's schema for /openapi.json: the shared sampling fields and the prompt.
+pub(super) fn request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
+    json!({"allOf": [gen.subschema_for::<super::types::Common>(), gen.subschema_for::<CompletionFields>()], "required": ["prompt"]})
 }

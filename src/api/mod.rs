@@ -6,6 +6,7 @@ mod completions;
 pub mod error;
 mod generation;
 mod grading;
+mod openapi;
 pub mod responses;
 mod sse;
 pub mod types;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v1)
         .merge(if state.cfg.test_hooks { hooks } else { Router::new() })
         .route("/health", get(admin::health))
+        .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(admin::prometheus))
         .route("/dashboard", get(admin::dashboard))
         .route_layer(middleware::from_fn(count_requests))

@@ -36,33 +36,45 @@ pub fn typed<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T, ApiErro
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Stop {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, schemars::JsonSchema)]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
 }
 
 /// Fields common to chat and text completions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Common {
+    #[schemars(range(min = 0.0, max = 2.0))]
     pub temperature: Option<f64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub top_p: Option<f64>,
+    #[schemars(range(min = 0, max = 1_000_000))]
     pub top_k: Option<i64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub min_p: Option<f64>,
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
+    /// At most the per-slot context (set in /openapi.json from the server's configuration).
+    #[schemars(range(min = 1))]
     pub max_tokens: Option<i64>,
+    #[schemars(range(min = 1))]
     pub max_completion_tokens: Option<i64>,
+    #[schemars(range(min = -2.0, max = 2.0))]
     pub presence_penalty: Option<f64>,
+    #[schemars(range(min = -2.0, max = 2.0))]
     pub frequency_penalty: Option<f64>,
+    #[schemars(range(min = 0.0, max = 10.0))]
     pub repeat_penalty: Option<f64>,
+    /// At most the server's parallel slots (set in /openapi.json).
+    #[schemars(range(min = 1))]
     pub n: Option<i64>,
     pub logit_bias: Option<std::collections::HashMap<String, f64>>,
     /// llama.cpp / vLLM extension: never end on an end-of-generation token (benchmarks).
@@ -75,7 +87,7 @@ pub struct Common {
     pub response_format: Option<ResponseFormat>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseFormat {
     Text,
@@ -83,7 +95,7 @@ pub enum ResponseFormat {
     JsonSchema { json_schema: JsonSchemaFormat },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct JsonSchemaFormat {
     pub schema: Option<Map<String, Value>>,
 }

@@ -1,0 +1,95 @@
+//! GET /openapi.json: the API contract. Request bodies are generated from the serde types the
+//! handlers parse (schemars), with the bounds that depend on the configuration (token caps, `n`)
+//! filled in; responses are described by the fields every client relies on. The contract test
+//! (tests/python/test_openapi.py) fuzzes the live server against it.
+
+use axum::extract::State;
+use axum::Json;
+use schemars::generate::SchemaSettings;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+fn finish() -> Value {
+    json!({"type": "string", "enum": ["stop", "length", "tool_calls"]})
+}
+
+fn usage() -> Value {
+    json!({"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"], "properties": {
+        "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}})
+}
+
+/// A JSON body or, with `stream: true`, server-sent events (each a `data:` line: a chunk, an
+/// error object or `[DONE]`).
+fn ok(schema: &str) -> Value {
+    json!({"description": "OK", "content": {
+        "application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}},
+        "text/event-stream": {"schema": {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}}})
+}
+
+fn errors() -> Value {
+    let e = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let with = |d: &str| {
+        let mut v = e.clone();
+        v["description"] = json!(d);
+        v
+    };
+    json!({"400": with("invalid request"), "401": with("missing or wrong API key"), "413": with("body too large"),
+           "429": with("every slot busy and the queue full (Retry-After)"), "500": with("the engine failed"),
+           "503": with("loading or shutting down")})
+}
+
+fn post(op: &str, body: &str, schema: &str) -> Value {
+    let mut responses = errors();
+    responses["200"] = ok(schema);
+    json!({"post": {"operationId": op, "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}},
+                    "responses": responses}})
+}
+
+pub fn document(slot_ctx: u32, parallel: u32) -> Value {
+    let mut gen = SchemaSettings::openapi3().into_generator();
+    let chat = super::chat::request_schema(&mut gen);
+    let completion = super::completions::request_schema(&mut gen);
+    let mut schemas = gen.take_definitions(true);
+    // Bounds from the configuration: one request's cap is its slot's context, `n` the slots.
+    if let Some(props) = schemas.get_mut("Common").and_then(|c| c.get_mut("properties")) {
+        for cap in ["max_tokens", "max_completion_tokens"] {
+            props[cap]["maximum"] = json!(slot_ctx);
+        }
+        props["n"]["maximum"] = json!(parallel);
+    }
+    schemas.insert("ChatRequest".into(), chat);
+    schemas.insert("CompletionRequest".into(), completion);
+    schemas.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type"], "properties": {
+            "message": {"type": "string"}, "type": {"type": "string"},
+            "param": {"type": "string", "nullable": true}, "code": {"type": "string", "nullable": true}}}}}));
+    schemas.insert("ChatCompletion".into(), json!({"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"], "properties": {
+        "id": {"type": "string"}, "object": {"type": "string", "enum": ["chat.completion"]}, "created": {"type": "integer"},
+        "model": {"type": "string"}, "usage": usage(),
+        "choices": {"type": "array", "items": {"type": "object", "required": ["index", "message", "finish_reason"], "properties": {
+            "index": {"type": "integer"}, "finish_reason": finish(),
+            "message": {"type": "object", "required": ["role"], "properties": {
+                "role": {"type": "string", "enum": ["assistant"]}, "content": {"type": "string", "nullable": true},
+                "reasoning_content": {"type": "string"},
+                "tool_calls": {"type": "array", "items": {"type": "object", "required": ["id", "type", "function"]}}}}}}}}}));
+    schemas.insert("Completion".into(), json!({"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"], "properties": {
+        "id": {"type": "string"}, "object": {"type": "string", "enum": ["text_completion"]}, "created": {"type": "integer"},
+        "model": {"type": "string"}, "usage": usage(),
+        "choices": {"type": "array", "items": {"type": "object", "required": ["index", "text", "finish_reason"], "properties": {
+            "index": {"type": "integer"}, "text": {"type": "string"}, "finish_reason": finish()}}}}}));
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "thinkscale", "version": env!("CARGO_PKG_VERSION")},
+        "paths": {
+            "/v1/chat/completions": post("createChatCompletion", "ChatRequest", "ChatCompletion"),
+            "/v1/completions": post("createCompletion", "CompletionRequest", "Completion"),
+        },
+        "components": {"schemas": schemas},
+    })
+}
+
+pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    let cfg = &state.cfg;
+    Json(document(cfg.ctx_size / cfg.parallel, cfg.parallel))
+}
