@@ -136,6 +136,21 @@ pub struct ReasoningConfig {
     pub verifier_model: Option<PathBuf>,
     /// Recent request summaries kept for `/v1/feedback`.
     pub history_size: usize,
+    /// Chain confidence (DeepConf): candidates per token, tokens per group, and the chain score
+    /// (`lowest` group, `tail` group or `mean`) that prunes, keeps and weighs.
+    pub confidence_top_k: usize,
+    pub confidence_window: usize,
+    pub confidence_score: crate::reasoning::confidence::ChainScore,
+    /// `reasoning.prune: "confidence"` without `keep_top`: the share of first-wave chains the
+    /// online threshold would keep (0.1 is DeepConf-low, 0.9 DeepConf-high).
+    pub prune_keep_top: f64,
+    /// `reasoning_effort: "auto"`: the cheapest setting whose accuracy is within this margin of
+    /// the best measured one, among settings with at least `auto_min_graded` graded requests.
+    pub auto_margin: f64,
+    pub auto_min_graded: u64,
+    /// A harness run (`results.jsonl`, or its directory) that gives `auto` a policy before the
+    /// server has graded history of its own.
+    pub auto_table: Option<PathBuf>,
 }
 
 impl Default for ReasoningConfig {
@@ -169,6 +184,13 @@ impl Default for ReasoningConfig {
             self_verifier_prompt: "Is that final answer correct? Answer Yes or No.".into(),
             verifier_model: None,
             history_size: 10_000,
+            confidence_top_k: 20,
+            confidence_window: 32,
+            confidence_score: Default::default(),
+            prune_keep_top: 0.1,
+            auto_margin: 0.03,
+            auto_min_graded: 20,
+            auto_table: None,
         }
     }
 }
@@ -296,6 +318,11 @@ impl Config {
             let max = crate::reasoning::plan::MAX_SAMPLES;
             anyhow::ensure!((1..=max).contains(n), "reasoning.effort_samples.{level} must be in 1..={max}");
         }
+        let r = &self.reasoning;
+        anyhow::ensure!(r.confidence_top_k >= 1, "reasoning.confidence_top_k must be at least 1");
+        anyhow::ensure!(r.confidence_window >= 1, "reasoning.confidence_window must be at least 1");
+        anyhow::ensure!(r.prune_keep_top > 0.0 && r.prune_keep_top <= 1.0, "reasoning.prune_keep_top must be in (0, 1]");
+        anyhow::ensure!((0.0..1.0).contains(&r.auto_margin), "reasoning.auto_margin must be in [0, 1)");
         for o in self.cors_origins.iter().filter(|o| *o != "*") {
             anyhow::ensure!(
                 axum::http::HeaderValue::from_str(o).is_ok() && (o.starts_with("http://") || o.starts_with("https://")),

@@ -107,7 +107,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let state = AppState::new(cfg.clone());
+        let state = AppState::new(cfg.clone())?;
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         tracing::info!(%addr, model = %cfg.model.display(), "listening; loading model");

@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    exponential_buckets, linear_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
 
@@ -28,6 +28,8 @@ pub struct Metrics {
     pub wait_extensions: IntCounterVec,
     pub samples_used: HistogramVec,
     pub early_stops: IntCounter,
+    /// Chain confidence scores, by what the vote did with the chain.
+    pub chain_confidence: HistogramVec,
     pub graded: IntCounterVec,
     pub graded_thinking_seconds: HistogramVec,
     pub graded_thinking_tokens: HistogramVec,
@@ -81,7 +83,14 @@ impl Metrics {
             forced_cutoffs: counter_vec(&r, "forced_cutoffs_total", "Thinking cut off at the budget", &["effort"]),
             wait_extensions: counter_vec(&r, "wait_extensions_total", "Early closes replaced by Wait", &["effort"]),
             samples_used: histogram(&r, "samples_used", "Samples decoded per self-consistency request", &["effort"], toks.clone()),
-            early_stops: counter(&r, "adaptive_early_stops_total", "Self-consistency requests stopped early by the Beta rule"),
+            early_stops: counter(&r, "adaptive_early_stops_total", "Self-consistency requests stopped early by their stopping rule"),
+            chain_confidence: histogram(
+                &r,
+                "chain_confidence",
+                "Chain confidence score (DeepConf) per sample; fate: voted, pruned (online filter) or dropped (keep_top)",
+                &["fate"],
+                linear_buckets(0.0, 1.0, 31).expect("buckets"),
+            ),
             graded: counter_vec(&r, "graded_requests_total", "Graded requests by effort, budget bucket, samples and outcome", grade_labels),
             graded_thinking_seconds: histogram(&r, "graded_thinking_seconds", "Thinking seconds of graded requests", grade_labels, secs),
             graded_thinking_tokens: histogram(&r, "graded_thinking_tokens", "Thinking tokens of graded requests", grade_labels, toks),

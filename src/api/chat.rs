@@ -16,6 +16,8 @@ use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
 use crate::engine::{Engine, Event, FinishReason, ForcingRequest, JobSpec, LogprobEntry};
 use crate::reasoning::chat::{Message, ToolCall};
+use super::grading::AutoDecision;
+use crate::reasoning::auto::Budget;
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
 use crate::reasoning::tools::{self, CallStream, Tool, ToolChoice};
 
@@ -217,6 +219,8 @@ pub struct Prepared {
     pub tools: Option<ToolUse>,
     /// `metadata.expected_answer`: grade the response when it is done.
     pub expected: Option<String>,
+    /// `reasoning_effort: "auto"`: the setting chosen and why (returned in `thinkscale.auto`).
+    pub auto: Option<AutoDecision>,
 }
 
 /// A chat body's own fields, validated without the model (the fuzz target runs this).
@@ -258,7 +262,8 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     v.constrain(&engine.model)?;
     let original_messages = msgs.clone();
     let native = engine.model.think_markers.clone();
-    let plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
+    let mut plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
+    let auto = plan.auto.then(|| apply_auto(state, &mut plan));
     if let Some(t) = &tools {
         if plan.sampling.samples > 1 {
             return Err(ApiError::bad_request("Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"", Some("tools")));
@@ -357,7 +362,24 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         want_logprob: samples > 1,
         vote: None,
     };
-    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected })
+    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected, auto })
+}
+
+/// Put the auto policy's setting into the plan: its budget, and the samples it may widen to.
+fn apply_auto(state: &AppState, plan: &mut ReasoningPlan) -> AutoDecision {
+    let d = super::grading::auto_decision(state);
+    if let Some(c) = &d.choice {
+        match c.setting.budget {
+            Budget::Plain | Budget::Tokens(0) => {
+                plan.thinking = false;
+                plan.max_thinking = Some(0);
+            }
+            Budget::Tokens(n) => plan.max_thinking = Some(n),
+            Budget::Unlimited => plan.max_thinking = None,
+        }
+        plan.sampling.samples = c.widen_to;
+    }
+    d
 }
 
 pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -393,9 +415,10 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
                 })
             })
             .collect();
-        return Ok(chat_completion(&id, created, &model, choices, &col, graded));
+        return Ok(chat_completion(&id, created, &model, choices, &col, graded, p.auto.as_ref()));
     }
     let include_usage = p.v.include_usage;
+    let auto = p.auto.clone();
     let n = p.v.n;
     let logprobs = p.logprobs;
     let (plan, expected) = (p.plan.clone(), p.expected.clone());
@@ -438,7 +461,11 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
                             yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
                         }
                     }
-                    yield Item::Data(chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()}])));
+                    let mut last = json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()}]);
+                    if let Some(a) = &auto {
+                        last[0]["thinkscale"] = json!({"auto": a});
+                    }
+                    yield Item::Data(chunk(last));
                 }
                 Event::Error { message } => {
                     yield Item::Data(ApiError::internal(message).body());

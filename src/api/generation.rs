@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
+use super::grading::AutoDecision;
 use crate::engine::{CancelHandle, Engine, Event, FinishReason, JobSpec, LogprobEntry, SeqStats, SubmitError};
 use crate::metrics::metrics;
 
@@ -43,6 +44,8 @@ pub struct Collector {
     /// Self-consistency: choices stopped early, and P(True) scores per (choice, answer).
     pub stopped: Vec<usize>,
     pub judged: Vec<(usize, String, f64)>,
+    /// Online confidence filter thresholds per choice.
+    pub calibrated: Vec<(usize, f64)>,
 }
 
 impl Collector {
@@ -60,6 +63,7 @@ impl Collector {
             error: None,
             stopped: Vec::new(),
             judged: Vec::new(),
+            calibrated: Vec::new(),
         }
     }
 
@@ -96,6 +100,7 @@ impl Collector {
             Event::Error { message } => self.error = Some(message.clone()),
             Event::Stopped { choice } => self.stopped.push(*choice),
             Event::Judged { choice, answer, score } => self.judged.push((*choice, answer.clone(), *score)),
+            Event::Calibrated { choice, threshold } => self.calibrated.push((*choice, *threshold)),
         }
     }
 
@@ -210,14 +215,18 @@ pub fn chat_chunk(id: &str, created: u64, model: &str, choices: Value) -> Value 
 }
 
 /// A non-streamed `chat.completion`, with the grading outcome when the request carried a reference.
-pub fn chat_completion(id: &str, created: u64, model: &str, choices: Vec<Value>, col: &Collector, graded: Option<bool>) -> Response {
+/// `auto`: the setting `reasoning_effort: "auto"` chose, and why.
+pub fn chat_completion(id: &str, created: u64, model: &str, choices: Vec<Value>, col: &Collector, graded: Option<bool>, auto: Option<&AutoDecision>) -> Response {
     let mut body = json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": super::FINGERPRINT, "choices": choices,
         "usage": col.usage(), "timings": col.timings(),
     });
     if let Some(ok) = graded {
-        body["thinkscale"] = json!({"graded": {"correct": ok}});
+        body["thinkscale"]["graded"] = json!({"correct": ok});
+    }
+    if let Some(a) = auto {
+        body["thinkscale"]["auto"] = json!(a);
     }
     axum::Json(body).into_response()
 }

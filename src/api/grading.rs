@@ -106,6 +106,59 @@ fn history(state: &AppState) -> std::sync::MutexGuard<'_, History> {
     state.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What `reasoning_effort: "auto"` decided for a request, and from what.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AutoDecision {
+    /// `None`: nothing is measured well enough yet; the request thinks without a budget.
+    pub choice: Option<crate::reasoning::auto::Choice>,
+    /// Where the measurements came from: `history`, `table` or `table+history`.
+    pub source: &'static str,
+    pub reason: String,
+}
+
+/// Choose an `auto` request's setting from the graded history (every label but `auto` itself,
+/// budget and sample buckets as settings) together with the start-up table.
+pub fn auto_decision(state: &AppState) -> AutoDecision {
+    use crate::reasoning::auto::{choose, Budget, Measured, Setting};
+    let mut merged: Vec<Measured> = state.auto_table.to_vec();
+    let mut live = false;
+    {
+        let h = history(state);
+        for (l, obs) in h.cells.iter().filter(|(l, _)| l.effort != crate::reasoning::plan::AUTO) {
+            let (Some(budget), Ok(samples)) = (Budget::parse(&l.budget), l.samples.parse::<u32>()) else { continue };
+            let s = summarise(obs);
+            let setting = Setting { budget, samples };
+            live = true;
+            match merged.iter_mut().find(|m| m.setting == setting) {
+                Some(m) => {
+                    let n = m.graded + s.graded;
+                    m.mean_thinking_tokens = (m.mean_thinking_tokens * m.graded as f64 + s.mean_thinking_tokens * s.graded as f64) / n as f64;
+                    m.graded = n;
+                    m.correct += s.correct;
+                }
+                None => merged.push(Measured { setting, graded: s.graded, correct: s.correct, mean_thinking_tokens: s.mean_thinking_tokens }),
+            }
+        }
+    }
+    let source = match (state.auto_table.is_empty(), live) {
+        (false, true) => "table+history",
+        (false, false) => "table",
+        _ => "history",
+    };
+    let r = &state.cfg.reasoning;
+    match choose(&merged, r.auto_margin, r.auto_min_graded) {
+        Some(c) => AutoDecision { reason: c.reason.clone(), choice: Some(c), source },
+        None => AutoDecision {
+            choice: None,
+            source,
+            reason: format!(
+                "no setting has {} graded requests yet (grade requests or start with reasoning.auto_table); thinking without a budget, one sample",
+                r.auto_min_graded
+            ),
+        },
+    }
+}
+
 /// The reference answer a request may carry: `metadata.expected_answer` (string or number).
 pub fn expected_answer(obj: &serde_json::Map<String, Value>) -> Result<Option<String>, ApiError> {
     match obj.get("metadata").and_then(|m| m.get("expected_answer")) {

@@ -36,12 +36,19 @@ pub struct AppState {
     pub history: Arc<std::sync::Mutex<grading::History>>,
     /// Why the engine thread stopped, once it has failed: /health answers 503 with it.
     pub engine_failure: Arc<OnceLock<String>>,
+    /// Settings measured by a harness run (`reasoning.auto_table`), for `reasoning_effort: "auto"`.
+    pub auto_table: Arc<Vec<crate::reasoning::auto::Measured>>,
 }
 
 impl AppState {
-    pub fn new(cfg: Arc<Config>) -> Self {
+    /// Fails when the configured `auto_table` cannot be read.
+    pub fn new(cfg: Arc<Config>) -> anyhow::Result<Self> {
         let history = Arc::new(grading::History::new(cfg.reasoning.history_size));
-        Self { cfg, engine: Arc::new(OnceLock::new()), history, engine_failure: Arc::new(OnceLock::new()) }
+        let table = match &cfg.reasoning.auto_table {
+            Some(p) => crate::eval::table::load(p).map_err(|e| anyhow::anyhow!("reasoning.auto_table: {e:#}"))?,
+            None => Vec::new(),
+        };
+        Ok(Self { cfg, engine: Arc::new(OnceLock::new()), history, engine_failure: Arc::new(OnceLock::new()), auto_table: Arc::new(table) })
     }
 
     pub fn engine(&self) -> Result<Engine, ApiError> {

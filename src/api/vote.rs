@@ -12,11 +12,12 @@ use super::error::ApiError;
 use super::generation::{Finish, chat_chunk, chat_completion, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::AppState;
-use crate::engine::{Engine, Event, FinishReason, Judge, VotePlan, JUDGE_NO, JUDGE_YES};
+use crate::engine::{Adaptive, ConfidenceSpec, Engine, Event, FinishReason, Judge, StopRule, VotePlan, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
 use crate::reasoning::chat::Message;
 use crate::reasoning::extract::final_answer;
-use crate::reasoning::plan::{SamplingPlan, Verifier};
+use crate::reasoning::confidence::{keep_top, ChainScore};
+use crate::reasoning::plan::{Aggregate, SamplingPlan, Verifier};
 use crate::reasoning::verify::{arithmetic_score, logprob_score};
 use crate::reasoning::vote::{decide, Ballot};
 
@@ -70,17 +71,36 @@ struct Outcome {
     used: usize,
 }
 
-fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPlan) -> Outcome {
+fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPlan, score: ChainScore) -> Outcome {
     let range = choice * group..(choice + 1) * group;
     let mut ballots = Vec::new();
     let mut samples = Vec::new();
     let mut members = Vec::new();
+    // keep_top: only the most confident share of the finished chains votes.
+    let finished: Vec<usize> = range.clone().filter(|&i| matches!(col.choices[i].finish, Some(FinishReason::Stop | FinishReason::Length))).collect();
+    let confidence = |i: usize| col.choices[i].stats.confidence.map(|c| c.get(score));
+    let kept: Vec<usize> = match plan.keep_top {
+        Some(eta) => {
+            let scores: Vec<f64> = finished.iter().map(|&i| confidence(i).unwrap_or(0.0)).collect();
+            finished.iter().zip(keep_top(&scores, eta)).filter(|(_, k)| *k).map(|(i, _)| *i).collect()
+        }
+        None => finished.clone(),
+    };
     for i in range {
         let c = &col.choices[i];
-        let cancelled = c.finish == Some(FinishReason::Cancelled);
         // An adaptive stop cancels the samples not yet launched: they never ran, so they are not listed.
-        if cancelled && c.stats.completion_tokens == 0 {
+        if c.finish == Some(FinishReason::Cancelled) && c.stats.completion_tokens == 0 {
             continue;
+        }
+        let voted = kept.contains(&i);
+        if let Some(conf) = confidence(i) {
+            let fate = match c.finish {
+                Some(FinishReason::Pruned) => "pruned",
+                _ if voted => "voted",
+                _ if finished.contains(&i) => "dropped",
+                _ => "cancelled",
+            };
+            metrics().chain_confidence.with_label_values(&[fate]).observe(conf);
         }
         let answer = final_answer(&c.stats.answer, &c.stats.thinking);
         let score = match plan.verifier {
@@ -99,11 +119,13 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
             "mean_logprob": c.stats.mean_logprob,
             "score": score,
             "finish_reason": c.finish.map(FinishReason::as_str),
+            "confidence": c.stats.confidence,
+            "voted": voted,
             "reasoning": c.stats.thinking,
             "content": c.stats.answer,
         }));
-        if !cancelled {
-            ballots.push(Ballot { answer, score, mean_logprob: c.stats.mean_logprob });
+        if voted {
+            ballots.push(Ballot { answer, score, mean_logprob: c.stats.mean_logprob, confidence: confidence(i) });
             members.push(i);
         }
     }
@@ -113,12 +135,18 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
     let ext = json!({
         "answer": d.answer,
         "samples_requested": group,
-        "samples_used": members.len(),
+        // Chains decoded (pruned and dropped ones included: their tokens were spent), and voting.
+        "samples_used": samples.len(),
+        "samples_voted": members.len(),
         "stopped_early": stopped_early,
         "aggregate": plan.aggregate.as_str(),
         "verifier": plan.verifier.as_str(),
         "adaptive": plan.adaptive,
-        "votes": d.table.iter().map(|t| json!({"answer": t.answer, "votes": t.votes, "weight": t.weight, "mean_logprob": t.mean_logprob})).collect::<Vec<_>>(),
+        "prune": if plan.prune { "confidence" } else { "none" },
+        "keep_top": plan.keep_top,
+        "prune_threshold": col.calibrated.iter().find(|(c, _)| *c == choice).map(|(_, t)| *t),
+        "pruned": range_count(col, choice, group, FinishReason::Pruned),
+        "votes": d.table.iter().map(|t| json!({"answer": t.answer, "votes": t.votes, "weight": t.weight, "confidence": t.confidence, "mean_logprob": t.mean_logprob})).collect::<Vec<_>>(),
         "chosen_sample": members.get(d.index).map(|&i| i - choice * group),
         "samples": samples,
     });
@@ -128,8 +156,12 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
         finish: rep.and_then(|c| c.finish),
         ext,
         stopped_early,
-        used: members.len(),
+        used: samples.len(),
     }
+}
+
+fn range_count(col: &Collector, choice: usize, group: usize, reason: FinishReason) -> usize {
+    col.choices[choice * group..(choice + 1) * group].iter().filter(|c| c.finish == Some(reason)).count()
 }
 
 /// Record choice 0 for grading: thinking time is the longest sample's (they run in parallel),
@@ -157,8 +189,22 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
         }
         _ => None,
     };
-    let wave = state.cfg.reasoning.wave_size.max(1) as usize;
-    p.spec.vote = Some(VotePlan { group, adaptive: plan.adaptive.then_some((wave, plan.confidence)), judge });
+    let r = &state.cfg.reasoning;
+    let wave = (r.wave_size.max(1) as usize).min(group);
+    // auto, when it may widen: the chosen samples run first; the rest only if they disagree.
+    let widen_from = p.auto.as_ref().and_then(|a| a.choice.as_ref()).map(|c| c.setting.samples as usize).filter(|&k| k < group);
+    let auto = p.auto.clone();
+    let adaptive = if let Some(first) = widen_from {
+        Some(Adaptive { wave: first, rule: StopRule::Unanimous { wave: first }, prune_keep: None })
+    } else if plan.prune {
+        Some(Adaptive { wave, rule: StopRule::Consensus { level: plan.confidence, warmup: wave }, prune_keep: Some(plan.keep_top.unwrap_or(r.prune_keep_top)) })
+    } else {
+        plan.adaptive.then_some(Adaptive { wave, rule: StopRule::Beta(plan.confidence), prune_keep: None })
+    };
+    let measure = plan.prune || plan.keep_top.is_some() || plan.aggregate == Aggregate::Confidence;
+    let confidence = measure.then_some(ConfidenceSpec { top_k: r.confidence_top_k, window: r.confidence_window, score: r.confidence_score });
+    p.spec.vote = Some(VotePlan { group, adaptive, judge, confidence });
+    let score = r.confidence_score;
     let view = Arc::new(View::new(&p));
     let (p_plan, p_expected) = (p.plan.clone(), p.expected.clone());
     let effort = p.plan.effort;
@@ -170,7 +216,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
     let model = state.cfg.model_id();
     let created = unix_now();
     let finalize = move |col: &Collector| -> Vec<Outcome> {
-        let outcomes: Vec<Outcome> = (0..n).map(|c| decide_choice(col, c, group, &plan)).collect();
+        let outcomes: Vec<Outcome> = (0..n).map(|c| decide_choice(col, c, group, &plan, score)).collect();
         for o in &outcomes {
             metrics().samples_used.with_label_values(&[effort]).observe(o.used as f64);
             if o.stopped_early {
@@ -198,7 +244,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
                        "finish_reason": Finish::from(o.finish).as_str(), "thinkscale": o.ext})
             })
             .collect();
-        return Ok(chat_completion(&id, created, &model, choices, &col, graded));
+        return Ok(chat_completion(&id, created, &model, choices, &col, graded, auto.as_ref()));
     }
     let s = async_stream::stream! {
         let chunk = |choices: Value| chat_chunk(&id, created, &model, choices);
@@ -232,7 +278,11 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
             for delta in view.stream_delta(&o.thinking, &o.answer, &mut answering) {
                 yield Item::Data(chunk(json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": null}])));
             }
-            yield Item::Data(chunk(json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": Finish::from(o.finish).as_str(), "thinkscale": o.ext}])));
+            let mut ext = o.ext;
+            if let Some(a) = &auto {
+                ext["auto"] = json!(a);
+            }
+            yield Item::Data(chunk(json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": Finish::from(o.finish).as_str(), "thinkscale": ext}])));
         }
         if include_usage {
             yield Item::Data(usage_chunk(chunk(json!([])), &col));

@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::reasoning::chat::Message;
+use crate::reasoning::confidence::{ChainScore, ChainScores};
+pub use crate::reasoning::vote::StopRule;
 pub use model::Model;
 pub use sequence::FinishReason;
 
@@ -66,9 +68,31 @@ pub struct ForcingRequest {
 pub struct VotePlan {
     /// Samples per choice: sample `i` belongs to choice `i / group`.
     pub group: usize,
-    /// Launch a choice's samples `wave` at a time and stop once the Beta rule reaches `confidence`.
-    pub adaptive: Option<(usize, f64)>,
+    /// Launch a choice's samples in waves and stop early by a rule.
+    pub adaptive: Option<Adaptive>,
     pub judge: Option<Judge>,
+    /// Measure each chain's confidence from its tokens' top-k log-probabilities.
+    pub confidence: Option<ConfidenceSpec>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Adaptive {
+    /// Samples launched together; the next wave starts when this one is over.
+    pub wave: usize,
+    pub rule: StopRule,
+    /// Online confidence filter: the first wave calibrates a threshold keeping this share of
+    /// chains like it, and later chains whose group confidence falls below it stop at once.
+    pub prune_keep: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConfidenceSpec {
+    /// Candidates per token in the token confidence.
+    pub top_k: usize,
+    /// Tokens per group (sliding window).
+    pub window: usize,
+    /// The chain score that prunes and weighs.
+    pub score: ChainScore,
 }
 
 /// How proposed answers are judged (P(True): the probability of "Yes" against "No").
@@ -82,7 +106,12 @@ pub enum Judge {
 
 impl std::fmt::Debug for VotePlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VotePlan").field("group", &self.group).field("adaptive", &self.adaptive).field("judge", &self.judge.is_some()).finish()
+        f.debug_struct("VotePlan")
+            .field("group", &self.group)
+            .field("adaptive", &self.adaptive)
+            .field("judge", &self.judge.is_some())
+            .field("confidence", &self.confidence)
+            .finish()
     }
 }
 
@@ -136,6 +165,8 @@ pub struct SeqStats {
     pub answer_ms: f64,
     pub thinking: String,
     pub answer: String,
+    /// Measured when the job asked for confidence.
+    pub confidence: Option<ChainScores>,
 }
 
 #[derive(Debug)]
@@ -146,6 +177,8 @@ pub enum Event {
     Finished { index: usize, reason: FinishReason, stats: SeqStats },
     /// A self-consistency choice stopped early: its remaining samples were cancelled or skipped.
     Stopped { choice: usize },
+    /// The online confidence filter's threshold for a choice, calibrated on its first wave.
+    Calibrated { choice: usize, threshold: f64 },
     /// P(True) of one proposed answer of a choice.
     Judged { choice: usize, answer: String, score: f64 },
     Error { message: String },

@@ -17,6 +17,7 @@ use super::{EngineStats, Event, Job, Judge, LogprobEntry, Model, SamplingParams,
 use crate::reasoning::chat::Message;
 use crate::metrics::metrics;
 use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
+use crate::reasoning::confidence::{threshold, token_confidence, ChainConfidence};
 use crate::reasoning::plan::effective_max_thinking;
 
 pub(crate) struct LoopConfig {
@@ -93,8 +94,15 @@ impl ActiveJob {
 #[derive(Default)]
 struct ChoiceState {
     running: usize,
+    /// Samples started (waves are counted in these).
+    launched: usize,
+    /// Answers of the chains that finished (not cancelled or pruned), and their confidence scores.
     answers: Vec<Option<String>>,
+    weights: Vec<f64>,
     stopped: bool,
+    /// Online confidence filter: the first wave's chain scores, then the threshold they give.
+    calibration: Vec<f64>,
+    threshold: Option<f64>,
 }
 
 struct Slot {
@@ -406,7 +414,7 @@ impl<'m> Scheduler<'m> {
             return None;
         }
         let group = job.group();
-        let wave = job.job.spec.vote.as_ref().and_then(|v| v.adaptive).map(|(w, _)| w);
+        let wave = job.job.spec.vote.as_ref().and_then(|v| v.adaptive).map(|a| a.wave);
         while let Some(&index) = job.pending.front() {
             let c = &job.choices[index / group];
             if c.stopped {
@@ -418,7 +426,7 @@ impl<'m> Scheduler<'m> {
             }
             // A new wave starts only when the previous one is over.
             if let Some(w) = wave {
-                if c.running > 0 && (c.answers.len() + c.running).is_multiple_of(w) {
+                if c.running > 0 && c.launched.is_multiple_of(w) {
                     return None;
                 }
             }
@@ -488,6 +496,7 @@ impl<'m> Scheduler<'m> {
         job.running += 1;
         let group = job.group();
         job.choices[index / group].running += 1;
+        job.choices[index / group].launched += 1;
         let spec = &job.job.spec;
         let mut sampling = spec.sampling.clone();
         sampling.seed = sampling.seed.wrapping_add(index as u32);
@@ -506,6 +515,9 @@ impl<'m> Scheduler<'m> {
         let mut seq = Sequence::new(index, seq_id, (p - 1) as i32, last, &sampling, self.model, forcer, spec.max_tokens);
         if spec.want_logprob && seq.logprobs.is_none() {
             seq.logprobs = Some(0);
+        }
+        if let Some(c) = spec.vote.as_ref().and_then(|v| v.confidence) {
+            seq.confidence = Some(ChainConfidence::new(c.window));
         }
         self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: None });
     }
@@ -634,6 +646,13 @@ impl<'m> Scheduler<'m> {
             token = best_non_eog(self.model, self.ctx.get_logits_ith(idx));
             eog = false;
         }
+        let job = &self.jobs[ji];
+        if let (Some(tracker), Some(spec)) = (seq.confidence.as_mut(), job.job.spec.vote.as_ref().and_then(|v| v.confidence)) {
+            let (_, top) = top_logprobs(self.ctx.get_logits_ith(idx), spec.top_k);
+            tracker.push(token_confidence(&top.iter().map(|t| t.1).collect::<Vec<_>>()));
+        }
+        let choice = seq.index / job.group();
+        let prune_below = job.choices[choice].threshold;
         let thinking_token = seq.forcer.phase() == Phase::Thinking;
         let lp = seq.logprobs.map(|top| logprob_entry(self.model, self.ctx.get_logits_ith(idx), token, top, thinking_token));
         if let Some(e) = &lp {
@@ -675,6 +694,9 @@ impl<'m> Scheduler<'m> {
         if finish.is_none() && seq.generated >= seq.max_tokens {
             answer.push_str(&seq.flush());
             finish = Some(FinishReason::Length);
+        }
+        if finish.is_none() && prune_below.is_some_and(|t| seq.confidence.as_ref().is_some_and(|c| c.below(t))) {
+            finish = Some(FinishReason::Pruned);
         }
         let logprobs = match lp {
             Some(e) if seq.logprobs.is_some() && self.jobs[ji].job.spec.sampling.logprobs.is_some() && !eog => {
@@ -757,6 +779,7 @@ impl<'m> Scheduler<'m> {
             answer_ms: (now - think_end).as_secs_f64() * 1000.0,
             thinking: std::mem::take(&mut seq.thinking_text),
             answer: std::mem::take(&mut seq.answer_text),
+            confidence: seq.confidence.as_ref().map(|c| c.scores()),
         };
         let job = &mut self.jobs[ji];
         job.running -= 1;
@@ -764,15 +787,34 @@ impl<'m> Scheduler<'m> {
         let choice = seq.index / job.group();
         job.choices[choice].running -= 1;
         let adaptive = job.job.spec.vote.as_ref().and_then(|v| v.adaptive);
-        if reason != FinishReason::Cancelled && job.job.spec.vote.is_some() {
+        let counted = !matches!(reason, FinishReason::Cancelled | FinishReason::Pruned);
+        if let (true, Some(vote)) = (counted, job.job.spec.vote.as_ref()) {
             let answer = crate::reasoning::extract::final_answer(&stats.answer, &stats.thinking);
-            job.choices[choice].answers.push(answer);
+            let weight = match (stats.confidence, vote.confidence) {
+                (Some(scores), Some(spec)) => scores.get(spec.score),
+                _ => 0.0,
+            };
+            let c = &mut job.choices[choice];
+            c.answers.push(answer);
+            c.weights.push(weight);
+            // The first wave's chains calibrate the online filter for the ones after it.
+            if let Some((keep, wave)) = adaptive.and_then(|a| a.prune_keep.map(|k| (k, a.wave.min(vote.group)))) {
+                if c.threshold.is_none() {
+                    c.calibration.push(weight);
+                    if c.calibration.len() >= wave {
+                        c.threshold = threshold(&c.calibration, keep);
+                        if let Some(t) = c.threshold {
+                            job.send(Event::Calibrated { choice, threshold: t });
+                        }
+                    }
+                }
+            }
         }
         job.send(Event::Finished { index: seq.index, reason, stats });
         self.release_slot(ji, id, std::mem::take(&mut seq.fed));
-        if let Some((_, confidence)) = adaptive {
+        if let Some(a) = adaptive {
             let c = &self.jobs[ji].choices[choice];
-            if !c.stopped && reason != FinishReason::Cancelled && crate::reasoning::vote::should_stop(&c.answers, confidence) {
+            if !c.stopped && reason != FinishReason::Cancelled && a.rule.should_stop(&c.answers, &c.weights, c.running) {
                 self.stop_choice(ji, choice);
             }
         }
@@ -836,26 +878,36 @@ fn best_non_eog(model: &Model, logits: &[f32]) -> LlamaToken {
     LlamaToken(best.1 as i32)
 }
 
-/// Log-probability of `token` (and the `top` best alternatives) from raw logits.
-fn logprob_entry(model: &Model, logits: &[f32], token: LlamaToken, top: u32, thinking: bool) -> LogprobEntry {
+/// The log-softmax normaliser of raw logits, and the `k` most likely token ids with their
+/// log-probabilities, most likely first.
+fn top_logprobs(logits: &[f32], k: usize) -> (f32, Vec<(usize, f32)>) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+    let k = k.min(logits.len());
+    if k == 0 {
+        return (lse, Vec::new());
+    }
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
+    idx.truncate(k);
+    idx.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+    (lse, idx.into_iter().map(|i| (i, logits[i] - lse)).collect())
+}
+
+/// Log-probability of `token` (and the `top` best alternatives) from raw logits.
+fn logprob_entry(model: &Model, logits: &[f32], token: LlamaToken, top: u32, thinking: bool) -> LogprobEntry {
     let text = |t: LlamaToken| {
         let b = model.piece(t);
         (String::from_utf8_lossy(&b).into_owned(), b)
     };
-    let mut top_logprobs = Vec::new();
-    if top > 0 {
-        let mut idx: Vec<usize> = (0..logits.len()).collect();
-        let k = (top as usize).min(idx.len());
-        idx.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
-        idx.truncate(k);
-        idx.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
-        for i in idx {
+    let (lse, top) = top_logprobs(logits, top as usize);
+    let top_logprobs = top
+        .into_iter()
+        .map(|(i, logprob)| {
             let (token, bytes) = text(LlamaToken(i as i32));
-            top_logprobs.push(TopLogprob { token, logprob: logits[i] - lse, bytes });
-        }
-    }
+            TopLogprob { token, logprob, bytes }
+        })
+        .collect();
     let (t, bytes) = text(token);
     LogprobEntry { token: t, logprob: logits[token.0 as usize] - lse, bytes, top_logprobs, thinking }
 }

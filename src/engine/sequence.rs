@@ -94,6 +94,8 @@ pub enum FinishReason {
     Stop,
     Length,
     Cancelled,
+    /// Stopped by the online confidence filter: excluded from the vote.
+    Pruned,
 }
 
 impl FinishReason {
@@ -102,6 +104,7 @@ impl FinishReason {
             Self::Stop => "stop",
             Self::Length => "length",
             Self::Cancelled => "cancelled",
+            Self::Pruned => "pruned",
         }
     }
 }
@@ -145,6 +148,8 @@ pub struct Sequence {
     pub answer_text: String,
     pub first_token_at: Option<std::time::Instant>,
     pub thinking_ended_at: Option<std::time::Instant>,
+    /// Running confidence, when the job measures it.
+    pub confidence: Option<crate::reasoning::confidence::ChainConfidence>,
 }
 
 impl Sequence {
@@ -173,6 +178,7 @@ impl Sequence {
             answer_text: String::new(),
             first_token_at: None,
             thinking_ended_at: None,
+            confidence: None,
         }
     }
 

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::report::{budget_order, register_font};
 use super::DeriveArgs;
+use crate::reasoning::confidence::{keep_top, ChainScores};
 use crate::reasoning::extract::{final_answer, normalise};
 use crate::reasoning::grade::{frontier, mcnemar_p, wilson};
 use crate::reasoning::plan::Aggregate;
@@ -28,6 +29,9 @@ pub struct Chain {
     pub completion_tokens: f64,
     pub mean_logprob: Option<f64>,
     pub finish_reason: Option<String>,
+    /// The chain's confidence scores, when the request measured them.
+    #[serde(default)]
+    pub confidence: Option<ChainScores>,
 }
 
 /// Every chain of one (budget, question) request: a line of chains.jsonl.
@@ -60,6 +64,7 @@ pub fn chains_of(v: &Value) -> Vec<Chain> {
                 completion_tokens: num(&s["completion_tokens"]),
                 mean_logprob: s["mean_logprob"].as_f64(),
                 finish_reason: s["finish_reason"].as_str().map(str::to_string),
+                confidence: serde_json::from_value(s["confidence"].clone()).ok(),
             })
             .collect();
     }
@@ -72,6 +77,7 @@ pub fn chains_of(v: &Value) -> Vec<Chain> {
         completion_tokens: num(&usage["completion_tokens"]),
         mean_logprob: None,
         finish_reason: choice["finish_reason"].as_str().map(str::to_string),
+        confidence: None,
     }]
 }
 
@@ -85,6 +91,9 @@ enum Rule {
     ArithmeticWeighted,
     /// Arithmetic verifier, best-scored chain.
     ArithmeticBest,
+    /// Votes weighted by chain confidence (lowest group), among the most confident share of the
+    /// chains in percent (DeepConf offline: 100 keeps all, 10 is DeepConf-low).
+    Confidence(u8),
 }
 
 impl Rule {
@@ -94,29 +103,41 @@ impl Rule {
             Self::Majority => "majority",
             Self::ArithmeticWeighted => "arithmetic-weighted",
             Self::ArithmeticBest => "arithmetic-best",
+            Self::Confidence(100) => "confidence-weighted",
+            Self::Confidence(50) => "confidence-top50",
+            Self::Confidence(_) => "confidence-top10",
         }
     }
 
     /// The chosen answer of the chains under this rule.
     fn choose(self, chains: &[Chain]) -> Option<String> {
+        let conf = |c: &Chain| c.confidence.map(|s| s.lowest);
+        let kept = match self {
+            Self::Confidence(pct) => keep_top(&chains.iter().map(|c| conf(c).unwrap_or(0.0)).collect::<Vec<_>>(), pct as f64 / 100.0),
+            _ => vec![true; chains.len()],
+        };
         let ballots: Vec<Ballot> = chains
             .iter()
+            .zip(kept)
+            .filter(|(_, k)| *k)
+            .map(|(c, _)| c)
             .map(|c| {
                 let answer = final_answer(&c.content, &c.reasoning);
                 let score = match self {
-                    Self::Single | Self::Majority => None,
+                    Self::Single | Self::Majority | Self::Confidence(_) => None,
                     // As the server scores it: a chain with no arithmetic claim is neutral.
                     Self::ArithmeticWeighted | Self::ArithmeticBest => {
                         Some(arithmetic_score(&format!("{}\n{}", c.reasoning, c.content), answer.as_deref()).unwrap_or(0.5))
                     }
                 };
-                Ballot { answer, score, mean_logprob: c.mean_logprob.unwrap_or(0.0) }
+                Ballot { answer, score, mean_logprob: c.mean_logprob.unwrap_or(0.0), confidence: conf(c) }
             })
             .collect();
         let aggregate = match self {
             Self::Single | Self::Majority => Aggregate::Majority,
             Self::ArithmeticWeighted => Aggregate::Weighted,
             Self::ArithmeticBest => Aggregate::Best,
+            Self::Confidence(_) => Aggregate::Confidence,
         };
         decide(&ballots, aggregate).answer
     }
@@ -191,8 +212,12 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
     for (budget, records) in &by_budget {
         let most = records.iter().map(|r| r.chains.len()).min().unwrap_or(0);
         for &k in a.k.iter().filter(|&&k| k >= 1 && k <= most) {
-            let rules: &[Rule] = if k == 1 { &[Rule::Single] } else { &[Rule::Majority, Rule::ArithmeticWeighted, Rule::ArithmeticBest] };
-            for &rule in rules {
+            let measured = records.iter().all(|r| r.chains[..k].iter().all(|c| c.confidence.is_some()));
+            let mut rules = if k == 1 { vec![Rule::Single] } else { vec![Rule::Majority, Rule::ArithmeticWeighted, Rule::ArithmeticBest] };
+            if k > 1 && measured {
+                rules.extend([Rule::Confidence(100), Rule::Confidence(50), Rule::Confidence(10)]);
+            }
+            for rule in rules {
                 let mut outcomes = BTreeMap::new();
                 let mut per_question = BTreeMap::new();
                 let mut tokens = 0.0;
@@ -372,7 +397,11 @@ mod tests {
     use super::*;
 
     fn chain(reasoning: &str, content: &str) -> Chain {
-        Chain { reasoning: reasoning.into(), content: content.into(), thinking_tokens: 10.0, completion_tokens: 12.0, mean_logprob: Some(-0.5), finish_reason: Some("stop".into()) }
+        Chain { reasoning: reasoning.into(), content: content.into(), thinking_tokens: 10.0, completion_tokens: 12.0, mean_logprob: Some(-0.5), finish_reason: Some("stop".into()), confidence: None }
+    }
+
+    fn confident(answer: &str, lowest: f64) -> Chain {
+        Chain { confidence: Some(ChainScores { lowest, ..Default::default() }), ..chain("", answer) }
     }
 
     #[test]
@@ -383,6 +412,13 @@ mod tests {
         assert_eq!(Rule::Majority.choose(&chains).as_deref(), Some("5"));
         assert_eq!(Rule::ArithmeticWeighted.choose(&chains).as_deref(), Some("4"));
         assert_eq!(Rule::ArithmeticBest.choose(&chains).as_deref(), Some("4"));
+        // Confidence: three unsure chains against one sure one, weighted, then only the top share.
+        let chains = [confident("5", 2.0), confident("5", 2.0), confident("5", 2.0), confident("4", 9.0)];
+        assert_eq!(Rule::Confidence(100).choose(&chains).as_deref(), Some("4"));
+        let chains = [confident("5", 2.0), confident("5", 3.0), confident("5", 2.0), confident("4", 7.0)];
+        assert_eq!(Rule::Confidence(100).choose(&chains).as_deref(), Some("5"));
+        assert_eq!(Rule::Confidence(10).choose(&chains).as_deref(), Some("4"));
+        assert_eq!(Rule::Confidence(50).choose(&chains).as_deref(), Some("4"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod derive;
 pub mod gen;
 mod report;
 mod run;
+pub mod table;
 
 use std::path::PathBuf;
 

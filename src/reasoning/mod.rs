@@ -1,6 +1,8 @@
 //! Test-time-compute policy: pure logic, unit-tested without a model.
 
+pub mod auto;
 pub mod chat;
+pub mod confidence;
 pub mod extract;
 pub mod forcing;
 pub mod grade;

@@ -25,6 +25,9 @@ pub struct ReasoningPlan {
     /// How a model without think tokens is made to think (`reasoning.scaffold`).
     pub scaffold: Scaffold,
     pub sampling: SamplingPlan,
+    /// `reasoning_effort: "auto"`: the server picks the budget and samples from measured curves
+    /// (the API applies `reasoning::auto`'s choice before the job is built).
+    pub auto: bool,
 }
 
 /// How the server makes an instruct model (no think tokens) think.
@@ -58,7 +61,14 @@ pub struct SamplingPlan {
     pub aggregate: Aggregate,
     pub verifier: Verifier,
     pub adaptive: bool,
+    /// Stopping level: of the Beta rule, or of the confidence-weighted consensus when pruning.
     pub confidence: f64,
+    /// `reasoning.prune: "confidence"`: the first wave calibrates a threshold, later chains below
+    /// it stop at once, and sampling ends at confidence-weighted consensus (DeepConf online).
+    pub prune: bool,
+    /// `reasoning.keep_top`: vote only among this share of chains, most confident first; with
+    /// `prune`, also the share of calibration chains the threshold would keep.
+    pub keep_top: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +76,8 @@ pub enum Aggregate {
     Majority,
     Weighted,
     Best,
+    /// Votes weighted by each chain's confidence (no verifier needed).
+    Confidence,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +107,7 @@ impl Aggregate {
             Self::Majority => "majority",
             Self::Weighted => "weighted",
             Self::Best => "best",
+            Self::Confidence => "confidence",
         }
     }
 }
@@ -112,13 +125,19 @@ fn err(param: &str, message: impl Into<String>) -> PlanError {
 /// Effort levels a request may name (the config may define more; they are labelled `custom`).
 const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
 
+/// The effort level that asks the server to choose the setting itself.
+pub const AUTO: &str = "auto";
+
 /// Every value the `effort` label of a plan, a metric or a scaling observation may take: the
 /// levels, then `custom` (a configured level outside them), `budget` (explicit tokens) and
 /// `default` (thinking on, no budget named). One closed list, so label cardinality stays bounded
 /// and the planner, the metrics and `/v1/scaling/observations` agree.
-pub const EFFORT_LABELS: [&str; 10] = ["none", "minimal", "low", "medium", "high", "xhigh", "max", "custom", "budget", "default"];
+pub const EFFORT_LABELS: [&str; 11] = ["none", "minimal", "low", "medium", "high", "xhigh", "max", "auto", "custom", "budget", "default"];
 
 fn effort_label(e: &str) -> &'static str {
+    if e == AUTO {
+        return AUTO;
+    }
     EFFORTS.iter().find(|x| **x == e).copied().unwrap_or("custom")
 }
 
@@ -184,9 +203,9 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
     let get = |k: &str| req.get(k).filter(|v| !v.is_null());
 
     let set_effort = |e: &str, param: &str, effort: &mut Agreed<String>| -> Result<(), PlanError> {
-        if !cfg.effort_budgets.contains_key(e) {
+        if !cfg.effort_budgets.contains_key(e) && e != AUTO {
             let known: Vec<&String> = cfg.effort_budgets.keys().collect();
-            return Err(err(param, format!("unknown effort '{e}'; expected one of {known:?}")));
+            return Err(err(param, format!("unknown effort '{e}'; expected one of {known:?} or \"auto\"")));
         }
         effort.set(e.to_string(), param)
     };
@@ -257,11 +276,23 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
         };
     }
 
-    // Resolve: explicit budget > effort level > on/off switch > server default.
-    let effort_budget = effort.get().map(|(e, p)| (cfg.effort_budgets[&e], e, p));
+    // "auto" chooses budget and samples itself: naming either as well is a contradiction.
+    let auto = effort.get().filter(|(e, _)| e == AUTO);
+    if let Some((_, ap)) = &auto {
+        if let Some((_, bp)) = budget.get() {
+            return Err(err(&bp, format!("'{bp}' contradicts '{ap}' = auto, which chooses the thinking budget")));
+        }
+        if let Some((false, sp)) = switch.get() {
+            return Err(err(ap, format!("'{ap}' = auto contradicts '{sp}' turning thinking off")));
+        }
+    }
+    // Resolve: explicit budget > effort level > on/off switch > server default. Until the auto
+    // policy decides, an auto request thinks without a budget.
+    let effort_budget = effort.get().filter(|_| auto.is_none()).map(|(e, p)| (cfg.effort_budgets[&e], e, p));
     let resolved: i64 = match (budget.get(), &effort_budget) {
         (Some((b, _)), _) => b,
         (None, Some((b, _, _))) => *b,
+        (None, None) if auto.is_some() => -1,
         (None, None) => match switch.get() {
             Some((false, _)) => 0,
             Some((true, _)) => if cfg.budget == 0 { -1 } else { cfg.budget },
@@ -300,6 +331,9 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
         _ => "default",
     };
     let sampling = sampling_plan(req, cfg, effort.get().map(|(e, _)| e))?;
+    if let (Some((_, ap)), Some(sp)) = (&auto, sampling_given(req)) {
+        return Err(err(&sp, format!("'{sp}' contradicts '{ap}' = auto, which chooses the samples")));
+    }
     let scaffold = match req.get("reasoning").and_then(|r| r.get("scaffold")).filter(|v| !v.is_null()) {
         Some(v) => Scaffold::parse(string(v, "reasoning.scaffold")?)
             .ok_or_else(|| err("reasoning.scaffold", "'reasoning.scaffold' must be \"natural\" or \"instruct\""))?,
@@ -315,11 +349,22 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
         effort: label,
         scaffold,
         sampling,
+        auto: auto.is_some(),
     })
 }
 
-/// `reasoning: {samples, aggregate, verifier, adaptive, confidence}` with top-level aliases
-/// `samples`/`num_samples`, `aggregate`, `verifier`, `adaptive`, `confidence`.
+/// The request field that names a sample count, if any.
+fn sampling_given(req: &Map<String, Value>) -> Option<String> {
+    let nested = req.get("reasoning").and_then(Value::as_object).and_then(|o| o.get("samples")).filter(|v| !v.is_null());
+    if nested.is_some() {
+        return Some("reasoning.samples".into());
+    }
+    ["samples", "num_samples"].iter().find(|k| req.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string())
+}
+
+/// `reasoning: {samples, aggregate, verifier, adaptive, confidence, prune, keep_top}` with
+/// top-level aliases `samples`/`num_samples`, `aggregate`, `verifier`, `adaptive`, `confidence`,
+/// `prune`, `keep_top`.
 fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, effort: Option<String>) -> Result<SamplingPlan, PlanError> {
     let nested = req.get("reasoning").and_then(Value::as_object);
     let pick = |key: &str, aliases: &[&str]| -> Option<(Value, String)> {
@@ -348,12 +393,13 @@ fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, effort: Option
             "majority" | "vote" => Aggregate::Majority,
             "weighted" => Aggregate::Weighted,
             "best" | "best_of_n" => Aggregate::Best,
-            other => return Err(err(&p, format!("unknown aggregate '{other}'; expected majority, weighted or best"))),
+            "confidence" => Aggregate::Confidence,
+            other => return Err(err(&p, format!("unknown aggregate '{other}'; expected majority, weighted, best or confidence"))),
         },
         None if verifier != Verifier::None => Aggregate::Weighted,
         None => Aggregate::Majority,
     };
-    if aggregate != Aggregate::Majority && verifier == Verifier::None {
+    if matches!(aggregate, Aggregate::Weighted | Aggregate::Best) && verifier == Verifier::None {
         return Err(err("verifier", format!("aggregate '{}' needs a verifier", aggregate.as_str())));
     }
     let adaptive = match pick("adaptive", &["adaptive"]) {
@@ -370,7 +416,25 @@ fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, effort: Option
         }
         None => cfg.confidence,
     };
-    Ok(SamplingPlan { samples, aggregate, verifier, adaptive, confidence })
+    let prune = match pick("prune", &["prune"]) {
+        Some((v, p)) => match string(&v, &p)? {
+            "confidence" => true,
+            "none" => false,
+            other => return Err(err(&p, format!("unknown prune '{other}'; expected confidence or none"))),
+        },
+        None => false,
+    };
+    let keep_top = match pick("keep_top", &["keep_top"]) {
+        Some((v, p)) => {
+            let k = v.as_f64().ok_or_else(|| err(&p, format!("'{p}' must be a number")))?;
+            if !(k > 0.0 && k <= 1.0) {
+                return Err(err(&p, format!("'{p}' must be in (0, 1]")));
+            }
+            Some(k)
+        }
+        None => None,
+    };
+    Ok(SamplingPlan { samples, aggregate, verifier, adaptive, confidence, prune, keep_top })
 }
 
 /// Largest `samples` a request may ask for (they run in waves through the slots).
@@ -497,6 +561,12 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         assert_eq!(param(json!({"reasoning_effort": "extreme"})), "reasoning_effort");
+        assert_eq!(param(json!({"reasoning_effort": "auto", "thinking_budget_tokens": 64})), "thinking_budget_tokens");
+        assert_eq!(param(json!({"reasoning_effort": "auto", "reasoning": {"samples": 4}})), "reasoning.samples");
+        assert_eq!(param(json!({"reasoning_effort": "auto", "think": false})), "reasoning_effort");
+        assert_eq!(param(json!({"reasoning": {"prune": "yes"}})), "reasoning.prune");
+        assert_eq!(param(json!({"reasoning": {"keep_top": 0}})), "reasoning.keep_top");
+        assert_eq!(param(json!({"keep_top": 1.5})), "keep_top");
         assert_eq!(param(json!({"reasoning_effort": 3})), "reasoning_effort");
         assert_eq!(param(json!({"thinking_budget_tokens": -5})), "thinking_budget_tokens");
         assert_eq!(param(json!({"thinking_budget_tokens": "many"})), "thinking_budget_tokens");
@@ -522,6 +592,20 @@ mod tests {
         assert_eq!(param(json!({"aggregate": "best"})), "verifier");
         assert_eq!(param(json!({"verifier": "oracle"})), "verifier");
         assert_eq!(param(json!({"confidence": 1.5})), "confidence");
+        // Confidence needs no verifier; prune and keep_top are read nested or top-level.
+        let p = plan(json!({"reasoning": {"samples": 8, "aggregate": "confidence", "prune": "confidence", "keep_top": 0.5}})).unwrap();
+        assert_eq!((p.sampling.aggregate, p.sampling.prune, p.sampling.keep_top), (Aggregate::Confidence, true, Some(0.5)));
+        let p = plan(json!({"samples": 4, "prune": "none", "keep_top": 1})).unwrap();
+        assert_eq!((p.sampling.prune, p.sampling.keep_top), (false, Some(1.0)));
+    }
+
+    #[test]
+    fn auto_effort_leaves_the_setting_to_the_policy() {
+        let p = plan(json!({"reasoning_effort": "auto"})).unwrap();
+        assert!(p.auto && p.thinking);
+        assert_eq!((p.effort, p.max_thinking, p.sampling.samples), ("auto", None, 1));
+        assert!(!plan(json!({"reasoning_effort": "low"})).unwrap().auto);
+        assert!(EFFORT_LABELS.contains(&AUTO));
     }
 
     #[test]

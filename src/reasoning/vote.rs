@@ -10,6 +10,8 @@ pub struct Ballot {
     /// Verifier score in [0, 1], when a verifier ran.
     pub score: Option<f64>,
     pub mean_logprob: f64,
+    /// The chain's confidence score (`reasoning::confidence`), when it was measured.
+    pub confidence: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +22,8 @@ pub struct Tally {
     pub weight: f64,
     pub best_score: f64,
     pub mean_logprob: f64,
+    /// Sum of the chains' confidence scores (the `confidence` rule's weight).
+    pub confidence: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,10 +47,11 @@ pub fn tally(ballots: &[Ballot]) -> Vec<Tally> {
                 t.votes += 1;
                 t.weight += score;
                 t.best_score = t.best_score.max(score);
+                t.confidence += b.confidence.unwrap_or(0.0);
                 lp_sums[i] += b.mean_logprob;
             }
             None => {
-                table.push(Tally { answer: a.clone(), votes: 1, weight: score, best_score: score, mean_logprob: 0.0 });
+                table.push(Tally { answer: a.clone(), votes: 1, weight: score, best_score: score, mean_logprob: 0.0, confidence: b.confidence.unwrap_or(0.0) });
                 lp_sums.push(b.mean_logprob);
             }
         }
@@ -65,12 +70,14 @@ pub fn decide(ballots: &[Ballot], rule: Aggregate) -> Decision {
             Aggregate::Majority => (t.votes as f64, t.weight, t.mean_logprob),
             Aggregate::Weighted => (t.weight, t.votes as f64, t.mean_logprob),
             Aggregate::Best => (t.best_score, t.weight, t.mean_logprob),
+            Aggregate::Confidence => (t.confidence, t.votes as f64, t.mean_logprob),
         }
     };
     table.sort_by(|a, b| key(b).partial_cmp(&key(a)).unwrap_or(std::cmp::Ordering::Equal));
     let answer = table.first().map(|t| t.answer.clone());
-    // Representative chain: the best-scored (then most likely) ballot with the chosen answer.
-    let rank = |b: &Ballot| (b.score.unwrap_or(0.0), b.mean_logprob);
+    // Representative chain: the best-scored (then most confident, then most likely) ballot with
+    // the chosen answer.
+    let rank = |b: &Ballot| (b.score.unwrap_or(0.0), b.confidence.unwrap_or(0.0), b.mean_logprob);
     let index = ballots
         .iter()
         .enumerate()
@@ -96,7 +103,7 @@ pub fn beta_confidence(a: usize, b: usize) -> f64 {
 
 /// Adaptive-Consistency stopping: enough agreement among the answers so far.
 pub fn should_stop(answers: &[Option<String>], confidence: f64) -> bool {
-    let ballots: Vec<Ballot> = answers.iter().map(|a| Ballot { answer: a.clone(), score: None, mean_logprob: 0.0 }).collect();
+    let ballots: Vec<Ballot> = answers.iter().map(|a| Ballot { answer: a.clone(), score: None, mean_logprob: 0.0, confidence: None }).collect();
     let mut counts: Vec<usize> = tally(&ballots).iter().map(|t| t.votes).collect();
     counts.sort_unstable_by(|x, y| y.cmp(x));
     match counts.as_slice() {
@@ -106,12 +113,41 @@ pub fn should_stop(answers: &[Option<String>], confidence: f64) -> bool {
     }
 }
 
+/// When a choice's sampling ends early. Checked after every finished chain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StopRule {
+    /// Adaptive-Consistency: the Beta rule reaches this level.
+    Beta(f64),
+    /// DeepConf online: once the first `warmup` chains are in, the confidence-weighted share of
+    /// the leading answer reaches `level`.
+    Consensus { level: f64, warmup: usize },
+    /// `reasoning_effort: "auto"`: the first `wave` chains all agree (otherwise the search widens).
+    Unanimous { wave: usize },
+}
+
+impl StopRule {
+    /// `answers` of the finished chains so far and their confidence `weights` (same order);
+    /// `running`: chains of the choice still decoding.
+    pub fn should_stop(&self, answers: &[Option<String>], weights: &[f64], running: usize) -> bool {
+        match *self {
+            Self::Beta(level) => should_stop(answers, level),
+            Self::Consensus { level, warmup } => answers.len() >= warmup && super::confidence::consensus(answers, weights) >= level,
+            Self::Unanimous { wave } => {
+                running == 0
+                    && answers.len() >= wave
+                    && answers[0].is_some()
+                    && answers.iter().all(|a| a == &answers[0])
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn b(answer: &str, score: f64, lp: f64) -> Ballot {
-        Ballot { answer: (!answer.is_empty()).then(|| answer.to_string()), score: Some(score), mean_logprob: lp }
+        Ballot { answer: (!answer.is_empty()).then(|| answer.to_string()), score: Some(score), mean_logprob: lp, confidence: None }
     }
 
     #[test]
@@ -157,6 +193,33 @@ mod tests {
         assert_eq!(decide(&by_score, Aggregate::Majority).answer.as_deref(), Some("2"));
         let by_lp = [b("1", 0.0, -1.0), b("2", 0.0, -0.1)];
         assert_eq!(decide(&by_lp, Aggregate::Majority).answer.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn stop_rules() {
+        let s = |v: &[&str]| v.iter().map(|x| (!x.is_empty()).then(|| x.to_string())).collect::<Vec<_>>();
+        let beta = StopRule::Beta(0.95);
+        assert!(beta.should_stop(&s(&["1", "1", "1", "1"]), &[0.0; 4], 0));
+        let cons = StopRule::Consensus { level: 0.9, warmup: 3 };
+        assert!(!cons.should_stop(&s(&["1", "1"]), &[5.0, 5.0], 2), "warm-up not in yet");
+        assert!(cons.should_stop(&s(&["1", "1", "2"]), &[9.0, 9.0, 1.0], 0), "18 of 19");
+        assert!(!cons.should_stop(&s(&["1", "1", "2"]), &[5.0, 5.0, 5.0], 0));
+        let un = StopRule::Unanimous { wave: 2 };
+        assert!(!un.should_stop(&s(&["1"]), &[0.0], 1));
+        assert!(!un.should_stop(&s(&["1", "1"]), &[0.0; 2], 1), "a chain of the wave still runs");
+        assert!(un.should_stop(&s(&["1", "1"]), &[0.0; 2], 0));
+        assert!(!un.should_stop(&s(&["1", "2"]), &[0.0; 2], 0));
+        assert!(!un.should_stop(&s(&["", ""]), &[0.0; 2], 0));
+    }
+
+    #[test]
+    fn confidence_weighs_each_chain() {
+        let c = |answer: &str, conf: f64| Ballot { answer: Some(answer.into()), score: None, mean_logprob: -1.0, confidence: Some(conf) };
+        let ballots = [c("7", 2.0), c("7", 3.0), c("9", 9.0), c("9", 1.0), c("9", 1.0)];
+        assert_eq!(decide(&ballots, Aggregate::Majority).answer.as_deref(), Some("9"));
+        let d = decide(&[c("7", 2.0), c("7", 3.0), c("9", 4.0)], Aggregate::Confidence);
+        assert_eq!((d.answer.as_deref(), d.index), (Some("7"), 1));
+        assert_eq!(d.table[0].confidence, 5.0);
     }
 
     #[test]

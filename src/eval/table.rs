@@ -1,0 +1,76 @@
+//! A harness run read back as a scaling table, the `auto` policy's measurements before the server
+//! has graded anything itself (`reasoning.auto_table`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use super::run::{cell_id, read_records};
+use crate::reasoning::auto::{Budget, Measured, Setting};
+
+/// Settings measured by a run directory (or one of its files): `derived.json` cells voted by
+/// majority (the vote an `auto` request uses), and `results.jsonl` cells of fixed settings that
+/// derive did not cover. Effort-level cells are skipped: they are not settings of their own.
+pub fn load(path: &Path) -> anyhow::Result<Vec<Measured>> {
+    let (derived, results) = if path.is_dir() {
+        (Some(path.join("derived.json")).filter(|p| p.exists()), Some(path.join("results.jsonl")).filter(|p| p.exists()))
+    } else if path.extension().is_some_and(|e| e == "json") {
+        (Some(path.to_path_buf()), None)
+    } else {
+        (None, Some(path.to_path_buf()))
+    };
+    anyhow::ensure!(derived.is_some() || results.is_some(), "{}: no derived.json or results.jsonl", path.display());
+    let mut cells: BTreeMap<(String, u32), Measured> = BTreeMap::new();
+    if let Some(p) = derived {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("parsing {}", p.display()))?;
+        for c in v["cells"].as_array().into_iter().flatten() {
+            if !matches!(c["rule"].as_str(), Some("single" | "majority")) {
+                continue;
+            }
+            let (Some(b), Some(k), Some(n), Some(acc), Some(tok)) =
+                (c["budget"].as_str(), c["k"].as_u64(), c["questions"].as_u64(), c["accuracy"].as_f64(), c["mean_thinking_tokens"].as_f64())
+            else {
+                continue;
+            };
+            let Some(budget) = Budget::parse(b) else { continue };
+            let setting = Setting { budget, samples: k as u32 };
+            let m = Measured { setting, graded: n, correct: (acc * n as f64).round() as u64, mean_thinking_tokens: tok };
+            cells.insert((b.to_string(), k as u32), m);
+        }
+    }
+    if let Some(p) = results {
+        let mut sums: BTreeMap<(String, u32), (u64, u64, f64)> = BTreeMap::new();
+        for r in read_records(&p)?.into_iter().filter(|r| r.error.is_none() && r.cell == cell_id(&r.budget, r.samples)) {
+            let e = sums.entry((r.budget.clone(), r.samples)).or_default();
+            e.0 += 1;
+            e.1 += u64::from(r.correct);
+            e.2 += r.thinking_tokens;
+        }
+        for ((b, k), (n, correct, tokens)) in sums {
+            let Some(budget) = Budget::parse(&b) else { continue };
+            cells.entry((b, k)).or_insert(Measured { setting: Setting { budget, samples: k }, graded: n, correct, mean_thinking_tokens: tokens / n as f64 });
+        }
+    }
+    Ok(cells.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorded_qwen_sweep_reads_as_a_table() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runs/qwen-sweep");
+        let cells = load(&dir).unwrap();
+        let find = |b: Budget, k: u32| cells.iter().find(|c| c.setting == Setting { budget: b, samples: k }).unwrap();
+        // docs/SCALING.md: one chain 63.0%, four by majority 78.0%, budget 128 52.0%.
+        assert_eq!((find(Budget::Unlimited, 1).correct, find(Budget::Unlimited, 1).graded), (63, 100));
+        assert_eq!(find(Budget::Unlimited, 4).correct, 78);
+        assert_eq!(find(Budget::Tokens(128), 1).correct, 52);
+        assert_eq!(find(Budget::Plain, 1).correct, 63);
+        assert!(cells.iter().all(|c| c.graded == 100));
+    }
+}
