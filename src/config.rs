@@ -244,6 +244,10 @@ pub struct ServeArgs {
     /// Second GGUF model used by `verifier: "model"`
     #[arg(long, env = "THINKSCALE_VERIFIER_MODEL")]
     pub verifier_model: Option<PathBuf>,
+    /// A harness run (its directory, derived.json or results.jsonl) that gives
+    /// `reasoning_effort: "auto"` measured settings from the start
+    #[arg(long, env = "THINKSCALE_AUTO_TABLE")]
+    pub auto_table: Option<PathBuf>,
     /// How compute threads wait: passive (sleep; keeps its share of a shared machine) or spin
     /// (faster on a machine of its own) [default: passive]. OMP_WAIT_POLICY, when set, wins
     #[arg(long, env = "THINKSCALE_CPU_WAIT", value_enum)]
@@ -285,6 +289,9 @@ impl Config {
         }
         if let Some(f) = &args.reasoning_format {
             cfg.reasoning.format = f.clone();
+        }
+        if args.auto_table.is_some() {
+            cfg.reasoning.auto_table = args.auto_table.clone();
         }
         if args.verifier_model.is_some() {
             cfg.reasoning.verifier_model = args.verifier_model.clone();

@@ -76,15 +76,16 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
     let mut ballots = Vec::new();
     let mut samples = Vec::new();
     let mut members = Vec::new();
-    // keep_top: only the most confident share of the finished chains votes.
+    // keep_top: only the most confident share of the finished chains votes (with prune it set
+    // the online threshold instead, and every surviving chain votes, as in DeepConf online).
     let finished: Vec<usize> = range.clone().filter(|&i| matches!(col.choices[i].finish, Some(FinishReason::Stop | FinishReason::Length))).collect();
     let confidence = |i: usize| col.choices[i].stats.confidence.map(|c| c.get(score));
     let kept: Vec<usize> = match plan.keep_top {
-        Some(eta) => {
+        Some(eta) if !plan.prune => {
             let scores: Vec<f64> = finished.iter().map(|&i| confidence(i).unwrap_or(0.0)).collect();
             finished.iter().zip(keep_top(&scores, eta)).filter(|(_, k)| *k).map(|(i, _)| *i).collect()
         }
-        None => finished.clone(),
+        _ => finished.clone(),
     };
     for i in range {
         let c = &col.choices[i];

@@ -78,13 +78,14 @@ pub struct RunArgs {
     pub limit: Option<usize>,
     /// Thinking budgets: tokens, `unlimited` (thinking until the model ends, within
     /// --max-tokens), `plain` (no thinking requested: the model's own answer, within --max-tokens)
-    /// or effort levels (none, minimal, low, medium, high, xhigh, max)
+    /// or effort levels (none, minimal, low, medium, high, xhigh, max, and auto: the server
+    /// chooses budget and samples, so --samples does not apply to it)
     #[arg(long, value_delimiter = ',', default_value = "0,64,256,1024")]
     pub budgets: Vec<String>,
     /// Samples per question (self-consistency)
     #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
     pub samples: Vec<u32>,
-    /// Vote rule for samples > 1: majority, weighted or best
+    /// Vote rule for samples > 1: majority, weighted, best or confidence
     #[arg(long, default_value = "majority")]
     pub aggregate: String,
     /// Verifier for samples > 1: none, logprob, self, model or arithmetic
@@ -93,6 +94,13 @@ pub struct RunArgs {
     /// Adaptive stopping (Beta rule) for samples > 1
     #[arg(long)]
     pub adaptive: bool,
+    /// Online confidence filter for samples > 1 (`reasoning.prune: "confidence"`)
+    #[arg(long)]
+    pub prune: bool,
+    /// Vote among this share of the most confident chains (`reasoning.keep_top`); with --prune,
+    /// also the share the online threshold keeps. `--keep-top 1` measures confidence and keeps all
+    #[arg(long)]
+    pub keep_top: Option<f64>,
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f64,
     /// top_k sent with each request (the server's default when omitted; 0 = whole vocabulary)

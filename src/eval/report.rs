@@ -13,10 +13,24 @@ use crate::reasoning::grade::{control, scaling, summarise, Cell, Observation};
 struct CellSummary {
     budget: String,
     samples: u32,
+    /// Pruning or filtering of the samples (`prune`, `top0.5`, ...); empty for a plain vote.
+    variant: String,
     cell: Cell,
+    mean_completion_tokens: f64,
     control: Option<f64>,
     errors: usize,
     mean_samples_used: f64,
+}
+
+impl CellSummary {
+    /// The plot line and table label: the sample count, with its variant.
+    fn series(&self) -> String {
+        if self.variant.is_empty() {
+            self.samples.to_string()
+        } else {
+            format!("{}+{}", self.samples, self.variant)
+        }
+    }
 }
 
 /// Sort key of a budget cell: a token count, or an effort level by its default budget
@@ -36,32 +50,35 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
     for r in &records {
         latest.insert((r.cell.clone(), r.id.clone()), r);
     }
-    let mut by_cell: BTreeMap<(u32, u64, String), Vec<&Record>> = BTreeMap::new();
+    let mut by_cell: BTreeMap<(u32, String, u64, String), Vec<&Record>> = BTreeMap::new();
     for r in latest.values() {
-        by_cell.entry((r.samples, budget_order(&r.budget).to_bits(), r.budget.clone())).or_default().push(r);
+        by_cell.entry((r.samples, r.variant.clone(), budget_order(&r.budget).to_bits(), r.budget.clone())).or_default().push(r);
     }
     let mut cells = Vec::new();
-    for ((samples, _, budget), rs) in &by_cell {
+    for ((samples, variant, _, budget), rs) in &by_cell {
         let ok: Vec<&&Record> = rs.iter().filter(|r| r.error.is_none()).collect();
         let obs: Vec<Observation> = ok.iter().map(|r| Observation { correct: r.correct, thinking_seconds: r.thinking_seconds, thinking_tokens: r.thinking_tokens }).collect();
         let within: Vec<bool> = ok.iter().filter_map(|r| r.within_budget).collect();
+        let mean = |f: fn(&Record) -> f64| if ok.is_empty() { 0.0 } else { ok.iter().map(|r| f(r)).sum::<f64>() / ok.len() as f64 };
         cells.push(CellSummary {
             budget: budget.clone(),
             samples: *samples,
+            variant: variant.clone(),
             cell: summarise(&obs),
+            mean_completion_tokens: mean(|r| r.completion_tokens),
             control: (!within.is_empty()).then(|| control(&within)),
             errors: rs.len() - ok.len(),
-            mean_samples_used: if ok.is_empty() { 0.0 } else { ok.iter().map(|r| r.samples_used as f64).sum::<f64>() / ok.len() as f64 },
+            mean_samples_used: mean(|r| r.samples_used as f64),
         });
     }
 
     // s1 metrics over the whole run.
     let all_within: Vec<bool> = latest.values().filter(|r| r.error.is_none()).filter_map(|r| r.within_budget).collect();
-    let mut lines: BTreeMap<u32, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for c in &cells {
-        lines.entry(c.samples).or_default().push((c.cell.mean_thinking_tokens / 1000.0, c.cell.accuracy));
+        lines.entry(c.series()).or_default().push((c.cell.mean_thinking_tokens / 1000.0, c.cell.accuracy));
     }
-    let scaling_per_line: BTreeMap<String, f64> = lines.iter().map(|(s, pts)| (s.to_string(), scaling(pts))).collect();
+    let scaling_per_line: BTreeMap<String, f64> = lines.iter().map(|(s, pts)| (s.clone(), scaling(pts))).collect();
     let performance = cells.iter().map(|c| c.cell.accuracy).fold(0.0, f64::max);
     let s1 = json!({
         "control": (!all_within.is_empty()).then(|| control(&all_within)),
@@ -84,19 +101,22 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
 
     // Per-cell CSV and JSON.
     let mut w = csv::Writer::from_path(dir.join("summary.csv"))?;
-    w.write_record(["budget", "samples", "graded", "correct", "accuracy", "ci_low", "ci_high", "mean_thinking_seconds", "p90_thinking_seconds", "mean_thinking_tokens", "mean_samples_used", "control", "errors"])?;
+    w.write_record(["budget", "samples", "variant", "graded", "correct", "accuracy", "ci_low", "ci_high", "mean_thinking_seconds", "p90_thinking_seconds", "mean_thinking_tokens", "mean_completion_tokens", "mean_samples_used", "control", "errors"])?;
     let mut rows = Vec::new();
     for c in &cells {
         let x = &c.cell;
         w.write_record([
-            c.budget.clone(), c.samples.to_string(), x.graded.to_string(), x.correct.to_string(), format!("{:.4}", x.accuracy),
+            c.budget.clone(), c.samples.to_string(), c.variant.clone(), x.graded.to_string(), x.correct.to_string(), format!("{:.4}", x.accuracy),
             format!("{:.4}", x.ci_low), format!("{:.4}", x.ci_high), format!("{:.3}", x.mean_thinking_seconds),
-            format!("{:.3}", x.p90_thinking_seconds), format!("{:.1}", x.mean_thinking_tokens), format!("{:.2}", c.mean_samples_used),
+            format!("{:.3}", x.p90_thinking_seconds), format!("{:.1}", x.mean_thinking_tokens), format!("{:.1}", c.mean_completion_tokens),
+            format!("{:.2}", c.mean_samples_used),
             c.control.map(|v| format!("{v:.4}")).unwrap_or_default(), c.errors.to_string(),
         ])?;
         let mut v = serde_json::to_value(x)?;
         v["budget"] = json!(c.budget);
         v["samples"] = json!(c.samples);
+        v["variant"] = json!(c.variant);
+        v["mean_completion_tokens"] = json!(c.mean_completion_tokens);
         v["control"] = json!(c.control);
         v["mean_samples_used"] = json!(c.mean_samples_used);
         v["errors"] = json!(c.errors);
@@ -113,13 +133,16 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
         plot(&dir.join(format!("{stem}.png")), &cells, label, x_of, true)?;
     }
 
-    println!("{:>8} {:>7} {:>6} {:>8} {:>15} {:>9} {:>10} {:>8}", "budget", "samples", "graded", "accuracy", "95% CI", "think s", "think tok", "control");
+    println!(
+        "{:>9} {:>14} {:>6} {:>8} {:>15} {:>9} {:>10} {:>10} {:>8}",
+        "budget", "samples", "graded", "accuracy", "95% CI", "think s", "think tok", "completion", "control"
+    );
     for c in &cells {
         let x = &c.cell;
         println!(
-            "{:>8} {:>7} {:>6} {:>7.1}% {:>6.1}%–{:>5.1}% {:>9.2} {:>10.1} {:>8}",
-            c.budget, c.samples, x.graded, 100.0 * x.accuracy, 100.0 * x.ci_low, 100.0 * x.ci_high, x.mean_thinking_seconds,
-            x.mean_thinking_tokens, c.control.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or_else(|| "-".into())
+            "{:>9} {:>14} {:>6} {:>7.1}% {:>6.1}%–{:>5.1}% {:>9.2} {:>10.1} {:>10.1} {:>8}",
+            c.budget, c.series(), x.graded, 100.0 * x.accuracy, 100.0 * x.ci_low, 100.0 * x.ci_high, x.mean_thinking_seconds,
+            x.mean_thinking_tokens, c.mean_completion_tokens, c.control.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or_else(|| "-".into())
         );
     }
     println!("s1 metrics: {s1}");
@@ -168,17 +191,17 @@ where
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(err)?;
-    let mut by_samples: BTreeMap<u32, Vec<&CellSummary>> = BTreeMap::new();
+    let mut by_series: BTreeMap<(u32, String), Vec<&CellSummary>> = BTreeMap::new();
     for c in cells {
-        by_samples.entry(c.samples).or_default().push(c);
+        by_series.entry((c.samples, c.series())).or_default().push(c);
     }
-    for (i, (samples, mut cs)) in by_samples.into_iter().enumerate() {
+    for (i, ((_, series), mut cs)) in by_series.into_iter().enumerate() {
         cs.sort_by(|a, b| x_of(&a.cell).total_cmp(&x_of(&b.cell)));
         let colour = Palette99::pick(i).to_rgba();
         chart
             .draw_series(LineSeries::new(cs.iter().map(|c| (x_of(&c.cell), c.cell.accuracy)), colour.stroke_width(2)))
             .map_err(err)?
-            .label(format!("samples {samples}"))
+            .label(format!("samples {series}"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
         chart
             .draw_series(cs.iter().map(|c| ErrorBar::new_vertical(x_of(&c.cell), c.cell.ci_low, c.cell.accuracy, c.cell.ci_high, colour.stroke_width(1), 8)))

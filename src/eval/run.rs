@@ -21,6 +21,9 @@ use crate::reasoning::grade::grade;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub cell: String,
+    /// How samples were pruned or filtered (`prune`, `top0.5`, ...), empty for a plain vote.
+    #[serde(default)]
+    pub variant: String,
     /// Thinking budget in tokens, or an effort level.
     pub budget: String,
     pub samples: u32,
@@ -44,9 +47,10 @@ pub struct Record {
 
 impl Record {
     /// A record for this cell and problem with nothing measured yet.
-    fn empty(budget: &str, samples: u32, p: &Problem) -> Self {
+    fn empty(budget: &str, samples: u32, variant: &str, p: &Problem) -> Self {
         Record {
-            cell: cell_id(budget, samples),
+            cell: cell_id(budget, samples, variant),
+            variant: variant.to_string(),
             budget: budget.to_string(),
             samples,
             id: p.id.clone(),
@@ -65,8 +69,27 @@ impl Record {
     }
 }
 
-pub fn cell_id(budget: &str, samples: u32) -> String {
-    format!("b{budget}-s{samples}")
+pub fn cell_id(budget: &str, samples: u32, variant: &str) -> String {
+    if variant.is_empty() {
+        format!("b{budget}-s{samples}")
+    } else {
+        format!("b{budget}-s{samples}-{variant}")
+    }
+}
+
+/// The cell variant a run's pruning flags make for a cell of `samples` chains.
+fn variant(a: &RunArgs, samples: u32) -> String {
+    let mut v = Vec::new();
+    if samples > 1 && a.prune {
+        v.push("prune".to_string());
+    }
+    if let (true, Some(k)) = (samples > 1, a.keep_top) {
+        v.push(format!("top{k}"));
+    }
+    if samples > 1 && a.aggregate == "confidence" {
+        v.push("conf".to_string());
+    }
+    v.join("+")
 }
 
 fn load_problems(a: &RunArgs) -> anyhow::Result<Vec<Problem>> {
@@ -119,13 +142,20 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
         body["reasoning_budget_message"] = json!(m);
     }
     let mut reasoning = serde_json::Map::new();
-    if samples > 1 {
+    // "auto" chooses the samples itself: naming them would contradict it.
+    if samples > 1 && budget != crate::reasoning::plan::AUTO {
         reasoning.extend([
             ("samples".into(), json!(samples)),
             ("aggregate".into(), json!(a.aggregate)),
             ("verifier".into(), json!(a.verifier)),
             ("adaptive".into(), json!(a.adaptive)),
         ]);
+        if a.prune {
+            reasoning.insert("prune".into(), json!("confidence"));
+        }
+        if let Some(k) = a.keep_top {
+            reasoning.insert("keep_top".into(), json!(k));
+        }
     }
     if let Some(s) = &a.scaffold {
         reasoning.insert("scaffold".into(), json!(s));
@@ -136,7 +166,7 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
     body
 }
 
-fn parse(v: &Value, budget: &str, samples: u32, p: &Problem, latency: f64) -> Record {
+fn parse(v: &Value, budget: &str, samples: u32, variant: &str, p: &Problem, latency: f64) -> Record {
     let msg = &v["choices"][0]["message"];
     let content = msg["content"].as_str().unwrap_or("");
     let reasoning = message_reasoning(msg);
@@ -158,7 +188,7 @@ fn parse(v: &Value, budget: &str, samples: u32, p: &Problem, latency: f64) -> Re
         latency_seconds: latency,
         samples_used,
         within_budget,
-        ..Record::empty(budget, samples, p)
+        ..Record::empty(budget, samples, variant, p)
     }
 }
 
@@ -182,7 +212,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     for (qi, p) in problems.iter().enumerate() {
         for samples in &a.samples {
             for budget in &a.budgets {
-                if !done.contains(&(cell_id(budget, *samples), p.id.clone())) {
+                if !done.contains(&(cell_id(budget, *samples, &variant(&a, *samples)), p.id.clone())) {
                     tasks.push((budget.clone(), *samples, qi));
                 }
             }
@@ -209,6 +239,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                 let p = &problems[qi];
                 let seed = a.seed.wrapping_mul(1_000_003).wrapping_add(qi as u64);
                 let body = request_body(&a, &budget, samples, p, seed);
+                let variant = variant(&a, samples);
                 let t0 = Instant::now();
                 let mut req = client.post(&url).json(&body);
                 if let Some(k) = &a.api_key {
@@ -216,14 +247,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                 }
                 let (record, chains) = match req.send().await {
                     Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                        Ok(v) => (parse(&v, &budget, samples, p, t0.elapsed().as_secs_f64()), a.record.then(|| chains_of(&v))),
-                        Err(e) => (failed(&budget, samples, p, e.to_string()), None),
+                        Ok(v) => (parse(&v, &budget, samples, &variant, p, t0.elapsed().as_secs_f64()), a.record.then(|| chains_of(&v))),
+                        Err(e) => (failed(&budget, samples, &variant, p, e.to_string()), None),
                     },
                     Ok(r) => {
                         let status = r.status();
-                        (failed(&budget, samples, p, format!("{status}: {}", r.text().await.unwrap_or_default())), None)
+                        (failed(&budget, samples, &variant, p, format!("{status}: {}", r.text().await.unwrap_or_default())), None)
                     }
-                    Err(e) => (failed(&budget, samples, p, e.to_string()), None),
+                    Err(e) => (failed(&budget, samples, &variant, p, e.to_string()), None),
                 };
                 if let (Some(chains), Some(chains_file)) = (chains, &chains_file) {
                     let kept = ChainRecord { budget: budget.clone(), id: p.id.clone(), level: p.level, expected: record.expected.clone(), chains };
@@ -249,8 +280,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn failed(budget: &str, samples: u32, p: &Problem, error: String) -> Record {
-    Record { error: Some(error), ..Record::empty(budget, samples, p) }
+fn failed(budget: &str, samples: u32, variant: &str, p: &Problem, error: String) -> Record {
+    Record { error: Some(error), ..Record::empty(budget, samples, variant, p) }
 }
 
 /// The (effort, budget bucket) labels the server gives a request for this harness budget (see
@@ -321,5 +352,14 @@ mod tests {
             assert!(b.get(absent).is_none(), "{absent}: {b}");
         }
         assert_eq!(request_body(&args(&[]), "low", 1, &problem(), 1)["reasoning_effort"], "low");
+        // Confidence pruning is its own cell; auto names no samples.
+        let a = args(&["--prune", "--keep-top", "0.5"]);
+        let b = request_body(&a, "unlimited", 8, &problem(), 1);
+        assert_eq!((b["reasoning"]["prune"].clone(), b["reasoning"]["keep_top"].clone()), (json!("confidence"), json!(0.5)));
+        assert_eq!(cell_id("unlimited", 8, &variant(&a, 8)), "bunlimited-s8-prune+top0.5");
+        assert_eq!(variant(&a, 1), "");
+        let b = request_body(&a, "auto", 8, &problem(), 1);
+        assert_eq!(b["reasoning_effort"], "auto");
+        assert!(b["reasoning"].get("samples").is_none(), "{b}");
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::Value;
 
-use super::run::{cell_id, read_records};
+use super::run::read_records;
 use crate::reasoning::auto::{Budget, Measured, Setting};
 
 /// Settings measured by a run directory (or one of its files): `derived.json` cells voted by
@@ -43,7 +43,7 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Measured>> {
     }
     if let Some(p) = results {
         let mut sums: BTreeMap<(String, u32), (u64, u64, f64)> = BTreeMap::new();
-        for r in read_records(&p)?.into_iter().filter(|r| r.error.is_none() && r.cell == cell_id(&r.budget, r.samples)) {
+        for r in read_records(&p)?.into_iter().filter(|r| r.error.is_none() && r.variant.is_empty()) {
             let e = sums.entry((r.budget.clone(), r.samples)).or_default();
             e.0 += 1;
             e.1 += u64::from(r.correct);

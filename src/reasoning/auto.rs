@@ -7,8 +7,7 @@
 use serde::Serialize;
 
 /// A setting's thinking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "tokens")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Budget {
     /// No thinking asked for: the model's own answer.
     Plain,
@@ -34,6 +33,13 @@ impl Budget {
             Self::Unlimited => "unlimited".into(),
             Self::Tokens(n) => n.to_string(),
         }
+    }
+}
+
+/// Written as its label: `plain`, `unlimited` or the token count.
+impl Serialize for Budget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label())
     }
 }
 
@@ -71,6 +77,8 @@ pub struct Choice {
     pub accuracy: f64,
     pub mean_thinking_tokens: f64,
     pub best: Measured,
+    /// Repeated in the decision that carries this choice.
+    #[serde(skip)]
     pub reason: String,
 }
 

@@ -67,7 +67,7 @@ pub struct SamplingPlan {
     /// it stop at once, and sampling ends at confidence-weighted consensus (DeepConf online).
     pub prune: bool,
     /// `reasoning.keep_top`: vote only among this share of chains, most confident first; with
-    /// `prune`, also the share of calibration chains the threshold would keep.
+    /// `prune`, the share of first-wave chains the online threshold would keep instead.
     pub keep_top: Option<f64>,
 }
 
