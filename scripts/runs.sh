@@ -15,12 +15,18 @@
 #   qwen-sweep       Qwen2.5-Coder-0.5B, T 0.7, 100 problems: budgets 0 and 128 and the plain answer
 #                    with one chain, unlimited with 8 chains, all recorded; the 1/4/8-sample cells
 #                    and vote rules are derived offline from the recorded chains (eval derive)
+#   qwen-confidence  Qwen2.5-Coder-0.5B, T 0.7, 60 problems, unlimited budget: 8 chains with their
+#                    confidence recorded (keep_top 1 keeps all: a plain majority vote; the 1/2/4/8-
+#                    sample cells and the confidence rules are derived offline), then 8 chains with
+#                    the online confidence filter, then reasoning_effort auto on a server started
+#                    with the first pass's derived table
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep [eval flags]}
+name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence [eval flags]}
 shift
 serve=()
 then=()
+auto=()
 fetch=smollm2
 top_k=(--top-k 0)
 qwen=models/qwen2.5-coder-0.5b-instruct.gguf
@@ -42,6 +48,12 @@ case $name in
            fetch=qwen0.5 top_k=() serve=(--model "$qwen" --parallel 16 --ctx-size 32768)
            run=(--gen 100 --levels 1,2,3,4 --budgets 0,128,plain --samples 1 --record --concurrency 8 --scaffold natural)
            then=(--gen 100 --levels 1,2,3,4 --budgets unlimited --samples 8 --record --concurrency 2 --scaffold natural) ;;
+  qwen-confidence)
+           fetch=qwen0.5 top_k=() serve=(--model "$qwen" --parallel 16 --ctx-size 32768)
+           common=(--gen 60 --levels 1,2,3,4 --scaffold natural)
+           run=("${common[@]}" --budgets unlimited --samples 8 --keep-top 1 --record --concurrency 2)
+           then=("${common[@]}" --budgets unlimited --samples 8 --prune --concurrency 2)
+           auto=("${common[@]}" --budgets auto --samples 1 --concurrency 4) ;;
   *) echo "unknown run '$name'" >&2; exit 2 ;;
 esac
 models/fetch.sh "$fetch"
@@ -49,17 +61,28 @@ models/fetch.sh "$fetch"
 bin=${THINKSCALE:-target/release/thinkscale}
 [[ -n ${THINKSCALE:-} ]] || cargo build --release --locked
 port=${PORT:-8181}
-"$bin" serve --port "$port" "${serve[@]}" &
-pid=$!
+out=${OUT:-docs/runs/$name}
+pid=
 trap 'kill $pid 2>/dev/null || true' EXIT
-until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
-  kill -0 "$pid" 2>/dev/null || { echo "server failed to start" >&2; exit 1; }
-  sleep 0.5
-done
+start() {
+  "$bin" serve --port "$port" "$@" &
+  pid=$!
+  until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { echo "server failed to start" >&2; exit 1; }
+    sleep 0.5
+  done
+}
+start "${serve[@]}"
 "$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${run[@]}" \
-  --out "${OUT:-docs/runs/$name}" "$@"
+  --out "$out" "$@"
 # A second pass into the same directory (same seeds per question), for cells with other sample counts.
 if (( ${#then[@]} )); then
   "$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${then[@]}" \
-    --out "${OUT:-docs/runs/$name}" "$@"
+    --out "$out" "$@"
+fi
+# auto: a server whose policy is the first pass's derived table, on the same questions.
+if (( ${#auto[@]} )); then
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  start "${serve[@]}" --auto-table "$out/derived.json"
+  "$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${auto[@]}" --out "$out" "$@"
 fi

@@ -31,7 +31,7 @@ pub struct DeriveArgs {
     /// Run directory (holds chains.jsonl)
     pub dir: PathBuf,
     /// Sample counts to derive: the first k recorded chains of each question
-    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     pub k: Vec<usize>,
     /// Also post the single-chain and majority cells, question by question, to this server's
     /// scaling table (its /dashboard then shows them; seconds are not recorded, so they are 0)
@@ -151,7 +151,7 @@ pub fn main(cmd: EvalCommand) -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(run::run(a.clone()))?;
             report::report(&a.out)?;
             if a.record {
-                derive::derive(&DeriveArgs { dir: a.out.clone(), k: vec![1, 4, 8], post: None })?;
+                derive::derive(&DeriveArgs { dir: a.out.clone(), k: vec![1, 2, 4, 8], post: None })?;
             }
             Ok(())
         }

@@ -136,6 +136,11 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
             body["max_tokens"] = json!(a.max_tokens);
         }
         ("plain", _) => body["max_tokens"] = json!(a.max_tokens),
+        // auto may choose an unlimited budget: the same cap as `unlimited`.
+        (crate::reasoning::plan::AUTO, _) => {
+            body["reasoning_effort"] = json!(budget);
+            body["max_tokens"] = json!(a.max_tokens);
+        }
         _ => body["reasoning_effort"] = json!(budget),
     }
     if let Some(m) = &a.budget_message {
