@@ -15,7 +15,7 @@
 #   qwen-sweep       Qwen2.5-Coder-0.5B, T 0.7, 100 problems: budgets 0 and 128 and the plain answer
 #                    with one chain, unlimited with 8 chains, all recorded; the 1/4/8-sample cells
 #                    and vote rules are derived offline from the recorded chains (eval derive)
-#   qwen-confidence  Qwen2.5-Coder-0.5B, T 0.7, 60 problems, unlimited budget: 8 chains with their
+#   qwen-confidence  Qwen2.5-Coder-0.5B, T 0.7, 40 problems, unlimited budget: 8 chains with their
 #                    confidence recorded (keep_top 1 keeps all: a plain majority vote; the 1/2/4/8-
 #                    sample cells and the confidence rules are derived offline), then 8 chains with
 #                    the online confidence filter, then reasoning_effort auto on a server started
@@ -50,7 +50,7 @@ case $name in
            then=(--gen 100 --levels 1,2,3,4 --budgets unlimited --samples 8 --record --concurrency 2 --scaffold natural) ;;
   qwen-confidence)
            fetch=qwen0.5 top_k=() serve=(--model "$qwen" --parallel 16 --ctx-size 32768)
-           common=(--gen 60 --levels 1,2,3,4 --scaffold natural)
+           common=(--gen 40 --levels 1,2,3,4 --scaffold natural)
            run=("${common[@]}" --budgets unlimited --samples 8 --keep-top 1 --record --concurrency 2)
            then=("${common[@]}" --budgets unlimited --samples 8 --prune --concurrency 2)
            auto=("${common[@]}" --budgets auto --samples 1 --concurrency 4) ;;

@@ -46,6 +46,41 @@ fn post(op: &str, body: &str, schema: &str) -> Value {
                     "responses": responses}})
 }
 
+/// What the chat handler checks beyond the field types, written into the contract so a
+/// schema-driven client generates bodies the server accepts: one message at least, content as
+/// text (with something in it) or text parts, `tool_calls` on assistant turns only, tool results
+/// naming their call, `top_logprobs` only with `logprobs: true`.
+fn chat_constraints(schemas: &mut serde_json::Map<String, Value>) {
+    // Something besides spaces, and no NUL (which no tokenizer takes).
+    let text = json!({"type": "string", "pattern": "^[^\\u0000]*\\S[^\\u0000]*$"});
+    let content = json!({"oneOf": [text, {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["type", "text"],
+        "properties": {"type": {"type": "string", "enum": ["text"]}, "text": text}}}]});
+    let calls = json!({"type": "array", "items": {"$ref": "#/components/schemas/RawToolCall"}});
+    schemas.insert("RawMessage".into(), json!({"oneOf": [
+        {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"type": "string", "enum": ["system", "developer", "user"]}, "content": content, "name": {"type": "string"}}},
+        {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"type": "string", "enum": ["assistant"]}, "content": content, "tool_calls": calls, "name": {"type": "string"}}},
+        {"type": "object", "required": ["role", "content", "tool_call_id"], "properties": {
+            "role": {"type": "string", "enum": ["tool"]}, "content": content, "tool_call_id": {"type": "string"}}},
+    ]}));
+    if let Some(tool) = schemas.get_mut("RawTool") {
+        tool["properties"]["type"]["enum"] = json!(["function"]);
+    }
+    if let Some(f) = schemas.get_mut("FunctionDef") {
+        f["properties"]["name"]["pattern"] = json!("^[A-Za-z0-9_-]{1,64}$");
+    }
+    if let Some(chat) = schemas.get_mut("ChatFields") {
+        chat["properties"]["messages"]["minItems"] = json!(1);
+        chat["properties"]["tool_choice"] = json!({
+            "description": "needs `tools`; a named function must be one of them",
+            "oneOf": [{"type": "string", "enum": ["none", "auto", "required"]},
+                      {"type": "object", "required": ["type", "function"], "properties": {"type": {"type": "string", "enum": ["function"]},
+                       "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}]});
+        chat["anyOf"] = json!([{"required": ["logprobs"], "properties": {"logprobs": {"enum": [true]}}}, {"not": {"required": ["top_logprobs"]}}]);
+    }
+}
+
 pub fn document(slot_ctx: u32, parallel: u32) -> Value {
     let mut gen = SchemaSettings::openapi3().into_generator();
     let chat = super::chat::request_schema(&mut gen);
@@ -58,6 +93,7 @@ pub fn document(slot_ctx: u32, parallel: u32) -> Value {
         }
         props["n"]["maximum"] = json!(parallel);
     }
+    chat_constraints(&mut schemas);
     schemas.insert("ChatRequest".into(), chat);
     schemas.insert("CompletionRequest".into(), completion);
     schemas.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {

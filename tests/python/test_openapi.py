@@ -57,3 +57,40 @@ def _refs(node):
     elif isinstance(node, list):
         for v in node:
             yield from _refs(v)
+
+
+def _openai_error(ctx, response, case):
+    """Every 4xx is an OpenAI error object naming a type and a message."""
+    if 400 <= response.status_code < 500:
+        body = response.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        assert isinstance(err, dict) and isinstance(err.get("message"), str) and isinstance(err.get("type"), str), body
+
+
+def test_schema_driven_fuzzing_finds_no_server_error(contract):
+    """schemathesis generates bodies from the contract (valid and invalid) for a bounded number of
+    examples per operation: no 5xx, every 4xx an OpenAI error, every 2xx matching its schema."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+
+    base, doc = contract
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance, _openai_error]
+    schema = schemathesis.openapi.from_dict(doc)
+    operations = [op.ok() for op in schema.get_all_operations()]
+    assert {op.path for op in operations} == {"/v1/chat/completions", "/v1/completions"}
+    seen = {}
+    for op in operations:
+        @given(case=op.as_strategy())
+        @settings(max_examples=30, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def fuzz(case):
+            response = case.call(base_url=base, timeout=60)
+            seen.setdefault(op.path, set()).add(response.status_code)
+            case.validate_response(response, checks=checks)
+
+        fuzz()
+    # Both valid and rejected bodies were exercised on each path.
+    for path, codes in seen.items():
+        assert any(c < 300 for c in codes) and any(400 <= c < 500 for c in codes), (path, codes)
