@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The Qwen models serve the tool-calling tests (the 135M default model cannot call tools).
 models/fetch.sh smollm2 qwen0.5 qwen1.5
-python3 -c "import openai, pytest" 2>/dev/null || python3 -m pip install --quiet -r tests/python/requirements.txt
+python3 -c "import openai, pytest, jinja2, schemathesis" 2>/dev/null || python3 -m pip install --quiet -r tests/python/requirements.txt
 cargo build --release --locked
 cargo test --release --locked -- --test-threads="${TEST_THREADS:-4}"
 python3 -m pytest -q tests/python
