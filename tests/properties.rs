@@ -136,7 +136,7 @@ fn field() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
         "reasoning_effort", "reasoning", "thinking", "thinking_budget_tokens", "reasoning_budget_tokens", "thinking_token_budget",
         "max_thinking_tokens", "min_thinking_tokens", "chat_template_kwargs", "think", "reasoning_format", "samples", "verifier",
-        "aggregate", "adaptive", "confidence", "reasoning_budget_message",
+        "aggregate", "adaptive", "confidence", "reasoning_budget_message", "prune", "keep_top",
     ])
     .prop_map(str::to_string)
 }
@@ -148,12 +148,46 @@ fn value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| json!(n)),
         (-2i64..5000).prop_map(|n| json!(n)),
         any::<f64>().prop_map(|f| json!(f)),
-        prop::sample::select(vec!["low", "high", "max", "none", "enabled", "disabled", "weighted", "best", "self", "arithmetic", "x"])
+        prop::sample::select(vec!["low", "high", "max", "none", "enabled", "disabled", "weighted", "best", "self", "arithmetic", "x", "auto", "confidence"])
             .prop_map(|s| json!(s)),
     ];
     leaf.prop_recursive(2, 12, 4, |inner| {
         prop::collection::vec((prop::sample::select(vec!["effort", "max_tokens", "type", "budget_tokens", "enable_thinking", "samples",
-                                                        "exclude", "enabled", "scaffold", "verifier"]), inner), 0..4)
+                                                        "exclude", "enabled", "scaffold", "verifier", "prune", "keep_top"]), inner), 0..4)
             .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
     })
+}
+
+proptest! {
+    /// The confidence policy on any numbers: the threshold lies within the calibration scores,
+    /// keep-top keeps at least one and at most all (the most confident first), the consensus is a
+    /// share, and a chain's lowest group never exceeds its last.
+    #[test]
+    fn confidence_policy_stays_in_range(
+        cal in prop::collection::vec(-50.0f64..50.0, 1..20),
+        keep in 0.001f64..1.0,
+        tokens in prop::collection::vec(0.0f64..30.0, 1..200),
+        window in 1usize..40,
+        answers in prop::collection::vec((prop::option::of(0u8..4), 0.0f64..30.0), 0..20),
+    ) {
+        use thinkscale::reasoning::confidence::{consensus, keep_top, threshold, ChainConfidence};
+        let t = threshold(&cal, keep).unwrap();
+        let (lo, hi) = cal.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+        prop_assert!(t >= lo - 1e-9 && t <= hi + 1e-9);
+        let kept = keep_top(&cal, keep);
+        let n = kept.iter().filter(|k| **k).count();
+        prop_assert!(n >= 1 && n <= cal.len());
+        let min_kept = cal.iter().zip(&kept).filter(|(_, k)| **k).map(|(x, _)| *x).fold(f64::INFINITY, f64::min);
+        prop_assert!(cal.iter().zip(&kept).all(|(x, k)| *k || *x <= min_kept));
+        let (a, w): (Vec<Option<String>>, Vec<f64>) = answers.iter().map(|(a, w)| (a.map(|x| x.to_string()), *w)).unzip();
+        let share = consensus(&a, &w);
+        prop_assert!((0.0..=1.0 + 1e-12).contains(&share));
+        let mut c = ChainConfidence::new(window);
+        for x in &tokens {
+            c.push(*x);
+        }
+        let s = c.scores();
+        prop_assert!(s.lowest <= s.tail + 1e-9 || tokens.len() < window);
+        prop_assert_eq!(s.tokens, tokens.len() as u64);
+    }
 }
