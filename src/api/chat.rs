@@ -263,7 +263,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     let original_messages = msgs.clone();
     let native = engine.model.think_markers.clone();
     let mut plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
-    let auto = plan.auto.then(|| apply_auto(state, &mut plan));
+    let auto = plan.auto.then(|| apply_auto(state, &mut plan, tools.is_some()));
     if let Some(t) = &tools {
         if plan.sampling.samples > 1 {
             return Err(ApiError::bad_request("Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"", Some("tools")));
@@ -365,9 +365,10 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected, auto })
 }
 
-/// Put the auto policy's setting into the plan: its budget, and the samples it may widen to.
-fn apply_auto(state: &AppState, plan: &mut ReasoningPlan) -> AutoDecision {
-    let d = super::grading::auto_decision(state);
+/// Put the auto policy's setting into the plan: its budget, and the samples it may widen to
+/// (one with tools: calls are not voted on).
+fn apply_auto(state: &AppState, plan: &mut ReasoningPlan, tools: bool) -> AutoDecision {
+    let mut d = super::grading::auto_decision(state);
     if let Some(c) = &d.choice {
         match c.setting.budget {
             Budget::Plain | Budget::Tokens(0) => {
@@ -378,6 +379,14 @@ fn apply_auto(state: &AppState, plan: &mut ReasoningPlan) -> AutoDecision {
             Budget::Unlimited => plan.max_thinking = None,
         }
         plan.sampling.samples = c.widen_to;
+    }
+    if let (true, Some(c)) = (tools, d.choice.as_mut()) {
+        if c.widen_to > 1 {
+            c.setting.samples = 1;
+            c.widen_to = 1;
+            plan.sampling.samples = 1;
+            d.reason.push_str("; one sample, because tool calls are not voted on");
+        }
     }
     d
 }
