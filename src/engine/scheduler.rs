@@ -17,7 +17,7 @@ use super::{EngineStats, Event, Job, Judge, LogprobEntry, Model, SamplingParams,
 use crate::reasoning::chat::Message;
 use crate::metrics::metrics;
 use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
-use crate::reasoning::confidence::{threshold, token_confidence, ChainConfidence};
+use crate::reasoning::confidence::{token_confidence, ChainConfidence, OnlineFilter};
 use crate::reasoning::plan::effective_max_thinking;
 
 pub(crate) struct LoopConfig {
@@ -100,9 +100,8 @@ struct ChoiceState {
     answers: Vec<Option<String>>,
     weights: Vec<f64>,
     stopped: bool,
-    /// Online confidence filter: the first wave's chain scores, then the threshold they give.
-    calibration: Vec<f64>,
-    threshold: Option<f64>,
+    /// Online confidence filter (`prune`): calibrated by the first wave.
+    filter: Option<OnlineFilter>,
 }
 
 struct Slot {
@@ -652,7 +651,7 @@ impl<'m> Scheduler<'m> {
             tracker.push(token_confidence(&top.iter().map(|t| t.1).collect::<Vec<_>>()));
         }
         let choice = seq.index / job.group();
-        let prune_below = job.choices[choice].threshold;
+        let prune_below = job.choices[choice].filter.as_ref().and_then(OnlineFilter::threshold);
         let thinking_token = seq.forcer.phase() == Phase::Thinking;
         let lp = seq.logprobs.map(|top| logprob_entry(self.model, self.ctx.get_logits_ith(idx), token, top, thinking_token));
         if let Some(e) = &lp {
@@ -799,14 +798,9 @@ impl<'m> Scheduler<'m> {
             c.weights.push(weight);
             // The first wave's chains calibrate the online filter for the ones after it.
             if let Some((keep, wave)) = adaptive.and_then(|a| a.prune_keep.map(|k| (k, a.wave.min(vote.group)))) {
-                if c.threshold.is_none() {
-                    c.calibration.push(weight);
-                    if c.calibration.len() >= wave {
-                        c.threshold = threshold(&c.calibration, keep);
-                        if let Some(t) = c.threshold {
-                            job.send(Event::Calibrated { choice, threshold: t });
-                        }
-                    }
+                let filter = c.filter.get_or_insert_with(|| OnlineFilter::new(keep, wave));
+                if let Some(threshold) = filter.observe(weight) {
+                    job.send(Event::Calibrated { choice, threshold });
                 }
             }
         }

@@ -111,6 +111,39 @@ pub fn threshold(calibration: &[f64], keep_top: f64) -> Option<f64> {
     Some(v[lo] + (v[hi] - v[lo]) * (q - lo as f64))
 }
 
+/// The online filter of one choice: the first `warmup` finished chains' scores calibrate the
+/// threshold that later chains must stay above.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineFilter {
+    keep_top: f64,
+    warmup: usize,
+    calibration: Vec<f64>,
+    threshold: Option<f64>,
+}
+
+impl OnlineFilter {
+    pub fn new(keep_top: f64, warmup: usize) -> Self {
+        Self { keep_top, warmup: warmup.max(1), calibration: Vec::new(), threshold: None }
+    }
+
+    /// A finished chain's score; returns the threshold when this chain completes the calibration.
+    pub fn observe(&mut self, score: f64) -> Option<f64> {
+        if self.threshold.is_some() {
+            return None;
+        }
+        self.calibration.push(score);
+        if self.calibration.len() < self.warmup {
+            return None;
+        }
+        self.threshold = threshold(&self.calibration, self.keep_top);
+        self.threshold
+    }
+
+    pub fn threshold(&self) -> Option<f64> {
+        self.threshold
+    }
+}
+
 /// Which chains the offline filter keeps: the `keep_top` share with the highest scores (at least
 /// one; ties at the cut all kept).
 pub fn keep_top(scores: &[f64], keep_top: f64) -> Vec<bool> {
@@ -188,6 +221,15 @@ mod tests {
         assert!((threshold(&cal, 0.9).unwrap() - 1.4).abs() < 1e-12);
         assert_eq!(threshold(&[], 0.5), None);
         assert_eq!(threshold(&[f64::NAN, 2.0], 0.1), Some(2.0));
+    }
+
+    #[test]
+    fn the_online_filter_calibrates_once_on_its_warm_up() {
+        let mut f = OnlineFilter::new(0.5, 3);
+        assert_eq!((f.observe(1.0), f.observe(5.0), f.threshold()), (None, None, None));
+        assert_eq!(f.observe(3.0), Some(3.0));
+        // Later chains do not move it.
+        assert_eq!((f.observe(100.0), f.threshold()), (None, Some(3.0)));
     }
 
     #[test]
