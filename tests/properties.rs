@@ -136,7 +136,7 @@ fn field() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
         "reasoning_effort", "reasoning", "thinking", "thinking_budget_tokens", "reasoning_budget_tokens", "thinking_token_budget",
         "max_thinking_tokens", "min_thinking_tokens", "chat_template_kwargs", "think", "reasoning_format", "samples", "verifier",
-        "aggregate", "adaptive", "confidence", "reasoning_budget_message", "prune", "keep_top",
+        "aggregate", "adaptive", "confidence", "reasoning_budget_message", "prune", "keep_top", "warmup",
     ])
     .prop_map(str::to_string)
 }

@@ -101,6 +101,9 @@ pub struct RunArgs {
     /// also the share the online threshold keeps. `--keep-top 1` measures confidence and keeps all
     #[arg(long)]
     pub keep_top: Option<f64>,
+    /// Chains in the first wave for samples > 1 (`reasoning.warmup`; the server's wave size when omitted)
+    #[arg(long)]
+    pub warmup: Option<u32>,
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f64,
     /// top_k sent with each request (the server's default when omitted; 0 = whole vocabulary)

@@ -89,6 +89,9 @@ fn variant(a: &RunArgs, samples: u32) -> String {
     if samples > 1 && a.aggregate == "confidence" {
         v.push("conf".to_string());
     }
+    if let (true, Some(w)) = (samples > 1, a.warmup) {
+        v.push(format!("w{w}"));
+    }
     v.join("+")
 }
 
@@ -160,6 +163,9 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
         }
         if let Some(k) = a.keep_top {
             reasoning.insert("keep_top".into(), json!(k));
+        }
+        if let Some(w) = a.warmup {
+            reasoning.insert("warmup".into(), json!(w.min(samples)));
         }
     }
     if let Some(s) = &a.scaffold {

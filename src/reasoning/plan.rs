@@ -69,6 +69,9 @@ pub struct SamplingPlan {
     /// `reasoning.keep_top`: vote only among this share of chains, most confident first; with
     /// `prune`, the share of first-wave chains the online threshold would keep instead.
     pub keep_top: Option<f64>,
+    /// `reasoning.warmup`: chains in the first wave (the online filter's calibration, or the
+    /// adaptive rule's first look); the server's `wave_size` when absent.
+    pub warmup: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,9 +365,8 @@ fn sampling_given(req: &Map<String, Value>) -> Option<String> {
     ["samples", "num_samples"].iter().find(|k| req.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string())
 }
 
-/// `reasoning: {samples, aggregate, verifier, adaptive, confidence, prune, keep_top}` with
-/// top-level aliases `samples`/`num_samples`, `aggregate`, `verifier`, `adaptive`, `confidence`,
-/// `prune`, `keep_top`.
+/// `reasoning: {samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup}` with
+/// top-level aliases `samples`/`num_samples` and the other names.
 fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, effort: Option<String>) -> Result<SamplingPlan, PlanError> {
     let nested = req.get("reasoning").and_then(Value::as_object);
     let pick = |key: &str, aliases: &[&str]| -> Option<(Value, String)> {
@@ -434,7 +436,17 @@ fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, effort: Option
         }
         None => None,
     };
-    Ok(SamplingPlan { samples, aggregate, verifier, adaptive, confidence, prune, keep_top })
+    let warmup = match pick("warmup", &["warmup"]) {
+        Some((v, p)) => {
+            let w = int(&v, &p, 1)?;
+            if w > samples as i64 {
+                return Err(err(&p, format!("'{p}' ({w}) exceeds the samples ({samples})")));
+            }
+            Some(w as u32)
+        }
+        None => None,
+    };
+    Ok(SamplingPlan { samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup })
 }
 
 /// Largest `samples` a request may ask for (they run in waves through the slots).
@@ -567,6 +579,8 @@ mod tests {
         assert_eq!(param(json!({"reasoning": {"prune": "yes"}})), "reasoning.prune");
         assert_eq!(param(json!({"reasoning": {"keep_top": 0}})), "reasoning.keep_top");
         assert_eq!(param(json!({"keep_top": 1.5})), "keep_top");
+        assert_eq!(param(json!({"reasoning": {"samples": 4, "warmup": 5}})), "reasoning.warmup");
+        assert_eq!(param(json!({"reasoning": {"samples": 4, "warmup": 0}})), "reasoning.warmup");
         assert_eq!(param(json!({"reasoning_effort": 3})), "reasoning_effort");
         assert_eq!(param(json!({"thinking_budget_tokens": -5})), "thinking_budget_tokens");
         assert_eq!(param(json!({"thinking_budget_tokens": "many"})), "thinking_budget_tokens");
@@ -595,8 +609,8 @@ mod tests {
         // Confidence needs no verifier; prune and keep_top are read nested or top-level.
         let p = plan(json!({"reasoning": {"samples": 8, "aggregate": "confidence", "prune": "confidence", "keep_top": 0.5}})).unwrap();
         assert_eq!((p.sampling.aggregate, p.sampling.prune, p.sampling.keep_top), (Aggregate::Confidence, true, Some(0.5)));
-        let p = plan(json!({"samples": 4, "prune": "none", "keep_top": 1})).unwrap();
-        assert_eq!((p.sampling.prune, p.sampling.keep_top), (false, Some(1.0)));
+        let p = plan(json!({"samples": 4, "prune": "none", "keep_top": 1, "warmup": 2})).unwrap();
+        assert_eq!((p.sampling.prune, p.sampling.keep_top, p.sampling.warmup), (false, Some(1.0), Some(2)));
     }
 
     #[test]
