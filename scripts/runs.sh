@@ -18,14 +18,16 @@
 #   qwen-confidence  Qwen2.5-Coder-0.5B, T 0.7, 40 problems, unlimited budget: 8 chains with their
 #                    confidence recorded (keep_top 1 keeps all: a plain majority vote; the 1/2/4/8-
 #                    sample cells and the confidence rules are derived offline), then 8 chains with
-#                    the online confidence filter, then reasoning_effort auto on a server started
-#                    with the first pass's derived table
+#                    the online confidence filter (first wave 4, the server's default), then
+#                    reasoning_effort auto on a server started with the first pass's derived
+#                    table, then the online filter with a first wave of 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence [eval flags]}
 shift
 serve=()
 then=()
+then2=()
 auto=()
 fetch=smollm2
 top_k=(--top-k 0)
@@ -53,6 +55,7 @@ case $name in
            common=(--gen 40 --levels 1,2,3,4 --scaffold natural)
            run=("${common[@]}" --budgets unlimited --samples 8 --keep-top 1 --record --concurrency 2)
            then=("${common[@]}" --budgets unlimited --samples 8 --prune --concurrency 2)
+           then2=("${common[@]}" --budgets unlimited --samples 8 --prune --warmup 2 --concurrency 2)
            auto=("${common[@]}" --budgets auto --samples 1 --concurrency 4) ;;
   *) echo "unknown run '$name'" >&2; exit 2 ;;
 esac
@@ -85,4 +88,7 @@ if (( ${#auto[@]} )); then
   kill "$pid"; wait "$pid" 2>/dev/null || true
   start "${serve[@]}" --auto-table "$out/derived.json"
   "$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${auto[@]}" --out "$out" "$@"
+fi
+if (( ${#then2[@]} )); then
+  "$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${then2[@]}" --out "$out" "$@"
 fi
