@@ -18,9 +18,9 @@
 #   qwen-confidence  Qwen2.5-Coder-0.5B, T 0.7, 40 problems, unlimited budget: 8 chains with their
 #                    confidence recorded (keep_top 1 keeps all: a plain majority vote; the 1/2/4/8-
 #                    sample cells and the confidence rules are derived offline), then 8 chains with
-#                    the online confidence filter (first wave 4, the server's default), then
+#                    the online confidence filter with a first wave of 4, then
 #                    reasoning_effort auto on a server started with the first pass's derived
-#                    table, then the online filter with a first wave of 2
+#                    table, then the online filter with a first wave of 2 (the default since)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence [eval flags]}
@@ -54,7 +54,7 @@ case $name in
            fetch=qwen0.5 top_k=() serve=(--model "$qwen" --parallel 16 --ctx-size 32768)
            common=(--gen 40 --levels 1,2,3,4 --scaffold natural)
            run=("${common[@]}" --budgets unlimited --samples 8 --keep-top 1 --record --concurrency 2)
-           then=("${common[@]}" --budgets unlimited --samples 8 --prune --concurrency 2)
+           then=("${common[@]}" --budgets unlimited --samples 8 --prune --warmup 4 --concurrency 2)
            then2=("${common[@]}" --budgets unlimited --samples 8 --prune --warmup 2 --concurrency 2)
            auto=("${common[@]}" --budgets auto --samples 1 --concurrency 4) ;;
   *) echo "unknown run '$name'" >&2; exit 2 ;;

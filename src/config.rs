@@ -144,6 +144,8 @@ pub struct ReasoningConfig {
     /// `reasoning.prune: "confidence"` without `keep_top`: the share of first-wave chains the
     /// online threshold would keep (0.1 is DeepConf-low, 0.9 DeepConf-high).
     pub prune_keep_top: f64,
+    /// `reasoning.prune: "confidence"` without `warmup`: chains in the calibrating first wave.
+    pub prune_warmup: u32,
     /// `reasoning_effort: "auto"`: the cheapest setting whose accuracy is within this margin of
     /// the best measured one, among settings with at least `auto_min_graded` graded requests.
     pub auto_margin: f64,
@@ -188,6 +190,7 @@ impl Default for ReasoningConfig {
             confidence_window: 32,
             confidence_score: Default::default(),
             prune_keep_top: 0.1,
+            prune_warmup: 2,
             auto_margin: 0.03,
             auto_min_graded: 20,
             auto_table: None,
@@ -329,6 +332,7 @@ impl Config {
         anyhow::ensure!(r.confidence_top_k >= 1, "reasoning.confidence_top_k must be at least 1");
         anyhow::ensure!(r.confidence_window >= 1, "reasoning.confidence_window must be at least 1");
         anyhow::ensure!(r.prune_keep_top > 0.0 && r.prune_keep_top <= 1.0, "reasoning.prune_keep_top must be in (0, 1]");
+        anyhow::ensure!(r.prune_warmup >= 1, "reasoning.prune_warmup must be at least 1");
         anyhow::ensure!((0.0..1.0).contains(&r.auto_margin), "reasoning.auto_margin must be in [0, 1)");
         for o in self.cors_origins.iter().filter(|o| *o != "*") {
             anyhow::ensure!(

@@ -33,7 +33,7 @@ fn fate_count(s: &Server, fate: &str) -> f64 {
 #[test]
 fn online_pruning_calibrates_on_the_first_wave_and_stops_chains_below_it() {
     let s = Server::start(&[]);
-    let v = s.chat(&body(json!({"reasoning": {"samples": 8, "prune": "confidence"}, "temperature": 0.9, "seed": 5})));
+    let v = s.chat(&body(json!({"reasoning": {"samples": 8, "prune": "confidence", "warmup": 4}, "temperature": 0.9, "seed": 5})));
     let x = ext(&v);
     let samples = x["samples"].as_array().unwrap();
     // The threshold is the 90% quantile (keep_top 0.1 by default) of the first wave's scores.
@@ -61,10 +61,11 @@ fn online_pruning_calibrates_on_the_first_wave_and_stops_chains_below_it() {
 #[test]
 fn online_pruning_stops_at_consensus_after_the_first_wave() {
     let s = Server::start(&[]);
-    // Greedy chains all agree: full confidence-weighted consensus once the first wave is in.
+    // Greedy chains all agree: full confidence-weighted consensus once the first wave (the
+    // server's prune_warmup, 2) is in.
     let v = s.chat(&body(json!({"reasoning": {"samples": 8, "prune": "confidence"}, "temperature": 0})));
     let x = ext(&v);
-    assert_eq!((x["stopped_early"].clone(), x["samples_used"].clone(), x["pruned"].clone()), (json!(true), json!(4), json!(0)), "{x}");
+    assert_eq!((x["stopped_early"].clone(), x["samples_used"].clone(), x["pruned"].clone()), (json!(true), json!(2), json!(0)), "{x}");
     assert!(x["prune_threshold"].is_number(), "{x}");
     assert_eq!(s.metric("thinkscale_active_sequences"), 0.0);
 }

@@ -191,7 +191,8 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
         _ => None,
     };
     let r = &state.cfg.reasoning;
-    let wave = (plan.warmup.unwrap_or(r.wave_size).max(1) as usize).min(group);
+    let first = if plan.prune { r.prune_warmup } else { r.wave_size };
+    let wave = (plan.warmup.unwrap_or(first).max(1) as usize).min(group);
     // auto, when it may widen: the chosen samples run first; the rest only if they disagree.
     let widen_from = p.auto.as_ref().and_then(|a| a.choice.as_ref()).map(|c| c.setting.samples as usize).filter(|&k| k < group);
     let auto = p.auto.clone();

@@ -70,7 +70,7 @@ pub struct SamplingPlan {
     /// `prune`, the share of first-wave chains the online threshold would keep instead.
     pub keep_top: Option<f64>,
     /// `reasoning.warmup`: chains in the first wave (the online filter's calibration, or the
-    /// adaptive rule's first look); the server's `wave_size` when absent.
+    /// adaptive rule's first look); the server's `prune_warmup` / `wave_size` when absent.
     pub warmup: Option<u32>,
 }
 
