@@ -17,7 +17,7 @@ use crate::metrics::metrics;
 use crate::reasoning::chat::Message;
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::confidence::{keep_top, ChainScore};
-use crate::reasoning::plan::{Aggregate, SamplingPlan, Verifier};
+use crate::reasoning::sampling::{Aggregate, SamplingPlan, Verifier};
 use crate::reasoning::verify::{arithmetic_score, logprob_score};
 use crate::reasoning::vote::{decide, Ballot};
 

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod forcing;
 pub mod grade;
 pub mod plan;
+pub mod sampling;
 pub mod tools;
 pub mod verify;
 pub mod vote;

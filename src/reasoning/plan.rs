@@ -5,6 +5,8 @@
 use serde_json::{Map, Value};
 
 use super::chat::Message;
+use super::sampling::SamplingPlan;
+use super::sampling::{sampling_given, sampling_plan};
 use crate::config::ReasoningConfig;
 
 /// The internal plan every request dialect is turned into.
@@ -54,66 +56,6 @@ impl Scaffold {
     }
 }
 
-/// Self-consistency: how many chains to sample and how to choose among them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplingPlan {
-    pub samples: u32,
-    pub aggregate: Aggregate,
-    pub verifier: Verifier,
-    pub adaptive: bool,
-    /// Stopping level: of the Beta rule, or of the confidence-weighted consensus when pruning.
-    pub confidence: f64,
-    /// `reasoning.prune: "confidence"`: the first wave calibrates a threshold, later chains below
-    /// it stop at once, and sampling ends at confidence-weighted consensus (DeepConf online).
-    pub prune: bool,
-    /// `reasoning.keep_top`: vote only among this share of chains, most confident first; with
-    /// `prune`, the share of first-wave chains the online threshold would keep instead.
-    pub keep_top: Option<f64>,
-    /// `reasoning.warmup`: chains in the first wave (the online filter's calibration, or the
-    /// adaptive rule's first look); the server's `prune_warmup` / `wave_size` when absent.
-    pub warmup: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Aggregate {
-    Majority,
-    Weighted,
-    Best,
-    /// Votes weighted by each chain's confidence (no verifier needed).
-    Confidence,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verifier {
-    None,
-    Logprob,
-    SelfJudge,
-    Model,
-    Arithmetic,
-}
-
-impl Verifier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Logprob => "logprob",
-            Self::SelfJudge => "self",
-            Self::Model => "model",
-            Self::Arithmetic => "arithmetic",
-        }
-    }
-}
-
-impl Aggregate {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Majority => "majority",
-            Self::Weighted => "weighted",
-            Self::Best => "best",
-            Self::Confidence => "confidence",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanError {
@@ -121,7 +63,7 @@ pub struct PlanError {
     pub message: String,
 }
 
-fn err(param: &str, message: impl Into<String>) -> PlanError {
+pub(super) fn err(param: &str, message: impl Into<String>) -> PlanError {
     PlanError { param: param.into(), message: message.into() }
 }
 
@@ -144,7 +86,7 @@ fn effort_label(e: &str) -> &'static str {
     EFFORTS.iter().find(|x| **x == e).copied().unwrap_or("custom")
 }
 
-fn int(v: &Value, param: &str, min: i64) -> Result<i64, PlanError> {
+pub(super) fn int(v: &Value, param: &str, min: i64) -> Result<i64, PlanError> {
     let n = v
         .as_i64()
         .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
@@ -158,11 +100,11 @@ fn int(v: &Value, param: &str, min: i64) -> Result<i64, PlanError> {
     Ok(n)
 }
 
-fn boolean(v: &Value, param: &str) -> Result<bool, PlanError> {
+pub(super) fn boolean(v: &Value, param: &str) -> Result<bool, PlanError> {
     v.as_bool().ok_or_else(|| err(param, format!("'{param}' must be a boolean")))
 }
 
-fn string<'a>(v: &'a Value, param: &str) -> Result<&'a str, PlanError> {
+pub(super) fn string<'a>(v: &'a Value, param: &str) -> Result<&'a str, PlanError> {
     v.as_str().ok_or_else(|| err(param, format!("'{param}' must be a string")))
 }
 
@@ -356,113 +298,6 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
     })
 }
 
-/// The request field that names a sample count, if any.
-fn sampling_given(req: &Map<String, Value>) -> Option<String> {
-    let nested = req.get("reasoning").and_then(Value::as_object).and_then(|o| o.get("samples")).filter(|v| !v.is_null());
-    if nested.is_some() {
-        return Some("reasoning.samples".into());
-    }
-    ["samples", "num_samples"].iter().find(|k| req.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string())
-}
-
-/// `reasoning: {samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup}` with
-/// top-level aliases `samples`/`num_samples` and the other names.
-fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, effort: Option<String>) -> Result<SamplingPlan, PlanError> {
-    let nested = req.get("reasoning").and_then(Value::as_object);
-    let pick = |key: &str, aliases: &[&str]| -> Option<(Value, String)> {
-        nested
-            .and_then(|o| o.get(key).filter(|v| !v.is_null()).map(|v| (v.clone(), format!("reasoning.{key}"))))
-            .or_else(|| aliases.iter().find_map(|a| req.get(*a).filter(|v| !v.is_null()).map(|v| (v.clone(), a.to_string()))))
-    };
-    let effort_samples = effort.as_ref().and_then(|e| cfg.effort_samples.get(e)).copied().unwrap_or(1);
-    let samples = match pick("samples", &["samples", "num_samples"]) {
-        Some((v, p)) => {
-            let n = int(&v, &p, 1)?;
-            if n > MAX_SAMPLES as i64 {
-                return Err(err(&p, format!("'{p}' must be at most {MAX_SAMPLES}")));
-            }
-            n as u32
-        }
-        None => effort_samples,
-    };
-    let verifier_default = effort.as_ref().and_then(|e| cfg.effort_verifier.get(e)).cloned().unwrap_or_else(|| "none".into());
-    let verifier = match pick("verifier", &["verifier"]) {
-        Some((v, p)) => parse_verifier(string(&v, &p)?, &p)?,
-        None => parse_verifier(&verifier_default, "verifier")?,
-    };
-    let aggregate = match pick("aggregate", &["aggregate"]) {
-        Some((v, p)) => match string(&v, &p)? {
-            "majority" | "vote" => Aggregate::Majority,
-            "weighted" => Aggregate::Weighted,
-            "best" | "best_of_n" => Aggregate::Best,
-            "confidence" => Aggregate::Confidence,
-            other => return Err(err(&p, format!("unknown aggregate '{other}'; expected majority, weighted, best or confidence"))),
-        },
-        None if verifier != Verifier::None => Aggregate::Weighted,
-        None => Aggregate::Majority,
-    };
-    if matches!(aggregate, Aggregate::Weighted | Aggregate::Best) && verifier == Verifier::None {
-        return Err(err("verifier", format!("aggregate '{}' needs a verifier", aggregate.as_str())));
-    }
-    let adaptive = match pick("adaptive", &["adaptive"]) {
-        Some((v, p)) => boolean(&v, &p)?,
-        None => false,
-    };
-    let confidence = match pick("confidence", &["confidence"]) {
-        Some((v, p)) => {
-            let c = v.as_f64().ok_or_else(|| err(&p, format!("'{p}' must be a number")))?;
-            if !(0.5..1.0).contains(&c) {
-                return Err(err(&p, format!("'{p}' must be in [0.5, 1)")));
-            }
-            c
-        }
-        None => cfg.confidence,
-    };
-    let prune = match pick("prune", &["prune"]) {
-        Some((v, p)) => match string(&v, &p)? {
-            "confidence" => true,
-            "none" => false,
-            other => return Err(err(&p, format!("unknown prune '{other}'; expected confidence or none"))),
-        },
-        None => false,
-    };
-    let keep_top = match pick("keep_top", &["keep_top"]) {
-        Some((v, p)) => {
-            let k = v.as_f64().ok_or_else(|| err(&p, format!("'{p}' must be a number")))?;
-            if !(k > 0.0 && k <= 1.0) {
-                return Err(err(&p, format!("'{p}' must be in (0, 1]")));
-            }
-            Some(k)
-        }
-        None => None,
-    };
-    let warmup = match pick("warmup", &["warmup"]) {
-        Some((v, p)) => {
-            let w = int(&v, &p, 1)?;
-            if w > samples as i64 {
-                return Err(err(&p, format!("'{p}' ({w}) exceeds the samples ({samples})")));
-            }
-            Some(w as u32)
-        }
-        None => None,
-    };
-    Ok(SamplingPlan { samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup })
-}
-
-/// Largest `samples` a request may ask for (they run in waves through the slots).
-pub const MAX_SAMPLES: u32 = 64;
-
-pub fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
-    Ok(match s {
-        "none" => Verifier::None,
-        "logprob" => Verifier::Logprob,
-        "self" | "p_true" => Verifier::SelfJudge,
-        "model" => Verifier::Model,
-        "arithmetic" => Verifier::Arithmetic,
-        other => return Err(err(param, format!("unknown verifier '{other}'; expected none, logprob, self, model or arithmetic"))),
-    })
-}
-
 /// Thinking tokens allowed once the close text and `reserve` answer tokens are kept out of the
 /// request's total cap, so the injected close and an answer always fit.
 pub fn effective_max_thinking(budget: Option<u32>, max_tokens: u32, reserve: u32, close_len: u32) -> u32 {
@@ -484,6 +319,7 @@ pub fn scaffold(messages: &mut Vec<Message>, instruction: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::super::sampling::{Aggregate, Verifier};
     use serde_json::json;
 
     fn plan(v: Value) -> Result<ReasoningPlan, PlanError> {
