@@ -14,6 +14,7 @@ use crate::reasoning::auto::{Budget, Measured, Setting};
 /// majority (the vote an `auto` request uses), and `results.jsonl` cells of fixed settings that
 /// derive did not cover. Effort-level cells are skipped: they are not settings of their own.
 pub fn load(path: &Path) -> anyhow::Result<Vec<Measured>> {
+    anyhow::ensure!(path.exists(), "{} does not exist", path.display());
     let (derived, results) = if path.is_dir() {
         (Some(path.join("derived.json")).filter(|p| p.exists()), Some(path.join("results.jsonl")).filter(|p| p.exists()))
     } else if path.extension().is_some_and(|e| e == "json") {
@@ -54,6 +55,7 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Measured>> {
             cells.entry((b, k)).or_insert(Measured { setting: Setting { budget, samples: k }, graded: n, correct, mean_thinking_tokens: tokens / n as f64 });
         }
     }
+    anyhow::ensure!(!cells.is_empty(), "{}: no fixed (budget, samples) setting in it", path.display());
     Ok(cells.into_values().collect())
 }
 
@@ -72,5 +74,15 @@ mod tests {
         assert_eq!(find(Budget::Tokens(128), 1).correct, 52);
         assert_eq!(find(Budget::Plain, 1).correct, 63);
         assert!(cells.iter().all(|c| c.graded == 100));
+    }
+
+    #[test]
+    fn a_missing_or_empty_table_is_an_error() {
+        assert!(load(Path::new("/nonexistent/derived.json")).unwrap_err().to_string().contains("does not exist"));
+        let dir = std::env::temp_dir().join(format!("thinkscale-table-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("results.jsonl"), "").unwrap();
+        assert!(load(&dir).unwrap_err().to_string().contains("no fixed"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
