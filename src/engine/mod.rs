@@ -2,6 +2,7 @@
 //! to it only through `Engine::submit` (a bounded queue in) and an event channel per job (out).
 
 pub mod ceiling;
+mod logits;
 pub mod model;
 mod scheduler;
 pub mod sequence;

@@ -13,7 +13,8 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use super::sequence::{FinishReason, Sequence};
-use super::{EngineStats, Event, Job, Judge, LogprobEntry, Model, SamplingParams, SeqStats, TopLogprob};
+use super::logits::{best_non_eog, logprob_entry, top_logprobs};
+use super::{EngineStats, Event, Job, Judge, Model, SamplingParams, SeqStats};
 use crate::reasoning::chat::Message;
 use crate::metrics::metrics;
 use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
@@ -648,7 +649,7 @@ impl<'m> Scheduler<'m> {
         let job = &self.jobs[ji];
         if let (Some(tracker), Some(spec)) = (seq.confidence.as_mut(), job.job.spec.vote.as_ref().and_then(|v| v.confidence)) {
             let (_, top) = top_logprobs(self.ctx.get_logits_ith(idx), spec.top_k);
-            tracker.push(token_confidence(&top.iter().map(|t| t.1).collect::<Vec<_>>()));
+            tracker.push(token_confidence(top.into_iter().map(|t| t.1)));
         }
         let choice = seq.index / job.group();
         let prune_below = job.choices[choice].filter.as_ref().and_then(OnlineFilter::threshold);
@@ -860,48 +861,4 @@ impl<'m> Scheduler<'m> {
         job.job.cancel.store(true, Ordering::Relaxed);
         self.reap_cancelled();
     }
-}
-
-fn best_non_eog(model: &Model, logits: &[f32]) -> LlamaToken {
-    let mut best = (f32::NEG_INFINITY, 0usize);
-    for (i, l) in logits.iter().enumerate() {
-        if *l > best.0 && !model.eog.contains(&(i as i32)) {
-            best = (*l, i);
-        }
-    }
-    LlamaToken(best.1 as i32)
-}
-
-/// The log-softmax normaliser of raw logits, and the `k` most likely token ids with their
-/// log-probabilities, most likely first.
-fn top_logprobs(logits: &[f32], k: usize) -> (f32, Vec<(usize, f32)>) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
-    let k = k.min(logits.len());
-    if k == 0 {
-        return (lse, Vec::new());
-    }
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
-    idx.truncate(k);
-    idx.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
-    (lse, idx.into_iter().map(|i| (i, logits[i] - lse)).collect())
-}
-
-/// Log-probability of `token` (and the `top` best alternatives) from raw logits.
-fn logprob_entry(model: &Model, logits: &[f32], token: LlamaToken, top: u32, thinking: bool) -> LogprobEntry {
-    let text = |t: LlamaToken| {
-        let b = model.piece(t);
-        (String::from_utf8_lossy(&b).into_owned(), b)
-    };
-    let (lse, top) = top_logprobs(logits, top as usize);
-    let top_logprobs = top
-        .into_iter()
-        .map(|(i, logprob)| {
-            let (token, bytes) = text(LlamaToken(i as i32));
-            TopLogprob { token, logprob, bytes }
-        })
-        .collect();
-    let (t, bytes) = text(token);
-    LogprobEntry { token: t, logprob: logits[token.0 as usize] - lse, bytes, top_logprobs, thinking }
 }
