@@ -10,14 +10,13 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use super::grading::AutoDecision;
 use super::generation::{Finish, chat_chunk, chat_completion, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
 use crate::engine::{Engine, Event, FinishReason, ForcingRequest, JobSpec, LogprobEntry};
 use crate::reasoning::chat::{Message, ToolCall};
-use super::grading::AutoDecision;
-use crate::reasoning::auto::Budget;
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
 use crate::reasoning::tools::{self, CallStream, Tool, ToolChoice};
 
@@ -263,7 +262,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     let original_messages = msgs.clone();
     let native = engine.model.think_markers.clone();
     let mut plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
-    let auto = plan.auto.then(|| apply_auto(state, &mut plan, tools.is_some()));
+    let auto = plan.auto.then(|| super::grading::apply_auto(state, &mut plan, tools.is_some()));
     if let Some(t) = &tools {
         if plan.sampling.samples > 1 {
             return Err(ApiError::bad_request("Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"", Some("tools")));
@@ -363,32 +362,6 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         vote: None,
     };
     Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected, auto })
-}
-
-/// Put the auto policy's setting into the plan: its budget, and the samples it may widen to
-/// (one with tools: calls are not voted on).
-fn apply_auto(state: &AppState, plan: &mut ReasoningPlan, tools: bool) -> AutoDecision {
-    let mut d = super::grading::auto_decision(state);
-    if let Some(c) = &d.choice {
-        match c.setting.budget {
-            Budget::Plain | Budget::Tokens(0) => {
-                plan.thinking = false;
-                plan.max_thinking = Some(0);
-            }
-            Budget::Tokens(n) => plan.max_thinking = Some(n),
-            Budget::Unlimited => plan.max_thinking = None,
-        }
-        plan.sampling.samples = c.widen_to;
-    }
-    if let (true, Some(c)) = (tools, d.choice.as_mut()) {
-        if c.widen_to > 1 {
-            c.setting.samples = 1;
-            c.widen_to = 1;
-            plan.sampling.samples = 1;
-            d.reason.push_str("; one sample, because tool calls are not voted on");
-        }
-    }
-    d
 }
 
 pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {

@@ -116,9 +116,35 @@ pub struct AutoDecision {
     pub reason: String,
 }
 
-/// Choose an `auto` request's setting from the graded history (every label but `auto` itself,
-/// budget and sample buckets as settings) together with the start-up table.
-pub fn auto_decision(state: &AppState) -> AutoDecision {
+/// Choose an `auto` request's setting and put it into its plan: the budget, and the samples it may
+/// widen to (one with tools: calls are not voted on).
+pub fn apply_auto(state: &AppState, plan: &mut ReasoningPlan, tools: bool) -> AutoDecision {
+    use crate::reasoning::auto::Budget;
+    let mut d = auto_decision(state);
+    if let (true, Some(c)) = (tools, d.choice.as_mut()) {
+        if c.widen_to > 1 {
+            c.setting.samples = 1;
+            c.widen_to = 1;
+            d.reason.push_str("; one sample, because tool calls are not voted on");
+        }
+    }
+    if let Some(c) = &d.choice {
+        match c.setting.budget {
+            Budget::Plain | Budget::Tokens(0) => {
+                plan.thinking = false;
+                plan.max_thinking = Some(0);
+            }
+            Budget::Tokens(n) => plan.max_thinking = Some(n),
+            Budget::Unlimited => plan.max_thinking = None,
+        }
+        plan.sampling.samples = c.widen_to;
+    }
+    d
+}
+
+/// The auto policy over the graded history (every label but `auto` itself, budget and sample
+/// buckets as settings) together with the start-up table.
+fn auto_decision(state: &AppState) -> AutoDecision {
     use crate::reasoning::auto::{choose, Budget, Measured, Setting};
     let mut merged: Vec<Measured> = state.auto_table.to_vec();
     let mut live = false;

@@ -76,6 +76,7 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
     let mut ballots = Vec::new();
     let mut samples = Vec::new();
     let mut members = Vec::new();
+    let mut pruned = 0;
     // keep_top: only the most confident share of the finished chains votes (with prune it set
     // the online threshold instead, and every surviving chain votes, as in DeepConf online).
     let finished: Vec<usize> = range.clone().filter(|&i| matches!(col.choices[i].finish, Some(FinishReason::Stop | FinishReason::Length))).collect();
@@ -94,6 +95,7 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
             continue;
         }
         let voted = kept.contains(&i);
+        pruned += usize::from(c.finish == Some(FinishReason::Pruned));
         if let Some(conf) = confidence(i) {
             let fate = match c.finish {
                 Some(FinishReason::Pruned) => "pruned",
@@ -146,7 +148,7 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
         "prune": if plan.prune { "confidence" } else { "none" },
         "keep_top": plan.keep_top,
         "prune_threshold": col.calibrated.iter().find(|(c, _)| *c == choice).map(|(_, t)| *t),
-        "pruned": range_count(col, choice, group, FinishReason::Pruned),
+        "pruned": pruned,
         "votes": d.table.iter().map(|t| json!({"answer": t.answer, "votes": t.votes, "weight": t.weight, "confidence": t.confidence, "mean_logprob": t.mean_logprob})).collect::<Vec<_>>(),
         "chosen_sample": members.get(d.index).map(|&i| i - choice * group),
         "samples": samples,
@@ -159,10 +161,6 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
         stopped_early,
         used: samples.len(),
     }
-}
-
-fn range_count(col: &Collector, choice: usize, group: usize, reason: FinishReason) -> usize {
-    col.choices[choice * group..(choice + 1) * group].iter().filter(|c| c.finish == Some(reason)).count()
 }
 
 /// Record choice 0 for grading: thinking time is the longest sample's (they run in parallel),

@@ -9,11 +9,13 @@
 use std::collections::VecDeque;
 
 /// Token confidence: −(1/k) Σ log p over the k most likely tokens' log-probabilities.
-pub fn token_confidence(top_logprobs: &[f32]) -> f64 {
-    if top_logprobs.is_empty() {
-        return 0.0;
+pub fn token_confidence(top_logprobs: impl IntoIterator<Item = f32>) -> f64 {
+    let (sum, n) = top_logprobs.into_iter().fold((0.0, 0usize), |(s, n), l| (s + l as f64, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        -sum / n as f64
     }
-    -top_logprobs.iter().map(|&l| l as f64).sum::<f64>() / top_logprobs.len() as f64
 }
 
 /// Scores of one chain.
@@ -187,9 +189,9 @@ mod tests {
     fn token_confidence_is_high_for_a_peaked_distribution() {
         let peaked = [-0.01f32, -9.0, -10.0, -11.0];
         let flat = [-1.3f32, -1.4, -1.4, -1.5];
-        assert!(token_confidence(&peaked) > token_confidence(&flat));
-        assert!((token_confidence(&[-2.0, -4.0]) - 3.0).abs() < 1e-12);
-        assert_eq!(token_confidence(&[]), 0.0);
+        assert!(token_confidence(peaked) > token_confidence(flat));
+        assert!((token_confidence([-2.0, -4.0]) - 3.0).abs() < 1e-12);
+        assert_eq!(token_confidence(Vec::new()), 0.0);
     }
 
     #[test]
