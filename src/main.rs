@@ -127,7 +127,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     "model ready"
                 );
                 let failure = st.engine_failure.clone();
-                let _ = st.engine.set(engine);
+                let _ = st.backend.set(Arc::new(engine));
                 // This thread must not keep the engine's queue open: the engine ends when it closes.
                 drop(st);
                 thinkscale::metrics::metrics().engine_up.set(1);

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use thinkscale::config::ReasoningConfig;
-use thinkscale::engine::sequence::{StopMatcher, Utf8Buffer};
+use thinkscale::backend::controller::{StopMatcher, Utf8Buffer};
 use thinkscale::reasoning::extract::{extract, final_answer, normalise, DEFAULT_CHAIN};
 use thinkscale::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
 use thinkscale::reasoning::plan;

@@ -1,7 +1,5 @@
 //! GET /v1/models, /health, /metrics.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,11 +12,7 @@ use crate::metrics::metrics;
 
 pub async fn models(State(state): State<AppState>) -> Response {
     let id = state.cfg.model_id();
-    let meta = state.engine.get().map(|e| {
-        json!({"n_ctx": e.n_ctx, "slot_ctx": e.slot_ctx, "n_ctx_train": e.model.n_ctx_train(), "n_vocab": e.model.n_vocab,
-               "thinking_markers": e.model.think_markers, "parallel": e.parallel,
-               "eog_token_ids": e.model.eog})
-    });
+    let meta = state.backend.get().map(|b| b.meta());
     axum::Json(json!({
         "object": "list",
         "data": [{"id": id, "object": "model", "created": unix_now(), "owned_by": "thinkscale", "meta": meta}],
@@ -38,29 +32,22 @@ pub async fn health(State(state): State<AppState>) -> Response {
     if let Some(reason) = state.engine_failure.get() {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "error", "error": reason}))).into_response();
     }
-    match state.engine.get() {
+    match state.backend.get().map(|b| b.health()) {
         None => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "loading"}))).into_response(),
-        Some(e) => axum::Json(json!({
-            "status": "ok",
-            "model": state.cfg.model_id(),
-            "slots_total": e.parallel,
-            "slots_busy": e.stats.active_sequences.load(Ordering::Relaxed),
-            "queue_depth": e.queue_depth(),
-            "kv_cells_used": e.stats.kv_cells_used.load(Ordering::Relaxed),
-            "n_ctx": e.n_ctx,
-            "slot_ctx": e.slot_ctx,
-            "gpu_layers": e.model.gpu_layers,
-            "n_layer": e.model.n_layer,
-            "devices": crate::engine::model::devices(),
-        }))
-        .into_response(),
+        Some(Err(reason)) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "error", "error": reason}))).into_response(),
+        Some(Ok(detail)) => {
+            let mut body = json!({"status": "ok", "model": state.cfg.model_id()});
+            if let (Some(b), serde_json::Value::Object(d)) = (body.as_object_mut(), detail) {
+                b.extend(d);
+            }
+            axum::Json(body).into_response()
+        }
     }
 }
 
 /// Test hook: the engine thread panics at its next step.
 pub async fn engine_panic(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let engine = state.engine()?;
-    engine.stats.panic_requested.store(true, Ordering::Relaxed);
+    state.backend()?.fail_for_test();
     Ok(axum::Json(json!({"requested": true})).into_response())
 }
 

@@ -1,5 +1,6 @@
 //! POST /v1/chat/completions: chat template rendering, reasoning plans, streaming and not.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -15,7 +16,7 @@ use super::generation::{Finish, chat_chunk, chat_completion, submit, unix_now, u
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
-use crate::engine::{Engine, Event, FinishReason, ForcingRequest, JobSpec, LogprobEntry};
+use crate::backend::{Backend, Event, FinishReason, ForcingRequest, JobSpec, LogprobEntry};
 use crate::reasoning::chat::{Message, ToolCall};
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
 use crate::reasoning::tools::{self, CallStream, Tool, ToolChoice};
@@ -250,17 +251,20 @@ pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, ApiError> 
     })
 }
 
-pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
+/// Blocks (templating, tokenizing, grammar compilation, and a remote backend's requests): run it
+/// with `prepare_off_thread` from async code.
+pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
+    let vocab = backend.vocabulary();
     let obj = parse_object(&body)?;
     let expected = super::grading::expected_answer(&obj)?;
     let common: Common = typed(&obj)?;
     let Conversation { messages: mut msgs, tools, parallel_tool_calls, logprobs } = conversation(&obj)?;
     let want_logprobs = logprobs.is_some();
     let cfg = &state.cfg;
-    let mut v = common.validate(cfg, logprobs, engine.model.n_vocab, &engine.model.eog)?;
-    v.constrain(&engine.model)?;
+    let mut v = common.validate(cfg, logprobs, vocab.n_vocab(), vocab.eog())?;
+    v.constrain(backend)?;
     let original_messages = msgs.clone();
-    let native = engine.model.think_markers.clone();
+    let native = vocab.think_markers();
     let mut plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
     let auto = plan.auto.then(|| super::grading::apply_auto(state, &mut plan, tools.is_some()));
     if let Some(t) = &tools {
@@ -278,7 +282,13 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
             }
             // A named function is one call; "required" may be several unless parallel calls are off.
             let parallel = t.choice == ToolChoice::Required && parallel_tool_calls;
-            let grammar = engine.model.tool_grammar(&tools::call_schema(&forced), parallel).map_err(|e| {
+            if !backend.capabilities().grammar {
+                return Err(ApiError::bad_request(
+                    "A required tool call is enforced with a grammar, which the remote backend does not take; send tool_choice \"auto\"",
+                    Some("tool_choice"),
+                ));
+            }
+            let grammar = vocab.tool_grammar(&tools::call_schema(&forced), parallel).map_err(|e| {
                 ApiError::bad_request(format!("the tools' parameter schemas cannot be turned into a grammar ({e})"), Some("tools"))
             })?;
             v.sampling.grammar = Some(grammar);
@@ -289,7 +299,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
         plan::scaffold(&mut msgs, &rc.scaffold_instruction);
     }
     let offered = tools.as_ref().map_or(&[][..], |t| &t.tools[..]);
-    let mut text = engine.model.render_chat(&msgs, offered).map_err(|e| ApiError::bad_request(e, Some("messages")))?;
+    let mut text = vocab.render_chat(&msgs, offered).map_err(|e| ApiError::bad_request(e, Some("messages")))?;
     if let Some((open, close)) = &native {
         // Thinking models: open the think block ourselves (or close it at once when thinking is off).
         if plan.thinking {
@@ -299,12 +309,13 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
             text.push_str(&format!("{open}\n\n{close}\n\n"));
         }
     }
-    let prompt = engine.model.tokenize(&text, true);
+    let prompt = vocab.tokenize(&text, true).map_err(ApiError::unavailable)?;
     // Every token of the slot may be used: the prompt leaves at least one for the output.
-    let room = (engine.slot_ctx as i64) - prompt.len() as i64;
+    let slot_ctx = backend.slot_ctx();
+    let room = (slot_ctx as i64) - prompt.len() as i64;
     if room < 1 {
         return Err(ApiError::bad_request(
-            format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), engine.slot_ctx),
+            format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), slot_ctx),
             Some("messages"),
         )
         .with_code("context_length_exceeded"));
@@ -331,7 +342,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     if let (Some(f), Some(cap)) = (&forcing, v.max_tokens) {
         // A cap that leaves no thinking after the close and the answer's reserve would skip
         // thinking without a sign: say so instead.
-        let close = engine.model.tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false).len() as u32;
+        let close = vocab.tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false).map_err(ApiError::unavailable)?.len() as u32;
         if plan::effective_max_thinking(f.max_thinking, max_tokens, f.answer_reserve, close) == 0 {
             return Err(ApiError::bad_request(
                 format!(
@@ -353,6 +364,7 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     let samples = plan.sampling.samples as usize;
     let spec = JobSpec {
         id: id.to_string(),
+        text: text.clone(),
         prompt,
         n: v.n * samples,
         sampling: v.sampling.clone(),
@@ -364,18 +376,25 @@ pub fn prepare(state: &AppState, engine: &Engine, id: &str, body: Bytes) -> Resu
     Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected, auto })
 }
 
+pub async fn prepare_off_thread(state: &AppState, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
+    let (state, backend, id) = (state.clone(), backend.clone(), id.to_string());
+    tokio::task::spawn_blocking(move || prepare(&state, &*backend, &id, body))
+        .await
+        .map_err(|_| ApiError::internal("preparing the request failed"))?
+}
+
 pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let engine = state.engine()?;
+    let backend = state.backend()?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4());
-    let p = prepare(&state, &engine, &id, body?)?;
+    let p = prepare_off_thread(&state, &backend, &id, body?).await?;
     if p.plan.sampling.samples > 1 {
-        return super::vote::respond(state, engine, id, p, started).await;
+        return super::vote::respond(state, backend, id, p, started).await;
     }
     let view = View::new(&p);
     let mut col = Collector::new("chat", id.clone(), p.v.n, started);
     col.effort = p.plan.thinking.then_some(p.plan.effort);
-    let (mut rx, _cancel) = submit(&engine, p.spec)?;
+    let (mut rx, _cancel) = submit(&*backend, p.spec)?;
     let model = state.cfg.model_id();
     let created = unix_now();
     if !p.v.stream {
@@ -469,8 +488,8 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
 /// POST /apply-template (as llama-server names it): the prompt text a chat request is decoded
 /// from, template, tools and thinking scaffold included, for checking how a model is prompted.
 pub async fn apply_template(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let engine = state.engine()?;
-    let p = prepare(&state, &engine, "template", body?)?;
+    let backend = state.backend()?;
+    let p = prepare_off_thread(&state, &backend, "template", body?).await?;
     Ok(axum::Json(json!({"prompt": p.prompt_text})).into_response())
 }
 

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
+use llama_cpp_2::token::LlamaToken;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,7 @@ use super::generation::{Finish, submit, unix_now, usage, Collector};
 use super::sse::{self, Item};
 use super::types::{parse_object, typed, Common};
 use super::AppState;
-use crate::engine::{Event, JobSpec, LogprobEntry};
+use crate::backend::{Event, JobSpec, LogprobEntry};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
@@ -53,7 +54,7 @@ fn legacy_logprobs(entries: &[LogprobEntry]) -> Value {
 
 pub async fn completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let engine = state.engine()?;
+    let backend = state.backend()?;
     let obj = parse_object(&body?)?;
     let common: Common = typed(&obj)?;
     let fields: CompletionFields = typed(&obj)?;
@@ -61,39 +62,51 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
         Some(k) if !(0..=20).contains(&k) => return Err(ApiError::bad_request("'logprobs' must be between 0 and 20", Some("logprobs"))),
         k => k.map(|k| k as u32),
     };
-    let mut v = common.validate(&state.cfg, top, engine.model.n_vocab, &engine.model.eog)?;
-    v.constrain(&engine.model)?;
-    let n_vocab = engine.model.n_vocab;
-    let (texts, prompts): (Vec<String>, Vec<Vec<llama_cpp_2::token::LlamaToken>>) = match fields.prompt {
-        Prompt::Text(t) => (vec![t.clone()], vec![engine.model.tokenize(&t, true)]),
-        Prompt::Texts(ts) => (ts.clone(), ts.iter().map(|t| engine.model.tokenize(t, true)).collect()),
-        Prompt::Tokens(ids) => (vec![String::new()], vec![ids.into_iter().map(llama_cpp_2::token::LlamaToken).collect()]),
-        Prompt::TokenLists(ls) => (vec![String::new(); ls.len()], ls.into_iter().map(|l| l.into_iter().map(llama_cpp_2::token::LlamaToken).collect()).collect()),
-    };
-    if prompts.is_empty() || prompts.len() * v.n > state.cfg.parallel as usize * 4 {
-        return Err(ApiError::bad_request("'prompt' must hold between 1 and a few prompts", Some("prompt")));
-    }
-    if prompts.iter().flatten().any(|t| t.0 < 0 || t.0 >= n_vocab) {
-        return Err(ApiError::bad_request(format!("token ids in 'prompt' must be in 0..{n_vocab}"), Some("prompt")));
-    }
-    if prompts.iter().any(|p| p.is_empty()) {
-        return Err(ApiError::bad_request("'prompt' must not be empty", Some("prompt")));
-    }
+    // Tokenizing and grammar compilation block (a remote backend asks its engine): off the workers.
+    let (b, cfg) = (backend.clone(), state.cfg.clone());
+    let prepared = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let vocab = b.vocabulary();
+        let mut v = common.validate(&cfg, top, vocab.n_vocab(), vocab.eog())?;
+        v.constrain(&*b)?;
+        let tokenize = |t: &str| vocab.tokenize(t, true).map_err(ApiError::unavailable);
+        let (texts, prompts): (Vec<String>, Vec<Vec<LlamaToken>>) = match fields.prompt {
+            Prompt::Text(t) => (vec![t.clone()], vec![tokenize(&t)?]),
+            Prompt::Texts(ts) => (ts.clone(), ts.iter().map(|t| tokenize(t)).collect::<Result<_, _>>()?),
+            Prompt::Tokens(ids) => (vec![String::new()], vec![ids.into_iter().map(LlamaToken).collect()]),
+            Prompt::TokenLists(ls) => (vec![String::new(); ls.len()], ls.into_iter().map(|l| l.into_iter().map(LlamaToken).collect()).collect()),
+        };
+        if prompts.is_empty() || prompts.len() * v.n > cfg.parallel as usize * 4 {
+            return Err(ApiError::bad_request("'prompt' must hold between 1 and a few prompts", Some("prompt")));
+        }
+        let n_vocab = vocab.n_vocab().unwrap_or(i32::MAX);
+        if prompts.iter().flatten().any(|t| t.0 < 0 || t.0 >= n_vocab) {
+            return Err(ApiError::bad_request(format!("token ids in 'prompt' must be in 0..{n_vocab}"), Some("prompt")));
+        }
+        if prompts.iter().any(|p| p.is_empty()) {
+            return Err(ApiError::bad_request("'prompt' must not be empty", Some("prompt")));
+        }
+        Ok((v, texts, prompts))
+    })
+    .await
+    .map_err(|_| ApiError::internal("preparing the request failed"))?;
+    let (v, texts, prompts) = prepared?;
+    let slot_ctx = backend.slot_ctx();
     let id = format!("cmpl-{}", uuid::Uuid::new_v4());
     let mut receivers = Vec::new();
     let mut collectors = Vec::new();
     for (i, prompt) in prompts.into_iter().enumerate() {
         // Every token of the slot may be used: the prompt leaves at least one for the output.
-        let room = engine.slot_ctx as i64 - prompt.len() as i64;
+        let room = slot_ctx as i64 - prompt.len() as i64;
         if room < 1 {
             return Err(ApiError::bad_request(
-                format!("Prompt {i} is {} tokens; the context holds {}", prompt.len(), engine.slot_ctx),
+                format!("Prompt {i} is {} tokens; the context holds {}", prompt.len(), slot_ctx),
                 Some("prompt"),
             )
             .with_code("context_length_exceeded"));
         }
         let spec = JobSpec {
             id: format!("{id}-{i}"),
+            text: texts[i].clone(),
             prompt,
             n: v.n,
             sampling: v.sampling.clone(),
@@ -102,7 +115,7 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
             want_logprob: false,
             vote: None,
         };
-        let (rx, _cancel) = submit(&engine, spec)?;
+        let (rx, _cancel) = submit(&*backend, spec)?;
         receivers.push(rx);
         collectors.push(Collector::new("completions", format!("{id}-{i}"), v.n, started));
     }

@@ -9,13 +9,14 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
 use super::grading::AutoDecision;
-use crate::engine::{CancelHandle, Engine, Event, FinishReason, JobSpec, LogprobEntry, SeqStats, SubmitError};
+use crate::backend::{Backend, CancelHandle, Event, FinishReason, JobSpec, LogprobEntry, SeqStats, SubmitError};
 use crate::metrics::metrics;
 
-pub fn submit(engine: &Engine, spec: JobSpec) -> Result<(UnboundedReceiver<Event>, CancelHandle), ApiError> {
-    engine.submit(spec).map_err(|e| match e {
+pub fn submit(backend: &dyn Backend, spec: JobSpec) -> Result<(UnboundedReceiver<Event>, CancelHandle), ApiError> {
+    backend.submit(spec).map_err(|e| match e {
         SubmitError::QueueFull => ApiError::too_many_requests(1),
         SubmitError::ShuttingDown => ApiError::unavailable("The server is shutting down"),
+        SubmitError::Unavailable(why) => ApiError::unavailable(why),
     })
 }
 

@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::backend::Backend;
 use crate::metrics::metrics;
 use error::ApiError;
 
@@ -31,8 +31,9 @@ pub const FINGERPRINT: &str = concat!("thinkscale-", env!("CARGO_PKG_VERSION"));
 #[derive(Clone)]
 pub struct AppState {
     pub cfg: Arc<Config>,
-    /// Set once the model is loaded; until then generation answers 503 and /health says loading.
-    pub engine: Arc<OnceLock<Engine>>,
+    /// Set once the model is loaded (or the remote engines answered); until then generation
+    /// answers 503 and /health says loading.
+    pub backend: Arc<OnceLock<Arc<dyn Backend>>>,
     pub history: Arc<std::sync::Mutex<grading::History>>,
     /// Why the engine thread stopped, once it has failed: /health answers 503 with it.
     pub engine_failure: Arc<OnceLock<String>>,
@@ -48,11 +49,11 @@ impl AppState {
             Some(p) => crate::eval::table::load(p).map_err(|e| anyhow::anyhow!("reasoning.auto_table: {e:#}"))?,
             None => Vec::new(),
         };
-        Ok(Self { cfg, engine: Arc::new(OnceLock::new()), history, engine_failure: Arc::new(OnceLock::new()), auto_table: Arc::new(table) })
+        Ok(Self { cfg, backend: Arc::new(OnceLock::new()), history, engine_failure: Arc::new(OnceLock::new()), auto_table: Arc::new(table) })
     }
 
-    pub fn engine(&self) -> Result<Engine, ApiError> {
-        self.engine.get().cloned().ok_or_else(|| ApiError::unavailable("The model is still loading"))
+    pub fn backend(&self) -> Result<Arc<dyn Backend>, ApiError> {
+        self.backend.get().cloned().ok_or_else(|| ApiError::unavailable("The model is still loading"))
     }
 }
 

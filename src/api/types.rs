@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::config::Config;
-use crate::engine::SamplingParams;
+use crate::backend::{Backend, SamplingParams};
 
 /// Parse a body into a JSON object.
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -139,9 +139,16 @@ pub struct Validated {
 
 impl Validated {
     /// Compile `response_format` into a grammar the sampler enforces on every sampled token.
-    pub fn constrain(&mut self, model: &crate::engine::Model) -> Result<(), ApiError> {
+    pub fn constrain(&mut self, backend: &dyn Backend) -> Result<(), ApiError> {
         if let Some(schema) = &self.json_schema {
-            let grammar = model
+            if !backend.capabilities().grammar {
+                return Err(ApiError::bad_request(
+                    "'response_format' with a JSON schema is enforced with a grammar, which the remote backend does not take",
+                    Some("response_format"),
+                ));
+            }
+            let grammar = backend
+                .vocabulary()
                 .json_grammar(schema)
                 .map_err(|e| ApiError::bad_request(format!("'response_format' holds a JSON schema llama.cpp cannot turn into a grammar ({e})"), Some("response_format")))?;
             self.sampling.grammar = Some(grammar);
@@ -157,11 +164,14 @@ impl Validated {
 }
 
 impl Common {
-    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>, n_vocab: i32, eog: &[i32]) -> Result<Validated, ApiError> {
+    /// `n_vocab`: the vocabulary's size where the backend knows it (logit-bias keys must be below it).
+    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>, n_vocab: Option<i32>, eog: &[i32]) -> Result<Validated, ApiError> {
         let mut logit_bias = Vec::new();
+        let top = n_vocab.unwrap_or(i32::MAX);
         for (k, v) in self.logit_bias.iter().flatten() {
-            let id: i32 = k.parse().ok().filter(|id| (0..n_vocab).contains(id)).ok_or_else(|| {
-                ApiError::bad_request(format!("'logit_bias' keys must be token ids in 0..{n_vocab}, got {k:?}"), Some("logit_bias"))
+            let id: i32 = k.parse().ok().filter(|id| (0..top).contains(id)).ok_or_else(|| {
+                let range = n_vocab.map_or_else(|| "non-negative token ids".to_string(), |n| format!("token ids in 0..{n}"));
+                ApiError::bad_request(format!("'logit_bias' keys must be {range}, got {k:?}"), Some("logit_bias"))
             })?;
             if !(-100.0..=100.0).contains(v) {
                 return Err(ApiError::bad_request("'logit_bias' values must be between -100 and 100", Some("logit_bias")));

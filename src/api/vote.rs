@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::generation::{Finish, chat_chunk, chat_completion, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::AppState;
-use crate::engine::{Adaptive, ConfidenceSpec, Engine, Event, FinishReason, Judge, StopRule, VotePlan, JUDGE_NO, JUDGE_YES};
+use crate::backend::{Adaptive, Backend, ConfidenceSpec, Event, FinishReason, Judge, StopRule, VotePlan};
 use crate::metrics::metrics;
 use crate::reasoning::chat::Message;
 use crate::reasoning::extract::final_answer;
@@ -23,20 +23,19 @@ use crate::reasoning::vote::{decide, Ballot};
 
 /// The P(True) judge: after the question prefix, the proposed answer and "Is it correct?" in the
 /// model's own chat format when the template allows continuing the prompt, else in-turn text.
-fn self_judge(engine: &Engine, p: &Prepared, question_prompt: &str) -> Judge {
-    let model = engine.model.clone();
+fn self_judge(backend: &dyn Backend, p: &Prepared, question_prompt: &str) -> Judge {
+    let vocab = backend.vocabulary();
     let messages = p.messages.clone();
     let prompt_text = p.prompt_text.clone();
     let close = p.native.as_ref().map(|(_, c)| format!("{c}\n\n")).unwrap_or_default();
     let question = question_prompt.to_string();
-    let m = model.clone();
     let suffix = move |answer: &str| -> String {
-        match m.render_chat(&judging_conversation(&messages, answer, &question), &[]) {
+        match vocab.render_chat(&judging_conversation(&messages, answer, &question), &[]) {
             Ok(full) if p_is_prefix(&prompt_text, &full) => full[prompt_text.len()..].to_string(),
             _ => format!("{close}Final answer: {answer}\n\n{question}\nAnswer:"),
         }
     };
-    Judge::Fork { suffix: Box::new(suffix), yes: model.token_ids(&JUDGE_YES), no: model.token_ids(&JUDGE_NO) }
+    Judge::Fork { suffix: Box::new(suffix) }
 }
 
 /// The judging conversation for the verifier model: the user's messages (without our scaffold),
@@ -172,7 +171,7 @@ fn record_vote(state: &AppState, id: &str, plan: &crate::reasoning::plan::Reason
     super::grading::record_request(state, id, plan, &o.answer, &o.thinking, secs, tokens as f64, expected)
 }
 
-pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepared, started: Instant) -> Result<Response, ApiError> {
+pub async fn respond(state: AppState, backend: Arc<dyn Backend>, id: String, mut p: Prepared, started: Instant) -> Result<Response, ApiError> {
     let plan = p.plan.sampling.clone();
     let group = plan.samples as usize;
     let n = p.v.n;
@@ -181,8 +180,8 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
         return Err(ApiError::bad_request(format!("n x samples = {} exceeds this server's limit ({limit} = slots x queue)", n * group), Some("samples")));
     }
     let judge = match plan.verifier {
-        Verifier::SelfJudge => Some(self_judge(&engine, &p, &state.cfg.reasoning.self_verifier_prompt)),
-        Verifier::Model if engine.has_verifier => Some(verifier_judge(&p, &state.cfg.reasoning.self_verifier_prompt)),
+        Verifier::SelfJudge => Some(self_judge(&*backend, &p, &state.cfg.reasoning.self_verifier_prompt)),
+        Verifier::Model if backend.capabilities().verifier_model => Some(verifier_judge(&p, &state.cfg.reasoning.self_verifier_prompt)),
         Verifier::Model => {
             return Err(ApiError::bad_request("verifier 'model' needs the server started with --verifier-model", Some("verifier")))
         }
@@ -212,7 +211,7 @@ pub async fn respond(state: AppState, engine: Engine, id: String, mut p: Prepare
     let include_usage = p.v.include_usage;
     let mut col = Collector::new("chat", id.clone(), n * group, started);
     col.effort = p.plan.thinking.then_some(effort);
-    let (mut rx, _cancel) = submit(&engine, p.spec)?;
+    let (mut rx, _cancel) = submit(&*backend, p.spec)?;
     let model = state.cfg.model_id();
     let created = unix_now();
     let finalize = move |col: &Collector| -> Vec<Outcome> {

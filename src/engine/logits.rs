@@ -3,7 +3,8 @@
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::{LogprobEntry, Model, TopLogprob};
+use super::Model;
+use crate::backend::{LogprobEntry, TopLogprob};
 
 pub(super) fn best_non_eog(model: &Model, logits: &[f32]) -> LlamaToken {
     let mut best = (f32::NEG_INFINITY, 0usize);

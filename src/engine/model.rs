@@ -14,7 +14,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::template::{Jinja, RenderError};
-use super::Grammar;
+use crate::backend::Grammar;
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::{self, Tool};
 

@@ -12,31 +12,20 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
-use super::sequence::{FinishReason, Sequence};
 use super::logits::{best_non_eog, logprob_entry, top_logprobs};
-use super::{EngineStats, Event, Job, Judge, Model, SamplingParams, SeqStats};
-use crate::reasoning::chat::Message;
+use super::sequence::Sequence;
+use super::{EngineStats, Job, Model};
+use crate::backend::controller::{Controller, JobForcing};
+use crate::backend::groups::{Groups, Work};
+use crate::backend::{Event, FinishReason, Judge, SamplingParams, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
-use crate::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
-use crate::reasoning::confidence::{token_confidence, ChainConfidence, OnlineFilter};
-use crate::reasoning::plan::effective_max_thinking;
+use super::verifier::{Ask, Verifier, Verdict};
 
 pub(crate) struct LoopConfig {
     pub n_ctx: u32,
     pub parallel: u32,
     pub n_batch: u32,
     pub threads: i32,
-}
-
-/// Tokens of the texts the forcer may inject.
-struct Injections {
-    cutoff: Vec<LlamaToken>,
-    close: Vec<LlamaToken>,
-    wait: Vec<LlamaToken>,
-    wait_text: String,
-    /// Shown in the thinking when the budget cuts it, as llama-server does, so a client can
-    /// tell a forced cut from a natural end.
-    budget_message: String,
 }
 
 struct ActiveJob {
@@ -52,57 +41,26 @@ struct ActiveJob {
     prefill_started: Option<Instant>,
     /// Prompt tokens copied from another job's anchor instead of prefilled.
     cached: usize,
-    /// Sample indices not launched yet.
-    pending: VecDeque<usize>,
-    running: usize,
-    finished: usize,
-    /// Per choice (self-consistency): running samples, extracted answers, stopped early.
-    choices: Vec<ChoiceState>,
+    /// Which samples and judges may start, and when a choice has enough.
+    groups: Groups,
     /// What the anchor's stream holds after the prompt's first p-1 tokens once its only
     /// sequence has finished (that last prompt token, then the output): kept for a next turn.
     tail: Vec<LlamaToken>,
     /// A decode failed: the stream holds nothing worth keeping.
     failed: bool,
-    /// Proposed answers waiting for a P(True) judge: (choice, answer).
-    judge_queue: VecDeque<(usize, String)>,
-    judges_running: usize,
-    judging_started: bool,
-    forcing: Option<(ForcingSpec, Injections)>,
+    forcing: Option<JobForcing>,
 }
 
 impl ActiveJob {
     fn prompt_ready(&self) -> bool {
         self.prefilled + 1 >= self.job.spec.prompt.len()
     }
-    fn done(&self) -> bool {
-        let judging = self.job.spec.vote.as_ref().is_some_and(|v| v.judge.is_some());
-        self.finished >= self.job.spec.n
-            && (!judging || self.judging_started)
-            && self.judge_queue.is_empty()
-            && self.judges_running == 0
-    }
-    fn group(&self) -> usize {
-        self.job.spec.vote.as_ref().map_or(1, |v| v.group)
-    }
     fn send(&self, e: Event) {
         let _ = self.job.events.send(e);
     }
     fn abandoned(&self) -> bool {
-        self.job.events.is_closed() || self.job.cancel.load(Ordering::Relaxed)
+        self.job.events.is_closed() || self.job.cancel.is_cancelled()
     }
-}
-
-#[derive(Default)]
-struct ChoiceState {
-    running: usize,
-    /// Samples started (waves are counted in these).
-    launched: usize,
-    /// Answers of the chains that finished (not cancelled or pruned), and their confidence scores.
-    answers: Vec<Option<String>>,
-    weights: Vec<f64>,
-    stopped: bool,
-    /// Online confidence filter (`prune`): calibrated by the first wave.
-    filter: Option<OnlineFilter>,
 }
 
 struct Slot {
@@ -110,11 +68,6 @@ struct Slot {
     seq: Sequence,
     /// A P(True) judge (teacher-forced, one read of the logits) instead of a generating sample.
     judge: Option<(usize, String)>,
-}
-
-enum Work {
-    Sample(usize),
-    Judge,
 }
 
 struct Scheduler<'m> {
@@ -131,41 +84,13 @@ struct Scheduler<'m> {
     jobs: VecDeque<ActiveJob>,
     /// A job taken from the queue that waits for a slot.
     waiting: Option<Job>,
-    verifier: Option<VerifierCtx<'m>>,
+    verifier: Option<Verifier>,
+    /// Verifier judgements asked and not answered yet.
+    asked: usize,
+    /// Token ids of the judge's "Yes" and "No" in the serving model.
+    judge_words: (Vec<usize>, Vec<usize>),
     next_key: u64,
     stats: Arc<EngineStats>,
-}
-
-/// The verifier model's own context (one sequence), used synchronously between decode steps.
-struct VerifierCtx<'v> {
-    model: &'v Model,
-    ctx: LlamaContext<'v>,
-    yes: Vec<usize>,
-    no: Vec<usize>,
-    n_batch: usize,
-}
-
-impl VerifierCtx<'_> {
-    /// P(True) of one judging conversation: prefill it in chunks, read the last logits.
-    fn score(&mut self, conversation: &[Message]) -> Option<f64> {
-        let text = self.model.render_chat(conversation, &[]).ok()?;
-        let tokens = self.model.tokenize(&text, true);
-        if tokens.is_empty() || tokens.len() >= self.ctx.n_ctx() as usize {
-            return None;
-        }
-        let mut batch = LlamaBatch::new(self.n_batch, 1);
-        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
-            batch.clear();
-            let last_chunk = (c + 1) * self.n_batch >= tokens.len();
-            for (k, t) in chunk.iter().enumerate() {
-                batch.add(*t, (c * self.n_batch + k) as i32, &[0], last_chunk && k + 1 == chunk.len()).ok()?;
-            }
-            self.ctx.decode(&mut batch).ok()?;
-        }
-        let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(batch.n_tokens() - 1), &self.yes, &self.no);
-        self.ctx.clear_kv_cache();
-        Some(score)
-    }
 }
 
 pub(crate) fn run(
@@ -185,23 +110,14 @@ pub(crate) fn run(
         }
     };
     let n_ctx = ctx.n_ctx();
-    let verifier = match verifier_model.as_deref() {
-        Some(vm) => {
-            let params = Model::context_params(n_ctx / cfg.parallel, 1, cfg.n_batch, cfg.threads);
-            match vm.model.new_context(super::model::backend_ref(), params) {
-                Ok(vctx) => Some(VerifierCtx {
-                    model: vm,
-                    ctx: vctx,
-                    yes: vm.token_ids(&super::JUDGE_YES),
-                    no: vm.token_ids(&super::JUDGE_NO),
-                    n_batch: cfg.n_batch as usize,
-                }),
-                Err(e) => {
-                    let _ = ready.send(Err(anyhow::anyhow!("creating the verifier context: {e}")));
-                    return;
-                }
+    let verifier = match verifier_model {
+        Some(vm) => match Verifier::start(vm, n_ctx / cfg.parallel, cfg.n_batch, cfg.threads) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
             }
-        }
+        },
         None => None,
     };
     let _ = ready.send(Ok(n_ctx));
@@ -216,6 +132,8 @@ pub(crate) fn run(
         jobs: VecDeque::new(),
         waiting: None,
         verifier,
+        asked: 0,
+        judge_words: (model.token_ids(&JUDGE_YES), model.token_ids(&JUDGE_NO)),
         next_key: 0,
         stats,
     };
@@ -231,7 +149,8 @@ pub(crate) fn run(
         // Running jobs' waiting samples get freed slots before new jobs are admitted.
         s.launch();
         s.intake(&mut rx);
-        s.step(&mut batch);
+        let decoded = s.step(&mut batch);
+        s.take_verdicts(!decoded);
         s.publish(&rx);
         if s.stats.panic_requested.load(Ordering::Relaxed) {
             panic!("engine failure requested by the test hook");
@@ -244,7 +163,7 @@ impl<'m> Scheduler<'m> {
     fn publish(&self, rx: &mpsc::Receiver<Job>) {
         let running = self.slots.iter().filter(|s| s.is_some()).count() as u64;
         let cells: usize = self.jobs.iter().map(|j| j.prefilled).sum::<usize>()
-            + self.slots.iter().flatten().map(|s| (s.seq.generated as usize) + 1).sum::<usize>();
+            + self.slots.iter().flatten().map(|s| (s.seq.ctl.generated as usize) + 1).sum::<usize>();
         self.stats.active_sequences.store(running, Ordering::Relaxed);
         self.stats.kv_cells_used.store(cells as u64, Ordering::Relaxed);
         let m = metrics();
@@ -264,7 +183,7 @@ impl<'m> Scheduler<'m> {
                 }
             }
             let job = self.waiting.take().expect("just filled");
-            if job.events.is_closed() || job.cancel.load(Ordering::Relaxed) {
+            if job.events.is_closed() || job.cancel.is_cancelled() {
                 continue;
             }
             if self.free.is_empty() {
@@ -285,38 +204,15 @@ impl<'m> Scheduler<'m> {
         self.take_free(anchor);
         metrics().prompt_tokens.inc_by((prompt_len as usize - cached) as u64);
         metrics().prompt_cached_tokens.inc_by(cached as u64);
+        let model = self.model;
         let forcing = job.spec.forcing.as_ref().map(|f| {
-            let tok = |s: &str| self.model.tokenize(s, false);
-            let inj = Injections {
-                cutoff: tok(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue)),
-                close: tok(&format!("{}{}", f.close_text, f.answer_cue)),
-                wait: tok(&f.wait_text),
-                wait_text: f.wait_text.clone(),
-                budget_message: f.budget_message.clone(),
-            };
-            let max = effective_max_thinking(f.max_thinking, job.spec.max_tokens, f.answer_reserve, inj.cutoff.len() as u32);
-            let spec = ForcingSpec {
-                thinking: max > 0,
-                min_thinking: f.min_thinking.min(max),
-                max_thinking: max,
-                close_marker: f.close_marker.clone(),
-                wait_tokens: inj.wait.len() as u32,
-                max_extensions: f.max_extensions,
-                answer_cap: u32::MAX,
-            };
-            (spec, inj)
+            JobForcing::new(f, job.spec.max_tokens, |t| Ok::<_, std::convert::Infallible>(model.tokenize(t, false))).unwrap_or_else(|e| match e {})
         });
         tracing::debug!(id = %job.spec.id, prompt_tokens = prompt_len, queued_ms = job.enqueued.elapsed().as_millis() as u64, "admitted");
-        let n = job.spec.n;
-        let groups = n.div_ceil(job.spec.vote.as_ref().map_or(1, |v| v.group.max(1)));
         self.jobs.push_back(ActiveJob {
-            pending: (0..n).collect(),
-            choices: (0..groups).map(|_| ChoiceState::default()).collect(),
+            groups: Groups::new(&job.spec),
             tail: Vec::new(),
             failed: false,
-            judge_queue: VecDeque::new(),
-            judges_running: 0,
-            judging_started: false,
             job,
             key,
             anchor,
@@ -324,8 +220,6 @@ impl<'m> Scheduler<'m> {
             prefilled: cached,
             cached,
             prefill_started: None,
-            running: 0,
-            finished: 0,
             forcing,
         });
     }
@@ -379,7 +273,7 @@ impl<'m> Scheduler<'m> {
     fn launch(&mut self) {
         for ji in 0..self.jobs.len() {
             loop {
-                let job = &self.jobs[ji];
+                let job = &mut self.jobs[ji];
                 let seq_id = if !job.anchor_busy {
                     job.anchor
                 } else if let Some(&id) = self.free.first() {
@@ -389,76 +283,63 @@ impl<'m> Scheduler<'m> {
                     // (every admitted job holds one: returning here left them idle).
                     break;
                 };
-                let Some(work) = self.next_work(ji) else { break };
+                if !job.prompt_ready() {
+                    break;
+                }
+                let events = &job.job.events;
+                let Some(work) = job.groups.next(&mut |e| drop(events.send(e))) else { break };
+                let verifier = job.job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()).and_then(|j| match j {
+                    Judge::Verifier { conversation } => Some(conversation),
+                    Judge::Fork { .. } => None,
+                });
+                if let (Work::Judge { choice, answer }, Some(conversation)) = (&work, verifier) {
+                    // The verifier model has its own thread and context: no slot needed.
+                    let ask = Ask { job: job.key, choice: *choice, conversation: conversation(answer), answer: answer.clone() };
+                    match &self.verifier {
+                        Some(v) => {
+                            v.ask(ask);
+                            self.asked += 1;
+                        }
+                        None => {
+                            job.send(Event::Judged { choice: ask.choice, answer: ask.answer, score: 0.5 });
+                            job.groups.judged();
+                        }
+                    }
+                    continue;
+                }
                 if seq_id != self.jobs[ji].anchor {
                     // The fork copies the anchor's whole stream over what this slot retained.
                     self.take_free(seq_id);
                 }
                 match work {
                     Work::Sample(index) => self.start_seq(ji, seq_id, index),
-                    Work::Judge => self.start_judge(ji, seq_id),
+                    Work::Judge { choice, answer } => self.start_judge(ji, seq_id, choice, answer),
                 }
             }
         }
-        // Jobs whose last samples were skipped by an early stop end here.
-        while let Some(ji) = self.jobs.iter().position(|j| j.done() && j.running == 0 && j.prompt_ready()) {
+        // Jobs whose last samples were skipped by an early stop (or judged elsewhere) end here.
+        while let Some(ji) = self.jobs.iter().position(|j| j.groups.done() && j.groups.running() == 0 && j.prompt_ready()) {
             let job = self.jobs.remove(ji).expect("index is valid");
             self.release_job(job);
         }
     }
 
-    /// What job `ji` may start now, honouring waves and early stops.
-    fn next_work(&mut self, ji: usize) -> Option<Work> {
-        let job = &mut self.jobs[ji];
-        if !job.prompt_ready() {
-            return None;
+    /// Verdicts of the verifier model; waits briefly for one when nothing else ran this step.
+    fn take_verdicts(&mut self, idle: bool) {
+        let Some(v) = &self.verifier else { return };
+        if self.asked == 0 {
+            return;
         }
-        let group = job.group();
-        let wave = job.job.spec.vote.as_ref().and_then(|v| v.adaptive).map(|a| a.wave);
-        while let Some(&index) = job.pending.front() {
-            let c = &job.choices[index / group];
-            if c.stopped {
-                // Skipped by an early stop: report it so the handler's count completes.
-                job.pending.pop_front();
-                job.finished += 1;
-                job.send(Event::Finished { index, reason: FinishReason::Cancelled, stats: SeqStats::default() });
-                continue;
-            }
-            // A new wave starts only when the previous one is over.
-            if let Some(w) = wave {
-                if c.running > 0 && c.launched.is_multiple_of(w) {
-                    return None;
-                }
-            }
-            job.pending.pop_front();
-            return Some(Work::Sample(index));
-        }
-        if job.finished >= job.job.spec.n && job.job.spec.vote.as_ref().is_some_and(|v| v.judge.is_some()) {
-            if !job.judging_started {
-                job.judging_started = true;
-                for (ci, c) in job.choices.iter().enumerate() {
-                    let mut seen: Vec<&String> = Vec::new();
-                    for a in c.answers.iter().flatten() {
-                        if !seen.contains(&a) {
-                            seen.push(a);
-                            job.judge_queue.push_back((ci, a.clone()));
-                        }
-                    }
-                }
-            }
-            if !job.judge_queue.is_empty() {
-                if let Some(Judge::Verifier { conversation }) = job.job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()) {
-                    // The verifier model has its own context: judge every answer now.
-                    while let Some((choice, answer)) = job.judge_queue.pop_front() {
-                        let score = self.verifier.as_mut().and_then(|v| v.score(&conversation(&answer))).unwrap_or(0.5);
-                        job.send(Event::Judged { choice, answer, score });
-                    }
-                    return None;
-                }
-                return Some(Work::Judge);
+        let first = if idle { v.verdicts.recv_timeout(std::time::Duration::from_millis(20)).ok() } else { v.verdicts.try_recv().ok() };
+        let verdicts: Vec<Verdict> = first.into_iter().chain(v.verdicts.try_iter()).collect();
+        for Verdict { job, choice, answer, score } in verdicts {
+            self.asked -= 1;
+            if let Some(ji) = self.job_index(job) {
+                self.jobs[ji].send(Event::Judged { choice, answer, score });
+                self.jobs[ji].groups.judged();
+                self.retire_if_done(ji);
             }
         }
-        None
     }
 
     /// Fork the prompt into `seq_id`. Slots are separate KV streams: llama.cpp copies the anchor's
@@ -474,50 +355,31 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    fn start_judge(&mut self, ji: usize, seq_id: i32) {
+    fn start_judge(&mut self, ji: usize, seq_id: i32, choice: usize, answer: String) {
         self.fork(ji, seq_id);
-        let job = &mut self.jobs[ji];
-        let (choice, answer) = job.judge_queue.pop_front().expect("checked non-empty");
-        job.judges_running += 1;
+        let job = &self.jobs[ji];
         let spec = &job.job.spec;
-        let Some(Judge::Fork { suffix, .. }) = spec.vote.as_ref().and_then(|v| v.judge.as_ref()) else { unreachable!("fork judges only") };
+        let Some(Judge::Fork { suffix }) = spec.vote.as_ref().and_then(|v| v.judge.as_ref()) else { unreachable!("fork judges only") };
         let p = spec.prompt.len();
         // A judge reads one token's logits: the request's grammar does not apply to it.
         let sampling = SamplingParams { grammar: None, ..spec.sampling.clone() };
-        let mut seq = Sequence::new(0, seq_id, (p - 1) as i32, spec.prompt[p - 1], &sampling, self.model, Forcer::new(ForcingSpec::answer_only(1)), 1);
+        let mut seq = Sequence::new(seq_id, (p - 1) as i32, spec.prompt[p - 1], &sampling, self.model, Controller::new(0, None, vec![], 1, None));
         seq.input.extend(self.model.tokenize(&suffix(&answer), false));
         self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some((choice, answer)) });
     }
 
     fn start_seq(&mut self, ji: usize, seq_id: i32, index: usize) {
         self.fork(ji, seq_id);
-        let job = &mut self.jobs[ji];
-        let p = job.job.spec.prompt.len();
-        job.running += 1;
-        let group = job.group();
-        job.choices[index / group].running += 1;
-        job.choices[index / group].launched += 1;
+        let job = &self.jobs[ji];
         let spec = &job.job.spec;
         let mut sampling = spec.sampling.clone();
         sampling.seed = sampling.seed.wrapping_add(index as u32);
-        let forcer = match &job.forcing {
-            Some((f, _)) => {
-                // The close marker ends thinking once; a model that writes it again in the answer
-                // has started over, so the answer stops there.
-                if f.thinking {
-                    sampling.stop.push(f.close_marker.clone());
-                }
-                Forcer::new(f.clone())
-            }
-            None => Forcer::new(ForcingSpec::answer_only(u32::MAX)),
-        };
+        let window = spec.vote.as_ref().and_then(|v| v.confidence).map(|c| c.window);
+        let ctl = Controller::new(index, job.forcing.as_ref(), sampling.stop.clone(), spec.max_tokens, window);
         let last = *spec.prompt.last().expect("prompts are never empty");
-        let mut seq = Sequence::new(index, seq_id, (p - 1) as i32, last, &sampling, self.model, forcer, spec.max_tokens);
+        let mut seq = Sequence::new(seq_id, spec.prompt.len() as i32 - 1, last, &sampling, self.model, ctl);
         if spec.want_logprob && seq.logprobs.is_none() {
             seq.logprobs = Some(0);
-        }
-        if let Some(c) = spec.vote.as_ref().and_then(|v| v.confidence) {
-            seq.confidence = Some(ChainConfidence::new(c.window));
         }
         self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: None });
     }
@@ -529,7 +391,8 @@ impl<'m> Scheduler<'m> {
     /// Build one batch: every live sequence's next token(s), then as much pending prefill as fits.
     /// Mixing them is safe for determinism: with a Q8_0 cache, llama.cpp's flash attention takes
     /// the same per-row kernel whatever the batch holds, and matrix products are per element.
-    fn step(&mut self, batch: &mut LlamaBatch) {
+    /// Returns whether anything was decoded.
+    fn step(&mut self, batch: &mut LlamaBatch) -> bool {
         batch.clear();
         let cap = self.cfg.n_batch as usize;
         // Tokens go in by increasing sequence id (see `free`): decode inputs of live sequences and
@@ -586,7 +449,7 @@ impl<'m> Scheduler<'m> {
         if batch.n_tokens() == 0 {
             // Only prompts of one token are waiting: they need no prefill.
             self.mark_prefilled(&prefilling);
-            return;
+            return false;
         }
         if let Err(e) = self.ctx.decode(batch) {
             tracing::error!(error = %e, "decode failed; failing the sequences in this batch");
@@ -598,13 +461,14 @@ impl<'m> Scheduler<'m> {
             for key in keys {
                 self.fail_job(key, format!("decode failed: {e}"));
             }
-            return;
+            return true;
         }
         metrics().decode_steps.inc();
         self.mark_prefilled(&prefilling);
         for (id, idx) in outputs {
             self.sample(id, idx);
         }
+        true
     }
 
     fn mark_prefilled(&mut self, done: &[(u64, usize)]) {
@@ -637,71 +501,38 @@ impl<'m> Scheduler<'m> {
         let seq = &mut self.slots[id as usize].as_mut().expect("checked above").seq;
         let mut token = seq.sample(&self.ctx, idx);
         metrics().generated_tokens.inc();
-        seq.sampled += 1;
-        seq.first_token_at.get_or_insert_with(Instant::now);
         let mut eog = self.model.is_eog(token);
-        if eog && seq.forcer.thinking_tokens() > 0 && seq.forcer.phase() == Phase::Answer && seq.answer_text.trim().is_empty() {
+        if eog && seq.ctl.must_answer() {
             // Thinking was closed (maybe by force): the model must still answer, so take the most
             // likely token that does not end generation.
             token = best_non_eog(self.model, self.ctx.get_logits_ith(idx));
             eog = false;
         }
         let job = &self.jobs[ji];
-        if let (Some(tracker), Some(spec)) = (seq.confidence.as_mut(), job.job.spec.vote.as_ref().and_then(|v| v.confidence)) {
-            let (_, top) = top_logprobs(self.ctx.get_logits_ith(idx), spec.top_k);
-            tracker.push(token_confidence(top.into_iter().map(|t| t.1)));
-        }
-        let choice = seq.index / job.group();
-        let prune_below = job.choices[choice].filter.as_ref().and_then(OnlineFilter::threshold);
-        let thinking_token = seq.forcer.phase() == Phase::Thinking;
-        let lp = seq.logprobs.map(|top| logprob_entry(self.model, self.ctx.get_logits_ith(idx), token, top, thinking_token));
-        if let Some(e) = &lp {
-            seq.sum_logprob += e.logprob as f64;
-        }
+        let logits = self.ctx.get_logits_ith(idx);
+        let lp = seq.logprobs.map(|top| logprob_entry(self.model, logits, token, top, seq.ctl.thinking()));
+        let confidence = job.job.spec.vote.as_ref().and_then(|v| v.confidence);
+        let top = confidence.map(|c| top_logprobs(logits, c.top_k).1).unwrap_or_default();
+        seq.ctl.observe(lp.as_ref().map(|e| e.logprob), top.into_iter().map(|t| t.1));
         let bytes = if eog { Vec::new() } else { self.model.piece(token) };
-        let delta = seq.on_token(&bytes, eog);
-        seq.generated += u32::from(delta.feed_sampled);
-
-        let mut thinking = delta.thinking;
-        let mut finish = delta.finish;
-        if delta.rollback > 0 {
-            let from = seq.pos - delta.rollback as i32;
+        let step = seq.ctl.on_token(&bytes, eog, job.forcing.as_ref(), job.groups.prune_threshold(seq.ctl.index));
+        // Carry the controller's decisions out in the cache and the next batch.
+        if step.rollback > 0 {
+            let from = seq.pos - step.rollback as i32;
             let _ = self.ctx.clear_kv_cache_seq(Some(seq.seq_id as u32), Some(from as u32), None);
             seq.pos = from;
-            seq.generated -= delta.rollback as u32;
-            seq.fed.truncate(seq.fed.len() - delta.rollback as usize);
+            seq.fed.truncate(seq.fed.len() - step.rollback);
         }
-        if delta.feed_sampled {
+        if step.feed_sampled {
             seq.input.push(token);
         }
-        if let (Some(inj), Some((_, tokens))) = (delta.inject, self.jobs[ji].forcing.as_ref()) {
-            let forced = match inj {
-                Injection::Cutoff => &tokens.cutoff,
-                Injection::Close => &tokens.close,
-                Injection::Wait => &tokens.wait,
-            };
-            let shown = match inj {
-                Injection::Wait => tokens.wait_text.as_str(),
-                Injection::Cutoff => tokens.budget_message.as_str(),
-                Injection::Close => "",
-            };
-            thinking.push_str(shown);
-            seq.thinking_text.push_str(shown);
-            seq.input.extend_from_slice(forced);
-            seq.generated += forced.len() as u32;
-        }
-        let mut answer = delta.answer;
-        if finish.is_none() && seq.generated >= seq.max_tokens {
-            answer.push_str(&seq.flush());
-            finish = Some(FinishReason::Length);
-        }
-        if finish.is_none() && prune_below.is_some_and(|t| seq.confidence.as_ref().is_some_and(|c| c.below(t))) {
-            finish = Some(FinishReason::Pruned);
+        if let (Some(inj), Some(f)) = (step.inject, job.forcing.as_ref()) {
+            seq.input.extend_from_slice(&f.forced(inj).tokens);
         }
         let logprobs = match lp {
-            Some(e) if seq.logprobs.is_some() && self.jobs[ji].job.spec.sampling.logprobs.is_some() && !eog => {
+            Some(e) if job.job.spec.sampling.logprobs.is_some() && !eog => {
                 seq.pending_logprobs.push(e);
-                if answer.is_empty() && thinking.is_empty() && finish.is_none() {
+                if step.answer.is_empty() && step.thinking.is_empty() && step.finish.is_none() {
                     Vec::new()
                 } else {
                     std::mem::take(&mut seq.pending_logprobs)
@@ -709,19 +540,17 @@ impl<'m> Scheduler<'m> {
             }
             _ => Vec::new(),
         };
-        if !thinking.is_empty() || !answer.is_empty() || !logprobs.is_empty() {
-            let index = seq.index;
-            self.jobs[ji].send(Event::Delta { index, thinking, answer, logprobs });
+        if !step.thinking.is_empty() || !step.answer.is_empty() || !logprobs.is_empty() {
+            job.send(Event::Delta { index: seq.ctl.index, thinking: step.thinking, answer: step.answer, logprobs });
         }
-        if let Some(reason) = finish {
+        if let Some(reason) = step.finish {
             self.finish_seq(id, reason);
             self.retire_if_done(ji);
         }
     }
 
     fn finish_judge(&mut self, ji: usize, id: i32, idx: i32) {
-        let Some(Judge::Fork { yes, no, .. }) = self.jobs[ji].job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()) else { unreachable!("fork judges only") };
-        let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(idx), yes, no);
+        let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(idx), &self.judge_words.0, &self.judge_words.1);
         let (choice, answer) = self.end_judge(ji, id);
         self.jobs[ji].send(Event::Judged { choice, answer, score });
         self.retire_if_done(ji);
@@ -730,13 +559,13 @@ impl<'m> Scheduler<'m> {
     /// Take a judge out of its slot and free the slot; returns what it judged.
     fn end_judge(&mut self, ji: usize, id: i32) -> (usize, String) {
         let slot = self.slots[id as usize].take().expect("judge slot");
-        self.jobs[ji].judges_running -= 1;
+        self.jobs[ji].groups.judged();
         self.release_slot(ji, id, Vec::new());
         slot.judge.expect("judge slot")
     }
 
     fn retire_if_done(&mut self, ji: usize) {
-        if self.jobs[ji].done() {
+        if self.jobs[ji].groups.done() {
             let job = self.jobs.remove(ji).expect("index is valid");
             self.release_job(job);
         }
@@ -760,76 +589,28 @@ impl<'m> Scheduler<'m> {
     }
 
     /// End a sequence, report it, and free its cells (the anchor keeps the prompt while the job
-    /// may still fork).
+    /// may still fork). A choice whose stop rule is now satisfied has its other samples cancelled.
     fn finish_seq(&mut self, id: i32, reason: FinishReason) {
         let Some(slot) = self.slots[id as usize].take() else { return };
         let mut seq = slot.seq;
         let Some(ji) = self.job_index(slot.job) else { return };
-        let now = Instant::now();
-        let first = seq.first_token_at.unwrap_or(now);
-        let think_end = seq.thinking_ended_at.unwrap_or(if seq.forcer.thinking_tokens() > 0 { now } else { first });
-        let stats = SeqStats {
-            completion_tokens: seq.generated,
-            thinking_tokens: seq.forcer.thinking_tokens(),
-            answer_tokens: seq.generated.saturating_sub(seq.forcer.thinking_tokens()),
-            extensions: seq.forcer.extensions(),
-            cut_off: seq.forcer.cut_off(),
-            mean_logprob: seq.mean_logprob(),
-            thinking_ms: (think_end - first).as_secs_f64() * 1000.0,
-            answer_ms: (now - think_end).as_secs_f64() * 1000.0,
-            thinking: std::mem::take(&mut seq.thinking_text),
-            answer: std::mem::take(&mut seq.answer_text),
-            confidence: seq.confidence.as_ref().map(|c| c.scores()),
-        };
+        let stats = seq.ctl.stats();
+        let index = seq.ctl.index;
         let job = &mut self.jobs[ji];
-        job.running -= 1;
-        job.finished += 1;
-        let choice = seq.index / job.group();
-        job.choices[choice].running -= 1;
-        let adaptive = job.job.spec.vote.as_ref().and_then(|v| v.adaptive);
-        let counted = !matches!(reason, FinishReason::Cancelled | FinishReason::Pruned);
-        if let (true, Some(vote)) = (counted, job.job.spec.vote.as_ref()) {
-            let answer = crate::reasoning::extract::final_answer(&stats.answer, &stats.thinking);
-            let weight = match (stats.confidence, vote.confidence) {
-                (Some(scores), Some(spec)) => scores.get(spec.score),
-                _ => 0.0,
-            };
-            let c = &mut job.choices[choice];
-            c.answers.push(answer);
-            c.weights.push(weight);
-            // The first wave's chains calibrate the online filter for the ones after it.
-            if let Some((keep, wave)) = adaptive.and_then(|a| a.prune_keep.map(|k| (k, a.wave.min(vote.group)))) {
-                let filter = c.filter.get_or_insert_with(|| OnlineFilter::new(keep, wave));
-                if let Some(threshold) = filter.observe(weight) {
-                    job.send(Event::Calibrated { choice, threshold });
-                }
-            }
-        }
-        job.send(Event::Finished { index: seq.index, reason, stats });
+        let events = &job.job.events;
+        let stop = job.groups.finished(index, reason, &stats, &mut |e| drop(events.send(e)));
+        job.send(Event::Finished { index, reason, stats });
         self.release_slot(ji, id, std::mem::take(&mut seq.fed));
-        if let Some(a) = adaptive {
-            let c = &self.jobs[ji].choices[choice];
-            if !c.stopped && reason != FinishReason::Cancelled && a.rule.should_stop(&c.answers, &c.weights, c.running) {
-                self.stop_choice(ji, choice);
+        if let Some(choice) = stop {
+            let key = self.jobs[ji].key;
+            let hit: Vec<i32> = (0..self.slots.len() as i32)
+                .filter(|&i| self.slots[i as usize].as_ref().is_some_and(|s| s.job == key && s.judge.is_none() && self.jobs[ji].groups.choice_of(s.seq.ctl.index) == choice))
+                .collect();
+            for i in hit {
+                self.finish_seq(i, FinishReason::Cancelled);
             }
         }
     }
-
-    /// The Beta rule is satisfied: cancel the choice's running samples (freeing their slots);
-    /// the ones not launched are skipped by `next_work`.
-    fn stop_choice(&mut self, ji: usize, choice: usize) {
-        let job = &mut self.jobs[ji];
-        job.choices[choice].stopped = true;
-        job.send(Event::Stopped { choice });
-        let (key, group) = (job.key, job.group());
-        for id in 0..self.slots.len() {
-            let hit = self.slots[id].as_ref().is_some_and(|s| s.job == key && s.judge.is_none() && s.seq.index / group == choice);
-            if hit {
-                self.finish_seq(id as i32, FinishReason::Cancelled);
-            }
-        }
-    }
-
 
     /// A free slot goes to a job: what its stream held is now the job's to overwrite or keep.
     fn take_free(&mut self, id: i32) {
@@ -858,7 +639,7 @@ impl<'m> Scheduler<'m> {
         let job = &mut self.jobs[ji];
         job.failed = true;
         job.send(Event::Error { message });
-        job.job.cancel.store(true, Ordering::Relaxed);
+        job.job.cancel.cancel();
         self.reap_cancelled();
     }
 }

@@ -1,5 +1,5 @@
-//! One decoding sequence: its sampler, its forcing controller, and the text pipeline
-//! (bytes -> complete UTF-8 -> thinking/answer split -> stop strings) that turns tokens into deltas.
+//! One decoding sequence of the embedded engine: its place in the KV cache, its sampler (and
+//! grammar), and the shared per-sequence controller that turns its tokens into text and decisions.
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -8,121 +8,11 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
-use crate::reasoning::forcing::{Finish, Forcer, Injection, Phase, Step};
-
-use super::{LogprobEntry, Model, SamplingParams};
-
-/// Holds bytes of a multi-byte character split across tokens until it is complete.
-#[derive(Default, Debug)]
-pub struct Utf8Buffer {
-    pending: Vec<u8>,
-}
-
-impl Utf8Buffer {
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        match std::str::from_utf8(&self.pending) {
-            Ok(s) => {
-                let out = s.to_string();
-                self.pending.clear();
-                out
-            }
-            Err(e) => {
-                // An incomplete tail waits for the next token; bytes that can never be valid are
-                // replaced so one bad token cannot stall the stream.
-                let valid = e.valid_up_to();
-                let cut = match e.error_len() {
-                    None => valid,
-                    Some(bad) => valid + bad,
-                };
-                let out = String::from_utf8_lossy(&self.pending[..cut]).into_owned();
-                self.pending.drain(..cut);
-                if e.error_len().is_some() {
-                    return out + &self.push(&[]);
-                }
-                out
-            }
-        }
-    }
-
-    pub fn flush(&mut self) -> String {
-        let out = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        out
-    }
-}
-
-/// Cuts the answer at the first stop string, holding back any tail that could begin one.
-#[derive(Debug, Default)]
-pub struct StopMatcher {
-    stops: Vec<String>,
-    held: String,
-}
-
-impl StopMatcher {
-    pub fn new(stops: Vec<String>) -> Self {
-        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), held: String::new() }
-    }
-
-    /// Returns the text safe to emit and whether a stop string was hit.
-    pub fn push(&mut self, text: &str) -> (String, bool) {
-        self.held.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
-            let out = self.held[..at].to_string();
-            self.held.clear();
-            return (out, true);
-        }
-        let keep = self
-            .stops
-            .iter()
-            .map(|s| crate::reasoning::forcing::partial_suffix(&self.held, s))
-            .max()
-            .unwrap_or(0);
-        let out = self.held[..self.held.len() - keep].to_string();
-        self.held.drain(..self.held.len() - keep);
-        (out, false)
-    }
-
-    pub fn flush(&mut self) -> String {
-        std::mem::take(&mut self.held)
-    }
-}
-
-/// Why a sequence ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    Stop,
-    Length,
-    Cancelled,
-    /// Stopped by the online confidence filter: excluded from the vote.
-    Pruned,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-            Self::Cancelled => "cancelled",
-            Self::Pruned => "pruned",
-        }
-    }
-}
-
-/// Text produced by one token, ready to send.
-#[derive(Debug, Default)]
-pub struct Delta {
-    pub thinking: String,
-    pub answer: String,
-    pub finish: Option<FinishReason>,
-    pub inject: Option<Injection>,
-    pub feed_sampled: bool,
-    pub rollback: usize,
-}
+use super::Model;
+use crate::backend::controller::Controller;
+use crate::backend::{LogprobEntry, SamplingParams};
 
 pub struct Sequence {
-    /// Index of the choice (or sample) inside its job.
-    pub index: usize,
     pub seq_id: i32,
     /// Position of the next token to feed.
     pub pos: i32,
@@ -134,28 +24,15 @@ pub struct Sequence {
     sampler: LlamaSampler,
     /// Structured output: checked apart from the chain (see `sample`).
     grammar: Option<LlamaSampler>,
-    pub forcer: Forcer,
-    utf8: Utf8Buffer,
-    stop: StopMatcher,
-    /// Tokens fed after the prompt (sampled and forced), checked against the request's cap.
-    pub generated: u32,
-    pub max_tokens: u32,
+    pub ctl: Controller,
+    /// Log-probs to report (`Some(k)`: with k alternatives), or to measure for the verifier.
     pub logprobs: Option<u32>,
-    pub sum_logprob: f64,
-    pub sampled: u32,
     pub pending_logprobs: Vec<LogprobEntry>,
-    pub thinking_text: String,
-    pub answer_text: String,
-    pub first_token_at: Option<std::time::Instant>,
-    pub thinking_ended_at: Option<std::time::Instant>,
-    /// Running confidence, when the job measures it.
-    pub confidence: Option<crate::reasoning::confidence::ChainConfidence>,
 }
 
 impl Sequence {
-    pub fn new(index: usize, seq_id: i32, pos: i32, first: LlamaToken, sampling: &SamplingParams, model: &Model, forcer: Forcer, max_tokens: u32) -> Self {
+    pub fn new(seq_id: i32, pos: i32, first: LlamaToken, sampling: &SamplingParams, model: &Model, ctl: Controller) -> Self {
         Self {
-            index,
             seq_id,
             pos,
             input: vec![first],
@@ -165,20 +42,9 @@ impl Sequence {
             grammar: sampling.grammar.as_ref().and_then(|g| {
                 LlamaSampler::grammar(&model.model, &g.gbnf, g.root).inspect_err(|e| tracing::error!("grammar failed to load: {e}")).ok()
             }),
-            forcer,
-            utf8: Utf8Buffer::default(),
-            stop: StopMatcher::new(sampling.stop.clone()),
-            generated: 0,
-            max_tokens,
+            ctl,
             logprobs: sampling.logprobs,
-            sum_logprob: 0.0,
-            sampled: 0,
             pending_logprobs: Vec::new(),
-            thinking_text: String::new(),
-            answer_text: String::new(),
-            first_token_at: None,
-            thinking_ended_at: None,
-            confidence: None,
         }
     }
 
@@ -188,7 +54,7 @@ impl Sequence {
     /// every step costs more than the model itself on a small one.
     /// The grammar covers the answer only: thinking and forced text are never sampled under it.
     pub fn sample(&mut self, ctx: &LlamaContext, idx: i32) -> LlamaToken {
-        let answering = self.forcer.phase() == Phase::Answer;
+        let answering = self.ctl.answering();
         let Some(grammar) = self.grammar.as_mut().filter(|_| answering) else { return self.sampler.sample(ctx, idx) };
         let pick = |sampler: &mut LlamaSampler, grammar: Option<&mut LlamaSampler>| {
             let mut cur = ctx.token_data_array_ith(idx);
@@ -212,45 +78,6 @@ impl Sequence {
         // that would abort the process.
         grammar.accept(token);
         token
-    }
-
-    /// Run a sampled token's bytes through the pipeline.
-    pub fn on_token(&mut self, bytes: &[u8], eog: bool) -> Delta {
-        let piece = if eog { self.utf8.flush() } else { self.utf8.push(bytes) };
-        let was_thinking = self.forcer.phase() == Phase::Thinking;
-        let step: Step = self.forcer.on_token(&piece, eog);
-        if was_thinking && self.forcer.phase() != Phase::Thinking {
-            self.thinking_ended_at = Some(std::time::Instant::now());
-        }
-        let (answer, stopped) = self.stop.push(&step.answer);
-        let mut finish = match step.finish {
-            Some(Finish::Stop) => Some(FinishReason::Stop),
-            Some(Finish::Length) => Some(FinishReason::Length),
-            None => None,
-        };
-        if stopped {
-            finish = Some(FinishReason::Stop);
-        }
-        let mut answer = answer;
-        if finish.is_some() && !stopped {
-            answer.push_str(&self.stop.flush());
-        }
-        self.thinking_text.push_str(&step.thinking);
-        self.answer_text.push_str(&answer);
-        Delta { thinking: step.thinking, answer, finish, inject: step.inject, feed_sampled: step.feed_sampled, rollback: step.rollback }
-    }
-
-    /// Text still held back when the sequence is cut by the token cap.
-    pub fn flush(&mut self) -> String {
-        let tail = self.utf8.flush();
-        let (mut out, _) = self.stop.push(&tail);
-        out.push_str(&self.stop.flush());
-        self.answer_text.push_str(&out);
-        out
-    }
-
-    pub fn mean_logprob(&self) -> f64 {
-        if self.sampled == 0 { 0.0 } else { self.sum_logprob / self.sampled as f64 }
     }
 }
 
@@ -281,30 +108,4 @@ fn build_sampler(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
         chain.push(LlamaSampler::dist(p.seed));
     }
     LlamaSampler::chain_simple(chain)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utf8_split_characters_are_held_until_complete() {
-        let mut b = Utf8Buffer::default();
-        let bytes = "é✓".as_bytes();
-        assert_eq!(b.push(&bytes[..1]), "");
-        assert_eq!(b.push(&bytes[1..3]), "é");
-        assert_eq!(b.push(&bytes[3..]), "✓");
-        assert_eq!(b.push(&[0xff, b'a']), "\u{fffd}a");
-    }
-
-    #[test]
-    fn stop_strings_cut_and_hold_partial_matches() {
-        let mut m = StopMatcher::new(vec!["STOP".into(), "\n\n".into()]);
-        assert_eq!(m.push("hello ST"), ("hello ".into(), false));
-        assert_eq!(m.push("OP there"), ("".into(), true));
-        let mut m = StopMatcher::new(vec!["STOP".into()]);
-        assert_eq!(m.push("ST"), ("".into(), false));
-        assert_eq!(m.push("ar"), ("STar".into(), false));
-        assert_eq!(m.push("x\n"), ("x\n".into(), false));
-    }
 }

@@ -1,0 +1,75 @@
+//! The embedded backend: the llama.cpp engine in this process (`crate::engine`), and its model
+//! as the request pipeline's vocabulary.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use llama_cpp_2::token::LlamaToken;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{Backend, CancelHandle, Capabilities, Event, Grammar, JobSpec, SubmitError, Vocabulary};
+use crate::engine::{Engine, Model};
+use crate::reasoning::chat::Message;
+use crate::reasoning::tools::Tool;
+
+impl Vocabulary for Model {
+    fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, String> {
+        Model::render_chat(self, messages, tools)
+    }
+    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, String> {
+        Ok(Model::tokenize(self, text, add_bos))
+    }
+    fn n_vocab(&self) -> Option<i32> {
+        Some(self.n_vocab)
+    }
+    fn eog(&self) -> &[i32] {
+        &self.eog
+    }
+    fn think_markers(&self) -> Option<(String, String)> {
+        self.think_markers.clone()
+    }
+    fn json_grammar(&self, schema: &str) -> Result<Grammar, String> {
+        Model::json_grammar(self, schema)
+    }
+    fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, String> {
+        Model::tool_grammar(self, schema, parallel)
+    }
+}
+
+impl Backend for Engine {
+    fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError> {
+        Engine::submit(self, spec)
+    }
+    fn vocabulary(&self) -> Arc<dyn Vocabulary> {
+        self.model.clone()
+    }
+    fn slot_ctx(&self) -> u32 {
+        self.slot_ctx
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { grammar: true, verifier_model: self.has_verifier }
+    }
+    fn meta(&self) -> serde_json::Value {
+        let m = &self.model;
+        json!({"backend": "embedded", "n_ctx": self.n_ctx, "slot_ctx": self.slot_ctx, "n_ctx_train": m.n_ctx_train(), "n_vocab": m.n_vocab,
+               "thinking_markers": m.think_markers, "parallel": self.parallel, "eog_token_ids": m.eog})
+    }
+    fn health(&self) -> Result<serde_json::Value, String> {
+        Ok(json!({
+            "backend": "embedded",
+            "slots_total": self.parallel,
+            "slots_busy": self.stats.active_sequences.load(Ordering::Relaxed),
+            "queue_depth": self.queue_depth(),
+            "kv_cells_used": self.stats.kv_cells_used.load(Ordering::Relaxed),
+            "n_ctx": self.n_ctx,
+            "slot_ctx": self.slot_ctx,
+            "gpu_layers": self.model.gpu_layers,
+            "n_layer": self.model.n_layer,
+            "devices": crate::engine::model::devices(),
+        }))
+    }
+    fn fail_for_test(&self) {
+        self.stats.panic_requested.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,278 @@
+//! The contract between the request pipeline and whatever generates tokens. A validated `JobSpec`
+//! goes in; `Event`s come out (prefill, deltas, finishes, and the self-consistency group's stops,
+//! calibrations and judgements). Two backends keep it: `embedded` (the llama.cpp engine in this
+//! process) and `remote` (OpenAI-compatible engines over HTTP). Both drive the same per-sequence
+//! controller (`controller.rs`: forcing, stop strings, length, pruning) and the same sample-group
+//! state machine (`groups.rs`: waves, early stops, judges), so test-time compute behaves alike.
+
+pub mod controller;
+pub mod embedded;
+pub mod groups;
+pub mod remote;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use crate::reasoning::chat::Message;
+use crate::reasoning::confidence::{ChainScore, ChainScores};
+use crate::reasoning::tools::Tool;
+pub use crate::reasoning::vote::StopRule;
+
+#[derive(Debug, Clone)]
+pub struct SamplingParams {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub min_p: f32,
+    pub seed: u32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    pub repeat_penalty: f32,
+    pub stop: Vec<String>,
+    /// Top alternatives to report per token (`Some(0)`: only the chosen token's log-prob).
+    pub logprobs: Option<u32>,
+    /// OpenAI `logit_bias`: (token id, bias added to its logit).
+    pub logit_bias: Vec<(i32, f32)>,
+    /// Grammar every sampled answer token must follow (structured output, forced tool calls).
+    pub grammar: Option<Grammar>,
+}
+
+/// A GBNF grammar and the rule it starts from.
+#[derive(Debug, Clone)]
+pub struct Grammar {
+    pub gbnf: String,
+    pub root: &'static str,
+}
+
+/// How the backend must force thinking for every sequence of a job. Texts are tokenized by the backend.
+#[derive(Debug, Clone)]
+pub struct ForcingRequest {
+    pub min_thinking: u32,
+    /// Thinking budget; `None` = until the model closes (within `max_tokens`).
+    pub max_thinking: Option<u32>,
+    /// Text that ends thinking when the model writes it.
+    pub close_marker: String,
+    /// Text the server injects to end thinking (the marker, set apart from the chain).
+    pub close_text: String,
+    pub budget_message: String,
+    pub answer_cue: String,
+    pub wait_text: String,
+    pub max_extensions: u32,
+    pub answer_reserve: u32,
+}
+
+/// Self-consistency: how the backend schedules and checks a job's samples.
+pub struct VotePlan {
+    /// Samples per choice: sample `i` belongs to choice `i / group`.
+    pub group: usize,
+    /// Launch a choice's samples in waves and stop early by a rule.
+    pub adaptive: Option<Adaptive>,
+    pub judge: Option<Judge>,
+    /// Measure each chain's confidence from its tokens' top-k log-probabilities.
+    pub confidence: Option<ConfidenceSpec>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Adaptive {
+    /// Samples launched together; the next wave starts when this one is over.
+    pub wave: usize,
+    pub rule: StopRule,
+    /// Online confidence filter: the first wave calibrates a threshold keeping this share of
+    /// chains like it, and later chains whose group confidence falls below it stop at once.
+    pub prune_keep: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConfidenceSpec {
+    /// Candidates per token in the token confidence.
+    pub top_k: usize,
+    /// Tokens per group (sliding window).
+    pub window: usize,
+    /// The chain score that prunes and weighs.
+    pub score: ChainScore,
+}
+
+/// How proposed answers are judged (P(True): the probability of "Yes" against "No", read from
+/// the first token after the judging text).
+pub enum Judge {
+    /// By the serving model: the text teacher-forced after the prompt for one proposed answer.
+    Fork { suffix: Box<dyn Fn(&str) -> String + Send + Sync> },
+    /// By the `--verifier-model`, which must read the whole judging conversation.
+    Verifier { conversation: Box<dyn Fn(&str) -> Vec<Message> + Send + Sync> },
+}
+
+impl std::fmt::Debug for VotePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VotePlan")
+            .field("group", &self.group)
+            .field("adaptive", &self.adaptive)
+            .field("judge", &self.judge.is_some())
+            .field("confidence", &self.confidence)
+            .finish()
+    }
+}
+
+/// Spellings of the judge's two answers; the first token of each is read from the logits.
+pub const JUDGE_YES: [&str; 5] = ["Yes", " Yes", "yes", " yes", "YES"];
+pub const JUDGE_NO: [&str; 5] = ["No", " No", "no", " no", "NO"];
+
+#[derive(Debug)]
+pub struct JobSpec {
+    pub id: String,
+    /// The prompt as text (what a remote engine is sent) and as tokens (what the embedded engine
+    /// decodes, and what the room checks counted).
+    pub text: String,
+    pub prompt: Vec<LlamaToken>,
+    /// Sequences forked from the prompt (OpenAI `n`, or self-consistency samples).
+    pub n: usize,
+    pub sampling: SamplingParams,
+    /// Cap on all tokens each sequence adds after the prompt (thinking, forced text and answer).
+    pub max_tokens: u32,
+    pub forcing: Option<ForcingRequest>,
+    /// Collect each sequence's mean log-probability (verifier input) even without `logprobs`.
+    pub want_logprob: bool,
+    pub vote: Option<VotePlan>,
+}
+
+impl JobSpec {
+    /// Samples per choice (1 without self-consistency).
+    pub fn group(&self) -> usize {
+        self.vote.as_ref().map_or(1, |v| v.group.max(1))
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogprobEntry {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogprob>,
+    /// Sampled while thinking: not part of `content` when thinking is returned apart.
+    #[serde(skip)]
+    pub thinking: bool,
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+    Cancelled,
+    /// Stopped by the online confidence filter: excluded from the vote.
+    Pruned,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::Cancelled => "cancelled",
+            Self::Pruned => "pruned",
+        }
+    }
+}
+
+/// What a finished sequence reports.
+#[derive(Debug, Clone, Default)]
+pub struct SeqStats {
+    pub completion_tokens: u32,
+    pub thinking_tokens: u32,
+    pub answer_tokens: u32,
+    pub extensions: u32,
+    pub cut_off: bool,
+    pub mean_logprob: f64,
+    pub thinking_ms: f64,
+    pub answer_ms: f64,
+    pub thinking: String,
+    pub answer: String,
+    /// Measured when the job asked for confidence.
+    pub confidence: Option<ChainScores>,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    /// The prompt is in the KV cache (`cached_tokens` of it reused from another request's).
+    Prefilled { prompt_tokens: usize, cached_tokens: usize, prompt_ms: f64 },
+    Delta { index: usize, thinking: String, answer: String, logprobs: Vec<LogprobEntry> },
+    Finished { index: usize, reason: FinishReason, stats: SeqStats },
+    /// A self-consistency choice stopped early: its remaining samples were cancelled or skipped.
+    Stopped { choice: usize },
+    /// The online confidence filter's threshold for a choice, calibrated on its first wave.
+    Calibrated { choice: usize, threshold: f64 },
+    /// P(True) of one proposed answer of a choice.
+    Judged { choice: usize, answer: String, score: f64 },
+    Error { message: String },
+}
+
+#[derive(Debug)]
+pub enum SubmitError {
+    QueueFull,
+    ShuttingDown,
+    /// No replica of a remote backend is up.
+    Unavailable(String),
+}
+
+/// Lets a handler stop its job (dropping the event receiver does the same).
+#[derive(Clone, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a request may ask of a backend; a request needing something absent gets a 400 naming it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Capabilities {
+    /// Grammar-constrained sampling (`response_format` with a schema, forced tool calls).
+    pub grammar: bool,
+    /// `verifier: "model"` (a second model in this process).
+    pub verifier_model: bool,
+}
+
+/// The model's text side, for the request pipeline: its chat template, tokenizer and vocabulary.
+/// Calls may block (a remote backend asks its engine), so the pipeline runs them off the async
+/// workers.
+pub trait Vocabulary: Send + Sync {
+    fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, String>;
+    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, String>;
+    /// Vocabulary size, where known (logit-bias keys are checked against it).
+    fn n_vocab(&self) -> Option<i32>;
+    /// End-of-generation token ids (`ignore_eos` bans them).
+    fn eog(&self) -> &[i32];
+    fn think_markers(&self) -> Option<(String, String)>;
+    /// A grammar for a JSON schema, checked against this vocabulary.
+    fn json_grammar(&self, schema: &str) -> Result<Grammar, String>;
+    /// A grammar for tool calls following `schema` (one call, or several when `parallel`).
+    fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, String>;
+}
+
+/// A token generator the request pipeline can submit jobs to.
+pub trait Backend: Send + Sync {
+    fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError>;
+    fn vocabulary(&self) -> Arc<dyn Vocabulary>;
+    /// The most tokens one request may hold (prompt and output).
+    fn slot_ctx(&self) -> u32;
+    fn capabilities(&self) -> Capabilities;
+    /// Model and engine facts for `/v1/models` (`meta`).
+    fn meta(&self) -> serde_json::Value;
+    /// Live state for `/health`: `Err` with the reason when the backend cannot serve.
+    fn health(&self) -> Result<serde_json::Value, String>;
+    /// Test hook: make the backend fail visibly (the embedded engine thread panics).
+    fn fail_for_test(&self) {}
+}
