@@ -35,6 +35,12 @@ pub struct Config {
     /// built-in template matcher, which knows no tools.
     pub jinja: bool,
     pub backends_dir: Option<PathBuf>,
+    /// OpenAI-compatible engines (base URLs) to run over instead of a local model; empty: the
+    /// embedded engine serves `model`.
+    pub backends: Vec<String>,
+    /// The model name sent to the remote engines [default: their first `/v1/models` entry].
+    pub backend_model: Option<String>,
+    pub backend_api_key: Option<String>,
     pub cpu_wait: CpuWait,
     pub reasoning: ReasoningConfig,
     /// `serve --test-hooks` only (never from a file): routes that make the engine or a handler
@@ -64,6 +70,9 @@ impl Default for Config {
             chat_template_fallback: "chatml".into(),
             jinja: true,
             backends_dir: None,
+            backends: Vec::new(),
+            backend_model: None,
+            backend_api_key: None,
             cpu_wait: CpuWait::Passive,
             reasoning: ReasoningConfig::default(),
             test_hooks: false,
@@ -264,6 +273,16 @@ pub struct ServeArgs {
     /// Directory of ggml backend modules (dynamic-backends builds), e.g. holding libggml-cuda.so
     #[arg(long, env = "THINKSCALE_BACKENDS_DIR")]
     pub backends_dir: Option<PathBuf>,
+    /// Run over this OpenAI-compatible engine (vLLM, SGLang, llama-server, thinkscale) instead of
+    /// a local model; repeat (or comma-separate) for replicas. `--model` is then not needed
+    #[arg(long = "backend", env = "THINKSCALE_BACKEND", value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+    /// Model name to ask the remote engines for [default: their first /v1/models entry]
+    #[arg(long, env = "THINKSCALE_BACKEND_MODEL")]
+    pub backend_model: Option<String>,
+    /// API key sent to the remote engines (`Authorization: Bearer`)
+    #[arg(long, env = "THINKSCALE_BACKEND_API_KEY")]
+    pub backend_api_key: Option<String>,
 }
 
 impl Config {
@@ -276,7 +295,13 @@ impl Config {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone().into(); } )* };
         }
-        take!(model, host, port, ctx_size, parallel, threads, batch_size, queue_size, api_key, backends_dir, cors_origins);
+        take!(model, host, port, ctx_size, parallel, threads, batch_size, queue_size, api_key, backends_dir, cors_origins, backends);
+        if args.backend_model.is_some() {
+            cfg.backend_model = args.backend_model.clone();
+        }
+        if args.backend_api_key.is_some() {
+            cfg.backend_api_key = args.backend_api_key.clone();
+        }
         if args.gpu_layers.is_some() {
             cfg.gpu_layers = args.gpu_layers;
         }

@@ -97,7 +97,11 @@ fn apply_cpu_wait(_: &Config) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = Arc::new(Config::load(&args)?);
+    let cfg = Config::load(&args)?;
+    if !cfg.backends.is_empty() {
+        return serve_remote(cfg);
+    }
+    let cfg = Arc::new(cfg);
     apply_cpu_wait(&cfg)?;
     if !cfg.model.exists() {
         anyhow::bail!(
@@ -165,6 +169,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // exits, and the loader's watch returns.
         drop(state);
         loader.await??;
+        anyhow::Ok(())
+    })
+}
+
+/// `serve --backend URL...`: test-time compute over remote engines; no model is loaded here.
+fn serve_remote(mut cfg: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(cfg.reasoning.verifier_model.is_none(), "--verifier-model needs the embedded engine; it cannot be combined with --backend");
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let remote = thinkscale::backend::remote::Remote::connect(&cfg).await?;
+        // Clients ask for the engines' model unless an alias was given.
+        cfg.model_alias.get_or_insert_with(|| remote.model().to_string());
+        let cfg = Arc::new(cfg);
+        let state = AppState::new(cfg.clone())?;
+        let _ = state.backend.set(Arc::new(remote));
+        thinkscale::metrics::metrics().engine_up.set(1);
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let listener = tokio::net::TcpListener::bind(&addr).await?;
+        tracing::info!(%addr, backends = ?cfg.backends, model = %cfg.model_id(), "listening");
+        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
         anyhow::Ok(())
     })
 }

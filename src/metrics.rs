@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    exponential_buckets, linear_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    exponential_buckets, linear_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -22,6 +22,10 @@ pub struct Metrics {
     pub kv_cells_total: IntGauge,
     /// 1 while the engine thread runs, 0 once it has failed.
     pub engine_up: IntGauge,
+    /// Remote backend: each replica's state, work in flight, and requests by outcome.
+    pub replica_up: IntGaugeVec,
+    pub replica_in_flight: IntGaugeVec,
+    pub replica_requests: IntCounterVec,
     pub thinking_tokens: HistogramVec,
     pub thinking_seconds: HistogramVec,
     pub forced_cutoffs: IntCounterVec,
@@ -53,6 +57,12 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
@@ -78,6 +88,9 @@ impl Metrics {
             kv_cells_used: gauge(&r, "kv_cells_used", "KV cache cells in use (shared prompt cells counted once)"),
             kv_cells_total: gauge(&r, "kv_cells_total", "KV cache size in cells"),
             engine_up: gauge(&r, "engine_up", "1 while the decode engine runs, 0 after it failed"),
+            replica_up: gauge_vec(&r, "backend_replica_up", "Remote backend: 1 while a replica answers, 0 while it is marked down", &["replica"]),
+            replica_in_flight: gauge_vec(&r, "backend_replica_in_flight", "Remote backend: requests (all their samples) on a replica", &["replica"]),
+            replica_requests: counter_vec(&r, "backend_replica_requests_total", "Remote backend: HTTP requests to a replica by outcome (ok, error)", &["replica", "outcome"]),
             thinking_tokens: histogram(&r, "thinking_tokens", "Thinking tokens per sequence", &["effort"], toks.clone()),
             thinking_seconds: histogram(&r, "thinking_seconds", "Thinking time per sequence", &["effort"], secs.clone()),
             forced_cutoffs: counter_vec(&r, "forced_cutoffs_total", "Thinking cut off at the budget", &["effort"]),

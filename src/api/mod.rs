@@ -9,6 +9,7 @@ mod grading;
 mod openapi;
 pub mod responses;
 mod sse;
+mod tokenize;
 pub mod types;
 mod vote;
 
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/v1/responses", post(responses::responses))
         .route("/apply-template", post(chat::apply_template))
+        .route("/tokenize", post(tokenize::tokenize))
         .route("/v1/models", get(admin::models))
         .route("/v1/models/{model}", get(admin::model))
         .route("/v1/feedback", post(grading::feedback))

@@ -287,7 +287,7 @@ mod tests {
 
     fn common(v: Value) -> Result<Validated, ApiError> {
         let c: Common = typed(v.as_object().unwrap())?;
-        c.validate(&Config::default(), None, 1000, &[2])
+        c.validate(&Config::default(), None, Some(1000), &[2])
     }
 
     #[test]

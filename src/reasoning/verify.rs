@@ -202,9 +202,25 @@ pub fn p_true(logits: &[f32], yes: &[usize], no: &[usize]) -> f64 {
     if y + n == 0.0 { 0.5 } else { y / (y + n) }
 }
 
+/// P(True) from an engine's top log-probs of the first judging token (token text, log-prob): the
+/// probability mass of the "Yes" spellings against the "No" spellings (0.5 when neither is there).
+pub fn p_true_from_top(top: &[(String, f32)], yes: &[&str], no: &[&str]) -> f64 {
+    let mass = |words: &[&str]| top.iter().filter(|(t, _)| words.contains(&t.as_str())).map(|(_, lp)| (*lp as f64).exp()).sum::<f64>();
+    let (y, n) = (mass(yes), mass(no));
+    if y + n == 0.0 { 0.5 } else { y / (y + n) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p_true_from_an_engines_top_logprobs() {
+        let top = vec![("Yes".to_string(), -0.5f32), (" No".to_string(), -1.5), ("Maybe".to_string(), -0.1)];
+        let p = p_true_from_top(&top, &["Yes", " Yes"], &["No", " No"]);
+        assert!((p - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-6);
+        assert_eq!(p_true_from_top(&top[2..], &["Yes"], &["No"]), 0.5);
+    }
 
     #[test]
     fn finds_and_checks_claims() {

@@ -1,0 +1,197 @@
+//! HTTP to an OpenAI-compatible engine: JSON requests, and the text-completion stream parsed into
+//! tokens (from `logprobs` when the engine gives them, else one token per chunk).
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Why a call to a replica failed.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The replica is unreachable, failed (5xx) or broke a stream: mark it down, go elsewhere.
+    Replica(String),
+    /// The replica is full (429): wait and ask again.
+    Busy,
+    /// The replica refused the request itself (4xx): no other replica would do better.
+    Refused(u16, String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Replica(m) => write!(f, "{m}"),
+            Self::Busy => write!(f, "the engine is at capacity (429)"),
+            Self::Refused(code, m) => write!(f, "the engine refused the request ({code}): {m}"),
+        }
+    }
+}
+
+/// One sampled token as the engine reports it.
+#[derive(Debug, Clone, Default)]
+pub struct Token {
+    pub text: String,
+    pub logprob: Option<f32>,
+    /// Top alternatives (token text, log-prob), most likely first.
+    pub top: Vec<(String, f32)>,
+}
+
+/// What one stream chunk carries.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub tokens: Vec<Token>,
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    key: Option<String>,
+}
+
+impl Client {
+    pub fn new(key: Option<String>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).tcp_nodelay(true).build()?;
+        Ok(Self { http, key })
+    }
+
+    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    async fn send(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        let resp = r.send().await.map_err(|e| Failure::Replica(format!("unreachable: {e}")))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| body.chars().take(300).collect());
+        Err(match status.as_u16() {
+            429 => Failure::Busy,
+            c @ 400..=499 => Failure::Refused(c, message),
+            c => Failure::Replica(format!("answered {c}: {message}")),
+        })
+    }
+
+    pub async fn get(&self, base: &str, path: &str, timeout: Duration) -> Result<Value, Failure> {
+        let resp = self.send(self.request(reqwest::Method::GET, format!("{base}{path}")).timeout(timeout)).await?;
+        resp.json().await.map_err(|e| Failure::Replica(format!("unreadable answer to {path}: {e}")))
+    }
+
+    pub async fn post(&self, base: &str, path: &str, body: &Value) -> Result<Value, Failure> {
+        let resp = self.send(self.request(reqwest::Method::POST, format!("{base}{path}")).json(body)).await?;
+        resp.json().await.map_err(|e| Failure::Replica(format!("unreadable answer to {path}: {e}")))
+    }
+
+    /// POST /v1/completions with `stream: true`: the chunks as they come.
+    pub async fn stream(&self, base: &str, body: &Value) -> Result<impl Stream<Item = Result<Chunk, Failure>>, Failure> {
+        let resp = self.send(self.request(reqwest::Method::POST, format!("{base}/v1/completions")).json(body)).await?;
+        let mut bytes = resp.bytes_stream();
+        Ok(async_stream::stream! {
+            let mut buf: Vec<u8> = Vec::new();
+            loop {
+                let Some(piece) = bytes.next().await else {
+                    yield Err(Failure::Replica("the stream ended early".into()));
+                    return;
+                };
+                let piece = match piece {
+                    Ok(p) => p,
+                    Err(e) => {
+                        yield Err(Failure::Replica(format!("the stream broke: {e}")));
+                        return;
+                    }
+                };
+                buf.extend_from_slice(&piece);
+                while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=end).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
+                    if data == "[DONE]" {
+                        return;
+                    }
+                    match serde_json::from_str::<Value>(data) {
+                        Ok(v) if v.get("error").is_some() => {
+                            yield Err(Failure::Replica(format!("the engine failed mid-stream: {}", v["error"]["message"])));
+                            return;
+                        }
+                        Ok(v) => yield Ok(parse_chunk(&v)),
+                        Err(e) => {
+                            yield Err(Failure::Replica(format!("unreadable stream chunk: {e}")));
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Logprobs {
+    #[serde(default)]
+    tokens: Vec<String>,
+    #[serde(default)]
+    token_logprobs: Vec<Option<f32>>,
+    #[serde(default)]
+    top_logprobs: Vec<Option<serde_json::Map<String, Value>>>,
+}
+
+/// A text-completion chunk: its tokens from `logprobs` (legacy completions format) when present,
+/// else its text as one token.
+pub fn parse_chunk(v: &Value) -> Chunk {
+    let Some(choice) = v["choices"].get(0) else { return Chunk::default() };
+    let text = choice["text"].as_str().unwrap_or_default();
+    let lp: Logprobs = serde_json::from_value(choice["logprobs"].clone()).unwrap_or_default();
+    let tokens = if lp.tokens.is_empty() {
+        if text.is_empty() { Vec::new() } else { vec![Token { text: text.to_string(), ..Default::default() }] }
+    } else {
+        lp.tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut top: Vec<(String, f32)> = lp
+                    .top_logprobs
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, v)| v.as_f64().map(|x| (k, x as f32)))
+                    .collect();
+                top.sort_by(|a, b| b.1.total_cmp(&a.1));
+                Token { text: t.clone(), logprob: lp.token_logprobs.get(i).copied().flatten(), top }
+            })
+            .collect()
+    };
+    Chunk { tokens, finish_reason: choice["finish_reason"].as_str().map(str::to_string) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chunks_give_tokens_from_logprobs_or_their_text() {
+        let v = json!({"choices": [{"text": "Hello world", "index": 0, "finish_reason": null, "logprobs": {
+            "tokens": ["Hello", " world"], "token_logprobs": [-0.1, -0.2],
+            "top_logprobs": [{"Hello": -0.1, "Hi": -2.0}, {" world": -0.2}]}}]});
+        let c = parse_chunk(&v);
+        assert_eq!(c.tokens.len(), 2);
+        assert_eq!(c.tokens[1].text, " world");
+        assert_eq!(c.tokens[0].top[1], ("Hi".to_string(), -2.0));
+        assert_eq!(c.tokens[0].logprob, Some(-0.1));
+        let c = parse_chunk(&json!({"choices": [{"text": "ok", "finish_reason": "stop"}]}));
+        assert_eq!((c.tokens[0].text.as_str(), c.finish_reason.as_deref()), ("ok", Some("stop")));
+        assert!(parse_chunk(&json!({"choices": [], "usage": {"prompt_tokens": 9}})).tokens.is_empty());
+    }
+}

@@ -1,0 +1,194 @@
+//! The remote engines a request may go to. Each request (all its samples) goes to one replica:
+//! the least busy, unless the one that last served the same prompt prefix is nearly as free
+//! (its prefix cache is warm). A replica that fails is marked down until a probe of its
+//! `/health` succeeds again.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::metrics::metrics;
+
+/// Bytes of a prompt that key its affinity (the system prompt and the start of the conversation).
+const AFFINITY_PREFIX: usize = 512;
+/// A warm replica is preferred while it has at most this many more requests than the least busy.
+const AFFINITY_SLACK: u64 = 1;
+const AFFINITY_ENTRIES: usize = 4096;
+
+pub struct Replica {
+    pub url: String,
+    up: AtomicBool,
+    in_flight: AtomicU64,
+    served: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Serialize)]
+pub struct ReplicaStatus {
+    pub url: String,
+    pub up: bool,
+    pub in_flight: u64,
+    pub served: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+impl Replica {
+    fn new(url: &str) -> Self {
+        let r = Self {
+            url: url.trim_end_matches('/').to_string(),
+            up: AtomicBool::new(true),
+            in_flight: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        };
+        metrics().replica_up.with_label_values(&[&r.url]).set(1);
+        r
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_down(&self, why: &str) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(replica = %self.url, error = why, "replica marked down");
+        }
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(why.to_string());
+        }
+        metrics().replica_up.with_label_values(&[&self.url]).set(0);
+    }
+
+    pub fn mark_up(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(replica = %self.url, "replica back up");
+        }
+        metrics().replica_up.with_label_values(&[&self.url]).set(1);
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        ReplicaStatus {
+            url: self.url.clone(),
+            up: self.is_up(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            served: self.served.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+}
+
+/// A request's hold on a replica: counted in flight until dropped.
+pub struct Lease {
+    pub replica: Arc<Replica>,
+}
+
+impl Lease {
+    fn new(replica: Arc<Replica>) -> Self {
+        replica.in_flight.fetch_add(1, Ordering::Relaxed);
+        replica.served.fetch_add(1, Ordering::Relaxed);
+        metrics().replica_in_flight.with_label_values(&[&replica.url]).inc();
+        Self { replica }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.replica.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics().replica_in_flight.with_label_values(&[&self.replica.url]).dec();
+    }
+}
+
+pub struct Replicas {
+    pub all: Vec<Arc<Replica>>,
+    /// Prompt-prefix hash -> the replica that last served it.
+    affinity: Mutex<HashMap<u64, usize>>,
+}
+
+impl Replicas {
+    pub fn new(urls: &[String]) -> Self {
+        Self { all: urls.iter().map(|u| Arc::new(Replica::new(u))).collect(), affinity: Mutex::new(HashMap::new()) }
+    }
+
+    /// The replica for a request with this prompt, skipping `avoid` (replicas that just failed it).
+    pub fn lease(&self, prompt: &str, avoid: &[String]) -> Option<Lease> {
+        let key = prefix_key(prompt);
+        let loads: Vec<Option<u64>> = self
+            .all
+            .iter()
+            .map(|r| (r.is_up() && !avoid.contains(&r.url)).then(|| r.in_flight.load(Ordering::Relaxed)))
+            .collect();
+        let mut affinity = self.affinity.lock().ok()?;
+        let chosen = pick(&loads, affinity.get(&key).copied())?;
+        if affinity.len() >= AFFINITY_ENTRIES {
+            affinity.clear();
+        }
+        affinity.insert(key, chosen);
+        Some(Lease::new(self.all[chosen].clone()))
+    }
+
+    pub fn any_up(&self) -> bool {
+        self.all.iter().any(|r| r.is_up())
+    }
+}
+
+fn prefix_key(prompt: &str) -> u64 {
+    let mut cut = prompt.len().min(AFFINITY_PREFIX);
+    while !prompt.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    prompt[..cut].hash(&mut h);
+    h.finish()
+}
+
+/// Least in flight among the replicas that may serve (`Some(load)`); the warm one when it is
+/// within the slack of that.
+fn pick(loads: &[Option<u64>], warm: Option<usize>) -> Option<usize> {
+    let (best, min) = loads.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l))).min_by_key(|&(i, l)| (l, i))?;
+    match warm.and_then(|w| loads.get(w).copied().flatten().map(|l| (w, l))) {
+        Some((w, l)) if l <= min + AFFINITY_SLACK => Some(w),
+        _ => Some(best),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_busy_unless_the_warm_replica_is_nearly_as_free() {
+        assert_eq!(pick(&[Some(2), Some(0), Some(1)], None), Some(1));
+        assert_eq!(pick(&[Some(1), Some(0)], Some(0)), Some(0));
+        assert_eq!(pick(&[Some(3), Some(0)], Some(0)), Some(1));
+        // Down (or avoided) replicas are never picked, warm or not.
+        assert_eq!(pick(&[None, Some(5)], Some(0)), Some(1));
+        assert_eq!(pick(&[None, None], None), None);
+    }
+
+    #[test]
+    fn leases_count_in_flight_and_follow_the_prompt() {
+        let r = Replicas::new(&["http://a".to_string(), "http://b/".to_string()]);
+        let first = r.lease("system: be brief. user: hi", &[]).unwrap();
+        assert_eq!(first.replica.url, "http://a");
+        // Same prefix, the warm replica one request busier: still it.
+        let again = r.lease("system: be brief. user: hi", &[]).unwrap();
+        assert_eq!(again.replica.url, "http://a");
+        // Another prompt goes to the free one.
+        assert_eq!(r.lease("other", &[]).unwrap().replica.url, "http://b");
+        drop((first, again));
+        assert_eq!(r.all[0].status().in_flight, 0);
+        r.all[0].mark_down("connection refused");
+        assert_eq!(r.lease("system: be brief. user: hi", &[]).unwrap().replica.url, "http://b");
+        assert!(r.lease("x", &["http://b".to_string()]).is_none());
+        r.all[0].mark_up();
+        assert!(r.any_up());
+    }
+}

@@ -1,0 +1,170 @@
+//! One sequence on a remote engine: stream a text completion, run each token through the shared
+//! controller, and when it forces text (the close at the budget, "Wait", the answer cue) or rolls
+//! tokens back, stop that stream and continue from the prompt plus everything fed so far. The
+//! continuation is plain text, so a sequence whose replica fails resumes on another one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+
+use super::client::Failure;
+use super::JobCtx;
+use crate::backend::controller::Controller;
+use crate::backend::{FinishReason, LogprobEntry, SeqStats, TopLogprob};
+
+/// Waits for a full replica (429) before the request fails.
+const BUSY_RETRIES: u32 = 100;
+
+pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(FinishReason, SeqStats), String> {
+    let spec = &job.spec;
+    let confidence = spec.vote.as_ref().and_then(|v| v.confidence);
+    let mut ctl = Controller::new(index, job.forcing.as_ref(), spec.sampling.stop.clone(), spec.max_tokens, confidence.map(|c| c.window));
+    let choice = index / spec.group();
+    // Log-probs are asked for only when something reads them; without them a chunk is a token.
+    let report = spec.sampling.logprobs;
+    let want = [report, confidence.map(|c| c.top_k as u32), spec.want_logprob.then_some(0)].into_iter().flatten().max();
+    // Text fed after the prompt, one piece per token (to roll tokens back).
+    let mut fed: Vec<String> = Vec::new();
+    let mut pending: Vec<LogprobEntry> = Vec::new();
+    let mut busy = 0;
+    let mut round = 0u32;
+    loop {
+        if stop.load(Ordering::Relaxed) || job.abandoned() {
+            return Ok((FinishReason::Cancelled, ctl.stats()));
+        }
+        let remaining = spec.max_tokens.saturating_sub(ctl.generated);
+        let body = request(job, index, round, &fed.concat(), remaining, want);
+        round += 1;
+        let replica = job.replica();
+        let mut chunks = match job.shared.client.stream(&replica.url, &body).await {
+            Ok(s) => Box::pin(s),
+            Err(Failure::Replica(m)) => {
+                job.relocate(&replica, &m)?;
+                continue;
+            }
+            Err(Failure::Busy) if busy < BUSY_RETRIES => {
+                busy += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut got = 0usize;
+        // Why this request's stream was left: the sequence ended, or it continues in a new request.
+        let outcome = 'stream: loop {
+            let chunk = match chunks.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(Failure::Replica(m))) => {
+                    job.relocate(&replica, &m)?;
+                    break 'stream None;
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => break 'stream None,
+            };
+            if stop.load(Ordering::Relaxed) || job.abandoned() {
+                return Ok((FinishReason::Cancelled, ctl.stats()));
+            }
+            let eog = chunk.finish_reason.as_deref() == Some("stop");
+            let mut tokens: Vec<(Option<super::client::Token>, bool)> = chunk.tokens.into_iter().map(|t| (Some(t), false)).collect();
+            if eog {
+                tokens.push((None, true));
+            }
+            for (token, eog) in tokens {
+                got += 1;
+                job.mark_prefilled();
+                let thinking = ctl.thinking();
+                let text = token.as_ref().map_or("", |t| t.text.as_str()).to_string();
+                if let Some(t) = &token {
+                    ctl.observe(t.logprob, t.top.iter().take(confidence.map_or(0, |c| c.top_k)).map(|x| x.1));
+                    if let (Some(k), Some(lp)) = (report, t.logprob) {
+                        pending.push(LogprobEntry {
+                            token: t.text.clone(),
+                            logprob: lp,
+                            bytes: t.text.as_bytes().to_vec(),
+                            top_logprobs: t.top.iter().take(k as usize).map(|(s, l)| TopLogprob { token: s.clone(), logprob: *l, bytes: s.as_bytes().to_vec() }).collect(),
+                            thinking,
+                        });
+                    }
+                }
+                let step = ctl.on_token(text.as_bytes(), eog, job.forcing.as_ref(), job.prune_threshold(choice));
+                if !step.thinking.is_empty() || !step.answer.is_empty() || step.finish.is_some() {
+                    let logprobs = std::mem::take(&mut pending);
+                    if !step.thinking.is_empty() || !step.answer.is_empty() || !logprobs.is_empty() {
+                        job.send(crate::backend::Event::Delta { index, thinking: step.thinking, answer: step.answer, logprobs });
+                    }
+                }
+                fed.truncate(fed.len() - step.rollback.min(fed.len()));
+                if step.feed_sampled {
+                    fed.push(text);
+                }
+                if let Some(reason) = step.finish {
+                    return Ok((reason, ctl.stats()));
+                }
+                if let (Some(inj), Some(f)) = (step.inject, job.forcing.as_ref()) {
+                    let forced = f.forced(inj);
+                    fed.push(forced.text.clone());
+                    // One piece per forced token, so later rollbacks count right.
+                    fed.extend(std::iter::repeat_n(String::new(), forced.tokens.len().saturating_sub(1)));
+                    break 'stream Some(());
+                }
+                if step.rollback > 0 {
+                    break 'stream Some(());
+                }
+            }
+            if chunk.finish_reason.is_some() {
+                break 'stream Some(());
+            }
+        };
+        if outcome.is_some() && got == 0 {
+            // The engine ended at once with nothing to add (its own length limit): done.
+            return Ok((FinishReason::Length, ctl.stats()));
+        }
+    }
+}
+
+/// The text-completion request for the next stretch of a sequence.
+fn request(job: &JobCtx, index: usize, round: u32, continuation: &str, max_tokens: u32, logprobs: Option<u32>) -> Value {
+    let spec = &job.spec;
+    let s = &spec.sampling;
+    // A prompt given as token ids (text completions) is sent as ids; it is never continued.
+    let prompt = if spec.text.is_empty() {
+        json!(spec.prompt.iter().map(|t| t.0).collect::<Vec<_>>())
+    } else {
+        json!(format!("{}{continuation}", spec.text))
+    };
+    // Each sample its own seed, as in the embedded engine; each continuation a fresh one.
+    let seed = s.seed.wrapping_add(index as u32).wrapping_add(round.wrapping_mul(7919));
+    let mut body = json!({
+        "model": job.shared.model, "prompt": prompt, "max_tokens": max_tokens.max(1), "stream": true,
+        "temperature": s.temperature, "top_p": s.top_p, "seed": seed,
+    });
+    let mut extra = Map::new();
+    if s.top_k > 0 {
+        extra.insert("top_k".into(), json!(s.top_k));
+    }
+    if s.min_p > 0.0 {
+        extra.insert("min_p".into(), json!(s.min_p));
+    }
+    if s.presence_penalty != 0.0 {
+        extra.insert("presence_penalty".into(), json!(s.presence_penalty));
+    }
+    if s.frequency_penalty != 0.0 {
+        extra.insert("frequency_penalty".into(), json!(s.frequency_penalty));
+    }
+    if s.repeat_penalty != 1.0 {
+        extra.insert("repeat_penalty".into(), json!(s.repeat_penalty));
+    }
+    if !s.logit_bias.is_empty() {
+        let bias: Map<String, Value> = s.logit_bias.iter().map(|(t, b)| (t.to_string(), json!(b.max(-100.0)))).collect();
+        extra.insert("logit_bias".into(), Value::Object(bias));
+    }
+    if let Some(k) = logprobs {
+        extra.insert("logprobs".into(), json!(k.max(1)));
+    }
+    if let Some(b) = body.as_object_mut() {
+        b.extend(extra);
+    }
+    body
+}
