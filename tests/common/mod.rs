@@ -19,23 +19,73 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub client: reqwest::blocking::Client,
+    /// Remote mode: the embedded server this one runs over.
+    pub inner: Option<Box<Server>>,
 }
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `THINKSCALE_TEST_BACKEND=remote`: every test server is a thinkscale running over a second
+/// thinkscale process (`serve --backend URL`) that holds the model. The suite runs in both modes.
+pub fn remote_mode() -> bool {
+    std::env::var("THINKSCALE_TEST_BACKEND").is_ok_and(|v| v == "remote")
+}
+
+/// Flags (taking a value) that configure the engine: only the inner server of remote mode gets them.
+const ENGINE_FLAGS: [&str; 4] = ["--model", "--threads", "--ctx-size", "--verifier-model"];
+/// Flags (taking a value) that guard the API clients call: only the outer server gets them.
+const CLIENT_FLAGS: [&str; 2] = ["--api-key", "--cors-origin"];
+
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
-        let port = free_port();
+        if !remote_mode() {
+            return Self::embedded(extra);
+        }
+        let (mut inner, mut outer) = (Vec::new(), Vec::new());
+        let mut it = extra.iter();
+        while let Some(&flag) = it.next() {
+            let takes_value = !matches!(flag, "--test-hooks" | "--no-jinja");
+            let value = if takes_value { it.next().copied() } else { None };
+            let pair = std::iter::once(flag).chain(value);
+            if ENGINE_FLAGS.contains(&flag) {
+                inner.extend(pair);
+            } else if CLIENT_FLAGS.contains(&flag) {
+                outer.extend(pair);
+            } else {
+                let both: Vec<&str> = pair.collect();
+                inner.extend(both.iter().copied());
+                outer.extend(both);
+            }
+        }
+        let engine = Self::embedded(&inner);
+        let mut s = Self::launch(&["--backend", &engine.base], &outer);
+        s.inner = Some(Box::new(engine));
+        s
+    }
+
+    /// A server holding the test model.
+    pub fn embedded(extra: &[&str]) -> Server {
         // One compute thread per server: the suite runs several servers at once on few cores, and
         // llama.cpp's threads spin at barriers, so oversubscribed cores slow every server far more
         // than their share (in CI a 200-token request took over a minute).
-        let mut args = vec!["serve", "--model", &model_path().display().to_string(), "--port", &port.to_string(), "--threads", "1"]
-            .into_iter()
-            .map(String::from)
-            .collect::<Vec<_>>();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let model = model_path().display().to_string();
+        let mut base = vec!["--threads", "1"];
+        if !extra.contains(&"--model") {
+            base.extend(["--model", model.as_str()]);
+        }
+        Self::launch(&base, extra)
+    }
+
+    /// Start `thinkscale serve` with these flags on a free port and wait for its /health.
+    pub fn launch(base: &[&str], extra: &[&str]) -> Server {
+        Self::launch_on(free_port(), base, extra)
+    }
+
+    pub fn launch_on(port: u16, base: &[&str], extra: &[&str]) -> Server {
+        let mut args = vec!["serve".to_string(), "--port".into(), port.to_string()];
+        args.extend(base.iter().chain(extra).map(|s| s.to_string()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_thinkscale"));
         // A server shared through a static is never dropped: let the kernel end it with the tests.
         unsafe {
@@ -56,8 +106,9 @@ impl Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap(),
+            inner: None,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(r) = s.client.get(format!("{}/health", s.base)).send() {
                 if r.status() == 200 {
@@ -81,6 +132,12 @@ impl Server {
             }
         });
         rx.recv().unwrap()
+    }
+
+    /// The server holding the model: this one, or in remote mode the engine under it (its
+    /// KV cache and decode metrics are the engine's).
+    pub fn engine(&self) -> &Server {
+        self.inner.as_deref().unwrap_or(self)
     }
 
     pub fn url(&self, path: &str) -> String {

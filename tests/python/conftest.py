@@ -23,16 +23,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*extra: str, model: Path = MODEL):
-    assert model.exists(), f"fetch the model first: models/fetch.sh ({model.name} is missing)"
+# THINKSCALE_TEST_BACKEND=remote: every server is a thinkscale over a second thinkscale process
+# that holds the model (`serve --backend URL`), so the suite runs in both modes.
+REMOTE = os.environ.get("THINKSCALE_TEST_BACKEND") == "remote"
+# Flags (with a value) for the engine only, and for the client-facing server only.
+ENGINE_FLAGS = {"--model", "--threads", "--ctx-size", "--verifier-model"}
+CLIENT_FLAGS = {"--api-key", "--cors-origin"}
+
+
+def _launch(args: list) -> tuple:
     port = _free_port()
-    proc = subprocess.Popen(
-        [str(_binary()), "serve", "--model", str(model), "--port", str(port), *extra],
-        cwd=ROOT,
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
+    proc = subprocess.Popen([str(_binary()), "serve", "--port", str(port), *args], cwd=ROOT, env={**os.environ, "RUST_LOG": "warn"})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
+    deadline = time.time() + 90
     while True:
         try:
             with urllib.request.urlopen(base + "/health", timeout=1) as r:
@@ -45,6 +48,49 @@ def start_server(*extra: str, model: Path = MODEL):
             raise RuntimeError("thinkscale did not become healthy")
         time.sleep(0.05)
     return proc, base
+
+
+class Pair:
+    """The client-facing server of remote mode and the engine under it, handled as one process."""
+
+    def __init__(self, outer, inner):
+        self.outer, self.inner = outer, inner
+
+    def terminate(self):
+        self.outer.terminate()
+
+    def kill(self):
+        self.outer.kill()
+        self.inner.kill()
+
+    def poll(self):
+        return self.outer.poll()
+
+    def wait(self, timeout=None):
+        code = self.outer.wait(timeout=timeout)
+        self.inner.terminate()
+        self.inner.wait(timeout=timeout)
+        return code
+
+
+def start_server(*extra: str, model: Path = MODEL):
+    assert model.exists(), f"fetch the model first: models/fetch.sh ({model.name} is missing)"
+    if not REMOTE:
+        return _launch(["--model", str(model), *extra])
+    inner, outer = ["--model", str(model)], []
+    it = iter(extra)
+    for flag in it:
+        pair = [flag] if flag in ("--test-hooks", "--no-jinja") else [flag, next(it)]
+        if flag in ENGINE_FLAGS:
+            inner += pair
+        elif flag in CLIENT_FLAGS:
+            outer += pair
+        else:
+            inner += pair
+            outer += pair
+    engine, engine_base = _launch(inner)
+    proc, base = _launch(["--backend", engine_base, *outer])
+    return Pair(proc, engine), base
 
 
 @pytest.fixture(scope="session")

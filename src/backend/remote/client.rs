@@ -42,6 +42,8 @@ pub struct Token {
 pub struct Chunk {
     pub tokens: Vec<Token>,
     pub finish_reason: Option<String>,
+    /// From the usage chunk (`stream_options.include_usage`): prompt tokens the engine's cache held.
+    pub cached_tokens: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -148,7 +150,8 @@ struct Logprobs {
 /// A text-completion chunk: its tokens from `logprobs` (legacy completions format) when present,
 /// else its text as one token.
 pub fn parse_chunk(v: &Value) -> Chunk {
-    let Some(choice) = v["choices"].get(0) else { return Chunk::default() };
+    let cached_tokens = v.get("usage").filter(|u| u.is_object()).map(|u| u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0));
+    let Some(choice) = v["choices"].get(0) else { return Chunk { cached_tokens, ..Default::default() } };
     let text = choice["text"].as_str().unwrap_or_default();
     let lp: Logprobs = serde_json::from_value(choice["logprobs"].clone()).unwrap_or_default();
     let tokens = if lp.tokens.is_empty() {
@@ -172,7 +175,7 @@ pub fn parse_chunk(v: &Value) -> Chunk {
             })
             .collect()
     };
-    Chunk { tokens, finish_reason: choice["finish_reason"].as_str().map(str::to_string) }
+    Chunk { tokens, finish_reason: choice["finish_reason"].as_str().map(str::to_string), cached_tokens }
 }
 
 #[cfg(test)]
@@ -192,6 +195,7 @@ mod tests {
         assert_eq!(c.tokens[0].logprob, Some(-0.1));
         let c = parse_chunk(&json!({"choices": [{"text": "ok", "finish_reason": "stop"}]}));
         assert_eq!((c.tokens[0].text.as_str(), c.finish_reason.as_deref()), ("ok", Some("stop")));
-        assert!(parse_chunk(&json!({"choices": [], "usage": {"prompt_tokens": 9}})).tokens.is_empty());
+        let c = parse_chunk(&json!({"choices": [], "usage": {"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 4}}}));
+        assert_eq!((c.tokens.len(), c.cached_tokens), (0, Some(4)));
     }
 }

@@ -270,6 +270,8 @@ struct JobCtx {
     /// The online filter's threshold per choice, once calibrated.
     thresholds: Mutex<Vec<Option<f64>>>,
     prefilled: AtomicBool,
+    /// Milliseconds to the job's first token (the engine's prefill, as seen from here).
+    prompt_ms: Mutex<f64>,
     started: Instant,
 }
 
@@ -311,8 +313,17 @@ impl JobCtx {
     fn mark_prefilled(&self) {
         if !self.prefilled.swap(true, Ordering::Relaxed) {
             let prompt_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            if let Ok(mut ms) = self.prompt_ms.lock() {
+                *ms = prompt_ms;
+            }
             self.send(Event::Prefilled { prompt_tokens: self.spec.prompt.len(), cached_tokens: 0, prompt_ms });
         }
+    }
+
+    /// The engine's usage said how much of the prompt its cache held (first sample's first request).
+    fn report_cached(&self, cached_tokens: u64) {
+        let prompt_ms = self.prompt_ms.lock().map(|m| *m).unwrap_or(0.0);
+        self.send(Event::Prefilled { prompt_tokens: self.spec.prompt.len(), cached_tokens: cached_tokens as usize, prompt_ms });
     }
 }
 
@@ -351,6 +362,7 @@ async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSend
         lease: Mutex::new(lease),
         thresholds: Mutex::new(vec![None; choices]),
         prefilled: AtomicBool::new(false),
+        prompt_ms: Mutex::new(0.0),
         started: Instant::now(),
     });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();

@@ -120,10 +120,10 @@ impl Replicas {
     /// The replica for a request with this prompt, skipping `avoid` (replicas that just failed it).
     pub fn lease(&self, prompt: &str, avoid: &[String]) -> Option<Lease> {
         let key = prefix_key(prompt);
-        let loads: Vec<Option<u64>> = self
+        let loads: Vec<Option<(u64, u64)>> = self
             .all
             .iter()
-            .map(|r| (r.is_up() && !avoid.contains(&r.url)).then(|| r.in_flight.load(Ordering::Relaxed)))
+            .map(|r| (r.is_up() && !avoid.contains(&r.url)).then(|| (r.in_flight.load(Ordering::Relaxed), r.served.load(Ordering::Relaxed))))
             .collect();
         let mut affinity = self.affinity.lock().ok()?;
         let chosen = pick(&loads, affinity.get(&key).copied())?;
@@ -149,11 +149,12 @@ fn prefix_key(prompt: &str) -> u64 {
     h.finish()
 }
 
-/// Least in flight among the replicas that may serve (`Some(load)`); the warm one when it is
-/// within the slack of that.
-fn pick(loads: &[Option<u64>], warm: Option<usize>) -> Option<usize> {
-    let (best, min) = loads.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l))).min_by_key(|&(i, l)| (l, i))?;
-    match warm.and_then(|w| loads.get(w).copied().flatten().map(|l| (w, l))) {
+/// Among the replicas that may serve (`Some((in flight, served))`): the warm one when its load is
+/// within the slack of the least; else the least loaded, and of those the one that served least
+/// (so new prompts take turns).
+fn pick(loads: &[Option<(u64, u64)>], warm: Option<usize>) -> Option<usize> {
+    let (best, (min, _)) = loads.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l))).min_by_key(|&(i, l)| (l, i))?;
+    match warm.and_then(|w| loads.get(w).copied().flatten().map(|(l, _)| (w, l))) {
         Some((w, l)) if l <= min + AFFINITY_SLACK => Some(w),
         _ => Some(best),
     }
@@ -165,11 +166,13 @@ mod tests {
 
     #[test]
     fn least_busy_unless_the_warm_replica_is_nearly_as_free() {
-        assert_eq!(pick(&[Some(2), Some(0), Some(1)], None), Some(1));
-        assert_eq!(pick(&[Some(1), Some(0)], Some(0)), Some(0));
-        assert_eq!(pick(&[Some(3), Some(0)], Some(0)), Some(1));
+        assert_eq!(pick(&[Some((2, 0)), Some((0, 9)), Some((1, 0))], None), Some(1));
+        assert_eq!(pick(&[Some((1, 0)), Some((0, 0))], Some(0)), Some(0));
+        assert_eq!(pick(&[Some((3, 0)), Some((0, 0))], Some(0)), Some(1));
+        // Equally busy: the one that served least.
+        assert_eq!(pick(&[Some((0, 4)), Some((0, 3))], None), Some(1));
         // Down (or avoided) replicas are never picked, warm or not.
-        assert_eq!(pick(&[None, Some(5)], Some(0)), Some(1));
+        assert_eq!(pick(&[None, Some((5, 0))], Some(0)), Some(1));
         assert_eq!(pick(&[None, None], None), None);
     }
 

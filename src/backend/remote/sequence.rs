@@ -35,7 +35,12 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
             return Ok((FinishReason::Cancelled, ctl.stats()));
         }
         let remaining = spec.max_tokens.saturating_sub(ctl.generated);
-        let body = request(job, index, round, &fed.concat(), remaining, want);
+        let mut body = request(job, index, round, &fed.concat(), remaining, want);
+        // The first sample's first request reports how much of the prompt the engine had cached.
+        let want_usage = index == 0 && round == 0;
+        if want_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
         round += 1;
         let replica = job.replica();
         let mut chunks = match job.shared.client.stream(&replica.url, &body).await {
@@ -66,6 +71,9 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
             if stop.load(Ordering::Relaxed) || job.abandoned() {
                 return Ok((FinishReason::Cancelled, ctl.stats()));
             }
+            if let Some(cached) = chunk.cached_tokens {
+                job.report_cached(cached);
+            }
             let eog = chunk.finish_reason.as_deref() == Some("stop");
             let mut tokens: Vec<(Option<super::client::Token>, bool)> = chunk.tokens.into_iter().map(|t| (Some(t), false)).collect();
             if eog {
@@ -73,6 +81,9 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
             }
             for (token, eog) in tokens {
                 got += 1;
+                if token.is_some() {
+                    crate::metrics::metrics().generated_tokens.inc();
+                }
                 job.mark_prefilled();
                 let thinking = ctl.thinking();
                 let text = token.as_ref().map_or("", |t| t.text.as_str()).to_string();
@@ -100,6 +111,15 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                     fed.push(text);
                 }
                 if let Some(reason) = step.finish {
+                    if want_usage && chunk.finish_reason.is_some() {
+                        // The engine ended too: its usage chunk follows at once.
+                        while let Some(Ok(c)) = chunks.next().await {
+                            if let Some(cached) = c.cached_tokens {
+                                job.report_cached(cached);
+                                break;
+                            }
+                        }
+                    }
                     return Ok((reason, ctl.stats()));
                 }
                 if let (Some(inj), Some(f)) = (step.inject, job.forcing.as_ref()) {

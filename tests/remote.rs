@@ -1,0 +1,122 @@
+//! The remote backend's replica logic, against real thinkscale processes holding the test model:
+//! requests spread over replicas, a replica killed mid-request is marked down and the request
+//! finishes on the other, a replica that comes back is probed up, and with none up the server
+//! answers 503. Nothing is mocked.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_error, Server};
+use serde_json::{json, Value};
+
+fn replicas(outer: &Server) -> Vec<Value> {
+    let h: Value = outer.client.get(outer.url("/health")).send().unwrap().json().unwrap();
+    h["replicas"].as_array().cloned().unwrap_or_default()
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ask(s: &Server, content: &str, max_tokens: u32) -> Value {
+    s.chat(&json!({"messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "temperature": 0}))
+}
+
+#[test]
+fn requests_spread_over_replicas_and_survive_a_killed_one() {
+    let a = Server::embedded(&["--parallel", "2"]);
+    let mut b = Server::embedded(&["--parallel", "2"]);
+    let outer = Server::launch(&["--backend", &a.base, "--backend", &b.base], &[]);
+    // New prompts take turns; a repeated prompt goes back to the replica that holds its prefix.
+    ask(&outer, "Name a colour.", 4);
+    ask(&outer, "Name a fruit.", 4);
+    ask(&outer, "Name a colour.", 4);
+    let served: Vec<u64> = replicas(&outer).iter().map(|r| r["served"].as_u64().unwrap()).collect();
+    assert_eq!(served, vec![2, 1], "{:?}", replicas(&outer));
+
+    // A long request; kill the replica it runs on while it streams.
+    let body = json!({"messages": [{"role": "user", "content": "Write a long story about a dragon."}], "max_tokens": 160,
+                      "temperature": 0.7, "seed": 1, "stream": true, "ignore_eos": true});
+    let url = outer.url("/v1/chat/completions");
+    let client = outer.client.clone();
+    let streaming = std::thread::spawn(move || {
+        let r = client.post(url).json(&body).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    });
+    wait_for("the request to start", || replicas(&outer).iter().any(|r| r["in_flight"] == 1));
+    let busy = replicas(&outer).iter().position(|r| r["in_flight"] == 1).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = if busy == 0 { a.base.clone() } else { b.base.clone() };
+    if busy == 0 {
+        drop(a);
+    } else {
+        let _ = b.child.kill();
+        let _ = b.child.wait();
+    }
+    let (status, text) = streaming.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(!text.contains("\"error\""), "the request failed instead of moving: {text}");
+    let chunks: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let content = common::joined(&chunks, 0, "content");
+    assert!(!content.is_empty());
+    assert_eq!(chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).last(), Some("length"));
+
+    // The dead replica is shown down, in /health and /metrics; requests go to the other.
+    let down = replicas(&outer).into_iter().find(|r| r["url"] == killed.as_str()).unwrap();
+    assert_eq!(down["up"], false, "{down}");
+    assert!(down["last_error"].is_string());
+    let metrics = outer.metrics();
+    assert!(metrics.contains(&format!("thinkscale_backend_replica_up{{replica=\"{killed}\"}} 0")), "{metrics}");
+    ask(&outer, "Name an animal.", 4);
+    let h: Value = outer.client.get(outer.url("/health")).send().unwrap().json().unwrap();
+    assert_eq!(h["status"], "ok");
+
+    // The replica comes back on its address: the probe marks it up again.
+    let port: u16 = killed.rsplit(':').next().unwrap().parse().unwrap();
+    let model = common::model_path().display().to_string();
+    let back = Server::launch_on(port, &["--model", &model, "--threads", "1", "--parallel", "2"], &[]);
+    wait_for("the replica to be probed up", || replicas(&outer).iter().all(|r| r["up"] == true));
+    drop(back);
+}
+
+#[test]
+fn with_every_replica_down_requests_get_503_and_health_says_why() {
+    let mut a = Server::embedded(&[]);
+    let outer = Server::launch(&["--backend", &a.base], &[]);
+    ask(&outer, "Hi", 2);
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    // The first request may be the one that finds out; after that, nothing is up.
+    let _ = outer.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}));
+    wait_for("the replica to be marked down", || replicas(&outer).is_empty() || replicas(&outer).iter().all(|r| r["up"] == false));
+    let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}));
+    assert_eq!(status, 503, "{v}");
+    assert_error(&v);
+    let r = outer.client.get(outer.url("/health")).send().unwrap();
+    assert_eq!(r.status(), 503);
+    let h: Value = r.json().unwrap();
+    assert!(h["error"].as_str().unwrap().contains("no backend replica is up"), "{h}");
+}
+
+#[test]
+fn what_a_remote_engine_cannot_do_is_a_clear_400() {
+    let a = Server::embedded(&[]);
+    let outer = Server::launch(&["--backend", &a.base], &[]);
+    let msgs = json!([{"role": "user", "content": "Give me JSON."}]);
+    let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "response_format": {"type": "json_object"}}));
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "response_format");
+    let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "samples": 2, "verifier": "model"}));
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "verifier");
+    // The model is the engine's unless an alias is given, and /v1/models says where it runs.
+    let models: Value = outer.client.get(outer.url("/v1/models")).send().unwrap().json().unwrap();
+    assert_eq!(models["data"][0]["id"], "SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(models["data"][0]["meta"]["backend"], "remote");
+}
