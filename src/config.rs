@@ -213,6 +213,10 @@ pub struct ServeArgs {
     /// GGUF model to serve [default: config `model`, i.e. models/SmolLM2-135M-Instruct.Q4_1.gguf]
     #[arg(long, short = 'm', env = "THINKSCALE_MODEL")]
     pub model: Option<PathBuf>,
+    /// Model name clients use in requests and see in responses [default: the GGUF's file stem,
+    /// or the remote engines' model]
+    #[arg(long = "alias", short = 'a', env = "THINKSCALE_ALIAS")]
+    pub model_alias: Option<String>,
     /// TOML configuration file [default: config/default.toml when present]
     #[arg(long, short = 'c', env = "THINKSCALE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -295,7 +299,7 @@ impl Config {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone().into(); } )* };
         }
-        take!(model, host, port, ctx_size, parallel, threads, batch_size, queue_size, api_key, backends_dir, cors_origins, backends);
+        take!(model, model_alias, host, port, ctx_size, parallel, threads, batch_size, queue_size, api_key, backends_dir, cors_origins, backends);
         if args.backend_model.is_some() {
             cfg.backend_model = args.backend_model.clone();
         }

@@ -299,7 +299,7 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
         plan::scaffold(&mut msgs, &rc.scaffold_instruction);
     }
     let offered = tools.as_ref().map_or(&[][..], |t| &t.tools[..]);
-    let mut text = vocab.render_chat(&msgs, offered).map_err(|e| ApiError::bad_request(e, Some("messages")))?;
+    let mut text = vocab.render_chat(&msgs, offered).map_err(|e| ApiError::text(e, "messages"))?;
     if let Some((open, close)) = &native {
         // Thinking models: open the think block ourselves (or close it at once when thinking is off).
         if plan.thinking {
@@ -309,7 +309,7 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
             text.push_str(&format!("{open}\n\n{close}\n\n"));
         }
     }
-    let prompt = vocab.tokenize(&text, true).map_err(ApiError::unavailable)?;
+    let prompt = vocab.tokenize(&text, true).map_err(|e| ApiError::text(e, "messages"))?;
     // Every token of the slot may be used: the prompt leaves at least one for the output.
     let slot_ctx = backend.slot_ctx();
     let room = (slot_ctx as i64) - prompt.len() as i64;
@@ -342,7 +342,7 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
     if let (Some(f), Some(cap)) = (&forcing, v.max_tokens) {
         // A cap that leaves no thinking after the close and the answer's reserve would skip
         // thinking without a sign: say so instead.
-        let close = vocab.tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false).map_err(ApiError::unavailable)?.len() as u32;
+        let close = vocab.tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false).map_err(|e| ApiError::text(e, "messages"))?.len() as u32;
         if plan::effective_max_thinking(f.max_thinking, max_tokens, f.answer_reserve, close) == 0 {
             return Err(ApiError::bad_request(
                 format!(

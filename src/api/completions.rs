@@ -68,7 +68,7 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
         let vocab = b.vocabulary();
         let mut v = common.validate(&cfg, top, vocab.n_vocab(), vocab.eog())?;
         v.constrain(&*b)?;
-        let tokenize = |t: &str| vocab.tokenize(t, true).map_err(ApiError::unavailable);
+        let tokenize = |t: &str| vocab.tokenize(t, true).map_err(|e| ApiError::text(e, "prompt"));
         let (texts, prompts): (Vec<String>, Vec<Vec<LlamaToken>>) = match fields.prompt {
             Prompt::Text(t) => (vec![t.clone()], vec![tokenize(&t)?]),
             Prompt::Texts(ts) => (ts.clone(), ts.iter().map(|t| tokenize(t)).collect::<Result<_, _>>()?),

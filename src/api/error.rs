@@ -63,6 +63,15 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
+    /// The text side failed: a refused input is the client's error (about `param`), an
+    /// unreachable backend a 503.
+    pub fn text(e: crate::backend::TextError, param: &str) -> Self {
+        match e {
+            crate::backend::TextError::Invalid(m) => Self::bad_request(m, Some(param)),
+            crate::backend::TextError::Unavailable(m) => Self::unavailable(m),
+        }
+    }
+
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
     }

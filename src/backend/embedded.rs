@@ -8,16 +8,16 @@ use llama_cpp_2::token::LlamaToken;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Backend, CancelHandle, Capabilities, Event, Grammar, JobSpec, SubmitError, Vocabulary};
+use super::{Backend, CancelHandle, Capabilities, Event, Grammar, JobSpec, SubmitError, TextError, Vocabulary};
 use crate::engine::{Engine, Model};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
 
 impl Vocabulary for Model {
-    fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, String> {
-        Model::render_chat(self, messages, tools)
+    fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, TextError> {
+        Model::render_chat(self, messages, tools).map_err(TextError::Invalid)
     }
-    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, String> {
+    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, TextError> {
         Ok(Model::tokenize(self, text, add_bos))
     }
     fn n_vocab(&self) -> Option<i32> {

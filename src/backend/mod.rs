@@ -245,12 +245,29 @@ pub struct Capabilities {
     pub verifier_model: bool,
 }
 
+/// Why the model's text side could not serve a call.
+#[derive(Debug, Clone)]
+pub enum TextError {
+    /// The input itself is refused (a template that rejects the conversation): the client's fault.
+    Invalid(String),
+    /// The backend could not be asked (a remote engine down or failing).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for TextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(m) | Self::Unavailable(m) => write!(f, "{m}"),
+        }
+    }
+}
+
 /// The model's text side, for the request pipeline: its chat template, tokenizer and vocabulary.
 /// Calls may block (a remote backend asks its engine), so the pipeline runs them off the async
 /// workers.
 pub trait Vocabulary: Send + Sync {
-    fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, String>;
-    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, String>;
+    fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, TextError>;
+    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, TextError>;
     /// Vocabulary size, where known (logit-bias keys are checked against it).
     fn n_vocab(&self) -> Option<i32>;
     /// End-of-generation token ids (`ignore_eos` bans them).

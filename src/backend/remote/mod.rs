@@ -20,7 +20,7 @@ use self::client::{Client, Failure};
 use self::replicas::{Lease, Replica, Replicas};
 use super::controller::JobForcing;
 use super::groups::{Groups, Work};
-use super::{Backend, CancelHandle, Capabilities, Event, FinishReason, Grammar, JobSpec, Judge, SeqStats, SubmitError, Vocabulary};
+use super::{Backend, CancelHandle, Capabilities, Event, FinishReason, Grammar, JobSpec, Judge, SeqStats, SubmitError, TextError, Vocabulary};
 use crate::config::Config;
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
@@ -180,21 +180,31 @@ struct RemoteVocab {
 
 impl RemoteVocab {
     /// POST to the least busy replica that is up, moving on from one that fails.
-    fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+    fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
         let mut up: Vec<&Arc<Replica>> = self.replicas.iter().filter(|r| r.is_up()).collect();
         up.sort_by_key(|r| r.status().in_flight);
-        let mut last = "no backend replica is up".to_string();
+        let mut last = Failure::Replica("no backend replica is up".into());
         for r in up {
             match self.rt.block_on(self.client.post(&r.url, path, body)) {
-                Ok(v) => return Ok(v),
                 Err(Failure::Replica(m)) => {
                     r.mark_down(&m);
-                    last = m;
+                    last = Failure::Replica(format!("no backend replica is up (last failure: {m})"));
                 }
-                Err(e) => return Err(format!("{}{path}: {e}", r.url)),
+                other => return other,
             }
         }
         Err(last)
+    }
+
+    /// An engine without /apply-template (vLLM, SGLang) renders through its chat tokenizer:
+    /// the conversation's tokens, then their text.
+    fn render_by_tokens(&self, body: &Value) -> Result<String, Failure> {
+        let mut req = body.clone();
+        req["add_generation_prompt"] = json!(true);
+        req["add_special_tokens"] = json!(false);
+        let tokens = self.post("/tokenize", &req)?;
+        let text = self.post("/detokenize", &json!({"tokens": tokens["tokens"]}))?;
+        text["prompt"].as_str().map(str::to_string).ok_or_else(|| Failure::Replica("the backend's /detokenize gave no prompt".into()))
     }
 }
 
@@ -217,14 +227,25 @@ fn openai_message(m: &Message) -> Value {
     v
 }
 
+/// The engine refusing the input is the client's error; failing or being full is not.
+fn text_error(f: Failure) -> TextError {
+    match f {
+        Failure::Refused(_, m) => TextError::Invalid(format!("the backend refused it: {m}")),
+        other => TextError::Unavailable(other.to_string()),
+    }
+}
+
 impl Vocabulary for RemoteVocab {
-    fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, String> {
+    fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, TextError> {
         let mut body = json!({"messages": messages.iter().map(openai_message).collect::<Vec<_>>(), "reasoning_effort": "none"});
         if !tools.is_empty() {
             body["tools"] = tools.iter().map(|t| t.raw.clone()).collect();
         }
-        let v = self.post("/apply-template", &body)?;
-        let mut prompt = v["prompt"].as_str().ok_or("the backend's /apply-template gave no prompt")?.to_string();
+        let mut prompt = match self.post("/apply-template", &body) {
+            Ok(v) => v["prompt"].as_str().map(str::to_string).ok_or_else(|| TextError::Unavailable("the backend's /apply-template gave no prompt".into()))?,
+            Err(Failure::Refused(404, _)) => self.render_by_tokens(&body).map_err(text_error)?,
+            Err(e) => return Err(text_error(e)),
+        };
         // A thinkscale backend closes the think block of a thinking model when thinking is off;
         // the thinking here is ours to open.
         if let Some((open, close)) = &self.markers {
@@ -234,11 +255,11 @@ impl Vocabulary for RemoteVocab {
         }
         Ok(prompt)
     }
-    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, String> {
+    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, TextError> {
         // llama-server and thinkscale read `content`/`add_special`; vLLM `prompt`/`add_special_tokens`.
         let body = json!({"content": text, "add_special": add_bos, "prompt": text, "add_special_tokens": add_bos});
-        let v = self.post("/tokenize", &body)?;
-        let tokens = v["tokens"].as_array().ok_or("the backend's /tokenize gave no tokens")?;
+        let v = self.post("/tokenize", &body).map_err(text_error)?;
+        let tokens = v["tokens"].as_array().ok_or_else(|| TextError::Unavailable("the backend's /tokenize gave no tokens".into()))?;
         Ok(tokens.iter().filter_map(|t| t.as_i64().or(t["id"].as_i64())).map(|t| LlamaToken(t as i32)).collect())
     }
     fn n_vocab(&self) -> Option<i32> {
