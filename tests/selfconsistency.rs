@@ -26,10 +26,10 @@ fn ext(v: &Value, choice: usize) -> &Value {
 #[test]
 fn samples_share_one_prefill_and_are_distinct_chains() {
     let s = Server::start(&[]);
-    let before = s.metric("thinkscale_prompt_tokens_total");
+    let before = s.engine().metric("thinkscale_prompt_tokens_total");
     let v = s.chat(&body(json!({"reasoning": {"samples": 8}, "temperature": 0.9, "seed": 3})));
     let p = v["usage"]["prompt_tokens"].as_f64().unwrap();
-    assert_eq!(s.metric("thinkscale_prompt_tokens_total") - before, p, "the prompt was prefilled more than once");
+    assert_eq!(s.engine().metric("thinkscale_prompt_tokens_total") - before, p, "the prompt was prefilled more than once");
     let x = ext(&v, 0);
     assert_eq!(x["samples_used"], 8);
     let samples = x["samples"].as_array().unwrap();
@@ -60,7 +60,7 @@ fn greedy_samples_agree_and_adaptive_stops_after_the_first_wave() {
     assert!(listed.iter().all(|s| s["completion_tokens"].as_u64().unwrap() > 0), "{x}");
     assert!(s.metric("thinkscale_adaptive_early_stops_total") >= 1.0);
     // Every slot is free again.
-    assert_eq!(s.metric("thinkscale_active_sequences"), 0.0);
+    assert_eq!(s.engine().metric("thinkscale_active_sequences"), 0.0);
 }
 
 #[test]
@@ -119,13 +119,13 @@ fn cancelling_mid_vote_frees_every_slot() {
     b["stream"] = json!(true);
     let r = s.client.post(s.url("/v1/chat/completions")).json(&b).send().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while s.metric("thinkscale_active_sequences") < 8.0 {
+    while s.engine().metric("thinkscale_active_sequences") < 8.0 {
         assert!(Instant::now() < deadline, "samples never all ran");
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(r);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while s.metric("thinkscale_active_sequences") != 0.0 || s.metric("thinkscale_kv_cells_used") != 0.0 {
+    while s.engine().metric("thinkscale_active_sequences") != 0.0 || s.engine().metric("thinkscale_kv_cells_used") != 0.0 {
         assert!(Instant::now() < deadline, "slots not freed after cancel");
         std::thread::sleep(Duration::from_millis(20));
     }

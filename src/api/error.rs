@@ -68,6 +68,7 @@ impl ApiError {
     pub fn text(e: crate::backend::TextError, param: &str) -> Self {
         match e {
             crate::backend::TextError::Invalid(m) => Self::bad_request(m, Some(param)),
+            crate::backend::TextError::TooLong(m) => Self::bad_request(m, Some(param)).with_code("context_length_exceeded"),
             crate::backend::TextError::Unavailable(m) => Self::unavailable(m),
         }
     }

@@ -250,6 +250,8 @@ pub struct Capabilities {
 pub enum TextError {
     /// The input itself is refused (a template that rejects the conversation): the client's fault.
     Invalid(String),
+    /// The input does not fit in the model's context.
+    TooLong(String),
     /// The backend could not be asked (a remote engine down or failing).
     Unavailable(String),
 }
@@ -257,7 +259,7 @@ pub enum TextError {
 impl std::fmt::Display for TextError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Invalid(m) | Self::Unavailable(m) => write!(f, "{m}"),
+            Self::Invalid(m) | Self::TooLong(m) | Self::Unavailable(m) => write!(f, "{m}"),
         }
     }
 }

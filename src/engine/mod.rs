@@ -1,11 +1,13 @@
 //! The engine: one OS thread owns the llama.cpp context and runs continuous batching. Handlers talk
 //! to it only through `Engine::submit` (a bounded queue in) and an event channel per job (out).
 
+mod batch;
 pub mod ceiling;
 mod logits;
 pub mod model;
 mod scheduler;
 pub mod sequence;
+mod slots;
 pub mod template;
 mod verifier;
 

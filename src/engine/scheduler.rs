@@ -2,7 +2,7 @@
 //! prefilled prompts into new sequences, then put every live sequence's next token(s) and as much
 //! pending prefill as fits into ONE batch, decode it, and sample.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,8 +12,10 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
+use super::batch::{pack, Take, Want};
 use super::logits::{best_non_eog, logprob_entry, top_logprobs};
 use super::sequence::Sequence;
+use super::slots::Slots;
 use super::{EngineStats, Job, Model};
 use crate::backend::controller::{Controller, JobForcing};
 use crate::backend::groups::{Groups, Work};
@@ -74,12 +76,8 @@ struct Scheduler<'m> {
     model: &'m Model,
     ctx: LlamaContext<'m>,
     cfg: LoopConfig,
-    /// Free slot ids, lowest first: llama.cpp splits a multi-stream batch into one pass per run of
-    /// consecutive sequence ids, so the live ids are kept packed at the bottom.
-    free: BTreeSet<i32>,
-    /// Prompt tokens a free slot's stream still holds from its last job (as llama-server's
-    /// cache_prompt): the next prompt sharing a prefix reuses them instead of prefilling.
-    retained: Vec<Vec<LlamaToken>>,
+    /// Free KV streams, and the prompt tokens each still holds.
+    free: Slots,
     slots: Vec<Option<Slot>>,
     jobs: VecDeque<ActiveJob>,
     /// A job taken from the queue that waits for a slot.
@@ -126,8 +124,7 @@ pub(crate) fn run(
         model: &model,
         ctx,
         cfg: LoopConfig { n_ctx, ..cfg },
-        free: (0..parallel).collect(),
-        retained: (0..parallel).map(|_| Vec::new()).collect(),
+        free: Slots::new(parallel),
         slots: (0..parallel).map(|_| None).collect(),
         jobs: VecDeque::new(),
         waiting: None,
@@ -186,7 +183,7 @@ impl<'m> Scheduler<'m> {
             if job.events.is_closed() || job.cancel.is_cancelled() {
                 continue;
             }
-            if self.free.is_empty() {
+            if self.free.lowest_free().is_none() {
                 self.waiting = Some(job);
                 return;
             }
@@ -195,7 +192,7 @@ impl<'m> Scheduler<'m> {
     }
 
     fn admit(&mut self, job: Job) {
-        let anchor = *self.free.first().expect("checked free slot");
+        let Some(anchor) = self.free.lowest_free() else { return };
         let key = self.next_key;
         self.next_key += 1;
         let prompt_len = job.spec.prompt.len() as u32;
@@ -228,23 +225,16 @@ impl<'m> Scheduler<'m> {
     /// prompt prefix one of them holds into the free slot `anchor`, so only the rest is prefilled.
     /// Returns the tokens reused.
     fn reuse_prefix(&mut self, prompt: &[LlamaToken], anchor: i32) -> usize {
-        let target = prompt.len() - 1;
         let live = self.jobs.iter().map(|o| (&o.job.spec.prompt[..o.prefilled.min(o.job.spec.prompt.len() - 1)], o.anchor));
-        let kept = self.free.iter().map(|&id| (&self.retained[id as usize][..], id));
-        // Ties go to the anchor itself (no copy).
-        let best = live
-            .chain(kept)
-            .map(|(held, src)| (prompt[..target].iter().zip(held).take_while(|(a, b)| a == b).count(), src == anchor, src))
-            .max();
-        let common = match best {
-            Some((common, _, src)) if common > 0 => {
+        let common = match self.free.best_prefix(prompt, anchor, live) {
+            Some((common, src)) => {
                 if src != anchor {
                     // Streams are copied whole (over whatever the slot retained), then cut back.
                     self.ctx.copy_kv_cache_seq(src, anchor, None, None).expect("no positions given");
                 }
                 common
             }
-            _ => 0,
+            None => 0,
         };
         let _ = self.ctx.clear_kv_cache_seq(Some(anchor as u32), Some(common as u32), None);
         common
@@ -276,7 +266,7 @@ impl<'m> Scheduler<'m> {
                 let job = &mut self.jobs[ji];
                 let seq_id = if !job.anchor_busy {
                     job.anchor
-                } else if let Some(&id) = self.free.first() {
+                } else if let Some(id) = self.free.lowest_free() {
                     id
                 } else {
                     // No slot to fork into, but later jobs may still start on their own anchors
@@ -394,53 +384,36 @@ impl<'m> Scheduler<'m> {
     /// Returns whether anything was decoded.
     fn step(&mut self, batch: &mut LlamaBatch) -> bool {
         batch.clear();
-        let cap = self.cfg.n_batch as usize;
-        // Tokens go in by increasing sequence id (see `free`): decode inputs of live sequences and
-        // prompt chunks of jobs still prefilling (whose anchor id no sequence is using).
-        let mut order: Vec<(i32, Option<usize>)> = (0..self.slots.len() as i32).filter(|id| self.slots[*id as usize].is_some()).map(|id| (id, None)).collect();
-        for (ji, job) in self.jobs.iter().enumerate() {
-            if job.prefilled + 1 < job.job.spec.prompt.len() {
-                order.push((job.anchor, Some(ji)));
-            }
-        }
-        order.sort_unstable();
-        // llama.cpp gives every sequence of a multi-stream pass the same token count, so forced
-        // text is fed one token per step while other sequences decode (one pass per step instead
-        // of one per extra token), and all at once when the sequence decodes alone.
-        let feeding = self.slots.iter().flatten().filter(|s| !s.seq.input.is_empty()).count();
+        let live = self.slots.iter().enumerate().filter_map(|(id, s)| s.as_ref().map(|s| Want::Decode { id: id as i32, pending: s.seq.input.len() }));
+        let prefills = self.jobs.iter().enumerate().filter(|(_, j)| !j.prompt_ready()).map(|(ji, j)| Want::Prefill {
+            anchor: j.anchor,
+            job: ji,
+            remaining: j.job.spec.prompt.len() - 1 - j.prefilled,
+        });
+        let plan = pack(live.chain(prefills).collect(), self.cfg.n_batch as usize);
         // (seq id, batch index of its logits)
         let mut outputs: Vec<(i32, i32)> = Vec::new();
         let mut prefilling = Vec::new();
-        for (id, prefill) in order {
-            let room = cap - batch.n_tokens() as usize;
-            match prefill {
-                None => {
+        for take in plan {
+            match take {
+                Take::Decode { id, tokens, logits } => {
                     let Some(slot) = self.slots[id as usize].as_mut() else { continue };
                     let seq = &mut slot.seq;
-                    let take = if feeding > 1 { 1 } else { seq.input.len() };
-                    if seq.input.is_empty() || take > room {
-                        continue;
-                    }
-                    let complete = take == seq.input.len();
-                    for (k, t) in seq.input.drain(..take).enumerate() {
-                        batch.add(t, seq.pos, &[seq.seq_id], complete && k + 1 == take).expect("batch has room");
+                    for (k, t) in seq.input.drain(..tokens).enumerate() {
+                        batch.add(t, seq.pos, &[seq.seq_id], logits && k + 1 == tokens).expect("packed within the batch");
                         seq.pos += 1;
                         seq.fed.push(t);
                     }
-                    if complete {
+                    if logits {
                         outputs.push((id, batch.n_tokens() - 1));
                     }
                 }
-                Some(ji) => {
+                Take::Prefill { job: ji, tokens } => {
                     let job = &mut self.jobs[ji];
-                    let target = job.job.spec.prompt.len() - 1;
-                    if room == 0 {
-                        continue;
-                    }
                     job.prefill_started.get_or_insert_with(Instant::now);
-                    let end = (job.prefilled + room).min(target);
+                    let end = job.prefilled + tokens;
                     for (pos, t) in job.job.spec.prompt[job.prefilled..end].iter().enumerate() {
-                        batch.add(*t, (job.prefilled + pos) as i32, &[job.anchor], false).expect("batch has room");
+                        batch.add(*t, (job.prefilled + pos) as i32, &[job.anchor], false).expect("packed within the batch");
                     }
                     prefilling.push((job.key, end));
                 }
@@ -584,7 +557,7 @@ impl<'m> Scheduler<'m> {
             let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), Some(keep), None);
         } else {
             let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), None, None);
-            self.free.insert(id);
+            self.free.release(id, Vec::new());
         }
     }
 
@@ -614,8 +587,7 @@ impl<'m> Scheduler<'m> {
 
     /// A free slot goes to a job: what its stream held is now the job's to overwrite or keep.
     fn take_free(&mut self, id: i32) {
-        self.free.remove(&id);
-        self.retained[id as usize].clear();
+        self.free.take(id);
     }
 
     /// The anchor's slot becomes free and keeps the prefilled prompt, and the output of a job
@@ -629,8 +601,7 @@ impl<'m> Scheduler<'m> {
         }
         let _ = self.ctx.clear_kv_cache_seq(Some(job.anchor as u32), Some(kept.len() as u32), None);
         if !job.anchor_busy {
-            self.free.insert(job.anchor);
-            self.retained[job.anchor as usize] = kept;
+            self.free.release(job.anchor, kept);
         }
     }
 

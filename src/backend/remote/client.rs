@@ -14,8 +14,9 @@ pub enum Failure {
     Replica(String),
     /// The replica is full (429): wait and ask again.
     Busy,
-    /// The replica refused the request itself (4xx): no other replica would do better.
-    Refused(u16, String),
+    /// The replica refused the request itself (4xx, its message and error code): no other
+    /// replica would do better.
+    Refused(u16, String, Option<String>),
 }
 
 impl std::fmt::Display for Failure {
@@ -23,7 +24,7 @@ impl std::fmt::Display for Failure {
         match self {
             Self::Replica(m) => write!(f, "{m}"),
             Self::Busy => write!(f, "the engine is at capacity (429)"),
-            Self::Refused(code, m) => write!(f, "the engine refused the request ({code}): {m}"),
+            Self::Refused(status, m, _) => write!(f, "the engine refused the request ({status}): {m}"),
         }
     }
 }
@@ -73,13 +74,11 @@ impl Client {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| body.chars().take(300).collect());
+        let error = serde_json::from_str::<Value>(&body).ok().map(|v| v["error"].clone()).unwrap_or(Value::Null);
+        let message = error["message"].as_str().map(str::to_string).unwrap_or_else(|| body.chars().take(300).collect());
         Err(match status.as_u16() {
             429 => Failure::Busy,
-            c @ 400..=499 => Failure::Refused(c, message),
+            c @ 400..=499 => Failure::Refused(c, message, error["code"].as_str().map(str::to_string)),
             c => Failure::Replica(format!("answered {c}: {message}")),
         })
     }

@@ -37,6 +37,10 @@ struct Shared {
     slot_ctx: u32,
     meta: Value,
     vocab: Arc<RemoteVocab>,
+    /// Requests running per replica (`--parallel`) and waiting beyond that (`--queue-size`)
+    /// before new ones get a 429, as the embedded engine's slots and queue.
+    parallel: u64,
+    queue: u64,
 }
 
 #[derive(Clone)]
@@ -100,7 +104,7 @@ impl Remote {
             rt: tokio::runtime::Handle::current(),
         });
         let meta = json!({"backend": "remote", "backend_model": model, "slot_ctx": slot_ctx, "replicas": replicas.all.iter().map(|r| r.url.clone()).collect::<Vec<_>>(), "engine": meta});
-        let shared = Arc::new(Shared { replicas, client, model, slot_ctx, meta, vocab });
+        let shared = Arc::new(Shared { replicas, client, model, slot_ctx, meta, vocab, parallel: cfg.parallel as u64, queue: cfg.queue_size as u64 });
         tokio::spawn(probe(Arc::downgrade(&shared)));
         tracing::info!(model = %shared.model, slot_ctx, replicas = shared.replicas.all.len(), "remote backend ready");
         Ok(Self { shared })
@@ -135,6 +139,12 @@ async fn probe(shared: std::sync::Weak<Shared>) {
 
 impl Backend for Remote {
     fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError> {
+        let s = &self.shared;
+        let up = s.replicas.all.iter().filter(|r| r.is_up()).count() as u64;
+        let in_flight: u64 = s.replicas.all.iter().map(|r| r.status().in_flight).sum();
+        if up > 0 && in_flight >= up * s.parallel + s.queue {
+            return Err(SubmitError::QueueFull);
+        }
         let lease = self
             .shared
             .replicas
@@ -230,7 +240,8 @@ fn openai_message(m: &Message) -> Value {
 /// The engine refusing the input is the client's error; failing or being full is not.
 fn text_error(f: Failure) -> TextError {
     match f {
-        Failure::Refused(_, m) => TextError::Invalid(format!("the backend refused it: {m}")),
+        Failure::Refused(_, m, Some(code)) if code == "context_length_exceeded" => TextError::TooLong(m),
+        Failure::Refused(_, m, _) => TextError::Invalid(format!("the backend refused it: {m}")),
         other => TextError::Unavailable(other.to_string()),
     }
 }
@@ -243,7 +254,7 @@ impl Vocabulary for RemoteVocab {
         }
         let mut prompt = match self.post("/apply-template", &body) {
             Ok(v) => v["prompt"].as_str().map(str::to_string).ok_or_else(|| TextError::Unavailable("the backend's /apply-template gave no prompt".into()))?,
-            Err(Failure::Refused(404, _)) => self.render_by_tokens(&body).map_err(text_error)?,
+            Err(Failure::Refused(404, ..)) => self.render_by_tokens(&body).map_err(text_error)?,
             Err(e) => return Err(text_error(e)),
         };
         // A thinkscale backend closes the think block of a thinking model when thinking is off;
@@ -291,6 +302,8 @@ struct JobCtx {
     /// The online filter's threshold per choice, once calibrated.
     thresholds: Mutex<Vec<Option<f64>>>,
     prefilled: AtomicBool,
+    /// Wakes the job when its first token came (the engine holds the prompt: more samples may go).
+    first_token: tokio::sync::Notify,
     /// Milliseconds to the job's first token (the engine's prefill, as seen from here).
     prompt_ms: Mutex<f64>,
     started: Instant,
@@ -338,6 +351,7 @@ impl JobCtx {
                 *ms = prompt_ms;
             }
             self.send(Event::Prefilled { prompt_tokens: self.spec.prompt.len(), cached_tokens: 0, prompt_ms });
+            self.first_token.notify_one();
         }
     }
 
@@ -383,6 +397,7 @@ async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSend
         lease: Mutex::new(lease),
         thresholds: Mutex::new(vec![None; choices]),
         prefilled: AtomicBool::new(false),
+        first_token: tokio::sync::Notify::new(),
         prompt_ms: Mutex::new(0.0),
         started: Instant::now(),
     });
@@ -400,6 +415,11 @@ async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSend
     };
     loop {
         while !failed && !job.abandoned() {
+            // The first sample goes alone until the engine has the prompt: the others then find
+            // it in the engine's prefix cache instead of each prefilling it.
+            if !running.is_empty() && !job.prefilled.load(Ordering::Relaxed) {
+                break;
+            }
             let Some(work) = groups.next(&mut emit) else { break };
             let (job, tx) = (job.clone(), done_tx.clone());
             match work {
@@ -422,7 +442,11 @@ async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSend
         if groups.done() || ((failed || job.abandoned()) && running.is_empty()) {
             break;
         }
-        let Some(done) = done_rx.recv().await else { break };
+        let done = tokio::select! {
+            done = done_rx.recv() => done,
+            _ = job.first_token.notified(), if !job.prefilled.load(Ordering::Relaxed) => continue,
+        };
+        let Some(done) = done else { break };
         match done {
             Done::Sample { index, result } => {
                 running.retain(|(i, _)| *i != index);

@@ -36,6 +36,12 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
         }
         let remaining = spec.max_tokens.saturating_sub(ctl.generated);
         let mut body = request(job, index, round, &fed.concat(), remaining, want);
+        // A plain answer's stop strings go to the engine too, so it ends there (and reports its
+        // usage) instead of generating on until the stream is dropped. While thinking they do
+        // not apply, and the close marker is the controller's to find.
+        if job.forcing.is_none() && !spec.sampling.stop.is_empty() {
+            body["stop"] = json!(spec.sampling.stop);
+        }
         // The first sample's first request reports how much of the prompt the engine had cached.
         let want_usage = index == 0 && round == 0;
         if want_usage {
@@ -111,8 +117,9 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                     fed.push(text);
                 }
                 if let Some(reason) = step.finish {
-                    if want_usage && chunk.finish_reason.is_some() {
-                        // The engine ended too: its usage chunk follows at once.
+                    if want_usage && (chunk.finish_reason.is_some() || got as u32 >= remaining.max(1)) {
+                        // The engine ended too (or ends now, at the length it was given): its
+                        // usage chunk follows at once.
                         while let Some(Ok(c)) = chunks.next().await {
                             if let Some(cached) = c.cached_tokens {
                                 job.report_cached(cached);
