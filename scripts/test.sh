@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit + integration tests (real server, real model), then the Python
-# tests that use the official openai package. Builds in the release profile only, so llama.cpp
+# tests that use the official openai package — and the integration and Python tests once more in
+# remote mode, where every test server is a thinkscale running over a second thinkscale process
+# that holds the model (`serve --backend URL`). Builds in the release profile only, so llama.cpp
 # is compiled once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,5 +10,10 @@ cd "$(dirname "$0")/.."
 models/fetch.sh smollm2 qwen0.5 qwen1.5
 python3 -c "import openai, pytest, jinja2, schemathesis" 2>/dev/null || python3 -m pip install --quiet -r tests/python/requirements.txt
 cargo build --release --locked
+echo "== embedded backend"
 cargo test --release --locked -- --test-threads="${TEST_THREADS:-4}"
+python3 -m pytest -q tests/python
+echo "== remote backend (thinkscale over thinkscale)"
+export THINKSCALE_TEST_BACKEND=remote
+cargo test --release --locked --test api --test confidence --test grading --test reasoning --test selfconsistency -- --test-threads="${TEST_THREADS:-4}"
 python3 -m pytest -q tests/python
