@@ -41,6 +41,9 @@ pub struct Config {
     /// The model name sent to the remote engines [default: their first `/v1/models` entry].
     pub backend_model: Option<String>,
     pub backend_api_key: Option<String>,
+    /// Seconds a remote engine may stay silent on a stream (prefill included) before its replica
+    /// is taken for failed and the sequence moves on.
+    pub backend_timeout: u64,
     pub cpu_wait: CpuWait,
     pub reasoning: ReasoningConfig,
     /// `serve --test-hooks` only (never from a file): routes that make the engine or a handler
@@ -73,6 +76,7 @@ impl Default for Config {
             backends: Vec::new(),
             backend_model: None,
             backend_api_key: None,
+            backend_timeout: 300,
             cpu_wait: CpuWait::Passive,
             reasoning: ReasoningConfig::default(),
             test_hooks: false,
@@ -287,6 +291,10 @@ pub struct ServeArgs {
     /// API key sent to the remote engines (`Authorization: Bearer`)
     #[arg(long, env = "THINKSCALE_BACKEND_API_KEY")]
     pub backend_api_key: Option<String>,
+    /// Seconds a remote engine may stay silent on a stream before its replica counts as failed
+    /// [default: 300]
+    #[arg(long, env = "THINKSCALE_BACKEND_TIMEOUT")]
+    pub backend_timeout: Option<u64>,
 }
 
 impl Config {
@@ -302,6 +310,9 @@ impl Config {
         take!(model, model_alias, host, port, ctx_size, parallel, threads, batch_size, queue_size, api_key, backends_dir, cors_origins, backends);
         if args.backend_model.is_some() {
             cfg.backend_model = args.backend_model.clone();
+        }
+        if let Some(t) = args.backend_timeout {
+            cfg.backend_timeout = t;
         }
         if args.backend_api_key.is_some() {
             cfg.backend_api_key = args.backend_api_key.clone();

@@ -87,7 +87,7 @@ impl Metrics {
             queue_depth: gauge(&r, "queue_depth", "Requests waiting for a slot"),
             kv_cells_used: gauge(&r, "kv_cells_used", "KV cache cells in use (shared prompt cells counted once)"),
             kv_cells_total: gauge(&r, "kv_cells_total", "KV cache size in cells"),
-            engine_up: gauge(&r, "engine_up", "1 while the decode engine runs, 0 after it failed"),
+            engine_up: gauge(&r, "engine_up", "1 while the decode engine runs, 0 after it failed (remote backend: 1 while any replica is up)"),
             replica_up: gauge_vec(&r, "backend_replica_up", "Remote backend: 1 while a replica answers, 0 while it is marked down", &["replica"]),
             replica_in_flight: gauge_vec(&r, "backend_replica_in_flight", "Remote backend: requests (all their samples) on a replica", &["replica"]),
             replica_requests: counter_vec(&r, "backend_replica_requests_total", "Remote backend: HTTP requests to a replica by outcome (ok, error)", &["replica", "outcome"]),

@@ -261,7 +261,7 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
     let Conversation { messages: mut msgs, tools, parallel_tool_calls, logprobs } = conversation(&obj)?;
     let want_logprobs = logprobs.is_some();
     let cfg = &state.cfg;
-    let mut v = common.validate(cfg, logprobs, vocab.n_vocab(), vocab.eog())?;
+    let mut v = common.validate(cfg, logprobs, vocab.n_vocab(), vocab.eog(), backend.slot_ctx())?;
     v.constrain(backend)?;
     let original_messages = msgs.clone();
     let native = vocab.think_markers();

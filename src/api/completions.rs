@@ -66,7 +66,7 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
     let (b, cfg) = (backend.clone(), state.cfg.clone());
     let prepared = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let vocab = b.vocabulary();
-        let mut v = common.validate(&cfg, top, vocab.n_vocab(), vocab.eog())?;
+        let mut v = common.validate(&cfg, top, vocab.n_vocab(), vocab.eog(), b.slot_ctx())?;
         v.constrain(&*b)?;
         let tokenize = |t: &str| vocab.tokenize(t, true).map_err(|e| ApiError::text(e, "prompt"));
         let (texts, prompts): (Vec<String>, Vec<Vec<LlamaToken>>) = match fields.prompt {

@@ -127,5 +127,7 @@ pub fn document(slot_ctx: u32, parallel: u32) -> Value {
 
 pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
     let cfg = &state.cfg;
-    Json(document(cfg.ctx_size / cfg.parallel, cfg.parallel))
+    // The backend's slot once it is known (a remote engine's may differ from this config's).
+    let slot_ctx = state.backend.get().map_or(cfg.ctx_size / cfg.parallel, |b| b.slot_ctx());
+    Json(document(slot_ctx, cfg.parallel))
 }

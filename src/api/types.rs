@@ -164,8 +164,9 @@ impl Validated {
 }
 
 impl Common {
-    /// `n_vocab`: the vocabulary's size where the backend knows it (logit-bias keys must be below it).
-    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>, n_vocab: Option<i32>, eog: &[i32]) -> Result<Validated, ApiError> {
+    /// `n_vocab`: the vocabulary's size where the backend knows it (logit-bias keys must be below
+    /// it); `slot_ctx`: the most tokens one request may hold.
+    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>, n_vocab: Option<i32>, eog: &[i32], slot_ctx: u32) -> Result<Validated, ApiError> {
         let mut logit_bias = Vec::new();
         let top = n_vocab.unwrap_or(i32::MAX);
         for (k, v) in self.logit_bias.iter().flatten() {
@@ -218,8 +219,7 @@ impl Common {
                 if m < 1 {
                     return Err(ApiError::bad_request(format!("'{param}' must be at least 1, got {m}"), Some(param)));
                 }
-                let slot_ctx = (cfg.ctx_size / cfg.parallel) as i64;
-                if m > slot_ctx {
+                if m > slot_ctx as i64 {
                     return Err(ApiError::bad_request(
                         format!("'{param}' = {m} exceeds the per-request context ({slot_ctx} tokens)"),
                         Some(param),
@@ -287,7 +287,7 @@ mod tests {
 
     fn common(v: Value) -> Result<Validated, ApiError> {
         let c: Common = typed(v.as_object().unwrap())?;
-        c.validate(&Config::default(), None, Some(1000), &[2])
+        c.validate(&Config::default(), None, Some(1000), &[2], 2048)
     }
 
     #[test]

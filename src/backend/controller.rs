@@ -267,6 +267,15 @@ impl Controller {
         Step { thinking, answer, finish, inject: f.inject, feed_sampled: f.feed_sampled, rollback: f.rollback }
     }
 
+    /// The engine reports the token cap reached (it counts tokens this controller may have seen
+    /// merged into fewer pieces): end here, with the text still held back.
+    pub fn end_at_cap(&mut self) -> Step {
+        self.generated = self.generated.max(self.max_tokens);
+        let answer = self.flush();
+        self.answer_text.push_str(&answer);
+        Step { answer, finish: Some(FinishReason::Length), ..Default::default() }
+    }
+
     /// Text still held back when the sequence is cut by the token cap.
     fn flush(&mut self) -> String {
         let tail = self.utf8.flush();

@@ -140,6 +140,16 @@ impl Server {
         self.inner.as_deref().unwrap_or(self)
     }
 
+    /// Wait until the engine decodes nothing: stopped or cancelled sequences are released (over
+    /// a remote engine, once it sees their streams closed).
+    pub fn wait_engine_idle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.engine().metric("thinkscale_active_sequences") != 0.0 {
+            assert!(Instant::now() < deadline, "stopped sequences still decoding");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -9,7 +9,7 @@ import jinja2
 import openai
 import pytest
 
-from conftest import ROOT, start_server
+from conftest import REMOTE, ROOT, start_server
 
 QWEN05 = ROOT / "models" / "qwen2.5-coder-0.5b-instruct.gguf"
 QWEN15 = ROOT / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -95,6 +95,13 @@ def test_auto_tool_call_streamed_and_not(qwen):
 def test_required_and_named_tool_choice(qwen):
     client, _ = qwen
     hi = [{"role": "user", "content": "Say hi."}]
+    if REMOTE:
+        # Forced calls are enforced with a grammar in this process: a remote engine is not asked.
+        for choice in ("required", {"type": "function", "function": {"name": "multiply"}}):
+            with pytest.raises(openai.BadRequestError) as e:
+                client.chat.completions.create(model="any", messages=hi, tools=TOOLS, tool_choice=choice, max_tokens=100)
+            assert e.value.body["param"] == "tool_choice"
+        return
     r = client.chat.completions.create(model="any", messages=hi, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=100)
     assert r.choices[0].finish_reason == "tool_calls"
     for call in r.choices[0].message.tool_calls:
@@ -119,7 +126,9 @@ def test_required_and_named_tool_choice(qwen):
 
 def test_a_thinking_budget_before_a_tool_call(qwen):
     client, _ = qwen
-    r = client.chat.completions.create(model="any", messages=PARIS, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=300,
+    # Over a remote engine the call is not forced (no grammar there): the model chooses it.
+    choice = "auto" if REMOTE else "required"
+    r = client.chat.completions.create(model="any", messages=PARIS, tools=TOOLS, tool_choice=choice, temperature=0, max_tokens=300,
                                        extra_body={"thinking_budget_tokens": 32})
     assert 0 < r.usage.completion_tokens_details.reasoning_tokens <= 32
     assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.tool_calls

@@ -41,6 +41,8 @@ struct Shared {
     /// before new ones get a 429, as the embedded engine's slots and queue.
     parallel: u64,
     queue: u64,
+    /// How long a stream may stay silent.
+    silence: Duration,
 }
 
 #[derive(Clone)]
@@ -104,7 +106,7 @@ impl Remote {
             rt: tokio::runtime::Handle::current(),
         });
         let meta = json!({"backend": "remote", "backend_model": model, "slot_ctx": slot_ctx, "replicas": replicas.all.iter().map(|r| r.url.clone()).collect::<Vec<_>>(), "engine": meta});
-        let shared = Arc::new(Shared { replicas, client, model, slot_ctx, meta, vocab, parallel: cfg.parallel as u64, queue: cfg.queue_size as u64 });
+        let shared = Arc::new(Shared { replicas, client, model, slot_ctx, meta, vocab, parallel: cfg.parallel as u64, queue: cfg.queue_size as u64, silence: Duration::from_secs(cfg.backend_timeout.max(1)) });
         tokio::spawn(probe(Arc::downgrade(&shared)));
         tracing::info!(model = %shared.model, slot_ctx, replicas = shared.replicas.all.len(), "remote backend ready");
         Ok(Self { shared })
@@ -134,6 +136,7 @@ async fn probe(shared: std::sync::Weak<Shared>) {
                 Err(e) => r.mark_down(&format!("health probe: {e}")),
             }
         }
+        crate::metrics::metrics().engine_up.set(i64::from(s.replicas.any_up()));
     }
 }
 

@@ -65,7 +65,11 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
         let mut got = 0usize;
         // Why this request's stream was left: the sequence ended, or it continues in a new request.
         let outcome = 'stream: loop {
-            let chunk = match chunks.next().await {
+            let next = match tokio::time::timeout(job.shared.silence, chunks.next()).await {
+                Ok(next) => next,
+                Err(_) => Some(Err(Failure::Replica(format!("no data for {} s", job.shared.silence.as_secs())))),
+            };
+            let chunk = match next {
                 Some(Ok(c)) => c,
                 Some(Err(Failure::Replica(m))) => {
                     job.relocate(&replica, &m)?;
@@ -118,14 +122,8 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                 }
                 if let Some(reason) = step.finish {
                     if want_usage && (chunk.finish_reason.is_some() || got as u32 >= remaining.max(1)) {
-                        // The engine ended too (or ends now, at the length it was given): its
-                        // usage chunk follows at once.
-                        while let Some(Ok(c)) = chunks.next().await {
-                            if let Some(cached) = c.cached_tokens {
-                                job.report_cached(cached);
-                                break;
-                            }
-                        }
+                        // The engine ended too (or ends now, at the length it was given).
+                        read_usage(&mut chunks, job).await;
                     }
                     return Ok((reason, ctl.stats()));
                 }
@@ -140,6 +138,19 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                     break 'stream Some(());
                 }
             }
+            if chunk.finish_reason.as_deref() == Some("length") {
+                // Every request asks for all the tokens left: the engine counted them out (some
+                // tokens may not have come as chunks of their own).
+                let step = ctl.end_at_cap();
+                let logprobs = std::mem::take(&mut pending);
+                if !step.answer.is_empty() || !logprobs.is_empty() {
+                    job.send(crate::backend::Event::Delta { index, thinking: String::new(), answer: step.answer, logprobs });
+                }
+                if want_usage {
+                    read_usage(&mut chunks, job).await;
+                }
+                return Ok((FinishReason::Length, ctl.stats()));
+            }
             if chunk.finish_reason.is_some() {
                 break 'stream Some(());
             }
@@ -147,6 +158,16 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
         if outcome.is_some() && got == 0 {
             // The engine ended at once with nothing to add (its own length limit): done.
             return Ok((FinishReason::Length, ctl.stats()));
+        }
+    }
+}
+
+/// The usage chunk that follows an engine's last one: how much of the prompt its cache held.
+async fn read_usage<S: futures::Stream<Item = Result<super::client::Chunk, Failure>> + Unpin>(chunks: &mut S, job: &JobCtx) {
+    while let Some(Ok(c)) = chunks.next().await {
+        if let Some(cached) = c.cached_tokens {
+            job.report_cached(cached);
+            return;
         }
     }
 }
