@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::generation::unix_now;
+use super::pipeline::unix_now;
 use super::AppState;
 use crate::metrics::metrics;
 

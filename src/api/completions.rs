@@ -3,38 +3,19 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use llama_cpp_2::token::LlamaToken;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::error::ApiError;
-use super::generation::{Finish, submit, unix_now, usage, Collector};
+use super::pipeline::{Finish, submit, unix_now, usage, Collector};
 use super::sse::{self, Item};
-use super::types::{parse_object, typed, Common};
+use super::validate::{off_thread, prepare_completion, PreparedCompletion};
 use super::AppState;
-use crate::backend::{Event, JobSpec, LogprobEntry};
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(untagged)]
-enum Prompt {
-    Text(String),
-    Texts(Vec<String>),
-    Tokens(Vec<i32>),
-    TokenLists(Vec<Vec<i32>>),
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct CompletionFields {
-    prompt: Prompt,
-    logprobs: Option<i64>,
-    #[serde(default)]
-    echo: bool,
-}
+use crate::backend::{Event, LogprobEntry};
 
 /// Legacy completions log-probs: parallel arrays.
 fn legacy_logprobs(entries: &[LogprobEntry]) -> Value {
@@ -55,74 +36,19 @@ fn legacy_logprobs(entries: &[LogprobEntry]) -> Value {
 pub async fn completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let started = Instant::now();
     let backend = state.backend()?;
-    let obj = parse_object(&body?)?;
-    let common: Common = typed(&obj)?;
-    let fields: CompletionFields = typed(&obj)?;
-    let top = match fields.logprobs {
-        Some(k) if !(0..=20).contains(&k) => return Err(ApiError::bad_request("'logprobs' must be between 0 and 20", Some("logprobs"))),
-        k => k.map(|k| k as u32),
-    };
-    // Tokenizing and grammar compilation block (a remote backend asks its engine): off the workers.
-    let (b, cfg) = (backend.clone(), state.cfg.clone());
-    let prepared = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let vocab = b.vocabulary();
-        let mut v = common.validate(&cfg, top, vocab.n_vocab(), vocab.eog(), b.slot_ctx())?;
-        v.constrain(&*b)?;
-        let tokenize = |t: &str| vocab.tokenize(t, true).map_err(|e| ApiError::text(e, "prompt"));
-        let (texts, prompts): (Vec<String>, Vec<Vec<LlamaToken>>) = match fields.prompt {
-            Prompt::Text(t) => (vec![t.clone()], vec![tokenize(&t)?]),
-            Prompt::Texts(ts) => (ts.clone(), ts.iter().map(|t| tokenize(t)).collect::<Result<_, _>>()?),
-            Prompt::Tokens(ids) => (vec![String::new()], vec![ids.into_iter().map(LlamaToken).collect()]),
-            Prompt::TokenLists(ls) => (vec![String::new(); ls.len()], ls.into_iter().map(|l| l.into_iter().map(LlamaToken).collect()).collect()),
-        };
-        if prompts.is_empty() || prompts.len() * v.n > cfg.parallel as usize * 4 {
-            return Err(ApiError::bad_request("'prompt' must hold between 1 and a few prompts", Some("prompt")));
-        }
-        let n_vocab = vocab.n_vocab().unwrap_or(i32::MAX);
-        if prompts.iter().flatten().any(|t| t.0 < 0 || t.0 >= n_vocab) {
-            return Err(ApiError::bad_request(format!("token ids in 'prompt' must be in 0..{n_vocab}"), Some("prompt")));
-        }
-        if prompts.iter().any(|p| p.is_empty()) {
-            return Err(ApiError::bad_request("'prompt' must not be empty", Some("prompt")));
-        }
-        Ok((v, texts, prompts))
-    })
-    .await
-    .map_err(|_| ApiError::internal("preparing the request failed"))?;
-    let (v, texts, prompts) = prepared?;
-    let slot_ctx = backend.slot_ctx();
     let id = format!("cmpl-{}", uuid::Uuid::new_v4());
+    let (st, b, jid, body) = (state.clone(), backend.clone(), id.clone(), body?);
+    let PreparedCompletion { v, texts, specs, echo, logprobs: top } = off_thread(move || prepare_completion(&st, &*b, &jid, body)).await?;
     let mut receivers = Vec::new();
     let mut collectors = Vec::new();
-    for (i, prompt) in prompts.into_iter().enumerate() {
-        // Every token of the slot may be used: the prompt leaves at least one for the output.
-        let room = slot_ctx as i64 - prompt.len() as i64;
-        if room < 1 {
-            return Err(ApiError::bad_request(
-                format!("Prompt {i} is {} tokens; the context holds {}", prompt.len(), slot_ctx),
-                Some("prompt"),
-            )
-            .with_code("context_length_exceeded"));
-        }
-        let spec = JobSpec {
-            id: format!("{id}-{i}"),
-            text: texts[i].clone(),
-            prompt,
-            n: v.n,
-            sampling: v.sampling.clone(),
-            max_tokens: v.max_tokens.unwrap_or(state.cfg.default_max_tokens).min(room as u32),
-            forcing: None,
-            want_logprob: false,
-            vote: None,
-        };
+    for spec in specs {
+        collectors.push(Collector::new("completions", spec.id.clone(), v.n, started));
         let (rx, _cancel) = submit(&*backend, spec)?;
         receivers.push(rx);
-        collectors.push(Collector::new("completions", format!("{id}-{i}"), v.n, started));
     }
     let model = state.cfg.model_id();
     let created = unix_now();
     let n = v.n;
-    let echo = fields.echo;
     let want_lp = top.is_some();
     if !v.stream {
         let mut choices = Vec::new();
@@ -191,7 +117,3 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
     Ok(sse::respond(stream))
 }
 
-/// The request body's schema for /openapi.json: the shared sampling fields and the prompt.
-pub(super) fn request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
-    json!({"allOf": [gen.subschema_for::<super::types::Common>(), gen.subschema_for::<CompletionFields>()], "required": ["prompt"]})
-}

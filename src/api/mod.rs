@@ -4,13 +4,14 @@ mod admin;
 pub mod chat;
 mod completions;
 pub mod error;
-mod generation;
+mod pipeline;
 mod grading;
 mod openapi;
 pub mod responses;
 mod sse;
 mod tokenize;
 pub mod types;
+pub mod validate;
 mod vote;
 
 use std::sync::{Arc, OnceLock};

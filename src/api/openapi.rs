@@ -83,8 +83,8 @@ fn chat_constraints(schemas: &mut serde_json::Map<String, Value>) {
 
 pub fn document(slot_ctx: u32, parallel: u32) -> Value {
     let mut gen = SchemaSettings::openapi3().into_generator();
-    let chat = super::chat::request_schema(&mut gen);
-    let completion = super::completions::request_schema(&mut gen);
+    let chat = super::validate::chat_request_schema(&mut gen);
+    let completion = super::validate::completion_request_schema(&mut gen);
     let mut schemas = gen.take_definitions(true);
     // Bounds from the configuration: one request's cap is its slot's context, `n` the slots.
     if let Some(props) = schemas.get_mut("Common").and_then(|c| c.get_mut("properties")) {

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::generation::unix_now;
+use super::pipeline::unix_now;
 use super::sse::{self, Item};
 use super::types::parse_object;
 use super::AppState;

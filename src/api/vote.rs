@@ -7,9 +7,10 @@ use std::time::Instant;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::chat::{Prepared, View};
+use super::chat::View;
+use super::validate::Prepared;
 use super::error::ApiError;
-use super::generation::{Finish, chat_chunk, chat_completion, submit, unix_now, usage_chunk, Collector};
+use super::pipeline::{Finish, chat_chunk, chat_completion, submit, unix_now, usage_chunk, Collector};
 use super::sse::{self, Item};
 use super::AppState;
 use crate::backend::{Adaptive, Backend, ConfidenceSpec, Event, FinishReason, Judge, StopRule, VotePlan};

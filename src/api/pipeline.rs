@@ -1,5 +1,6 @@
-//! What chat and text completions share: submitting a job, folding engine events into per-choice
-//! results, usage and timings, and the one log line per request.
+//! The request pipeline chat, text completions and voted responses share: submitting a job to the
+//! backend, folding its events into per-choice results, usage and timings (one usage builder for
+//! all of them), and the one log line per request.
 
 use std::time::Instant;
 

@@ -1,0 +1,480 @@
+//! The validation gate for chat requests: a raw body becomes a `Prepared` job (typed fields,
+//! the reasoning plan, the tool grammar, the rendered and tokenized prompt, the caps) or an
+//! OpenAI error; nothing after it re-checks the request. Templating, tokenizing and grammar
+//! compilation block (a remote backend asks its engine), so `prepare_off_thread` runs it off the
+//! async workers.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use llama_cpp_2::token::LlamaToken;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::grading::AutoDecision;
+use super::types::{parse_object, typed, Common, Validated};
+use super::AppState;
+use crate::backend::{Backend, ForcingRequest, JobSpec};
+use crate::reasoning::chat::{Message, ToolCall};
+use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
+use crate::reasoning::tools::{self, Tool, ToolChoice};
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct ChatFields {
+    messages: Vec<RawMessage>,
+    logprobs: Option<bool>,
+    #[schemars(range(min = 0, max = 20))]
+    top_logprobs: Option<i64>,
+    #[serde(default)]
+    tools: Vec<RawTool>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct RawMessage {
+    #[schemars(extend("enum" = ["system", "developer", "user", "assistant", "tool", "function"]))]
+    role: String,
+    #[serde(default)]
+    content: Value,
+    tool_calls: Option<Vec<RawToolCall>>,
+    tool_call_id: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct RawToolCall {
+    id: Option<String>,
+    function: RawFunctionCall,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct RawFunctionCall {
+    name: String,
+    /// JSON text as OpenAI sends it (an object is accepted too).
+    #[serde(default)]
+    arguments: Value,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct RawTool {
+    #[serde(rename = "type")]
+    kind: String,
+    function: FunctionDef,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct FunctionDef {
+    name: String,
+    parameters: Option<Value>,
+}
+
+/// The tools a request offers and how the model may use them (None: no tools in play).
+#[derive(Debug, Clone)]
+pub struct ToolUse {
+    pub tools: Vec<Tool>,
+    pub choice: ToolChoice,
+}
+
+/// Validate `tools` and `tool_choice`. `tool_choice: "none"` (or no tools) leaves tools out of
+/// the prompt, so the model cannot call them.
+fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<ToolUse>, ApiError> {
+    let mut tools: Vec<Tool> = Vec::with_capacity(fields.tools.len());
+    for (i, t) in fields.tools.iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::bad_request(format!("tools[{i}].type must be \"function\""), Some(&format!("tools[{i}].type"))));
+        }
+        let name = &t.function.name;
+        let param = format!("tools[{i}].function.name");
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(ApiError::bad_request(format!("'{param}' must be 1-64 letters, digits, '_' or '-'"), Some(&param)));
+        }
+        if tools.iter().any(|o| &o.name == name) {
+            return Err(ApiError::bad_request(format!("'{param}': two tools are named '{name}'"), Some(&param)));
+        }
+        let parameters = match &t.function.parameters {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => {
+                let param = format!("tools[{i}].function.parameters");
+                return Err(ApiError::bad_request(format!("'{param}' must be a JSON schema object"), Some(&param)));
+            }
+        };
+        let raw = obj.get("tools").and_then(|v| v.get(i)).cloned().unwrap_or(Value::Null);
+        tools.push(Tool { name: name.clone(), parameters, raw });
+    }
+    let bad = |msg: &str| ApiError::bad_request(msg.to_string(), Some("tool_choice"));
+    const CHOICES: &str = "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}";
+    let choice = match &fields.tool_choice {
+        None if tools.is_empty() => ToolChoice::None,
+        None => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            _ => return Err(bad(CHOICES)),
+        },
+        Some(v) => {
+            let name = v.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).filter(|_| v.get("type").and_then(Value::as_str) == Some("function"));
+            match name {
+                Some(n) if tools.iter().any(|t| t.name == n) => ToolChoice::Function(n.to_string()),
+                Some(n) => return Err(bad(&format!("'tool_choice' names '{n}', which is not in 'tools'"))),
+                None => return Err(bad(CHOICES)),
+            }
+        }
+    };
+    if tools.is_empty() && matches!(choice, ToolChoice::Required) {
+        return Err(bad("'tool_choice' \"required\" needs 'tools'"));
+    }
+    Ok((choice != ToolChoice::None).then_some(ToolUse { tools, choice }))
+}
+
+/// Messages validated into the conversation the template renders.
+fn messages(fields: &ChatFields) -> Result<Vec<Message>, ApiError> {
+    if fields.messages.is_empty() {
+        return Err(ApiError::bad_request("'messages' must hold at least one message", Some("messages")));
+    }
+    let mut out = Vec::with_capacity(fields.messages.len());
+    for (i, m) in fields.messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            "tool" | "function" => "tool",
+            other => {
+                return Err(ApiError::bad_request(
+                    format!("Invalid role '{other}' in messages[{i}]; expected system, developer, user, assistant or tool"),
+                    Some(&format!("messages[{i}].role")),
+                ))
+            }
+        };
+        let param = format!("messages[{i}].content");
+        let text = match &m.content {
+            Value::String(s) => s.clone(),
+            Value::Null if role == "assistant" => String::new(),
+            Value::Null if role == "tool" => String::new(),
+            Value::Array(parts) => {
+                let mut text = String::new();
+                for (j, p) in parts.iter().enumerate() {
+                    match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                        (Some("text"), Some(t)) => text.push_str(t),
+                        _ => {
+                            return Err(ApiError::bad_request(
+                                format!("messages[{i}].content[{j}]: only text parts are supported"),
+                                Some(&format!("{param}[{j}]")),
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+            _ => return Err(ApiError::bad_request(format!("'{param}' must be a string or a list of text parts"), Some(&param))),
+        };
+        if text.contains('\0') {
+            return Err(ApiError::bad_request(format!("'{param}' must not contain NUL characters"), Some(&param)));
+        }
+        let mut msg = Message::new(role, text);
+        for (k, c) in m.tool_calls.iter().flatten().enumerate() {
+            let arguments = match &c.function.arguments {
+                Value::String(s) => s.clone(),
+                Value::Null => "{}".to_string(),
+                v @ Value::Object(_) => v.to_string(),
+                _ => {
+                    let param = format!("messages[{i}].tool_calls[{k}].function.arguments");
+                    return Err(ApiError::bad_request(format!("'{param}' must be a JSON string"), Some(&param)));
+                }
+            };
+            msg.tool_calls.push(ToolCall { id: c.id.clone().unwrap_or_else(tools::call_id), name: c.function.name.clone(), arguments });
+        }
+        if !msg.tool_calls.is_empty() && role != "assistant" {
+            return Err(ApiError::bad_request(format!("messages[{i}]: only assistant messages carry tool_calls"), Some(&format!("messages[{i}].tool_calls"))));
+        }
+        if role == "tool" {
+            msg.tool_call_id = m.tool_call_id.clone();
+            msg.name = m.name.clone();
+        }
+        out.push(msg);
+    }
+    if out.iter().all(|m| m.content.trim().is_empty() && m.tool_calls.is_empty()) {
+        return Err(ApiError::bad_request("'messages' are all empty", Some("messages")));
+    }
+    Ok(out)
+}
+
+/// A chat request turned into an engine job.
+pub struct Prepared {
+    pub spec: JobSpec,
+    pub plan: ReasoningPlan,
+    pub v: Validated,
+    pub logprobs: bool,
+    pub native: Option<(String, String)>,
+    /// The messages as rendered (scaffold included) and the prompt text, for the self-judge.
+    pub messages: Vec<Message>,
+    pub prompt_text: String,
+    /// The user's messages as sent (for a verifier model, which has its own template).
+    pub original_messages: Vec<Message>,
+    /// Tools the model may call: its answer is parsed for calls.
+    pub tools: Option<ToolUse>,
+    /// `metadata.expected_answer`: grade the response when it is done.
+    pub expected: Option<String>,
+    /// `reasoning_effort: "auto"`: the setting chosen and why (returned in `thinkscale.auto`).
+    pub auto: Option<AutoDecision>,
+}
+
+/// A chat body's own fields, validated without the model (the fuzz target runs this).
+pub struct Conversation {
+    pub messages: Vec<Message>,
+    pub tools: Option<ToolUse>,
+    pub parallel_tool_calls: bool,
+    /// Log-probabilities wanted, with this many alternatives per token.
+    pub logprobs: Option<u32>,
+}
+
+pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, ApiError> {
+    let fields: ChatFields = typed(obj)?;
+    let top = match fields.top_logprobs {
+        Some(k) if !(0..=20).contains(&k) => {
+            return Err(ApiError::bad_request("'top_logprobs' must be between 0 and 20", Some("top_logprobs")))
+        }
+        Some(_) if fields.logprobs != Some(true) => {
+            return Err(ApiError::bad_request("'top_logprobs' needs 'logprobs' set to true", Some("top_logprobs")))
+        }
+        k => k.unwrap_or(0) as u32,
+    };
+    Ok(Conversation {
+        tools: tool_use(&fields, obj)?,
+        messages: messages(&fields)?,
+        parallel_tool_calls: fields.parallel_tool_calls != Some(false),
+        logprobs: (fields.logprobs == Some(true)).then_some(top),
+    })
+}
+
+/// Blocks (templating, tokenizing, grammar compilation, and a remote backend's requests): run it
+/// with `prepare_off_thread` from async code.
+pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
+    let vocab = backend.vocabulary();
+    let obj = parse_object(&body)?;
+    let expected = super::grading::expected_answer(&obj)?;
+    let common: Common = typed(&obj)?;
+    let Conversation { messages: mut msgs, tools, parallel_tool_calls, logprobs } = conversation(&obj)?;
+    let want_logprobs = logprobs.is_some();
+    let cfg = &state.cfg;
+    let mut v = common.validate(cfg, logprobs, vocab.n_vocab(), vocab.eog(), backend.slot_ctx())?;
+    v.constrain(backend)?;
+    let original_messages = msgs.clone();
+    let native = vocab.think_markers();
+    let mut plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
+    let auto = plan.auto.then(|| super::grading::apply_auto(state, &mut plan, tools.is_some()));
+    if let Some(t) = &tools {
+        if plan.sampling.samples > 1 {
+            return Err(ApiError::bad_request("Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"", Some("tools")));
+        }
+        let forced: Vec<&Tool> = match &t.choice {
+            ToolChoice::Required => t.tools.iter().collect(),
+            ToolChoice::Function(name) => t.tools.iter().filter(|x| &x.name == name).collect(),
+            _ => Vec::new(),
+        };
+        if !forced.is_empty() {
+            if v.sampling.grammar.is_some() {
+                return Err(ApiError::bad_request("A required tool call cannot be combined with 'response_format'", Some("tool_choice")));
+            }
+            // A named function is one call; "required" may be several unless parallel calls are off.
+            let parallel = t.choice == ToolChoice::Required && parallel_tool_calls;
+            if !backend.capabilities().grammar {
+                return Err(ApiError::bad_request(
+                    "A required tool call is enforced with a grammar, which the remote backend does not take; send tool_choice \"auto\"",
+                    Some("tool_choice"),
+                ));
+            }
+            let grammar = vocab.tool_grammar(&tools::call_schema(&forced), parallel).map_err(|e| {
+                ApiError::bad_request(format!("the tools' parameter schemas cannot be turned into a grammar ({e})"), Some("tools"))
+            })?;
+            v.sampling.grammar = Some(grammar);
+        }
+    }
+    let rc = &cfg.reasoning;
+    if plan.thinking && native.is_none() && plan.scaffold == Scaffold::Instruct {
+        plan::scaffold(&mut msgs, &rc.scaffold_instruction);
+    }
+    let offered = tools.as_ref().map_or(&[][..], |t| &t.tools[..]);
+    let mut text = vocab.render_chat(&msgs, offered).map_err(|e| ApiError::text(e, "messages"))?;
+    if let Some((open, close)) = &native {
+        // Thinking models: open the think block ourselves (or close it at once when thinking is off).
+        if plan.thinking {
+            text.push_str(open);
+            text.push('\n');
+        } else {
+            text.push_str(&format!("{open}\n\n{close}\n\n"));
+        }
+    }
+    let prompt = vocab.tokenize(&text, true).map_err(|e| ApiError::text(e, "messages"))?;
+    // Every token of the slot may be used: the prompt leaves at least one for the output.
+    let slot_ctx = backend.slot_ctx();
+    let room = (slot_ctx as i64) - prompt.len() as i64;
+    if room < 1 {
+        return Err(ApiError::bad_request(
+            format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), slot_ctx),
+            Some("messages"),
+        )
+        .with_code("context_length_exceeded"));
+    }
+    let forcing = plan.thinking.then(|| ForcingRequest {
+        min_thinking: plan.min_thinking,
+        max_thinking: plan.max_thinking,
+        close_marker: native.as_ref().map_or_else(|| rc.scaffold_marker.clone(), |(_, c)| c.clone()),
+        // The scaffold's marker starts a paragraph of its own, after whatever the chain ended with.
+        close_text: native.as_ref().map_or_else(|| format!("\n\n{}", rc.scaffold_marker), |(_, c)| c.clone()),
+        budget_message: plan.budget_message.clone().unwrap_or_else(|| rc.budget_message.clone()),
+        answer_cue: if native.is_some() { "\n\n".into() } else { rc.answer_cue.clone() },
+        wait_text: rc.wait_text.clone(),
+        max_extensions: rc.max_extensions,
+        answer_reserve: rc.answer_reserve,
+    });
+    let default_cap = match (plan.thinking, plan.max_thinking) {
+        (true, Some(b)) => b + 64 + rc.answer_max_tokens,
+        // Unlimited thinking may use the whole context, as llama-server and vLLM allow.
+        (true, None) => u32::MAX,
+        (false, _) => cfg.default_max_tokens,
+    };
+    let max_tokens = v.max_tokens.unwrap_or(default_cap).min(room as u32);
+    if let (Some(f), Some(cap)) = (&forcing, v.max_tokens) {
+        // A cap that leaves no thinking after the close and the answer's reserve would skip
+        // thinking without a sign: say so instead.
+        let close = vocab.tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false).map_err(|e| ApiError::text(e, "messages"))?.len() as u32;
+        if plan::effective_max_thinking(f.max_thinking, max_tokens, f.answer_reserve, close) == 0 {
+            return Err(ApiError::bad_request(
+                format!(
+                    "The token cap ({cap}) leaves no room to think: thinking needs more than {} tokens (the answer's reserve and the injected close); raise the cap or turn thinking off",
+                    f.answer_reserve + close
+                ),
+                Some(v.max_tokens_param),
+            ));
+        }
+    }
+    if let Some(f) = &forcing {
+        if f.min_thinking > 0 && f.min_thinking + rc.answer_reserve > max_tokens {
+            return Err(ApiError::bad_request(
+                format!("'min_thinking_tokens' ({}) does not fit in the token cap ({max_tokens}) with room to answer", f.min_thinking),
+                Some("min_thinking_tokens"),
+            ));
+        }
+    }
+    let samples = plan.sampling.samples as usize;
+    let spec = JobSpec {
+        id: id.to_string(),
+        text: text.clone(),
+        prompt,
+        n: v.n * samples,
+        sampling: v.sampling.clone(),
+        max_tokens,
+        forcing,
+        want_logprob: samples > 1,
+        vote: None,
+    };
+    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected, auto })
+}
+
+pub async fn prepare_off_thread(state: &AppState, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
+    let (state, backend, id) = (state.clone(), backend.clone(), id.to_string());
+    off_thread(move || prepare(&state, &*backend, &id, body)).await
+}
+
+/// Run a blocking preparation on tokio's blocking pool.
+pub async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("preparing the request failed"))?
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<i32>),
+    TokenLists(Vec<Vec<i32>>),
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct CompletionFields {
+    prompt: Prompt,
+    logprobs: Option<i64>,
+    #[serde(default)]
+    echo: bool,
+}
+
+/// A text-completions request made into jobs, one per prompt.
+pub struct PreparedCompletion {
+    pub v: Validated,
+    /// Each prompt as sent (empty for token ids), for `echo`.
+    pub texts: Vec<String>,
+    pub specs: Vec<JobSpec>,
+    pub echo: bool,
+    /// Log-probs wanted, with this many alternatives per token.
+    pub logprobs: Option<u32>,
+}
+
+/// The gate for text completions: fields, prompts (text or token ids), the room each leaves.
+pub fn prepare_completion(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -> Result<PreparedCompletion, ApiError> {
+    let cfg = &state.cfg;
+    let obj = parse_object(&body)?;
+    let common: Common = typed(&obj)?;
+    let fields: CompletionFields = typed(&obj)?;
+    let top = match fields.logprobs {
+        Some(k) if !(0..=20).contains(&k) => return Err(ApiError::bad_request("'logprobs' must be between 0 and 20", Some("logprobs"))),
+        k => k.map(|k| k as u32),
+    };
+    let vocab = backend.vocabulary();
+    let slot_ctx = backend.slot_ctx();
+    let mut v = common.validate(cfg, top, vocab.n_vocab(), vocab.eog(), slot_ctx)?;
+    v.constrain(backend)?;
+    let tokenize = |t: &str| vocab.tokenize(t, true).map_err(|e| ApiError::text(e, "prompt"));
+    let (texts, prompts): (Vec<String>, Vec<Vec<LlamaToken>>) = match fields.prompt {
+        Prompt::Text(t) => (vec![t.clone()], vec![tokenize(&t)?]),
+        Prompt::Texts(ts) => (ts.clone(), ts.iter().map(|t| tokenize(t)).collect::<Result<_, _>>()?),
+        Prompt::Tokens(ids) => (vec![String::new()], vec![ids.into_iter().map(LlamaToken).collect()]),
+        Prompt::TokenLists(ls) => (vec![String::new(); ls.len()], ls.into_iter().map(|l| l.into_iter().map(LlamaToken).collect()).collect()),
+    };
+    if prompts.is_empty() || prompts.len() * v.n > cfg.parallel as usize * 4 {
+        return Err(ApiError::bad_request("'prompt' must hold between 1 and a few prompts", Some("prompt")));
+    }
+    let n_vocab = vocab.n_vocab().unwrap_or(i32::MAX);
+    if prompts.iter().flatten().any(|t| t.0 < 0 || t.0 >= n_vocab) {
+        return Err(ApiError::bad_request(format!("token ids in 'prompt' must be in 0..{n_vocab}"), Some("prompt")));
+    }
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(ApiError::bad_request("'prompt' must not be empty", Some("prompt")));
+    }
+    let mut specs = Vec::new();
+    for (i, prompt) in prompts.into_iter().enumerate() {
+        // Every token of the slot may be used: the prompt leaves at least one for the output.
+        let room = slot_ctx as i64 - prompt.len() as i64;
+        if room < 1 {
+            return Err(ApiError::bad_request(format!("Prompt {i} is {} tokens; the context holds {slot_ctx}", prompt.len()), Some("prompt"))
+                .with_code("context_length_exceeded"));
+        }
+        specs.push(JobSpec {
+            id: format!("{id}-{i}"),
+            text: texts[i].clone(),
+            prompt,
+            n: v.n,
+            sampling: v.sampling.clone(),
+            max_tokens: v.max_tokens.unwrap_or(cfg.default_max_tokens).min(room as u32),
+            forcing: None,
+            want_logprob: false,
+            vote: None,
+        });
+    }
+    Ok(PreparedCompletion { v, texts, specs, echo: fields.echo, logprobs: top })
+}
+
+
+
+/// The request body's schema for /openapi.json: the shared sampling fields and the chat fields.
+pub(super) fn chat_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
+    json!({"allOf": [gen.subschema_for::<super::types::Common>(), gen.subschema_for::<ChatFields>()], "required": ["messages"]})
+}
+
+/// The request body's schema for /openapi.json: the shared sampling fields and the prompt.
+pub(super) fn completion_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
+    json!({"allOf": [gen.subschema_for::<super::types::Common>(), gen.subschema_for::<CompletionFields>()], "required": ["prompt"]})
+}
