@@ -105,7 +105,11 @@ impl Remote {
             n_vocab,
             rt: tokio::runtime::Handle::current(),
         });
-        let meta = json!({"backend": "remote", "backend_model": model, "slot_ctx": slot_ctx, "replicas": replicas.all.iter().map(|r| r.url.clone()).collect::<Vec<_>>(), "engine": meta});
+        let meta = json!({
+            "backend": "remote", "backend_model": model, "slot_ctx": slot_ctx, "n_vocab": vocab.n_vocab,
+            "thinking_markers": vocab.markers, "eog_token_ids": vocab.eog,
+            "replicas": replicas.all.iter().map(|r| r.url.clone()).collect::<Vec<_>>(), "engine": meta,
+        });
         let shared = Arc::new(Shared { replicas, client, model, slot_ctx, meta, vocab, parallel: cfg.parallel as u64, queue: cfg.queue_size as u64, silence: Duration::from_secs(cfg.backend_timeout.max(1)) });
         tokio::spawn(probe(Arc::downgrade(&shared)));
         tracing::info!(model = %shared.model, slot_ctx, replicas = shared.replicas.all.len(), "remote backend ready");

@@ -30,12 +30,27 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
     let mut pending: Vec<LogprobEntry> = Vec::new();
     let mut busy = 0;
     let mut round = 0u32;
+    // Thinking was closed and the model ended at once: the next request asks for one token that
+    // does not end generation (the embedded engine takes the most likely such token). Once only.
+    let mut answer_probe = Probe::Unused;
     loop {
         if stop.load(Ordering::Relaxed) || job.abandoned() {
             return Ok((FinishReason::Cancelled, ctl.stats()));
         }
         let remaining = spec.max_tokens.saturating_sub(ctl.generated);
-        let mut body = request(job, index, round, &fed.concat(), remaining, want);
+        let probing = answer_probe == Probe::Next;
+        let asked = if probing { 1 } else { remaining };
+        let mut body = request(job, index, round, &fed.concat(), asked, want);
+        if probing {
+            answer_probe = Probe::Used;
+            let mut bias = body["logit_bias"].as_object().cloned().unwrap_or_default();
+            for t in &job.shared.vocab.eog {
+                bias.insert(t.to_string(), json!(-100));
+            }
+            body["logit_bias"] = Value::Object(bias);
+            // vLLM and SGLang read this; engines that report no end-of-generation ids need it.
+            body["min_tokens"] = json!(1);
+        }
         // A plain answer's stop strings go to the engine too, so it ends there (and reports its
         // usage) instead of generating on until the stream is dropped. While thinking they do
         // not apply, and the close marker is the controller's to find.
@@ -90,6 +105,10 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                 tokens.push((None, true));
             }
             for (token, eog) in tokens {
+                if eog && ctl.must_answer() && answer_probe == Probe::Unused {
+                    answer_probe = Probe::Next;
+                    break 'stream Some(());
+                }
                 got += 1;
                 if token.is_some() {
                     crate::metrics::metrics().generated_tokens.inc();
@@ -138,7 +157,7 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                     break 'stream Some(());
                 }
             }
-            if chunk.finish_reason.as_deref() == Some("length") {
+            if chunk.finish_reason.as_deref() == Some("length") && !probing {
                 // Every request asks for all the tokens left: the engine counted them out (some
                 // tokens may not have come as chunks of their own).
                 let step = ctl.end_at_cap();
@@ -155,11 +174,18 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                 break 'stream Some(());
             }
         };
-        if outcome.is_some() && got == 0 {
+        if outcome.is_some() && got == 0 && answer_probe != Probe::Next {
             // The engine ended at once with nothing to add (its own length limit): done.
             return Ok((FinishReason::Length, ctl.stats()));
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Unused,
+    Next,
+    Used,
 }
 
 /// The usage chunk that follows an engine's last one: how much of the prompt its cache held.
