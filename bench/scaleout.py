@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--baseline-bin", default=None, help="an earlier build's binary (embedded comparison)")
     ap.add_argument("--baseline-git", default="", help="the commit that binary was built from (recorded)")
+    ap.add_argument("--skip-remote", action="store_true", help="only the embedded rows (direct against baseline)")
     ap.add_argument("--out", default=str(ROOT / "docs/bench"))
     a = ap.parse_args()
     levels = [int(c) for c in a.concurrency.split(",")]
@@ -45,25 +46,32 @@ def main():
               "model": Path(a.model).name, "tokens_per_request": a.tokens, "threads": a.threads, "repeat": a.repeat,
               "build": {"git": git, "baseline_git": a.baseline_git or None}, "levels": {}}
     runs = {}
-    # Only one process decodes at a time: the remote row's outer server does no decoding.
-    for rep in range(a.repeat):
-        inner = serve("direct", BIN, engine_args)
-        outer = serve("remote", BIN, ["--backend", f"http://127.0.0.1:{inner.port}", "--parallel", str(max(levels))])
+    def measure(rep, name, srv):
         for c in levels:
-            n = a.requests or max(8, 2 * c)
-            for name, srv in (("direct", inner), ("remote", outer)):
-                r = load(srv, c, n, body)
-                runs.setdefault((name, c), []).append(r)
-                print(f"repeat {rep + 1}/{a.repeat} {name:8} c={c}: {r['tokens_per_s']:.1f} tok/s", flush=True)
-        outer.stop()
+            r = load(srv, c, a.requests or max(8, 2 * c), body)
+            runs.setdefault((name, c), []).append(r)
+            print(f"repeat {rep + 1}/{a.repeat} {name:8} c={c}: {r['tokens_per_s']:.1f} tok/s", flush=True)
+
+    def current(rep):
+        inner = serve("direct", BIN, engine_args)
+        measure(rep, "direct", inner)
+        if not a.skip_remote:
+            # Only one process decodes at a time: the remote row's outer server does no decoding.
+            outer = serve("remote", BIN, ["--backend", f"http://127.0.0.1:{inner.port}", "--parallel", str(max(levels))])
+            measure(rep, "remote", outer)
+            outer.stop()
         inner.stop()
-        if a.baseline_bin:
-            base = serve("baseline", a.baseline_bin, engine_args)
-            for c in levels:
-                r = load(base, c, a.requests or max(8, 2 * c), body)
-                runs.setdefault(("baseline", c), []).append(r)
-                print(f"repeat {rep + 1}/{a.repeat} baseline c={c}: {r['tokens_per_s']:.1f} tok/s", flush=True)
-            base.stop()
+
+    def baseline(rep):
+        base = serve("baseline", a.baseline_bin, engine_args)
+        measure(rep, "baseline", base)
+        base.stop()
+
+    for rep in range(a.repeat):
+        # The two builds take turns going first, so neither always follows the other.
+        order = [current, baseline] if a.baseline_bin else [current]
+        for row in order if rep % 2 == 0 else order[::-1]:
+            row(rep)
     rows = []
     for c in levels:
         med = {name: median_run(runs[(name, c)], "tokens_per_s") for name in ("direct", "remote", "baseline") if (name, c) in runs}
@@ -72,7 +80,8 @@ def main():
     day = datetime.date.today().isoformat()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{day}-scaleout.json").write_text(json.dumps({**report, "runs": {f"{k[0]}@{k[1]}": v for k, v in runs.items()}}, indent=1))
+    name = f"{day}-scaleout" + ("-embedded" if a.skip_remote else "")
+    (out / f"{name}.json").write_text(json.dumps({**report, "runs": {f"{k[0]}@{k[1]}": v for k, v in runs.items()}}, indent=1))
     lines = [f"# Remote backend overhead and embedded throughput ({day})", "",
              f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores. Model {report['model']}, "
              f"{a.tokens} tokens per request (end-of-generation banned), greedy, {a.threads} threads, median of {a.repeat} interleaved runs. "
@@ -81,13 +90,14 @@ def main():
              + (" baseline tok/s | direct / baseline |" if a.baseline_bin else ""),
              "|---|---|---|---|---|---|" + ("---|---|" if a.baseline_bin else "")]
     for c, m in rows:
-        d, r = m["direct"], m["remote"]
-        line = f"| {c} | {d['tokens_per_s']:.1f} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / d['tokens_per_s']:.3f} | {d['e2e_p50_s']:.2f} | {r['e2e_p50_s']:.2f} |"
+        d, r = m["direct"], m.get("remote")
+        line = (f"| {c} | {d['tokens_per_s']:.1f} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / d['tokens_per_s']:.3f} | {d['e2e_p50_s']:.2f} | {r['e2e_p50_s']:.2f} |"
+                if r else f"| {c} | {d['tokens_per_s']:.1f} | – | – | {d['e2e_p50_s']:.2f} | – |")
         if "baseline" in m:
             b = m["baseline"]
             line += f" {b['tokens_per_s']:.1f} | {d['tokens_per_s'] / b['tokens_per_s']:.3f} |"
         lines.append(line)
-    (out / f"{day}-scaleout.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
