@@ -135,13 +135,9 @@ fn n_forks_one_prefill() {
 
 #[test]
 fn response_format_constrains_the_output_to_the_schema() {
+    // Over a remote engine the schema goes to the engine as `response_format`, on the requests
+    // that continue a sequence into its answer.
     let s = shared();
-    if common::remote_mode() {
-        // Enforced with a grammar in this process: a remote engine is not asked for one.
-        let (st, v) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "JSON"}], "response_format": {"type": "json_object"}}));
-        assert_eq!((st, &v["error"]["param"]), (400, &json!("response_format")), "{v}");
-        return;
-    }
     let schema = json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
                         "required": ["name", "age"], "additionalProperties": false});
     let format = json!({"type": "json_schema", "json_schema": {"name": "cat", "schema": schema, "strict": true}});
@@ -239,12 +235,6 @@ fn utf8_survives_streaming() {
     let want = "«café crème» 🙂 日本語";
     let mut body = greedy("Repeat: «café crème» 🙂 日本語", 60);
     body["stream"] = json!(true);
-    if common::remote_mode() {
-        // No grammar over a remote engine: whatever the model writes must arrive whole.
-        let text = joined(&s.stream("/v1/chat/completions", &body), 0, "content");
-        assert!(!text.is_empty() && !text.contains('\u{fffd}'), "{text:?}");
-        return;
-    }
     body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "string", "enum": [want]}}});
     let chunks = s.stream("/v1/chat/completions", &body);
     let text = joined(&chunks, 0, "content");

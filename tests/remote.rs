@@ -105,13 +105,19 @@ fn with_every_replica_down_requests_get_503_and_health_says_why() {
 }
 
 #[test]
-fn what_a_remote_engine_cannot_do_is_a_clear_400() {
+fn what_a_remote_engine_cannot_do_is_a_clear_400_and_a_schema_goes_to_the_engine() {
     let a = Server::embedded(&[]);
     let outer = Server::launch(&["--backend", &a.base], &[]);
     let msgs = json!([{"role": "user", "content": "Give me JSON."}]);
-    let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "response_format": {"type": "json_object"}}));
+    // A forced tool call needs a grammar compiled here against the vocabulary: not over an engine.
+    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]);
+    let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "tools": tools, "tool_choice": "required"}));
     assert_eq!(status, 400, "{v}");
-    assert_eq!(v["error"]["param"], "response_format");
+    assert_eq!(v["error"]["param"], "tool_choice");
+    // A JSON schema is the engine's to enforce: it gets it as `response_format`.
+    let v = outer.chat(&json!({"messages": msgs, "response_format": {"type": "json_object"}, "max_tokens": 40, "temperature": 0}));
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.trim_start().starts_with('{'), "{v}");
     let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "samples": 2, "verifier": "model"}));
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "verifier");

@@ -138,14 +138,19 @@ pub struct Validated {
 }
 
 impl Validated {
-    /// Compile `response_format` into a grammar the sampler enforces on every sampled token.
+    /// Compile `response_format` into a grammar the sampler enforces on every sampled token, or
+    /// hand the schema to a backend whose engine enforces it.
     pub fn constrain(&mut self, backend: &dyn Backend) -> Result<(), ApiError> {
         if let Some(schema) = &self.json_schema {
-            if !backend.capabilities().grammar {
-                return Err(ApiError::bad_request(
-                    "'response_format' with a JSON schema is enforced with a grammar, which the remote backend does not take",
-                    Some("response_format"),
-                ));
+            let can = backend.capabilities();
+            if !can.grammar {
+                if !can.json_schema {
+                    return Err(ApiError::bad_request("this backend cannot enforce 'response_format'", Some("response_format")));
+                }
+                serde_json::from_str::<Value>(schema)
+                    .map_err(|e| ApiError::bad_request(format!("'response_format' holds no JSON schema ({e})"), Some("response_format")))?;
+                self.sampling.json_schema = Some(schema.clone());
+                return Ok(());
             }
             let grammar = backend
                 .vocabulary()
@@ -262,6 +267,7 @@ impl Common {
                 logprobs,
                 logit_bias,
                 grammar: None,
+                json_schema: None,
             },
             max_tokens,
             max_tokens_param,

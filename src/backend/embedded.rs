@@ -48,7 +48,7 @@ impl Backend for Engine {
         self.slot_ctx
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities { grammar: true, verifier_model: self.has_verifier }
+        Capabilities { grammar: true, json_schema: true, verifier_model: self.has_verifier }
     }
     fn meta(&self) -> serde_json::Value {
         let m = &self.model;

@@ -185,7 +185,7 @@ mod tests {
             n,
             sampling: SamplingParams {
                 temperature: 1.0, top_p: 1.0, top_k: 40, min_p: 0.0, seed: 0, presence_penalty: 0.0, frequency_penalty: 0.0,
-                repeat_penalty: 1.0, stop: vec![], logprobs: None, logit_bias: vec![], grammar: None,
+                repeat_penalty: 1.0, stop: vec![], logprobs: None, logit_bias: vec![], grammar: None, json_schema: None,
             },
             max_tokens: 8,
             forcing: None,

@@ -38,6 +38,9 @@ pub struct SamplingParams {
     pub logit_bias: Vec<(i32, f32)>,
     /// Grammar every sampled answer token must follow (structured output, forced tool calls).
     pub grammar: Option<Grammar>,
+    /// Structured output an engine enforces itself (a remote backend passes it on as
+    /// `response_format`): the answer's JSON schema, when no grammar was compiled here.
+    pub json_schema: Option<String>,
 }
 
 /// A GBNF grammar and the rule it starts from.
@@ -239,8 +242,10 @@ impl CancelHandle {
 /// What a request may ask of a backend; a request needing something absent gets a 400 naming it.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Capabilities {
-    /// Grammar-constrained sampling (`response_format` with a schema, forced tool calls).
+    /// Grammar-constrained sampling here (`response_format` with a schema, forced tool calls).
     pub grammar: bool,
+    /// The engine itself takes a JSON schema for the answer (`response_format`).
+    pub json_schema: bool,
     /// `verifier: "model"` (a second model in this process).
     pub verifier_model: bool,
 }

@@ -169,7 +169,7 @@ impl Backend for Remote {
         self.shared.slot_ctx
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities { grammar: false, verifier_model: false }
+        Capabilities { grammar: false, json_schema: true, verifier_model: false }
     }
     fn meta(&self) -> Value {
         self.shared.meta.clone()
@@ -379,12 +379,9 @@ async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSend
     let forcing = match &spec.forcing {
         Some(f) => {
             let (vocab, f, max) = (shared.vocab.clone(), f.clone(), spec.max_tokens);
-            match tokio::task::spawn_blocking(move || JobForcing::new(&f, max, |t| vocab.tokenize(t, false))).await {
-                Ok(Ok(jf)) => Some(jf),
-                Ok(Err(e)) => {
-                    let _ = events.send(Event::Error { message: format!("tokenizing the forced texts: {e}") });
-                    return;
-                }
+            let made = tokio::task::spawn_blocking(move || JobForcing::new(&f, max, |t| vocab.tokenize(t, false)).map_err(|e| e.to_string()));
+            match made.await.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(jf) => Some(jf),
                 Err(e) => {
                     let _ = events.send(Event::Error { message: format!("tokenizing the forced texts: {e}") });
                     return;
@@ -510,7 +507,7 @@ async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, String> {
         "model": job.shared.model, "prompt": format!("{}{suffix}", job.spec.text), "max_tokens": 1,
         "temperature": 0.0, "logprobs": 20, "stream": false,
     });
-    loop {
+    for _ in 0..sequence::BUSY_RETRIES {
         let replica = job.replica();
         match job.shared.client.post(&replica.url, "/v1/completions", &body).await {
             Ok(v) => {
@@ -521,8 +518,9 @@ async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, String> {
                 return Ok(crate::reasoning::verify::p_true_from_top(&top, &super::JUDGE_YES, &super::JUDGE_NO));
             }
             Err(Failure::Replica(m)) => job.relocate(&replica, &m)?,
-            Err(Failure::Busy) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(Failure::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(e) => return Err(e.to_string()),
         }
     }
+    Err(Failure::Busy.to_string())
 }

@@ -15,7 +15,7 @@ use crate::backend::controller::Controller;
 use crate::backend::{FinishReason, LogprobEntry, SeqStats, TopLogprob};
 
 /// Waits for a full replica (429) before the request fails.
-const BUSY_RETRIES: u32 = 100;
+pub const BUSY_RETRIES: u32 = 100;
 
 pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(FinishReason, SeqStats), String> {
     let spec = &job.spec;
@@ -33,12 +33,16 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
     // Thinking was closed and the model ended at once: the next request asks for one token that
     // does not end generation (the embedded engine takes the most likely such token). Once only.
     let mut answer_probe = Probe::Unused;
+    let schema: Option<Value> = spec.sampling.json_schema.as_deref().and_then(|s| serde_json::from_str(s).ok());
     loop {
         if stop.load(Ordering::Relaxed) || job.abandoned() {
             return Ok((FinishReason::Cancelled, ctl.stats()));
         }
         let remaining = spec.max_tokens.saturating_sub(ctl.generated);
         let probing = answer_probe == Probe::Next;
+        // Structured output covers the answer only: a request that starts there carries the
+        // schema for the engine to enforce; one that starts in thinking ends at the close.
+        let constrained = schema.is_some() && ctl.answering();
         let asked = if probing { 1 } else { remaining };
         let mut body = request(job, index, round, &fed.concat(), asked, want);
         if probing {
@@ -56,6 +60,9 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
         // not apply, and the close marker is the controller's to find.
         if job.forcing.is_none() && !spec.sampling.stop.is_empty() {
             body["stop"] = json!(spec.sampling.stop);
+        }
+        if let (true, Some(schema)) = (constrained, &schema) {
+            body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}});
         }
         // The first sample's first request reports how much of the prompt the engine had cached.
         let want_usage = index == 0 && round == 0;
@@ -91,7 +98,9 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                     break 'stream None;
                 }
                 Some(Err(e)) => return Err(e.to_string()),
-                None => break 'stream None,
+                // Ended without a finish reason: what came is kept, and a request with nothing
+                // in it ends the sequence below.
+                None => break 'stream Some(()),
             };
             if stop.load(Ordering::Relaxed) || job.abandoned() {
                 return Ok((FinishReason::Cancelled, ctl.stats()));
@@ -153,7 +162,7 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                     fed.extend(std::iter::repeat_n(String::new(), forced.tokens.len().saturating_sub(1)));
                     break 'stream Some(());
                 }
-                if step.rollback > 0 {
+                if step.rollback > 0 || (schema.is_some() && !constrained && ctl.answering()) {
                     break 'stream Some(());
                 }
             }
