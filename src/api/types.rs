@@ -143,19 +143,18 @@ impl Validated {
     pub fn constrain(&mut self, backend: &dyn Backend) -> Result<(), ApiError> {
         if let Some(schema) = &self.json_schema {
             let can = backend.capabilities();
-            if !can.grammar {
-                if !can.json_schema {
-                    return Err(ApiError::bad_request("this backend cannot enforce 'response_format'", Some("response_format")));
-                }
-                serde_json::from_str::<Value>(schema)
-                    .map_err(|e| ApiError::bad_request(format!("'response_format' holds no JSON schema ({e})"), Some("response_format")))?;
-                self.sampling.json_schema = Some(schema.clone());
-                return Ok(());
+            if !can.grammar && !can.json_schema {
+                return Err(ApiError::bad_request("this backend cannot enforce 'response_format'", Some("response_format")));
             }
             let grammar = backend
                 .vocabulary()
                 .json_grammar(schema)
                 .map_err(|e| ApiError::bad_request(format!("'response_format' holds a JSON schema llama.cpp cannot turn into a grammar ({e})"), Some("response_format")))?;
+            if !can.grammar {
+                // The engine enforces the schema itself.
+                self.sampling.json_schema = Some(schema.clone());
+                return Ok(());
+            }
             self.sampling.grammar = Some(grammar);
             // Were every token the grammar allows also banned (`ignore_eos` once the JSON is
             // complete, or a -100 `logit_bias`), all candidates would be -inf and the pick would

@@ -99,6 +99,8 @@ impl Client {
         let mut bytes = resp.bytes_stream();
         Ok(async_stream::stream! {
             let mut buf: Vec<u8> = Vec::new();
+            // A stream that ends without a finish reason was cut by the engine (its engine failed).
+            let mut finished = false;
             loop {
                 let Some(piece) = bytes.next().await else {
                     yield Err(Failure::Replica("the stream ended early".into()));
@@ -117,6 +119,9 @@ impl Client {
                     let line = String::from_utf8_lossy(&line);
                     let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
                     if data == "[DONE]" {
+                        if !finished {
+                            yield Err(Failure::Replica("the stream ended without a finish reason".into()));
+                        }
                         return;
                     }
                     match serde_json::from_str::<Value>(data) {
@@ -124,7 +129,11 @@ impl Client {
                             yield Err(Failure::Replica(format!("the engine failed mid-stream: {}", v["error"]["message"])));
                             return;
                         }
-                        Ok(v) => yield Ok(parse_chunk(&v)),
+                        Ok(v) => {
+                            let chunk = parse_chunk(&v);
+                            finished |= chunk.finish_reason.is_some();
+                            yield Ok(chunk);
+                        }
                         Err(e) => {
                             yield Err(Failure::Replica(format!("unreadable stream chunk: {e}")));
                             return;

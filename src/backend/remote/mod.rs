@@ -289,8 +289,11 @@ impl Vocabulary for RemoteVocab {
     fn think_markers(&self) -> Option<(String, String)> {
         self.markers.clone()
     }
-    fn json_grammar(&self, _: &str) -> Result<Grammar, String> {
-        Err("the remote backend takes no grammar".into())
+    /// llama.cpp's grammar for the schema (no vocabulary needed): the gate checks with it that
+    /// the engine is handed a schema it can enforce, as the embedded engine would.
+    fn json_grammar(&self, schema: &str) -> Result<Grammar, String> {
+        let gbnf = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())?;
+        Ok(Grammar { gbnf, root: "root" })
     }
     fn tool_grammar(&self, _: &str, _: bool) -> Result<Grammar, String> {
         Err("the remote backend takes no grammar".into())
