@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::client::Failure;
-use super::JobCtx;
+use super::job::JobCtx;
 use crate::backend::controller::Controller;
 use crate::backend::{FinishReason, LogprobEntry, SeqStats, TopLogprob};
 
