@@ -73,6 +73,7 @@ fn requests_spread_over_replicas_and_survive_a_killed_one() {
     assert!(down["last_error"].is_string());
     let metrics = outer.metrics();
     assert!(metrics.contains(&format!("thinkscale_backend_replica_up{{replica=\"{killed}\"}} 0")), "{metrics}");
+    assert!(metrics.contains(&format!("thinkscale_backend_replica_requests_total{{outcome=\"error\",replica=\"{killed}\"}}")), "{metrics}");
     ask(&outer, "Name an animal.", 4);
     let h: Value = outer.client.get(outer.url("/health")).send().unwrap().json().unwrap();
     assert_eq!(h["status"], "ok");

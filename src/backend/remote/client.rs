@@ -67,7 +67,15 @@ impl Client {
         }
     }
 
-    async fn send(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+    /// Send a request to replica `base`, counted in `thinkscale_backend_replica_requests_total`.
+    async fn send(&self, base: &str, r: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        let result = self.exchange(r).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        crate::metrics::metrics().replica_requests.with_label_values(&[base, outcome]).inc();
+        result
+    }
+
+    async fn exchange(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
         let resp = r.send().await.map_err(|e| Failure::Replica(format!("unreachable: {e}")))?;
         let status = resp.status();
         if status.is_success() {
@@ -84,18 +92,18 @@ impl Client {
     }
 
     pub async fn get(&self, base: &str, path: &str, timeout: Duration) -> Result<Value, Failure> {
-        let resp = self.send(self.request(reqwest::Method::GET, format!("{base}{path}")).timeout(timeout)).await?;
+        let resp = self.send(base, self.request(reqwest::Method::GET, format!("{base}{path}")).timeout(timeout)).await?;
         resp.json().await.map_err(|e| Failure::Replica(format!("unreadable answer to {path}: {e}")))
     }
 
     pub async fn post(&self, base: &str, path: &str, body: &Value) -> Result<Value, Failure> {
-        let resp = self.send(self.request(reqwest::Method::POST, format!("{base}{path}")).json(body)).await?;
+        let resp = self.send(base, self.request(reqwest::Method::POST, format!("{base}{path}")).json(body)).await?;
         resp.json().await.map_err(|e| Failure::Replica(format!("unreadable answer to {path}: {e}")))
     }
 
     /// POST /v1/completions with `stream: true`: the chunks as they come.
     pub async fn stream(&self, base: &str, body: &Value) -> Result<impl Stream<Item = Result<Chunk, Failure>>, Failure> {
-        let resp = self.send(self.request(reqwest::Method::POST, format!("{base}/v1/completions")).json(body)).await?;
+        let resp = self.send(base, self.request(reqwest::Method::POST, format!("{base}/v1/completions")).json(body)).await?;
         let mut bytes = resp.bytes_stream();
         Ok(async_stream::stream! {
             let mut buf: Vec<u8> = Vec::new();
