@@ -6,15 +6,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::error::ApiError;
-use super::pipeline::{Finish, chat_chunk, chat_completion, submit, unix_now, usage_chunk, Collector};
-use super::sse::{self, Item};
+use super::grading::AutoDecision;
+use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Finish, RequestExt, ToolCallOut};
+use super::pipeline::{collect, events, stream, submit, usage, ChoiceResult, Collector, Envelope, Out, Render};
 use super::validate::{prepare_off_thread, Prepared};
 use super::AppState;
 use crate::backend::{Event, FinishReason, LogprobEntry};
-use crate::reasoning::chat::ToolCall;
 use crate::reasoning::plan::ReasoningPlan;
 use crate::reasoning::tools::{self, CallStream};
 
@@ -29,95 +29,103 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
     let view = View::new(&p);
     let mut col = Collector::new("chat", id.clone(), p.v.n, started);
     col.effort = p.plan.thinking.then_some(p.plan.effort);
-    let (mut rx, _cancel) = submit(&*backend, p.spec)?;
-    let model = state.cfg.model_id();
-    let created = unix_now();
-    if !p.v.stream {
-        let result = col.run(&mut rx).await;
-        col.log();
-        result?;
-        let graded = record(&state, &id, &p.plan, &col, p.expected.as_deref());
-        let choices: Vec<Value> = col
-            .choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let (message, finish) = view.finished(&c.thinking, &c.answer, c.finish);
-                json!({
-                    "index": i,
-                    "message": message,
-                    "logprobs": if p.logprobs { json!({"content": view.content_logprobs(&c.logprobs)}) } else { Value::Null },
-                    "finish_reason": finish.as_str(),
-                })
-            })
-            .collect();
-        return Ok(chat_completion(&id, created, &model, choices, &col, graded, p.auto.as_ref()));
+    let (rx, _cancel) = submit(&*backend, p.spec)?;
+    let env = Envelope::new(id.clone(), state.cfg.model_id());
+    let grade = Grade { state, id, plan: p.plan, expected: p.expected };
+    if p.v.stream {
+        let n = p.v.n;
+        let render = ChatStream { view, logprobs: p.logprobs, answering: vec![false; n], calls: (0..n).map(|_| CallStream::default()).collect(), auto: p.auto, grade };
+        return Ok(stream(env, vec![col], events(vec![rx]), p.v.include_usage, render));
     }
-    let include_usage = p.v.include_usage;
-    let auto = p.auto.clone();
-    let n = p.v.n;
-    let logprobs = p.logprobs;
-    let (plan, expected) = (p.plan.clone(), p.expected.clone());
-    let stream = async_stream::stream! {
-        let chunk = |choices: Value| chat_chunk(&id, created, &model, choices);
-        for i in 0..n {
-            yield Item::Data(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])));
-        }
-        let mut answering = vec![false; n];
-        // With tools, a call is held back until it is complete and parsed.
-        let mut calls: Vec<CallStream> = (0..n).map(|_| CallStream::default()).collect();
-        while !col.done() {
-            let Some(event) = rx.recv().await else { break };
-            col.absorb(&event);
-            match event {
-                Event::Delta { index, thinking, answer, logprobs: lp } => {
-                    let answer = if view.tools.is_some() { calls[index].push(&answer) } else { answer };
-                    let mut lp = Some(view.content_logprobs(&lp)).filter(|v| logprobs && !v.is_empty());
-                    let mut deltas = view.stream_delta(&thinking, &answer, &mut answering[index]);
-                    if deltas.is_empty() && lp.is_some() {
-                        deltas.push(json!({"content": ""}));
-                    }
-                    // A step's tokens are reported once, with its last delta (the content).
-                    let last = deltas.len().saturating_sub(1);
-                    for (k, delta) in deltas.into_iter().enumerate() {
-                        let lp = if k == last { lp.take().map_or(Value::Null, |v| json!({"content": v})) } else { Value::Null };
-                        yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": lp, "finish_reason": null}])));
-                    }
+    let col = collect(vec![col], events(vec![rx]), false).await?.remove(0);
+    let graded = grade.record(&col);
+    let choices = col
+        .choices
+        .iter()
+        .enumerate()
+        .map(|(index, c)| {
+            let (message, finish_reason) = view.finished(&c.thinking, &c.answer, c.finish);
+            let logprobs = p.logprobs.then(|| ChatLogprobs { content: view.content_logprobs(&c.logprobs) });
+            ChatChoice { index, message, logprobs, finish_reason, thinkscale: None }
+        })
+        .collect();
+    Ok(chat_completion(&env, choices, &col, graded, p.auto))
+}
+
+/// A non-streamed `chat.completion`, with the grading outcome when the request carried a reference.
+pub fn chat_completion(env: &Envelope, choices: Vec<ChatChoice>, col: &Collector, graded: Option<bool>, auto: Option<AutoDecision>) -> Response {
+    let mut body = env.wrap("chat.completion", choices);
+    body.usage = Some(usage(std::slice::from_ref(col)));
+    body.timings = Some(col.timings());
+    body.thinkscale = RequestExt::some(graded, auto);
+    axum::Json(body).into_response()
+}
+
+/// A streamed chat choice: reasoning and content deltas as they come; with tools, a call is held
+/// back until it is complete and parsed.
+struct ChatStream {
+    view: View,
+    logprobs: bool,
+    answering: Vec<bool>,
+    calls: Vec<CallStream>,
+    auto: Option<AutoDecision>,
+    grade: Grade,
+}
+
+impl Render for ChatStream {
+    type Choice = ChunkChoice;
+    const OBJECT: &'static str = "chat.completion.chunk";
+
+    fn opening(&mut self) -> Vec<Out<ChunkChoice>> {
+        (0..self.answering.len()).map(|i| Out::Choice(ChunkChoice::delta(i, Delta::role()))).collect()
+    }
+
+    fn event(&mut self, _job: usize, event: &Event) -> Vec<Out<ChunkChoice>> {
+        let mut out = Vec::new();
+        match event {
+            Event::Delta { index, thinking, answer, logprobs } => {
+                let index = *index;
+                let answer = if self.view.tools.is_some() { self.calls[index].push(answer) } else { answer.clone() };
+                let mut lp = Some(self.view.content_logprobs(logprobs)).filter(|v| self.logprobs && !v.is_empty());
+                let mut deltas = self.view.stream_delta(thinking, &answer, &mut self.answering[index]);
+                if deltas.is_empty() && lp.is_some() {
+                    deltas.push(Delta::content(""));
                 }
-                Event::Finished { index, reason, .. } => {
-                    let mut finish = Finish::from(Some(reason));
-                    if let Some(known) = &view.tools {
-                        let end = calls[index].finish(known);
-                        for delta in view.stream_delta("", &end.content, &mut answering[index]) {
-                            yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
-                        }
-                        if !end.calls.is_empty() {
-                            finish = Finish::ToolCalls;
-                            let delta = json!({"tool_calls": calls_json(&tools::with_ids(end.calls), true)});
-                            yield Item::Data(chunk(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
-                        }
+                // A step's tokens are reported once, with its last delta (the content).
+                let last = deltas.len().saturating_sub(1);
+                for (k, delta) in deltas.into_iter().enumerate() {
+                    let mut c = ChunkChoice::delta(index, delta);
+                    if k == last {
+                        c.logprobs = lp.take().map(|content| ChatLogprobs { content });
                     }
-                    let mut last = json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()}]);
-                    if let Some(a) = &auto {
-                        last[0]["thinkscale"] = json!({"auto": a});
-                    }
-                    yield Item::Data(chunk(last));
+                    out.push(Out::Choice(c));
                 }
-                Event::Error { message } => {
-                    yield Item::Data(ApiError::internal(message).body());
-                }
-                _ => {}
             }
+            Event::Finished { index, reason, .. } => {
+                let index = *index;
+                let mut finish = Finish::from(Some(*reason));
+                if let Some(known) = &self.view.tools {
+                    let end = self.calls[index].finish(known);
+                    for delta in self.view.stream_delta("", &end.content, &mut self.answering[index]) {
+                        out.push(Out::Choice(ChunkChoice::delta(index, delta)));
+                    }
+                    if !end.calls.is_empty() {
+                        finish = Finish::ToolCalls;
+                        let delta = Delta { tool_calls: Some(ToolCallOut::list(tools::with_ids(end.calls), true)), ..Delta::default() };
+                        out.push(Out::Choice(ChunkChoice::delta(index, delta)));
+                    }
+                }
+                out.push(Out::Choice(ChunkChoice::finish(index, finish, ChoiceExt::some(None, self.auto.clone()))));
+            }
+            _ => {}
         }
-        if include_usage {
-            yield Item::Data(usage_chunk(chunk(json!([])), &col));
-        }
-        col.log();
-        if col.error.is_none() {
-            record(&state, &id, &plan, &col, expected.as_deref());
-        }
-    };
-    Ok(sse::respond(stream))
+        out
+    }
+
+    fn closing(&mut self, cols: &[Collector]) -> Vec<Out<ChunkChoice>> {
+        self.grade.record(&cols[0]);
+        Vec::new()
+    }
 }
 
 /// POST /apply-template (as llama-server names it): the prompt text a chat request is decoded
@@ -128,22 +136,29 @@ pub async fn apply_template(State(state): State<AppState>, body: Result<Bytes, B
     Ok(axum::Json(json!({"prompt": p.prompt_text})).into_response())
 }
 
-/// Keep the first choice for /v1/feedback and grade it when a reference came with the request.
-fn record(state: &AppState, id: &str, plan: &ReasoningPlan, col: &Collector, expected: Option<&str>) -> Option<bool> {
-    let c = &col.choices[0];
-    super::grading::record_request(state, id, plan, &c.answer, &c.thinking, c.stats.thinking_ms / 1000.0, c.stats.thinking_tokens as f64, expected)
+/// What grading a request needs: its first choice is kept for /v1/feedback and graded when a
+/// reference came with the request.
+pub struct Grade {
+    pub state: AppState,
+    pub id: String,
+    pub plan: ReasoningPlan,
+    pub expected: Option<String>,
 }
 
-/// Calls as OpenAI writes them (`index` only in stream deltas).
-pub fn calls_json(calls: &[ToolCall], streaming: bool) -> Value {
-    let list = calls.iter().enumerate().map(|(i, c)| {
-        let mut v = json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}});
-        if streaming {
-            v["index"] = json!(i);
-        }
-        v
-    });
-    Value::Array(list.collect())
+impl Grade {
+    fn record(&self, col: &Collector) -> Option<bool> {
+        let c = &col.choices[0];
+        let secs = c.stats.thinking_ms / 1000.0;
+        super::grading::record_request(&self.state, &self.id, &self.plan, &c.answer, &c.thinking, secs, c.stats.thinking_tokens as f64, self.expected.as_deref())
+    }
+
+    /// A vote's: thinking time is the longest sample's (they run in parallel), thinking tokens
+    /// are all samples' (the compute spent).
+    pub fn record_vote(&self, samples: &[ChoiceResult], answer: &str, thinking: &str) -> Option<bool> {
+        let secs = samples.iter().map(|c| c.stats.thinking_ms).fold(0.0, f64::max) / 1000.0;
+        let tokens: u32 = samples.iter().map(|c| c.stats.thinking_tokens).sum();
+        super::grading::record_request(&self.state, &self.id, &self.plan, answer, thinking, secs, tokens as f64, self.expected.as_deref())
+    }
 }
 
 /// How thinking and answer text are shown, per the plan and the model's markers.
@@ -167,30 +182,29 @@ impl View {
     }
 
     /// The message and finish reason of a finished choice, with the model's tool calls parsed out.
-    pub fn finished(&self, thinking: &str, answer: &str, finish: Option<FinishReason>) -> (Value, Finish) {
+    pub fn finished(&self, thinking: &str, answer: &str, finish: Option<FinishReason>) -> (AssistantMessage, Finish) {
         let Some(names) = &self.tools else { return (self.message(thinking, answer), Finish::from(finish)) };
         let parsed = tools::parse(answer, names);
         let mut m = self.message(thinking, &parsed.content);
         if parsed.calls.is_empty() {
             return (m, Finish::from(finish));
         }
-        if m["content"] == "" {
-            m["content"] = Value::Null;
-        }
-        m["tool_calls"] = calls_json(&tools::with_ids(parsed.calls), false);
+        m.content = m.content.filter(|c| !c.is_empty());
+        m.tool_calls = Some(ToolCallOut::list(tools::with_ids(parsed.calls), false));
         (m, Finish::ToolCalls)
     }
 
     /// The assistant message for a finished choice.
-    pub fn message(&self, thinking: &str, answer: &str) -> Value {
+    pub fn message(&self, thinking: &str, answer: &str) -> AssistantMessage {
+        let mut m = AssistantMessage { role: "assistant", ..AssistantMessage::default() };
         if !self.separate {
-            let content = if thinking.is_empty() { answer.to_string() } else { format!("{}{thinking}{}{answer}", self.open, self.close_or_newline()) };
-            return json!({"role": "assistant", "content": content});
+            m.content = Some(if thinking.is_empty() { answer.to_string() } else { format!("{}{thinking}{}{answer}", self.open, self.close_or_newline()) });
+            return m;
         }
-        let mut m = json!({"role": "assistant", "content": answer.trim_start()});
+        m.content = Some(answer.trim_start().to_string());
         if !self.exclude && !thinking.is_empty() {
-            m["reasoning_content"] = json!(thinking);
-            m["reasoning"] = json!(thinking);
+            m.reasoning_content = Some(thinking.to_string());
+            m.reasoning = Some(thinking.to_string());
         }
         m
     }
@@ -206,13 +220,13 @@ impl View {
     }
 
     /// Deltas for one engine event: reasoning first, then content.
-    pub fn stream_delta(&self, thinking: &str, answer: &str, answering: &mut bool) -> Vec<Value> {
+    pub fn stream_delta(&self, thinking: &str, answer: &str, answering: &mut bool) -> Vec<Delta> {
         let mut out = Vec::new();
         if !thinking.is_empty() {
             if !self.separate {
-                out.push(json!({"content": thinking}));
+                out.push(Delta::content(thinking));
             } else if !self.exclude {
-                out.push(json!({"reasoning_content": thinking, "reasoning": thinking}));
+                out.push(Delta { reasoning_content: Some(thinking.into()), reasoning: Some(thinking.into()), ..Delta::default() });
             }
         }
         if !answer.is_empty() {
@@ -225,7 +239,7 @@ impl View {
                 }
             }
             if !text.is_empty() {
-                out.push(json!({"content": text}));
+                out.push(Delta::content(text));
             }
         }
         out

@@ -2,7 +2,8 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+use super::openai::{ErrorBody, ErrorObject};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -63,18 +64,8 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
-    /// The text side failed: a refused input is the client's error (about `param`), an
-    /// unreachable backend a 503.
-    pub fn text(e: crate::backend::TextError, param: &str) -> Self {
-        match e {
-            crate::backend::TextError::Invalid(m) => Self::bad_request(m, Some(param)),
-            crate::backend::TextError::TooLong(m) => Self::bad_request(m, Some(param)).with_code("context_length_exceeded"),
-            crate::backend::TextError::Unavailable(m) => Self::unavailable(m),
-        }
-    }
-
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody { error: ErrorObject { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code } }
     }
 }
 
@@ -89,12 +80,6 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         }
         resp
-    }
-}
-
-impl From<crate::reasoning::plan::PlanError> for ApiError {
-    fn from(e: crate::reasoning::plan::PlanError) -> Self {
-        Self::bad_request(e.message, Some(&e.param))
     }
 }
 

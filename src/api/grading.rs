@@ -186,12 +186,12 @@ fn auto_decision(state: &AppState) -> AutoDecision {
 }
 
 /// The reference answer a request may carry: `metadata.expected_answer` (string or number).
-pub fn expected_answer(obj: &serde_json::Map<String, Value>) -> Result<Option<String>, ApiError> {
+pub fn expected_answer(obj: &serde_json::Map<String, Value>) -> Result<Option<String>, super::validate::Invalid> {
     match obj.get("metadata").and_then(|m| m.get("expected_answer")) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(ApiError::bad_request("'metadata.expected_answer' must be a string", Some("metadata.expected_answer"))),
+        Some(_) => Err(super::validate::Invalid::field("'metadata.expected_answer' must be a string", Some("metadata.expected_answer"))),
     }
 }
 

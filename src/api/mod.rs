@@ -4,6 +4,7 @@ mod admin;
 pub mod chat;
 mod completions;
 pub mod error;
+pub mod openai;
 mod pipeline;
 mod grading;
 mod openapi;

@@ -1,15 +1,19 @@
-//! The request pipeline chat, text completions and voted responses share: submitting a job to the
-//! backend, folding its events into per-choice results, usage and timings (one usage builder for
-//! all of them), and the one log line per request.
+//! The request pipeline chat, text completions and voted responses share: submitting jobs to the
+//! backend, folding their events into per-choice results (one usage builder for all), collecting
+//! a whole answer or streaming it through the one streamer, and the one log line per request.
 
+use std::pin::Pin;
 use std::time::Instant;
 
-use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use axum::response::Response;
+use futures::{Stream, StreamExt};
+use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::error::ApiError;
-use super::grading::AutoDecision;
+use super::openai::{Completion, CompletionTokensDetails, Progress, PromptTokensDetails, Timings, Usage};
+use super::sse::{self, Item};
 use crate::backend::{Backend, CancelHandle, Event, FinishReason, JobSpec, LogprobEntry, SeqStats, SubmitError};
 use crate::metrics::metrics;
 
@@ -21,6 +25,15 @@ pub fn submit(backend: &dyn Backend, spec: JobSpec) -> Result<(UnboundedReceiver
     })
 }
 
+/// The events of one response's jobs (completions submits one per prompt), each tagged with its job.
+pub type Events = Pin<Box<dyn Stream<Item = (usize, Event)> + Send>>;
+
+pub fn events(receivers: Vec<UnboundedReceiver<Event>>) -> Events {
+    Box::pin(futures::stream::select_all(
+        receivers.into_iter().enumerate().map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |e| (i, e))),
+    ))
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct ChoiceResult {
     pub thinking: String,
@@ -30,7 +43,7 @@ pub struct ChoiceResult {
     pub stats: SeqStats,
 }
 
-/// Per-request accumulation of engine events.
+/// Per-job accumulation of engine events.
 pub struct Collector {
     pub endpoint: &'static str,
     /// Effort label of the reasoning plan, for the thinking metrics (None: no thinking).
@@ -110,20 +123,6 @@ impl Collector {
         self.error.is_some() || self.choices.iter().all(|c| c.finish.is_some())
     }
 
-    /// Read events until every choice finished.
-    pub async fn run(&mut self, rx: &mut UnboundedReceiver<Event>) -> Result<(), ApiError> {
-        while !self.done() {
-            match rx.recv().await {
-                Some(e) => self.absorb(&e),
-                None => return Err(ApiError::internal("the engine dropped the request")),
-            }
-        }
-        match &self.error {
-            Some(m) => Err(ApiError::internal(m.clone())),
-            None => Ok(()),
-        }
-    }
-
     pub fn completion_tokens(&self) -> u32 {
         self.choices.iter().map(|c| c.stats.completion_tokens).sum()
     }
@@ -132,33 +131,27 @@ impl Collector {
         self.choices.iter().map(|c| c.stats.thinking_tokens).sum()
     }
 
-    pub fn usage(&self) -> Value {
-        usage(std::slice::from_ref(self))
-    }
-
-    /// llama.cpp-style timings, with thinking split from the answer.
-    pub fn timings(&self) -> Value {
-        let total_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+    pub fn timings(&self) -> Timings {
         let thinking_ms: f64 = self.choices.iter().map(|c| c.stats.thinking_ms).fold(0.0, f64::max);
         let answer_ms: f64 = self.choices.iter().map(|c| c.stats.answer_ms).fold(0.0, f64::max);
-        let predicted: u32 = self.completion_tokens();
+        let predicted = self.completion_tokens();
         let predicted_ms = self.first_token.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
-        json!({
-            "prompt_n": self.prompt_tokens,
-            "prompt_ms": self.prompt_ms,
-            "predicted_n": predicted,
-            "predicted_ms": predicted_ms,
-            "predicted_per_second": if predicted_ms > 0.0 { predicted as f64 * 1000.0 / predicted_ms } else { 0.0 },
-            "thinking_n": self.reasoning_tokens(),
-            "thinking_ms": thinking_ms,
-            "answer_n": self.choices.iter().map(|c| c.stats.answer_tokens).sum::<u32>(),
-            "answer_ms": answer_ms,
-            "ttft_ms": self.first_token.map_or(0.0, |t| (t - self.started).as_secs_f64() * 1000.0),
-            "total_ms": total_ms,
-        })
+        Timings {
+            prompt_n: self.prompt_tokens as u32,
+            prompt_ms: self.prompt_ms,
+            predicted_n: predicted,
+            predicted_ms,
+            predicted_per_second: if predicted_ms > 0.0 { predicted as f64 * 1000.0 / predicted_ms } else { 0.0 },
+            thinking_n: self.reasoning_tokens(),
+            thinking_ms,
+            answer_n: self.choices.iter().map(|c| c.stats.answer_tokens).sum(),
+            answer_ms,
+            ttft_ms: self.first_token.map_or(0.0, |t| (t - self.started).as_secs_f64() * 1000.0),
+            total_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+        }
     }
 
-    /// The one structured log line per request, plus the latency histogram.
+    /// The one structured log line per job, plus the latency histogram.
     pub fn log(&self) {
         let total = self.started.elapsed().as_secs_f64();
         metrics().request_latency.with_label_values(&[self.endpoint]).observe(total);
@@ -179,94 +172,148 @@ impl Collector {
     }
 }
 
-/// `finish_reason` as OpenAI spells it: the closed set every endpoint answers with. A cancelled
-/// sequence (its client gone, or a sample stopped early by the vote) is a "stop" there; the
-/// engine's own reason stays in a vote's per-sample detail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    Stop,
-    Length,
-    ToolCalls,
-}
-
-impl Finish {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-            Self::ToolCalls => "tool_calls",
-        }
-    }
-}
-
-impl From<Option<FinishReason>> for Finish {
-    fn from(f: Option<FinishReason>) -> Self {
-        match f {
-            Some(FinishReason::Length) => Self::Length,
-            _ => Self::Stop,
-        }
-    }
-}
-
-/// One `chat.completion.chunk` of a streamed chat response.
-pub fn chat_chunk(id: &str, created: u64, model: &str, choices: Value) -> Value {
-    json!({
-        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-        "system_fingerprint": super::FINGERPRINT, "choices": choices,
-    })
-}
-
-/// A non-streamed `chat.completion`, with the grading outcome when the request carried a reference.
-/// `auto`: the setting `reasoning_effort: "auto"` chose, and why.
-pub fn chat_completion(id: &str, created: u64, model: &str, choices: Vec<Value>, col: &Collector, graded: Option<bool>, auto: Option<&AutoDecision>) -> Response {
-    let mut body = json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model,
-        "system_fingerprint": super::FINGERPRINT, "choices": choices,
-        "usage": col.usage(), "timings": col.timings(),
-    });
-    if let Some(ok) = graded {
-        body["thinkscale"]["graded"] = json!({"correct": ok});
-    }
-    if let Some(a) = auto {
-        body["thinkscale"]["auto"] = json!(a);
-    }
-    axum::Json(body).into_response()
-}
-
-/// OpenAI `usage` over the collectors of one response (completions runs one per prompt).
-pub fn usage(cols: &[Collector]) -> Value {
+/// OpenAI `usage` over the jobs of one response.
+pub fn usage(cols: &[Collector]) -> Usage {
     let prompt: usize = cols.iter().map(|c| c.prompt_tokens).sum();
     let completion: u32 = cols.iter().map(Collector::completion_tokens).sum();
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt as u32 + completion,
-        "prompt_tokens_details": {"cached_tokens": cols.iter().map(|c| c.cached_tokens).sum::<usize>()},
-        "completion_tokens_details": {"reasoning_tokens": cols.iter().map(Collector::reasoning_tokens).sum::<u32>()},
-    })
+    Usage {
+        prompt_tokens: prompt as u32,
+        completion_tokens: completion,
+        total_tokens: prompt as u32 + completion,
+        prompt_tokens_details: PromptTokensDetails { cached_tokens: cols.iter().map(|c| c.cached_tokens as u32).sum() },
+        completion_tokens_details: CompletionTokensDetails { reasoning_tokens: cols.iter().map(Collector::reasoning_tokens).sum() },
+    }
 }
 
-/// The closing chunk of a stream with `stream_options.include_usage`.
-pub fn usage_chunk(mut chunk: Value, col: &Collector) -> Value {
-    chunk["usage"] = col.usage();
-    chunk["timings"] = col.timings();
-    chunk
+/// One response's events read into its collectors: until every choice finished, or, with
+/// `drain`, until the backend closes the channel (a vote's judgements follow its finishes).
+struct Reader {
+    cols: Vec<Collector>,
+    events: Events,
+    drain: bool,
+}
+
+impl Reader {
+    /// The next event, already absorbed into its job's collector.
+    async fn next(&mut self) -> Option<(usize, Event)> {
+        if !self.drain && self.cols.iter().all(Collector::done) {
+            return None;
+        }
+        let (i, event) = self.events.next().await?;
+        self.cols[i].absorb(&event);
+        Some((i, event))
+    }
+
+    /// The first failure once reading stopped, or a channel closed before every choice finished.
+    fn failure(&self) -> Option<ApiError> {
+        match self.cols.iter().find_map(|c| c.error.clone()) {
+            Some(m) => Some(ApiError::internal(m)),
+            None if !self.cols.iter().all(Collector::done) => Some(ApiError::internal("the engine dropped the request")),
+            None => None,
+        }
+    }
+}
+
+/// A whole (non-streamed) answer: every event read, each job logged.
+pub async fn collect(cols: Vec<Collector>, events: Events, drain: bool) -> Result<Vec<Collector>, ApiError> {
+    let mut r = Reader { cols, events, drain };
+    while r.next().await.is_some() {}
+    r.cols.iter().for_each(Collector::log);
+    match r.failure() {
+        Some(e) => Err(e),
+        None => Ok(r.cols),
+    }
+}
+
+/// The fields every object of one response shares.
+#[derive(Clone)]
+pub struct Envelope {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+impl Envelope {
+    pub fn new(id: String, model: String) -> Self {
+        Self { id, created: unix_now(), model }
+    }
+
+    pub fn wrap<C>(&self, object: &'static str, choices: Vec<C>) -> Completion<C> {
+        Completion {
+            id: self.id.clone(),
+            object,
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: super::FINGERPRINT,
+            choices,
+            usage: None,
+            timings: None,
+            thinkscale: None,
+        }
+    }
+}
+
+/// What a streamed endpoint sends: a chunk with one choice, or a progress comment.
+pub enum Out<C> {
+    Choice(C),
+    Progress(Progress),
+}
+
+/// How one endpoint turns events into chunks; `stream` does the rest (reading, errors, usage, logs).
+pub trait Render: Send + 'static {
+    type Choice: Serialize + Send + 'static;
+    /// The chunks' `object`.
+    const OBJECT: &'static str;
+    /// Read until the backend closes the channel (see `read`).
+    const DRAIN: bool = false;
+    /// Chunks before any event: role announcements, echoed prompts.
+    fn opening(&mut self) -> Vec<Out<Self::Choice>> {
+        Vec::new()
+    }
+    /// Chunks for one event of job `job`, already absorbed into its collector.
+    fn event(&mut self, job: usize, event: &Event) -> Vec<Out<Self::Choice>>;
+    /// Chunks once every job finished without error (a vote's decided answers); grading hooks.
+    fn closing(&mut self, _cols: &[Collector]) -> Vec<Out<Self::Choice>> {
+        Vec::new()
+    }
+}
+
+/// The one streamer: server-sent chunks for chat, voted chat and text completions. A failure
+/// mid-stream is sent as an OpenAI error object; the usage chunk comes last when asked for.
+pub fn stream<R: Render>(env: Envelope, cols: Vec<Collector>, events: Events, include_usage: bool, mut render: R) -> Response {
+    let item = |env: &Envelope, out: Out<R::Choice>| match out {
+        Out::Choice(c) => Item::json(&env.wrap(R::OBJECT, vec![c])),
+        Out::Progress(p) => Item::Comment(format!("thinkscale {}", serde_json::to_string(&p).unwrap_or_default())),
+    };
+    let s = async_stream::stream! {
+        let mut r = Reader { cols, events, drain: R::DRAIN };
+        for out in render.opening() {
+            yield item(&env, out);
+        }
+        while let Some((job, event)) = r.next().await {
+            for out in render.event(job, &event) {
+                yield item(&env, out);
+            }
+        }
+        match r.failure() {
+            Some(e) => yield Item::json(&e.body()),
+            None => {
+                for out in render.closing(&r.cols) {
+                    yield item(&env, out);
+                }
+                if include_usage {
+                    let mut last = env.wrap::<R::Choice>(R::OBJECT, Vec::new());
+                    last.usage = Some(usage(&r.cols));
+                    last.timings = Some(r.cols[0].timings());
+                    yield Item::json(&last);
+                }
+            }
+        }
+        r.cols.iter().for_each(Collector::log);
+    };
+    sse::respond(s)
 }
 
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finish_reasons_as_openai_spells_them() {
-        assert_eq!(Finish::from(Some(FinishReason::Length)).as_str(), "length");
-        // A sample the vote stopped, or a request whose client left, ended: "stop", not "cancelled".
-        assert_eq!(Finish::from(Some(FinishReason::Cancelled)).as_str(), "stop");
-        assert_eq!(Finish::from(None).as_str(), "stop");
-        assert_eq!(Finish::ToolCalls.as_str(), "tool_calls");
-    }
 }

@@ -289,7 +289,7 @@ pub async fn responses(State(state): State<AppState>, body: Result<Bytes, BytesR
             v["type"] = json!(kind);
             v["sequence_number"] = json!(seq);
             seq += 1;
-            Item::Data(v)
+            Item::json(&v)
         };
         let created = unix_now();
         let pending = response_object(&id, created, &req, &model, "in_progress", Vec::new(), None);

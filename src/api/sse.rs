@@ -6,11 +6,17 @@ use std::convert::Infallible;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use serde_json::Value;
+use serde::Serialize;
 
 pub enum Item {
-    Data(Value),
+    Data(String),
     Comment(String),
+}
+
+impl Item {
+    pub fn json(value: &impl Serialize) -> Self {
+        Self::Data(serde_json::to_string(value).unwrap_or_default())
+    }
 }
 
 pub fn respond<S>(items: S) -> Response
@@ -20,7 +26,7 @@ where
     let events = items
         .map(|item| {
             Ok::<_, Infallible>(match item {
-                Item::Data(v) => Event::default().data(v.to_string()),
+                Item::Data(v) => Event::default().data(v),
                 Item::Comment(c) => Event::default().comment(c),
             })
         })

@@ -6,24 +6,24 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use super::validate::Invalid;
 use crate::config::Config;
 use crate::backend::{Backend, SamplingParams};
 
 /// Parse a body into a JSON object.
-pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Invalid> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("Request body is empty; expected a JSON object", None));
+        return Err(Invalid::Body("Request body is empty; expected a JSON object".into()));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request("Request body must be a JSON object", None)),
-        Err(e) => Err(ApiError::bad_request(format!("Invalid JSON body: {e}"), None)),
+        Ok(_) => Err(Invalid::Body("Request body must be a JSON object".into())),
+        Err(e) => Err(Invalid::Body(format!("Invalid JSON body: {e}"))),
     }
 }
 
 /// Deserialize typed fields out of the object, naming the offending field on error.
-pub fn typed<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T, ApiError> {
+pub fn typed<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T, Invalid> {
     serde_path_to_error::deserialize(Value::Object(obj.clone())).map_err(|e| {
         let mut path = e.path().to_string();
         let inner = e.inner().to_string();
@@ -32,7 +32,7 @@ pub fn typed<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T, ApiErro
             path = if path == "." || path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
         }
         let param = (path != "." && !path.is_empty()).then_some(path.as_str());
-        ApiError::bad_request(format!("Invalid value for '{}': {}", param.unwrap_or("body"), e.inner()), param)
+        Invalid::field(format!("Invalid value for '{}': {}", param.unwrap_or("body"), e.inner()), param)
     })
 }
 
@@ -113,10 +113,10 @@ impl ResponseFormat {
     }
 }
 
-fn range(v: Option<f64>, param: &str, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
+fn range(v: Option<f64>, param: &str, lo: f64, hi: f64) -> Result<Option<f64>, Invalid> {
     match v {
         Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => {
-            Err(ApiError::bad_request(format!("'{param}' must be between {lo} and {hi}, got {x}"), Some(param)))
+            Err(Invalid::field(format!("'{param}' must be between {lo} and {hi}, got {x}"), Some(param)))
         }
         _ => Ok(v),
     }
@@ -140,16 +140,16 @@ pub struct Validated {
 impl Validated {
     /// Compile `response_format` into a grammar the sampler enforces on every sampled token, or
     /// hand the schema to a backend whose engine enforces it.
-    pub fn constrain(&mut self, backend: &dyn Backend) -> Result<(), ApiError> {
+    pub fn constrain(&mut self, backend: &dyn Backend) -> Result<(), Invalid> {
         if let Some(schema) = &self.json_schema {
             let can = backend.capabilities();
             if !can.grammar && !can.json_schema {
-                return Err(ApiError::bad_request("this backend cannot enforce 'response_format'", Some("response_format")));
+                return Err(Invalid::unsupported("this backend cannot enforce 'response_format'", "response_format"));
             }
             let grammar = backend
                 .vocabulary()
                 .json_grammar(schema)
-                .map_err(|e| ApiError::bad_request(format!("'response_format' holds a JSON schema llama.cpp cannot turn into a grammar ({e})"), Some("response_format")))?;
+                .map_err(|e| Invalid::field(format!("'response_format' holds a JSON schema llama.cpp cannot turn into a grammar ({e})"), Some("response_format")))?;
             if !can.grammar {
                 // The engine enforces the schema itself.
                 self.sampling.json_schema = Some(schema.clone());
@@ -170,16 +170,16 @@ impl Validated {
 impl Common {
     /// `n_vocab`: the vocabulary's size where the backend knows it (logit-bias keys must be below
     /// it); `slot_ctx`: the most tokens one request may hold.
-    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>, n_vocab: Option<i32>, eog: &[i32], slot_ctx: u32) -> Result<Validated, ApiError> {
+    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>, n_vocab: Option<i32>, eog: &[i32], slot_ctx: u32) -> Result<Validated, Invalid> {
         let mut logit_bias = Vec::new();
         let top = n_vocab.unwrap_or(i32::MAX);
         for (k, v) in self.logit_bias.iter().flatten() {
             let id: i32 = k.parse().ok().filter(|id| (0..top).contains(id)).ok_or_else(|| {
                 let range = n_vocab.map_or_else(|| "non-negative token ids".to_string(), |n| format!("token ids in 0..{n}"));
-                ApiError::bad_request(format!("'logit_bias' keys must be {range}, got {k:?}"), Some("logit_bias"))
+                Invalid::field(format!("'logit_bias' keys must be {range}, got {k:?}"), Some("logit_bias"))
             })?;
             if !(-100.0..=100.0).contains(v) {
-                return Err(ApiError::bad_request("'logit_bias' values must be between -100 and 100", Some("logit_bias")));
+                return Err(Invalid::field("'logit_bias' values must be between -100 and 100", Some("logit_bias")));
             }
             // -100 bans the token, as in OpenAI's API.
             logit_bias.push((id, if *v <= -100.0 { f32::NEG_INFINITY } else { *v as f32 }));
@@ -194,11 +194,11 @@ impl Common {
         let frequency = range(self.frequency_penalty, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0);
         let repeat = range(self.repeat_penalty, "repeat_penalty", 0.0, 10.0)?.unwrap_or(1.0);
         if repeat == 0.0 {
-            return Err(ApiError::bad_request("'repeat_penalty' must be greater than 0", Some("repeat_penalty")));
+            return Err(Invalid::field("'repeat_penalty' must be greater than 0", Some("repeat_penalty")));
         }
         let top_k = match self.top_k {
             Some(k) if !(0..=1_000_000).contains(&k) => {
-                return Err(ApiError::bad_request("'top_k' must be between 0 and 1000000", Some("top_k")))
+                return Err(Invalid::field("'top_k' must be between 0 and 1000000", Some("top_k")))
             }
             Some(k) => k as i32,
             // llama-server's default: sampling from the whole 49k-token vocabulary costs a full
@@ -207,9 +207,9 @@ impl Common {
         };
         let n = match self.n {
             None => 1,
-            Some(n) if n < 1 => return Err(ApiError::bad_request("'n' must be at least 1", Some("n"))),
+            Some(n) if n < 1 => return Err(Invalid::field("'n' must be at least 1", Some("n"))),
             Some(n) if n > cfg.parallel as i64 => {
-                return Err(ApiError::bad_request(
+                return Err(Invalid::field(
                     format!("'n' must be at most {} (the server's parallel slots)", cfg.parallel),
                     Some("n"),
                 ))
@@ -221,14 +221,13 @@ impl Common {
         for (param, v) in [("max_tokens", self.max_tokens), ("max_completion_tokens", self.max_completion_tokens)] {
             if let Some(m) = v {
                 if m < 1 {
-                    return Err(ApiError::bad_request(format!("'{param}' must be at least 1, got {m}"), Some(param)));
+                    return Err(Invalid::field(format!("'{param}' must be at least 1, got {m}"), Some(param)));
                 }
                 if m > slot_ctx as i64 {
-                    return Err(ApiError::bad_request(
-                        format!("'{param}' = {m} exceeds the per-request context ({slot_ctx} tokens)"),
-                        Some(param),
-                    )
-                    .with_code("context_length_exceeded"));
+                    return Err(Invalid::ContextLength {
+                        message: format!("'{param}' = {m} exceeds the per-request context ({slot_ctx} tokens)"),
+                        param: param.to_string(),
+                    });
                 }
                 // max_completion_tokens is the newer name; when both are given the smaller wins.
                 if max_tokens.is_none_or(|old: u32| (m as u32) < old) {
@@ -243,13 +242,13 @@ impl Common {
             Some(Stop::Many(v)) => v.clone(),
         };
         if stop.len() > cfg.max_stop_sequences {
-            return Err(ApiError::bad_request(
+            return Err(Invalid::field(
                 format!("'stop' may hold at most {} sequences, got {}", cfg.max_stop_sequences, stop.len()),
                 Some("stop"),
             ));
         }
         if stop.iter().any(|s| s.len() > 1000) {
-            return Err(ApiError::bad_request("each 'stop' sequence must be at most 1000 bytes", Some("stop")));
+            return Err(Invalid::field("each 'stop' sequence must be at most 1000 bytes", Some("stop")));
         }
         let seed = self.seed.map_or_else(rand_seed, |s| s as u64 as u32);
         Ok(Validated {
@@ -290,7 +289,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn common(v: Value) -> Result<Validated, ApiError> {
+    fn common(v: Value) -> Result<Validated, Invalid> {
         let c: Common = typed(v.as_object().unwrap())?;
         c.validate(&Config::default(), None, Some(1000), &[2], 2048)
     }
@@ -298,9 +297,9 @@ mod tests {
     #[test]
     fn wrong_types_name_their_field() {
         let e = common(json!({"temperature": "hot"})).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("temperature"));
+        assert_eq!(e.param(), Some("temperature"));
         let e = common(json!({"stop": [1, 2]})).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("stop"));
+        assert_eq!(e.param(), Some("stop"));
     }
 
     #[test]
@@ -311,19 +310,19 @@ mod tests {
         let v = common(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": s}}})).unwrap();
         assert_eq!(v.json_schema.as_deref(), Some(s.to_string().as_str()));
         for bad in [json!({"type": "yaml"}), json!({"type": "json_schema"}), json!("json")] {
-            let param = common(json!({"response_format": bad.clone()})).unwrap_err().param.unwrap_or_default();
+            let param = common(json!({"response_format": bad.clone()})).unwrap_err().param().unwrap_or_default().to_string();
             assert!(param.starts_with("response_format"), "{bad} -> {param}");
         }
     }
 
     #[test]
     fn ranges_are_checked() {
-        assert_eq!(common(json!({"temperature": 3})).unwrap_err().param.as_deref(), Some("temperature"));
-        assert_eq!(common(json!({"max_tokens": -1})).unwrap_err().param.as_deref(), Some("max_tokens"));
-        assert_eq!(common(json!({"max_tokens": 100000000})).unwrap_err().param.as_deref(), Some("max_tokens"));
-        assert_eq!(common(json!({"n": 99})).unwrap_err().param.as_deref(), Some("n"));
+        assert_eq!(common(json!({"temperature": 3})).unwrap_err().param(), Some("temperature"));
+        assert_eq!(common(json!({"max_tokens": -1})).unwrap_err().param(), Some("max_tokens"));
+        assert_eq!(common(json!({"max_tokens": 100000000})).unwrap_err().param(), Some("max_tokens"));
+        assert_eq!(common(json!({"n": 99})).unwrap_err().param(), Some("n"));
         let many: Vec<String> = (0..100).map(|i| i.to_string()).collect();
-        assert_eq!(common(json!({"stop": many})).unwrap_err().param.as_deref(), Some("stop"));
+        assert_eq!(common(json!({"stop": many})).unwrap_err().param(), Some("stop"));
     }
 
     #[test]
@@ -332,9 +331,9 @@ mod tests {
         let mut b = v.sampling.logit_bias.clone();
         b.sort_by_key(|x| x.0);
         assert_eq!(b, vec![(2, f32::NEG_INFINITY), (5, f32::NEG_INFINITY), (7, 2.5)]);
-        assert_eq!(common(json!({"logit_bias": {"abc": 1}})).unwrap_err().param.as_deref(), Some("logit_bias"));
-        assert_eq!(common(json!({"logit_bias": {"99999": 1}})).unwrap_err().param.as_deref(), Some("logit_bias"));
-        assert_eq!(common(json!({"logit_bias": {"1": 500}})).unwrap_err().param.as_deref(), Some("logit_bias"));
+        assert_eq!(common(json!({"logit_bias": {"abc": 1}})).unwrap_err().param(), Some("logit_bias"));
+        assert_eq!(common(json!({"logit_bias": {"99999": 1}})).unwrap_err().param(), Some("logit_bias"));
+        assert_eq!(common(json!({"logit_bias": {"1": 500}})).unwrap_err().param(), Some("logit_bias"));
     }
 
     #[test]

@@ -12,13 +12,80 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use crate::backend::TextError;
+use crate::reasoning::plan::PlanError;
 use super::grading::AutoDecision;
 use super::types::{parse_object, typed, Common, Validated};
 use super::AppState;
 use crate::backend::{Backend, ForcingRequest, JobSpec};
 use crate::reasoning::chat::{Message, ToolCall};
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
+use crate::reasoning::sampling::Verifier;
 use crate::reasoning::tools::{self, Tool, ToolChoice};
+
+/// Why the gate refused a request. Each kind maps to one OpenAI error, in `From<Invalid> for ApiError`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invalid {
+    /// The body is not a JSON object.
+    Body(String),
+    /// A field's value is refused; `param` names it as the client wrote it.
+    Field { message: String, param: Option<String> },
+    /// The prompt, or a token cap, does not fit the context.
+    ContextLength { message: String, param: String },
+    /// The field asks for something this backend cannot do (a grammar, a verifier model).
+    Unsupported { message: String, param: String },
+    /// The engine that templates and tokenizes (a remote one) is unreachable.
+    Unavailable(String),
+    /// The preparation itself failed (its thread panicked): the server's fault, not the request's.
+    Internal,
+}
+
+impl Invalid {
+    pub fn field(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self::Field { message: message.into(), param: param.map(str::to_string) }
+    }
+
+    pub fn unsupported(message: impl Into<String>, param: &str) -> Self {
+        Self::Unsupported { message: message.into(), param: param.to_string() }
+    }
+
+    /// The field the error is about, as the client wrote it.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Self::Field { param, .. } => param.as_deref(),
+            Self::ContextLength { param, .. } | Self::Unsupported { param, .. } => Some(param),
+            Self::Body(_) | Self::Unavailable(_) | Self::Internal => None,
+        }
+    }
+
+    /// The text side failed on `param`'s text.
+    pub fn text(e: TextError, param: &str) -> Self {
+        match e {
+            TextError::Invalid(message) => Self::field(message, Some(param)),
+            TextError::TooLong(message) => Self::ContextLength { message, param: param.to_string() },
+            TextError::Unavailable(m) => Self::Unavailable(m),
+        }
+    }
+}
+
+impl From<PlanError> for Invalid {
+    fn from(e: PlanError) -> Self {
+        Self::Field { message: e.message, param: Some(e.param) }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        match e {
+            Invalid::Body(m) => ApiError::bad_request(m, None),
+            Invalid::Field { message, param } => ApiError::bad_request(message, param.as_deref()),
+            Invalid::ContextLength { message, param } => ApiError::bad_request(message, Some(&param)).with_code("context_length_exceeded"),
+            Invalid::Unsupported { message, param } => ApiError::bad_request(message, Some(&param)).with_code("unsupported"),
+            Invalid::Unavailable(m) => ApiError::unavailable(m),
+            Invalid::Internal => ApiError::internal("preparing the request failed"),
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct ChatFields {
@@ -79,32 +146,32 @@ pub struct ToolUse {
 
 /// Validate `tools` and `tool_choice`. `tool_choice: "none"` (or no tools) leaves tools out of
 /// the prompt, so the model cannot call them.
-fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<ToolUse>, ApiError> {
+fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<ToolUse>, Invalid> {
     let mut tools: Vec<Tool> = Vec::with_capacity(fields.tools.len());
     for (i, t) in fields.tools.iter().enumerate() {
         if t.kind != "function" {
-            return Err(ApiError::bad_request(format!("tools[{i}].type must be \"function\""), Some(&format!("tools[{i}].type"))));
+            return Err(Invalid::field(format!("tools[{i}].type must be \"function\""), Some(&format!("tools[{i}].type"))));
         }
         let name = &t.function.name;
         let param = format!("tools[{i}].function.name");
         if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(ApiError::bad_request(format!("'{param}' must be 1-64 letters, digits, '_' or '-'"), Some(&param)));
+            return Err(Invalid::field(format!("'{param}' must be 1-64 letters, digits, '_' or '-'"), Some(&param)));
         }
         if tools.iter().any(|o| &o.name == name) {
-            return Err(ApiError::bad_request(format!("'{param}': two tools are named '{name}'"), Some(&param)));
+            return Err(Invalid::field(format!("'{param}': two tools are named '{name}'"), Some(&param)));
         }
         let parameters = match &t.function.parameters {
             None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
             Some(p @ Value::Object(_)) => p.clone(),
             Some(_) => {
                 let param = format!("tools[{i}].function.parameters");
-                return Err(ApiError::bad_request(format!("'{param}' must be a JSON schema object"), Some(&param)));
+                return Err(Invalid::field(format!("'{param}' must be a JSON schema object"), Some(&param)));
             }
         };
         let raw = obj.get("tools").and_then(|v| v.get(i)).cloned().unwrap_or(Value::Null);
         tools.push(Tool { name: name.clone(), parameters, raw });
     }
-    let bad = |msg: &str| ApiError::bad_request(msg.to_string(), Some("tool_choice"));
+    let bad = |msg: &str| Invalid::field(msg.to_string(), Some("tool_choice"));
     const CHOICES: &str = "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}";
     let choice = match &fields.tool_choice {
         None if tools.is_empty() => ToolChoice::None,
@@ -131,9 +198,9 @@ fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<Tool
 }
 
 /// Messages validated into the conversation the template renders.
-fn messages(fields: &ChatFields) -> Result<Vec<Message>, ApiError> {
+fn messages(fields: &ChatFields) -> Result<Vec<Message>, Invalid> {
     if fields.messages.is_empty() {
-        return Err(ApiError::bad_request("'messages' must hold at least one message", Some("messages")));
+        return Err(Invalid::field("'messages' must hold at least one message", Some("messages")));
     }
     let mut out = Vec::with_capacity(fields.messages.len());
     for (i, m) in fields.messages.iter().enumerate() {
@@ -143,7 +210,7 @@ fn messages(fields: &ChatFields) -> Result<Vec<Message>, ApiError> {
             "assistant" => "assistant",
             "tool" | "function" => "tool",
             other => {
-                return Err(ApiError::bad_request(
+                return Err(Invalid::field(
                     format!("Invalid role '{other}' in messages[{i}]; expected system, developer, user, assistant or tool"),
                     Some(&format!("messages[{i}].role")),
                 ))
@@ -160,7 +227,7 @@ fn messages(fields: &ChatFields) -> Result<Vec<Message>, ApiError> {
                     match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
                         (Some("text"), Some(t)) => text.push_str(t),
                         _ => {
-                            return Err(ApiError::bad_request(
+                            return Err(Invalid::field(
                                 format!("messages[{i}].content[{j}]: only text parts are supported"),
                                 Some(&format!("{param}[{j}]")),
                             ))
@@ -169,10 +236,10 @@ fn messages(fields: &ChatFields) -> Result<Vec<Message>, ApiError> {
                 }
                 text
             }
-            _ => return Err(ApiError::bad_request(format!("'{param}' must be a string or a list of text parts"), Some(&param))),
+            _ => return Err(Invalid::field(format!("'{param}' must be a string or a list of text parts"), Some(&param))),
         };
         if text.contains('\0') {
-            return Err(ApiError::bad_request(format!("'{param}' must not contain NUL characters"), Some(&param)));
+            return Err(Invalid::field(format!("'{param}' must not contain NUL characters"), Some(&param)));
         }
         let mut msg = Message::new(role, text);
         for (k, c) in m.tool_calls.iter().flatten().enumerate() {
@@ -182,13 +249,13 @@ fn messages(fields: &ChatFields) -> Result<Vec<Message>, ApiError> {
                 v @ Value::Object(_) => v.to_string(),
                 _ => {
                     let param = format!("messages[{i}].tool_calls[{k}].function.arguments");
-                    return Err(ApiError::bad_request(format!("'{param}' must be a JSON string"), Some(&param)));
+                    return Err(Invalid::field(format!("'{param}' must be a JSON string"), Some(&param)));
                 }
             };
             msg.tool_calls.push(ToolCall { id: c.id.clone().unwrap_or_else(tools::call_id), name: c.function.name.clone(), arguments });
         }
         if !msg.tool_calls.is_empty() && role != "assistant" {
-            return Err(ApiError::bad_request(format!("messages[{i}]: only assistant messages carry tool_calls"), Some(&format!("messages[{i}].tool_calls"))));
+            return Err(Invalid::field(format!("messages[{i}]: only assistant messages carry tool_calls"), Some(&format!("messages[{i}].tool_calls"))));
         }
         if role == "tool" {
             msg.tool_call_id = m.tool_call_id.clone();
@@ -197,7 +264,7 @@ fn messages(fields: &ChatFields) -> Result<Vec<Message>, ApiError> {
         out.push(msg);
     }
     if out.iter().all(|m| m.content.trim().is_empty() && m.tool_calls.is_empty()) {
-        return Err(ApiError::bad_request("'messages' are all empty", Some("messages")));
+        return Err(Invalid::field("'messages' are all empty", Some("messages")));
     }
     Ok(out)
 }
@@ -231,14 +298,14 @@ pub struct Conversation {
     pub logprobs: Option<u32>,
 }
 
-pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, ApiError> {
+pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, Invalid> {
     let fields: ChatFields = typed(obj)?;
     let top = match fields.top_logprobs {
         Some(k) if !(0..=20).contains(&k) => {
-            return Err(ApiError::bad_request("'top_logprobs' must be between 0 and 20", Some("top_logprobs")))
+            return Err(Invalid::field("'top_logprobs' must be between 0 and 20", Some("top_logprobs")))
         }
         Some(_) if fields.logprobs != Some(true) => {
-            return Err(ApiError::bad_request("'top_logprobs' needs 'logprobs' set to true", Some("top_logprobs")))
+            return Err(Invalid::field("'top_logprobs' needs 'logprobs' set to true", Some("top_logprobs")))
         }
         k => k.unwrap_or(0) as u32,
     };
@@ -252,7 +319,7 @@ pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, ApiError> 
 
 /// Blocks (templating, tokenizing, grammar compilation, and a remote backend's requests): run it
 /// with `prepare_off_thread` from async code.
-pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
+pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -> Result<Prepared, Invalid> {
     let vocab = backend.vocabulary();
     let obj = parse_object(&body)?;
     let expected = super::grading::expected_answer(&obj)?;
@@ -266,9 +333,17 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
     let native = vocab.think_markers();
     let mut plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
     let auto = plan.auto.then(|| super::grading::apply_auto(state, &mut plan, tools.is_some()));
+    let samples = plan.sampling.samples as usize;
+    let limit = cfg.parallel as usize * cfg.queue_size;
+    if samples > 1 && v.n * samples > limit {
+        return Err(Invalid::field(format!("n x samples = {} exceeds this server's limit ({limit} = slots x queue)", v.n * samples), Some("samples")));
+    }
+    if samples > 1 && plan.sampling.verifier == Verifier::Model && !backend.capabilities().verifier_model {
+        return Err(Invalid::unsupported("verifier 'model' needs the server started with --verifier-model", "verifier"));
+    }
     if let Some(t) = &tools {
         if plan.sampling.samples > 1 {
-            return Err(ApiError::bad_request("Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"", Some("tools")));
+            return Err(Invalid::field("Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"", Some("tools")));
         }
         let forced: Vec<&Tool> = match &t.choice {
             ToolChoice::Required => t.tools.iter().collect(),
@@ -277,18 +352,18 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
         };
         if !forced.is_empty() {
             if v.sampling.grammar.is_some() {
-                return Err(ApiError::bad_request("A required tool call cannot be combined with 'response_format'", Some("tool_choice")));
+                return Err(Invalid::field("A required tool call cannot be combined with 'response_format'", Some("tool_choice")));
             }
             // A named function is one call; "required" may be several unless parallel calls are off.
             let parallel = t.choice == ToolChoice::Required && parallel_tool_calls;
             if !backend.capabilities().grammar {
-                return Err(ApiError::bad_request(
+                return Err(Invalid::unsupported(
                     "A required tool call is enforced with a grammar, which the remote backend does not take; send tool_choice \"auto\"",
-                    Some("tool_choice"),
+                    "tool_choice",
                 ));
             }
             let grammar = vocab.tool_grammar(&tools::call_schema(&forced), parallel).map_err(|e| {
-                ApiError::bad_request(format!("the tools' parameter schemas cannot be turned into a grammar ({e})"), Some("tools"))
+                Invalid::field(format!("the tools' parameter schemas cannot be turned into a grammar ({e})"), Some("tools"))
             })?;
             v.sampling.grammar = Some(grammar);
         }
@@ -298,7 +373,7 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
         plan::scaffold(&mut msgs, &rc.scaffold_instruction);
     }
     let offered = tools.as_ref().map_or(&[][..], |t| &t.tools[..]);
-    let mut text = vocab.render_chat(&msgs, offered).map_err(|e| ApiError::text(e, "messages"))?;
+    let mut text = vocab.render_chat(&msgs, offered).map_err(|e| Invalid::text(e, "messages"))?;
     if let Some((open, close)) = &native {
         // Thinking models: open the think block ourselves (or close it at once when thinking is off).
         if plan.thinking {
@@ -308,16 +383,15 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
             text.push_str(&format!("{open}\n\n{close}\n\n"));
         }
     }
-    let prompt = vocab.tokenize(&text, true).map_err(|e| ApiError::text(e, "messages"))?;
+    let prompt = vocab.tokenize(&text, true).map_err(|e| Invalid::text(e, "messages"))?;
     // Every token of the slot may be used: the prompt leaves at least one for the output.
     let slot_ctx = backend.slot_ctx();
     let room = (slot_ctx as i64) - prompt.len() as i64;
     if room < 1 {
-        return Err(ApiError::bad_request(
-            format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), slot_ctx),
-            Some("messages"),
-        )
-        .with_code("context_length_exceeded"));
+        return Err(Invalid::ContextLength {
+            message: format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), slot_ctx),
+            param: "messages".into(),
+        });
     }
     let forcing = plan.thinking.then(|| ForcingRequest {
         min_thinking: plan.min_thinking,
@@ -341,9 +415,9 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
     if let (Some(f), Some(cap)) = (&forcing, v.max_tokens) {
         // A cap that leaves no thinking after the close and the answer's reserve would skip
         // thinking without a sign: say so instead.
-        let close = vocab.tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false).map_err(|e| ApiError::text(e, "messages"))?.len() as u32;
+        let close = vocab.tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false).map_err(|e| Invalid::text(e, "messages"))?.len() as u32;
         if plan::effective_max_thinking(f.max_thinking, max_tokens, f.answer_reserve, close) == 0 {
-            return Err(ApiError::bad_request(
+            return Err(Invalid::field(
                 format!(
                     "The token cap ({cap}) leaves no room to think: thinking needs more than {} tokens (the answer's reserve and the injected close); raise the cap or turn thinking off",
                     f.answer_reserve + close
@@ -354,13 +428,12 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
     }
     if let Some(f) = &forcing {
         if f.min_thinking > 0 && f.min_thinking + rc.answer_reserve > max_tokens {
-            return Err(ApiError::bad_request(
+            return Err(Invalid::field(
                 format!("'min_thinking_tokens' ({}) does not fit in the token cap ({max_tokens}) with room to answer", f.min_thinking),
                 Some("min_thinking_tokens"),
             ));
         }
     }
-    let samples = plan.sampling.samples as usize;
     let spec = JobSpec {
         id: id.to_string(),
         text: text.clone(),
@@ -375,14 +448,14 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
     Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected, auto })
 }
 
-pub async fn prepare_off_thread(state: &AppState, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, ApiError> {
+pub async fn prepare_off_thread(state: &AppState, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, Invalid> {
     let (state, backend, id) = (state.clone(), backend.clone(), id.to_string());
     off_thread(move || prepare(&state, &*backend, &id, body)).await
 }
 
 /// Run a blocking preparation on tokio's blocking pool.
-pub async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("preparing the request failed"))?
+pub async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T, Invalid> + Send + 'static) -> Result<T, Invalid> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| Invalid::Internal)?
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -414,20 +487,20 @@ pub struct PreparedCompletion {
 }
 
 /// The gate for text completions: fields, prompts (text or token ids), the room each leaves.
-pub fn prepare_completion(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -> Result<PreparedCompletion, ApiError> {
+pub fn prepare_completion(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -> Result<PreparedCompletion, Invalid> {
     let cfg = &state.cfg;
     let obj = parse_object(&body)?;
     let common: Common = typed(&obj)?;
     let fields: CompletionFields = typed(&obj)?;
     let top = match fields.logprobs {
-        Some(k) if !(0..=20).contains(&k) => return Err(ApiError::bad_request("'logprobs' must be between 0 and 20", Some("logprobs"))),
+        Some(k) if !(0..=20).contains(&k) => return Err(Invalid::field("'logprobs' must be between 0 and 20", Some("logprobs"))),
         k => k.map(|k| k as u32),
     };
     let vocab = backend.vocabulary();
     let slot_ctx = backend.slot_ctx();
     let mut v = common.validate(cfg, top, vocab.n_vocab(), vocab.eog(), slot_ctx)?;
     v.constrain(backend)?;
-    let tokenize = |t: &str| vocab.tokenize(t, true).map_err(|e| ApiError::text(e, "prompt"));
+    let tokenize = |t: &str| vocab.tokenize(t, true).map_err(|e| Invalid::text(e, "prompt"));
     let (texts, prompts): (Vec<String>, Vec<Vec<LlamaToken>>) = match fields.prompt {
         Prompt::Text(t) => (vec![t.clone()], vec![tokenize(&t)?]),
         Prompt::Texts(ts) => (ts.clone(), ts.iter().map(|t| tokenize(t)).collect::<Result<_, _>>()?),
@@ -435,22 +508,21 @@ pub fn prepare_completion(state: &AppState, backend: &dyn Backend, id: &str, bod
         Prompt::TokenLists(ls) => (vec![String::new(); ls.len()], ls.into_iter().map(|l| l.into_iter().map(LlamaToken).collect()).collect()),
     };
     if prompts.is_empty() || prompts.len() * v.n > cfg.parallel as usize * 4 {
-        return Err(ApiError::bad_request("'prompt' must hold between 1 and a few prompts", Some("prompt")));
+        return Err(Invalid::field("'prompt' must hold between 1 and a few prompts", Some("prompt")));
     }
     let n_vocab = vocab.n_vocab().unwrap_or(i32::MAX);
     if prompts.iter().flatten().any(|t| t.0 < 0 || t.0 >= n_vocab) {
-        return Err(ApiError::bad_request(format!("token ids in 'prompt' must be in 0..{n_vocab}"), Some("prompt")));
+        return Err(Invalid::field(format!("token ids in 'prompt' must be in 0..{n_vocab}"), Some("prompt")));
     }
     if prompts.iter().any(|p| p.is_empty()) {
-        return Err(ApiError::bad_request("'prompt' must not be empty", Some("prompt")));
+        return Err(Invalid::field("'prompt' must not be empty", Some("prompt")));
     }
     let mut specs = Vec::new();
     for (i, prompt) in prompts.into_iter().enumerate() {
         // Every token of the slot may be used: the prompt leaves at least one for the output.
         let room = slot_ctx as i64 - prompt.len() as i64;
         if room < 1 {
-            return Err(ApiError::bad_request(format!("Prompt {i} is {} tokens; the context holds {slot_ctx}", prompt.len()), Some("prompt"))
-                .with_code("context_length_exceeded"));
+            return Err(Invalid::ContextLength { message: format!("Prompt {i} is {} tokens; the context holds {slot_ctx}", prompt.len()), param: "prompt".into() });
         }
         specs.push(JobSpec {
             id: format!("{id}-{i}"),

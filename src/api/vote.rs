@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::Response;
-use serde_json::{json, Value};
 
-use super::chat::View;
-use super::validate::Prepared;
+use super::chat::{chat_completion, Grade, View};
 use super::error::ApiError;
-use super::pipeline::{Finish, chat_chunk, chat_completion, submit, unix_now, usage_chunk, Collector};
-use super::sse::{self, Item};
+use super::grading::AutoDecision;
+use super::openai::{ChatChoice, ChoiceExt, ChunkChoice, Delta, Finish, Progress, SampleDetail, VoteDetail, VoteRow};
+use super::pipeline::{collect, events, stream, submit, Collector, Envelope, Out, Render};
+use super::validate::Prepared;
 use super::AppState;
 use crate::backend::{Adaptive, Backend, ConfidenceSpec, Event, FinishReason, Judge, StopRule, VotePlan};
 use crate::metrics::metrics;
@@ -66,7 +66,7 @@ struct Outcome {
     thinking: String,
     answer: String,
     finish: Option<FinishReason>,
-    ext: Value,
+    ext: VoteDetail,
     stopped_early: bool,
     used: usize,
 }
@@ -114,19 +114,19 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
                 col.judged.iter().find(|(ch, a, _)| *ch == choice && Some(a) == answer.as_ref()).map_or(0.0, |j| j.2),
             ),
         };
-        samples.push(json!({
-            "index": i - choice * group,
-            "answer": answer,
-            "thinking_tokens": c.stats.thinking_tokens,
-            "completion_tokens": c.stats.completion_tokens,
-            "mean_logprob": c.stats.mean_logprob,
-            "score": score,
-            "finish_reason": c.finish.map(FinishReason::as_str),
-            "confidence": c.stats.confidence,
-            "voted": voted,
-            "reasoning": c.stats.thinking,
-            "content": c.stats.answer,
-        }));
+        samples.push(SampleDetail {
+            index: i - choice * group,
+            answer: answer.clone(),
+            thinking_tokens: c.stats.thinking_tokens,
+            completion_tokens: c.stats.completion_tokens,
+            mean_logprob: c.stats.mean_logprob,
+            score,
+            finish_reason: c.finish.map(FinishReason::as_str),
+            confidence: c.stats.confidence,
+            voted,
+            reasoning: c.stats.thinking.clone(),
+            content: c.stats.answer.clone(),
+        });
         if voted {
             ballots.push(Ballot { answer, score, mean_logprob: c.stats.mean_logprob, confidence: confidence(i) });
             members.push(i);
@@ -135,57 +135,41 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
     let d = decide(&ballots, plan.aggregate);
     let rep = members.get(d.index).map(|&i| &col.choices[i]);
     let stopped_early = col.stopped.contains(&choice);
-    let ext = json!({
-        "answer": d.answer,
-        "samples_requested": group,
-        // Chains decoded (pruned and dropped ones included: their tokens were spent), and voting.
-        "samples_used": samples.len(),
-        "samples_voted": members.len(),
-        "stopped_early": stopped_early,
-        "aggregate": plan.aggregate.as_str(),
-        "verifier": plan.verifier.as_str(),
-        "adaptive": plan.adaptive,
-        "prune": if plan.prune { "confidence" } else { "none" },
-        "keep_top": plan.keep_top,
-        "prune_threshold": col.calibrated.iter().find(|(c, _)| *c == choice).map(|(_, t)| *t),
-        "pruned": pruned,
-        "votes": d.table.iter().map(|t| json!({"answer": t.answer, "votes": t.votes, "weight": t.weight, "confidence": t.confidence, "mean_logprob": t.mean_logprob})).collect::<Vec<_>>(),
-        "chosen_sample": members.get(d.index).map(|&i| i - choice * group),
-        "samples": samples,
-    });
+    let ext = VoteDetail {
+        answer: d.answer,
+        samples_requested: group,
+        samples_used: samples.len(),
+        samples_voted: members.len(),
+        stopped_early,
+        aggregate: plan.aggregate.as_str(),
+        verifier: plan.verifier.as_str(),
+        adaptive: plan.adaptive,
+        prune: if plan.prune { "confidence" } else { "none" },
+        keep_top: plan.keep_top,
+        prune_threshold: col.calibrated.iter().find(|(c, _)| *c == choice).map(|(_, t)| *t),
+        pruned,
+        votes: d.table.iter().map(|t| VoteRow { answer: t.answer.clone(), votes: t.votes, weight: t.weight, confidence: t.confidence, mean_logprob: t.mean_logprob }).collect(),
+        chosen_sample: members.get(d.index).map(|&i| i - choice * group),
+        samples,
+    };
     Outcome {
         thinking: rep.map(|c| c.thinking.clone()).unwrap_or_default(),
         answer: rep.map(|c| c.answer.clone()).unwrap_or_default(),
         finish: rep.and_then(|c| c.finish),
-        ext,
         stopped_early,
-        used: samples.len(),
+        used: ext.samples_used,
+        ext,
     }
-}
-
-/// Record choice 0 for grading: thinking time is the longest sample's (they run in parallel),
-/// thinking tokens are all samples' (the compute spent).
-fn record_vote(state: &AppState, id: &str, plan: &crate::reasoning::plan::ReasoningPlan, col: &Collector, o: &Outcome, group: usize, expected: Option<&str>) -> Option<bool> {
-    let samples = &col.choices[..group];
-    let secs = samples.iter().map(|c| c.stats.thinking_ms).fold(0.0, f64::max) / 1000.0;
-    let tokens: u32 = samples.iter().map(|c| c.stats.thinking_tokens).sum();
-    super::grading::record_request(state, id, plan, &o.answer, &o.thinking, secs, tokens as f64, expected)
 }
 
 pub async fn respond(state: AppState, backend: Arc<dyn Backend>, id: String, mut p: Prepared, started: Instant) -> Result<Response, ApiError> {
     let plan = p.plan.sampling.clone();
     let group = plan.samples as usize;
     let n = p.v.n;
-    let limit = state.cfg.parallel as usize * state.cfg.queue_size;
-    if n * group > limit {
-        return Err(ApiError::bad_request(format!("n x samples = {} exceeds this server's limit ({limit} = slots x queue)", n * group), Some("samples")));
-    }
     let judge = match plan.verifier {
         Verifier::SelfJudge => Some(self_judge(&*backend, &p, &state.cfg.reasoning.self_verifier_prompt)),
-        Verifier::Model if backend.capabilities().verifier_model => Some(verifier_judge(&p, &state.cfg.reasoning.self_verifier_prompt)),
-        Verifier::Model => {
-            return Err(ApiError::bad_request("verifier 'model' needs the server started with --verifier-model", Some("verifier")))
-        }
+        // The gate checked that the backend has a verifier model.
+        Verifier::Model => Some(verifier_judge(&p, &state.cfg.reasoning.self_verifier_prompt)),
         _ => None,
     };
     let r = &state.cfg.reasoning;
@@ -193,7 +177,6 @@ pub async fn respond(state: AppState, backend: Arc<dyn Backend>, id: String, mut
     let wave = (plan.warmup.unwrap_or(first).max(1) as usize).min(group);
     // auto, when it may widen: the chosen samples run first; the rest only if they disagree.
     let widen_from = p.auto.as_ref().and_then(|a| a.choice.as_ref()).map(|c| c.setting.samples as usize).filter(|&k| k < group);
-    let auto = p.auto.clone();
     let adaptive = if let Some(first) = widen_from {
         Some(Adaptive { wave: first, rule: StopRule::Unanimous { wave: first }, prune_keep: None })
     } else if plan.prune {
@@ -205,88 +188,101 @@ pub async fn respond(state: AppState, backend: Arc<dyn Backend>, id: String, mut
     let confidence = measure.then_some(ConfidenceSpec { top_k: r.confidence_top_k, window: r.confidence_window, score: r.confidence_score });
     p.spec.vote = Some(VotePlan { group, adaptive, judge, confidence });
     let score = r.confidence_score;
-    let view = Arc::new(View::new(&p));
-    let (p_plan, p_expected) = (p.plan.clone(), p.expected.clone());
+    let view = View::new(&p);
+    let grade = Grade { state: state.clone(), id: id.clone(), plan: p.plan.clone(), expected: p.expected.clone() };
     let effort = p.plan.effort;
-    let stream = p.v.stream;
-    let include_usage = p.v.include_usage;
     let mut col = Collector::new("chat", id.clone(), n * group, started);
     col.effort = p.plan.thinking.then_some(effort);
-    let (mut rx, _cancel) = submit(&*backend, p.spec)?;
-    let model = state.cfg.model_id();
-    let created = unix_now();
-    let finalize = move |col: &Collector| -> Vec<Outcome> {
-        let outcomes: Vec<Outcome> = (0..n).map(|c| decide_choice(col, c, group, &plan, score)).collect();
+    let (rx, _cancel) = submit(&*backend, p.spec)?;
+    let env = Envelope::new(id, state.cfg.model_id());
+    let ballot = Ballots { n, group, plan, score, effort };
+    if p.v.stream {
+        let render = VoteStream { ballot, view, auto: p.auto, grade };
+        return Ok(stream(env, vec![col], events(vec![rx]), p.v.include_usage, render));
+    }
+    let col = collect(vec![col], events(vec![rx]), true).await?.remove(0);
+    let outcomes = ballot.decide(&col);
+    let graded = grade.record_vote(&col.choices[..group], &outcomes[0].answer, &outcomes[0].thinking);
+    let choices = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, o)| ChatChoice {
+            index,
+            message: view.message(&o.thinking, &o.answer),
+            logprobs: None,
+            finish_reason: Finish::from(o.finish),
+            thinkscale: ChoiceExt::some(Some(o.ext), None),
+        })
+        .collect();
+    Ok(chat_completion(&env, choices, &col, graded, p.auto))
+}
+
+/// How a response's choices are decided from their sample groups.
+struct Ballots {
+    n: usize,
+    group: usize,
+    plan: SamplingPlan,
+    score: ChainScore,
+    effort: &'static str,
+}
+
+impl Ballots {
+    fn decide(&self, col: &Collector) -> Vec<Outcome> {
+        let outcomes: Vec<Outcome> = (0..self.n).map(|c| decide_choice(col, c, self.group, &self.plan, self.score)).collect();
         for o in &outcomes {
-            metrics().samples_used.with_label_values(&[effort]).observe(o.used as f64);
+            metrics().samples_used.with_label_values(&[self.effort]).observe(o.used as f64);
             if o.stopped_early {
                 metrics().early_stops.inc();
             }
         }
-        col.log();
         outcomes
-    };
-    if !stream {
-        while let Some(e) = rx.recv().await {
-            col.absorb(&e);
-        }
-        if let Some(m) = &col.error {
-            col.log();
-            return Err(ApiError::internal(m.clone()));
-        }
-        let outcomes = finalize(&col);
-        let graded = record_vote(&state, &id, &p_plan, &col, &outcomes[0], group, p_expected.as_deref());
-        let choices: Vec<Value> = outcomes
-            .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                json!({"index": i, "message": view.message(&o.thinking, &o.answer), "logprobs": null,
-                       "finish_reason": Finish::from(o.finish).as_str(), "thinkscale": o.ext})
-            })
-            .collect();
-        return Ok(chat_completion(&id, created, &model, choices, &col, graded, auto.as_ref()));
     }
-    let s = async_stream::stream! {
-        let chunk = |choices: Value| chat_chunk(&id, created, &model, choices);
-        // Progress as SSE comments (OpenAI clients skip them), then the voted answer.
-        while let Some(e) = rx.recv().await {
-            col.absorb(&e);
-            match &e {
-                Event::Finished { index, reason, stats } if *reason != FinishReason::Cancelled || stats.completion_tokens > 0 => {
-                    let answer = final_answer(&stats.answer, &stats.thinking);
-                    let note = json!({"event": "sample", "choice": index / group, "sample": index % group, "answer": answer,
-                                      "thinking_tokens": stats.thinking_tokens, "finish_reason": reason.as_str()});
-                    yield Item::Comment(format!("thinkscale {note}"));
-                }
-                Event::Stopped { choice } => yield Item::Comment(format!("thinkscale {}", json!({"event": "stopped", "choice": choice}))),
-                Event::Judged { choice, answer, score } => {
-                    yield Item::Comment(format!("thinkscale {}", json!({"event": "judged", "choice": choice, "answer": answer, "score": score})));
-                }
-                _ => {}
-            }
-        }
-        if let Some(m) = col.error.clone() {
-            col.log();
-            yield Item::Data(ApiError::internal(m).body());
-            return;
-        }
-        let outcomes = finalize(&col);
-        record_vote(&state, &id, &p_plan, &col, &outcomes[0], group, p_expected.as_deref());
+}
+
+/// A streamed vote: progress as SSE comments (OpenAI clients skip them) while the samples run,
+/// then each voted answer as one choice's deltas.
+struct VoteStream {
+    ballot: Ballots,
+    view: View,
+    auto: Option<AutoDecision>,
+    grade: Grade,
+}
+
+impl Render for VoteStream {
+    type Choice = ChunkChoice;
+    const OBJECT: &'static str = "chat.completion.chunk";
+    const DRAIN: bool = true;
+
+    fn event(&mut self, _job: usize, event: &Event) -> Vec<Out<ChunkChoice>> {
+        let group = self.ballot.group;
+        let progress = match event {
+            Event::Finished { index, reason, stats } if *reason != FinishReason::Cancelled || stats.completion_tokens > 0 => Progress::Sample {
+                choice: index / group,
+                sample: index % group,
+                answer: final_answer(&stats.answer, &stats.thinking),
+                thinking_tokens: stats.thinking_tokens,
+                finish_reason: reason.as_str(),
+            },
+            Event::Stopped { choice } => Progress::Stopped { choice: *choice },
+            Event::Judged { choice, answer, score } => Progress::Judged { choice: *choice, answer: answer.clone(), score: *score },
+            _ => return Vec::new(),
+        };
+        vec![Out::Progress(progress)]
+    }
+
+    fn closing(&mut self, cols: &[Collector]) -> Vec<Out<ChunkChoice>> {
+        let col = &cols[0];
+        let outcomes = self.ballot.decide(col);
+        self.grade.record_vote(&col.choices[..self.ballot.group], &outcomes[0].answer, &outcomes[0].thinking);
+        let mut out = Vec::new();
         for (i, o) in outcomes.into_iter().enumerate() {
-            yield Item::Data(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])));
+            out.push(Out::Choice(ChunkChoice::delta(i, Delta::role())));
             let mut answering = false;
-            for delta in view.stream_delta(&o.thinking, &o.answer, &mut answering) {
-                yield Item::Data(chunk(json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": null}])));
+            for delta in self.view.stream_delta(&o.thinking, &o.answer, &mut answering) {
+                out.push(Out::Choice(ChunkChoice::delta(i, delta)));
             }
-            let mut ext = o.ext;
-            if let Some(a) = &auto {
-                ext["auto"] = json!(a);
-            }
-            yield Item::Data(chunk(json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": Finish::from(o.finish).as_str(), "thinkscale": ext}])));
+            out.push(Out::Choice(ChunkChoice::finish(i, Finish::from(o.finish), ChoiceExt::some(Some(o.ext), self.auto.clone()))));
         }
-        if include_usage {
-            yield Item::Data(usage_chunk(chunk(json!([])), &col));
-        }
-    };
-    Ok(sse::respond(s))
+        out
+    }
 }

@@ -1,0 +1,365 @@
+//! What the generation endpoints answer, as serde types: completions, chunks, usage, log-probs,
+//! tool calls, errors, and thinkscale's own extension objects. Handlers build these; nothing
+//! assembles a response body by hand.
+
+use serde::Serialize;
+
+use super::grading::AutoDecision;
+use crate::backend::LogprobEntry;
+use crate::reasoning::chat::ToolCall;
+use crate::reasoning::confidence::ChainScores;
+
+/// `finish_reason` as OpenAI spells it: the closed set every endpoint answers with. A cancelled
+/// sequence (its client gone, or a sample stopped early by the vote) is a "stop" there; the
+/// engine's own reason stays in a vote's per-sample detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    Stop,
+    Length,
+    ToolCalls,
+}
+
+impl From<Option<crate::backend::FinishReason>> for Finish {
+    fn from(f: Option<crate::backend::FinishReason>) -> Self {
+        match f {
+            Some(crate::backend::FinishReason::Length) => Self::Length,
+            _ => Self::Stop,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+    pub prompt_tokens_details: PromptTokensDetails,
+    pub completion_tokens_details: CompletionTokensDetails,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompletionTokensDetails {
+    pub reasoning_tokens: u32,
+}
+
+/// llama.cpp-style timings, with thinking split from the answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timings {
+    pub prompt_n: u32,
+    pub prompt_ms: f64,
+    pub predicted_n: u32,
+    pub predicted_ms: f64,
+    pub predicted_per_second: f64,
+    pub thinking_n: u32,
+    pub thinking_ms: f64,
+    pub answer_n: u32,
+    pub answer_ms: f64,
+    pub ttft_ms: f64,
+    pub total_ms: f64,
+}
+
+/// Chat log-probs: one entry per token of `content`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatLogprobs {
+    pub content: Vec<LogprobEntry>,
+}
+
+/// A tool call as OpenAI writes it (`index` only in stream deltas).
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionOut,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionOut {
+    pub name: String,
+    pub arguments: String,
+}
+
+impl ToolCallOut {
+    pub fn list(calls: Vec<ToolCall>, streaming: bool) -> Vec<Self> {
+        calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Self { index: streaming.then_some(i), id: c.id, kind: "function", function: FunctionOut { name: c.name, arguments: c.arguments } })
+            .collect()
+    }
+}
+
+/// The assistant's message in a finished chat choice. `content` is null only beside tool calls.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AssistantMessage {
+    pub role: &'static str,
+    pub content: Option<String>,
+    /// Thinking returned apart, under both names peers use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+/// One step of a streamed chat choice; every field is optional (the last delta is `{}`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Delta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+impl Delta {
+    pub fn content(text: impl Into<String>) -> Self {
+        Self { content: Some(text.into()), ..Self::default() }
+    }
+    /// The first chunk of every streamed choice.
+    pub fn role() -> Self {
+        Self { role: Some("assistant"), content: Some(String::new()), ..Self::default() }
+    }
+}
+
+/// thinkscale's extension on a choice: the vote behind it and what `auto` chose.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChoiceExt {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub vote: Option<VoteDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoDecision>,
+}
+
+impl ChoiceExt {
+    /// None when there is nothing to say, so the choice carries no `thinkscale` key.
+    pub fn some(vote: Option<VoteDetail>, auto: Option<AutoDecision>) -> Option<Self> {
+        (vote.is_some() || auto.is_some()).then_some(Self { vote, auto })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Finish,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinkscale: Option<ChoiceExt>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkChoice {
+    pub index: usize,
+    pub delta: Delta,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<Finish>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinkscale: Option<ChoiceExt>,
+}
+
+impl ChunkChoice {
+    pub fn delta(index: usize, delta: Delta) -> Self {
+        Self { index, delta, logprobs: None, finish_reason: None, thinkscale: None }
+    }
+    pub fn finish(index: usize, finish: Finish, thinkscale: Option<ChoiceExt>) -> Self {
+        Self { index, delta: Delta::default(), logprobs: None, finish_reason: Some(finish), thinkscale }
+    }
+}
+
+/// Legacy completions log-probs: parallel arrays.
+#[derive(Debug, Clone, Serialize)]
+pub struct TextLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f32>,
+    pub top_logprobs: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub text_offset: Vec<usize>,
+}
+
+impl TextLogprobs {
+    pub fn new(entries: &[LogprobEntry]) -> Self {
+        let mut offset = 0usize;
+        let mut text_offset = Vec::new();
+        for e in entries {
+            text_offset.push(offset);
+            offset += e.token.len();
+        }
+        Self {
+            tokens: entries.iter().map(|e| e.token.clone()).collect(),
+            token_logprobs: entries.iter().map(|e| e.logprob).collect(),
+            top_logprobs: entries.iter().map(|e| e.top_logprobs.iter().map(|t| (t.token.clone(), t.logprob.into())).collect()).collect(),
+            text_offset,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TextChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<TextLogprobs>,
+    pub finish_reason: Option<Finish>,
+}
+
+/// The envelope every completion object and chunk shares: `object` tells which
+/// (`chat.completion`, `chat.completion.chunk`, `text_completion`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Completion<C> {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub system_fingerprint: &'static str,
+    pub choices: Vec<C>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinkscale: Option<RequestExt>,
+}
+
+/// thinkscale's extension on a whole chat completion: the grading outcome when the request
+/// carried a reference, and the setting `reasoning_effort: "auto"` chose.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestExt {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graded: Option<Graded>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoDecision>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Graded {
+    pub correct: bool,
+}
+
+impl RequestExt {
+    pub fn some(graded: Option<bool>, auto: Option<AutoDecision>) -> Option<Self> {
+        (graded.is_some() || auto.is_some()).then(|| Self { graded: graded.map(|correct| Graded { correct }), auto })
+    }
+}
+
+/// A self-consistency choice's ballot.
+#[derive(Debug, Clone, Serialize)]
+pub struct VoteDetail {
+    pub answer: Option<String>,
+    pub samples_requested: usize,
+    /// Chains decoded (pruned and dropped ones included: their tokens were spent), and voting.
+    pub samples_used: usize,
+    pub samples_voted: usize,
+    pub stopped_early: bool,
+    pub aggregate: &'static str,
+    pub verifier: &'static str,
+    pub adaptive: bool,
+    pub prune: &'static str,
+    pub keep_top: Option<f64>,
+    pub prune_threshold: Option<f64>,
+    pub pruned: usize,
+    pub votes: Vec<VoteRow>,
+    pub chosen_sample: Option<usize>,
+    pub samples: Vec<SampleDetail>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VoteRow {
+    pub answer: String,
+    pub votes: usize,
+    pub weight: f64,
+    pub confidence: f64,
+    pub mean_logprob: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleDetail {
+    pub index: usize,
+    pub answer: Option<String>,
+    pub thinking_tokens: u32,
+    pub completion_tokens: u32,
+    pub mean_logprob: f64,
+    pub score: Option<f64>,
+    pub finish_reason: Option<&'static str>,
+    pub confidence: Option<ChainScores>,
+    pub voted: bool,
+    pub reasoning: String,
+    pub content: String,
+}
+
+/// Progress of a streamed vote, sent as SSE comments (`: thinkscale {...}`) that OpenAI clients skip.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    Sample { choice: usize, sample: usize, answer: Option<String>, thinking_tokens: u32, finish_reason: &'static str },
+    Stopped { choice: usize },
+    Judged { choice: usize, answer: String, score: f64 },
+}
+
+/// `{"error": {...}}`, the body of every error response and of an error inside a stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorObject<'a>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorObject<'a> {
+    pub message: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub param: Option<&'a str>,
+    pub code: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::FinishReason;
+    use serde_json::json;
+
+    #[test]
+    fn finish_reasons_as_openai_spells_them() {
+        let s = |f: Finish| serde_json::to_value(f).unwrap();
+        assert_eq!(s(Finish::from(Some(FinishReason::Length))), json!("length"));
+        // A sample the vote stopped, or a request whose client left, ended: "stop", not "cancelled".
+        assert_eq!(s(Finish::from(Some(FinishReason::Cancelled))), json!("stop"));
+        assert_eq!(s(Finish::from(None)), json!("stop"));
+        assert_eq!(s(Finish::ToolCalls), json!("tool_calls"));
+    }
+
+    #[test]
+    fn deltas_carry_only_what_they_say() {
+        assert_eq!(serde_json::to_value(Delta::default()).unwrap(), json!({}));
+        assert_eq!(serde_json::to_value(Delta::role()).unwrap(), json!({"role": "assistant", "content": ""}));
+        let c = ChunkChoice::finish(2, Finish::Stop, ChoiceExt::some(None, None));
+        assert_eq!(serde_json::to_value(c).unwrap(), json!({"index": 2, "delta": {}, "logprobs": null, "finish_reason": "stop"}));
+    }
+
+    #[test]
+    fn stream_calls_are_indexed_and_message_calls_are_not() {
+        let call = || vec![ToolCall { id: "call_1".into(), name: "f".into(), arguments: "{}".into() }];
+        let streamed = serde_json::to_value(ToolCallOut::list(call(), true)).unwrap();
+        assert_eq!(streamed, json!([{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]));
+        assert!(serde_json::to_value(ToolCallOut::list(call(), false)).unwrap()[0].get("index").is_none());
+    }
+
+    #[test]
+    fn legacy_logprobs_offsets_follow_the_token_text() {
+        let e = |t: &str| LogprobEntry { token: t.into(), logprob: -0.5, bytes: t.as_bytes().to_vec(), top_logprobs: vec![], thinking: false };
+        let lp = TextLogprobs::new(&[e("Hel"), e("lo"), e("!")]);
+        assert_eq!(lp.text_offset, vec![0, 3, 5]);
+        assert_eq!(lp.tokens, vec!["Hel", "lo", "!"]);
+    }
+}
