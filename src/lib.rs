@@ -1,6 +1,7 @@
 //! thinkscale library: the server's layers, exposed for the binary, benches and tests.
 
 pub mod api;
+pub mod service;
 pub mod backend;
 pub mod config;
 pub mod engine;

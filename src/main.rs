@@ -5,7 +5,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use thinkscale::api::{router, AppState};
+use thinkscale::api::router;
+use thinkscale::service::Service;
 use thinkscale::config::{Config, ServeArgs};
 use thinkscale::engine::Engine;
 
@@ -111,7 +112,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let state = AppState::new(cfg.clone())?;
+        let state = Service::new(cfg.clone())?;
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         tracing::info!(%addr, model = %cfg.model.display(), "listening; loading model");
@@ -182,7 +183,7 @@ fn serve_remote(mut cfg: Config) -> anyhow::Result<()> {
         // Clients ask for the engines' model unless an alias was given.
         cfg.model_alias.get_or_insert_with(|| remote.model().to_string());
         let cfg = Arc::new(cfg);
-        let state = AppState::new(cfg.clone())?;
+        let state = Service::new(cfg.clone())?;
         let _ = state.backend.set(Arc::new(remote));
         thinkscale::metrics::metrics().engine_up.set(1);
         let addr = format!("{}:{}", cfg.host, cfg.port);

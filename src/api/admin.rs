@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::pipeline::unix_now;
-use super::AppState;
+use super::stream::unix_now;
+use crate::service::Service;
 use crate::metrics::metrics;
 
-pub async fn models(State(state): State<AppState>) -> Response {
+pub async fn models(State(state): State<Service>) -> Response {
     let id = state.cfg.model_id();
     let meta = state.backend.get().map(|b| b.meta());
     axum::Json(json!({
@@ -20,7 +20,7 @@ pub async fn models(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-pub async fn model(State(state): State<AppState>, axum::extract::Path(name): axum::extract::Path<String>) -> Result<Response, ApiError> {
+pub async fn model(State(state): State<Service>, axum::extract::Path(name): axum::extract::Path<String>) -> Result<Response, ApiError> {
     let id = state.cfg.model_id();
     if name != id {
         return Err(ApiError::not_found(format!("The model '{name}' does not exist; this server serves '{id}'")).with_code("model_not_found"));
@@ -28,7 +28,7 @@ pub async fn model(State(state): State<AppState>, axum::extract::Path(name): axu
     Ok(axum::Json(json!({"id": id, "object": "model", "created": unix_now(), "owned_by": "thinkscale"})).into_response())
 }
 
-pub async fn health(State(state): State<AppState>) -> Response {
+pub async fn health(State(state): State<Service>) -> Response {
     if let Some(reason) = state.engine_failure.get() {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "error", "error": reason}))).into_response();
     }
@@ -46,7 +46,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 }
 
 /// Test hook: the engine thread panics at its next step.
-pub async fn engine_panic(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn engine_panic(State(state): State<Service>) -> Result<Response, ApiError> {
     state.backend()?.fail_for_test();
     Ok(axum::Json(json!({"requested": true})).into_response())
 }

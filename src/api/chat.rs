@@ -9,16 +9,17 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::grading::AutoDecision;
-use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Finish, RequestExt, ToolCallOut};
-use super::pipeline::{collect, events, stream, submit, usage, ChoiceResult, Collector, Envelope, Out, Render};
-use super::validate::{prepare_off_thread, Prepared};
-use super::AppState;
+use crate::service::grading::AutoDecision;
+use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Finish, RequestExt, Timings, ToolCallOut, Usage};
+use super::stream::{stream, Envelope, Out, Render};
+use crate::service::grading::Grade;
+use crate::service::pipeline::{collect, events, submit, Collector};
+use crate::service::validate::{prepare_off_thread, Prepared};
+use crate::service::Service;
 use crate::backend::{Event, FinishReason, LogprobEntry};
-use crate::reasoning::plan::ReasoningPlan;
 use crate::reasoning::tools::{self, CallStream};
 
-pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let started = Instant::now();
     let backend = state.backend()?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4());
@@ -31,7 +32,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
     col.effort = p.plan.thinking.then_some(p.plan.effort);
     let (rx, _cancel) = submit(&*backend, p.spec)?;
     let env = Envelope::new(id.clone(), state.cfg.model_id());
-    let grade = Grade { state, id, plan: p.plan, expected: p.expected };
+    let grade = Grade { service: state, id, plan: p.plan, expected: p.expected };
     if p.v.stream {
         let n = p.v.n;
         let render = ChatStream { view, logprobs: p.logprobs, answering: vec![false; n], calls: (0..n).map(|_| CallStream::default()).collect(), auto: p.auto, grade };
@@ -55,8 +56,8 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes,
 /// A non-streamed `chat.completion`, with the grading outcome when the request carried a reference.
 pub fn chat_completion(env: &Envelope, choices: Vec<ChatChoice>, col: &Collector, graded: Option<bool>, auto: Option<AutoDecision>) -> Response {
     let mut body = env.wrap("chat.completion", choices);
-    body.usage = Some(usage(std::slice::from_ref(col)));
-    body.timings = Some(col.timings());
+    body.usage = Some(Usage::of(std::slice::from_ref(col)));
+    body.timings = Some(Timings::of(col));
     body.thinkscale = RequestExt::some(graded, auto);
     axum::Json(body).into_response()
 }
@@ -130,35 +131,10 @@ impl Render for ChatStream {
 
 /// POST /apply-template (as llama-server names it): the prompt text a chat request is decoded
 /// from, template, tools and thinking scaffold included, for checking how a model is prompted.
-pub async fn apply_template(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn apply_template(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let backend = state.backend()?;
     let p = prepare_off_thread(&state, &backend, "template", body?).await?;
     Ok(axum::Json(json!({"prompt": p.prompt_text})).into_response())
-}
-
-/// What grading a request needs: its first choice is kept for /v1/feedback and graded when a
-/// reference came with the request.
-pub struct Grade {
-    pub state: AppState,
-    pub id: String,
-    pub plan: ReasoningPlan,
-    pub expected: Option<String>,
-}
-
-impl Grade {
-    fn record(&self, col: &Collector) -> Option<bool> {
-        let c = &col.choices[0];
-        let secs = c.stats.thinking_ms / 1000.0;
-        super::grading::record_request(&self.state, &self.id, &self.plan, &c.answer, &c.thinking, secs, c.stats.thinking_tokens as f64, self.expected.as_deref())
-    }
-
-    /// A vote's: thinking time is the longest sample's (they run in parallel), thinking tokens
-    /// are all samples' (the compute spent).
-    pub fn record_vote(&self, samples: &[ChoiceResult], answer: &str, thinking: &str) -> Option<bool> {
-        let secs = samples.iter().map(|c| c.stats.thinking_ms).fold(0.0, f64::max) / 1000.0;
-        let tokens: u32 = samples.iter().map(|c| c.stats.thinking_tokens).sum();
-        super::grading::record_request(&self.state, &self.id, &self.plan, answer, thinking, secs, tokens as f64, self.expected.as_deref())
-    }
 }
 
 /// How thinking and answer text are shown, per the plan and the model's markers.

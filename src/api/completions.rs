@@ -8,13 +8,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::openai::{Finish, TextChoice, TextLogprobs};
-use super::pipeline::{collect, events, stream, submit, usage, Collector, Envelope, Out, Render};
-use super::validate::{off_thread, prepare_completion, PreparedCompletion};
-use super::AppState;
+use super::openai::{Finish, TextChoice, TextLogprobs, Timings, Usage};
+use super::stream::{stream, Envelope, Out, Render};
+use crate::service::pipeline::{collect, events, submit, Collector};
+use crate::service::validate::{off_thread, prepare_completion, PreparedCompletion};
+use crate::service::Service;
 use crate::backend::Event;
 
-pub async fn completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let started = Instant::now();
     let backend = state.backend()?;
     let id = format!("cmpl-{}", uuid::Uuid::new_v4());
@@ -42,8 +43,8 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
         }
     }
     let mut body = env.wrap(TextStream::OBJECT, choices);
-    body.usage = Some(usage(&cols));
-    body.timings = Some(cols[0].timings());
+    body.usage = Some(Usage::of(&cols));
+    body.timings = Some(Timings::of(&cols[0]));
     Ok(axum::Json(body).into_response())
 }
 

@@ -4,6 +4,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::openai::{ErrorBody, ErrorObject};
+use crate::service::pipeline::Failure;
+use crate::service::validate::Invalid;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -83,6 +85,29 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        match e {
+            Invalid::Body(m) => ApiError::bad_request(m, None),
+            Invalid::Field { message, param } => ApiError::bad_request(message, param.as_deref()),
+            Invalid::ContextLength { message, param } => ApiError::bad_request(message, Some(&param)).with_code("context_length_exceeded"),
+            Invalid::Unsupported { message, param } => ApiError::bad_request(message, Some(&param)).with_code("unsupported"),
+            Invalid::Unavailable(m) => ApiError::unavailable(m),
+            Invalid::Internal => ApiError::internal("preparing the request failed"),
+        }
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Busy => ApiError::too_many_requests(1),
+            Failure::Unavailable(m) => ApiError::unavailable(m),
+            Failure::Engine(m) => ApiError::internal(m),
+        }
+    }
+}
+
 /// Body rejections (too large, unreadable) keep their status but get a JSON body.
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(r: axum::extract::rejection::BytesRejection) -> Self {
@@ -93,5 +118,32 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
             e.code = Some("request_too_large");
         }
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_maps_to_one_openai_error() {
+        let e = |x: Invalid| {
+            let a = ApiError::from(x);
+            (a.status.as_u16(), a.param, a.code)
+        };
+        assert_eq!(e(Invalid::Body("not JSON".into())), (400, None, None));
+        assert_eq!(e(Invalid::field("bad", Some("n"))), (400, Some("n".into()), None));
+        let too_long = Invalid::ContextLength { message: "long".into(), param: "messages".into() };
+        assert_eq!(e(too_long), (400, Some("messages".into()), Some("context_length_exceeded")));
+        assert_eq!(e(Invalid::unsupported("no grammar", "tool_choice")), (400, Some("tool_choice".into()), Some("unsupported")));
+        assert_eq!(e(Invalid::Unavailable("down".into())), (503, None, Some("unavailable")));
+        assert_eq!(e(Invalid::Internal).0, 500);
+        let f = |x: Failure| {
+            let a = ApiError::from(x);
+            (a.status.as_u16(), a.retry_after)
+        };
+        assert_eq!(f(Failure::Busy), (429, Some(1)));
+        assert_eq!(f(Failure::Unavailable("loading".into())), (503, Some(1)));
+        assert_eq!(f(Failure::Engine("decode failed".into())), (500, None));
     }
 }

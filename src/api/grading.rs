@@ -1,8 +1,5 @@
-//! Grading and the accuracy-vs-compute table: `metadata.expected_answer`, POST /v1/feedback,
-//! GET /v1/scaling, POST /v1/scaling/observations (what `thinkscale eval --post` sends).
-
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+//! POST /v1/feedback (grade a recent request), GET /v1/scaling (the accuracy-vs-compute table),
+//! POST /v1/scaling/observations (what `thinkscale eval --post` sends), over `service::grading`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,188 +9,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::types::{parse_object, typed};
-use super::AppState;
-use crate::metrics::metrics;
-use crate::reasoning::grade::{budget_bucket, grade, samples_bucket, summarise, Observation};
-use crate::reasoning::plan::ReasoningPlan;
-
-/// Labels a request is counted under (each from a closed set).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
-pub struct Labels {
-    pub effort: String,
-    pub budget: String,
-    pub samples: String,
-}
-
-impl Labels {
-    fn as_array(&self) -> [&str; 3] {
-        [&self.effort, &self.budget, &self.samples]
-    }
-}
-
-/// What is kept of a finished request so it can be graded later.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    pub labels: Labels,
-    pub answer: String,
-    pub thinking: String,
-    pub thinking_seconds: f64,
-    pub thinking_tokens: f64,
-    pub graded: Option<bool>,
-}
-
-/// The last N request summaries and every graded observation's table cell.
-pub struct History {
-    cap: usize,
-    order: VecDeque<String>,
-    by_id: HashMap<String, Summary>,
-    cells: HashMap<Labels, Vec<Observation>>,
-}
-
-impl History {
-    pub fn new(cap: usize) -> Mutex<Self> {
-        Mutex::new(Self { cap, order: VecDeque::new(), by_id: HashMap::new(), cells: HashMap::new() })
-    }
-
-    fn observe(&mut self, labels: &Labels, o: Observation) {
-        let outcome = if o.correct { "correct" } else { "incorrect" };
-        let [e, b, s] = labels.as_array();
-        let l = [e, b, s, outcome];
-        let m = metrics();
-        m.graded.with_label_values(&l).inc();
-        m.graded_thinking_seconds.with_label_values(&l).observe(o.thinking_seconds);
-        m.graded_thinking_tokens.with_label_values(&l).observe(o.thinking_tokens);
-        self.cells.entry(labels.clone()).or_default().push(o);
-    }
-
-    /// Remember a finished request; grade it now when the request carried a reference answer.
-    pub fn record(&mut self, id: &str, mut s: Summary, expected: Option<&str>) -> Option<bool> {
-        if let Some(exp) = expected {
-            let ok = grade(&s.answer, &s.thinking, exp).1;
-            s.graded = Some(ok);
-            self.observe(&s.labels, Observation { correct: ok, thinking_seconds: s.thinking_seconds, thinking_tokens: s.thinking_tokens });
-        }
-        let graded = s.graded;
-        if self.cap == 0 {
-            return graded;
-        }
-        while self.order.len() >= self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.by_id.remove(&old);
-            }
-        }
-        self.order.push_back(id.to_string());
-        self.by_id.insert(id.to_string(), s);
-        graded
-    }
-}
-
-/// Remember a finished chat request (its first choice) and grade it when it carried a reference.
-pub fn record_request(state: &AppState, id: &str, plan: &ReasoningPlan, answer: &str, thinking: &str, thinking_seconds: f64, thinking_tokens: f64, expected: Option<&str>) -> Option<bool> {
-    let labels = Labels {
-        effort: plan.effort.to_string(),
-        budget: budget_bucket(if plan.thinking { plan.max_thinking } else { Some(0) }).to_string(),
-        samples: samples_bucket(plan.sampling.samples).to_string(),
-    };
-    let s = Summary { labels, answer: answer.to_string(), thinking: thinking.to_string(), thinking_seconds, thinking_tokens, graded: None };
-    history(state).record(id, s, expected)
-}
-
-/// The grading history. A panic while it was held can at worst leave one summary out of the
-/// index, so a poisoned lock is taken over instead of failing every later request.
-fn history(state: &AppState) -> std::sync::MutexGuard<'_, History> {
-    state.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// What `reasoning_effort: "auto"` decided for a request, and from what.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AutoDecision {
-    /// `None`: nothing is measured well enough yet; the request thinks without a budget.
-    pub choice: Option<crate::reasoning::auto::Choice>,
-    /// Where the measurements came from: `history`, `table` or `table+history`.
-    pub source: &'static str,
-    pub reason: String,
-}
-
-/// Choose an `auto` request's setting and put it into its plan: the budget, and the samples it may
-/// widen to (one with tools: calls are not voted on).
-pub fn apply_auto(state: &AppState, plan: &mut ReasoningPlan, tools: bool) -> AutoDecision {
-    use crate::reasoning::auto::Budget;
-    let mut d = auto_decision(state);
-    if let (true, Some(c)) = (tools, d.choice.as_mut()) {
-        if c.widen_to > 1 {
-            c.setting.samples = 1;
-            c.widen_to = 1;
-            d.reason.push_str("; one sample, because tool calls are not voted on");
-        }
-    }
-    if let Some(c) = &d.choice {
-        match c.setting.budget {
-            Budget::Plain | Budget::Tokens(0) => {
-                plan.thinking = false;
-                plan.max_thinking = Some(0);
-            }
-            Budget::Tokens(n) => plan.max_thinking = Some(n),
-            Budget::Unlimited => plan.max_thinking = None,
-        }
-        plan.sampling.samples = c.widen_to;
-    }
-    d
-}
-
-/// The auto policy over the graded history (every label but `auto` itself, budget and sample
-/// buckets as settings) together with the start-up table.
-fn auto_decision(state: &AppState) -> AutoDecision {
-    use crate::reasoning::auto::{choose, Budget, Measured, Setting};
-    let mut merged: Vec<Measured> = state.auto_table.to_vec();
-    let mut live = false;
-    {
-        let h = history(state);
-        for (l, obs) in h.cells.iter().filter(|(l, _)| l.effort != crate::reasoning::plan::AUTO) {
-            let (Some(budget), Ok(samples)) = (Budget::parse(&l.budget), l.samples.parse::<u32>()) else { continue };
-            let s = summarise(obs);
-            let setting = Setting { budget, samples };
-            live = true;
-            match merged.iter_mut().find(|m| m.setting == setting) {
-                Some(m) => {
-                    let n = m.graded + s.graded;
-                    m.mean_thinking_tokens = (m.mean_thinking_tokens * m.graded as f64 + s.mean_thinking_tokens * s.graded as f64) / n as f64;
-                    m.graded = n;
-                    m.correct += s.correct;
-                }
-                None => merged.push(Measured { setting, graded: s.graded, correct: s.correct, mean_thinking_tokens: s.mean_thinking_tokens }),
-            }
-        }
-    }
-    let source = match (state.auto_table.is_empty(), live) {
-        (false, true) => "table+history",
-        (false, false) => "table",
-        _ => "history",
-    };
-    let r = &state.cfg.reasoning;
-    match choose(&merged, r.auto_margin, r.auto_min_graded) {
-        Some(c) => AutoDecision { reason: c.reason.clone(), choice: Some(c), source },
-        None => AutoDecision {
-            choice: None,
-            source,
-            reason: format!(
-                "no setting has {} graded requests yet (grade requests or start with reasoning.auto_table); thinking without a budget, one sample",
-                r.auto_min_graded
-            ),
-        },
-    }
-}
-
-/// The reference answer a request may carry: `metadata.expected_answer` (string or number).
-pub fn expected_answer(obj: &serde_json::Map<String, Value>) -> Result<Option<String>, super::validate::Invalid> {
-    match obj.get("metadata").and_then(|m| m.get("expected_answer")) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(super::validate::Invalid::field("'metadata.expected_answer' must be a string", Some("metadata.expected_answer"))),
-    }
-}
+use crate::reasoning::grade::{grade, summarise, Observation};
+use crate::service::grading::Labels;
+use crate::service::request::{parse_object, typed};
+use crate::service::Service;
 
 #[derive(Deserialize)]
 struct Feedback {
@@ -202,13 +21,13 @@ struct Feedback {
     expected_answer: Option<String>,
 }
 
-pub async fn feedback(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn feedback(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let obj = parse_object(&body?)?;
     let f: Feedback = typed(&obj)?;
     if f.correct.is_some() == f.expected_answer.is_some() {
         return Err(ApiError::bad_request("give exactly one of 'correct' and 'expected_answer'", Some("correct")));
     }
-    let mut h = history(&state);
+    let mut h = state.history();
     let Some(s) = h.by_id.get(&f.id).cloned() else {
         return Err(ApiError::not_found(format!("no recent request with id '{}' (the server keeps the last {})", f.id, h.cap)).with_code("request_not_found"));
     };
@@ -227,8 +46,8 @@ pub async fn feedback(State(state): State<AppState>, body: Result<Bytes, BytesRe
     Ok(axum::Json(json!({"id": f.id, "correct": ok, "extracted_answer": extracted, "labels": s.labels})).into_response())
 }
 
-pub async fn scaling(State(state): State<AppState>) -> Response {
-    let h = history(&state);
+pub async fn scaling(State(state): State<Service>) -> Response {
+    let h = state.history();
     let mut rows: Vec<Value> = h
         .cells
         .iter()
@@ -259,10 +78,10 @@ struct Posted {
     observations: Vec<PostedObservation>,
 }
 
-pub async fn post_observations(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn post_observations(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let obj = parse_object(&body?)?;
     let p: Posted = typed(&obj)?;
-    let mut h = history(&state);
+    let mut h = state.history();
     for o in &p.observations {
         let l = &o.labels;
         let allowed = crate::reasoning::grade::LABELS;

@@ -4,18 +4,14 @@ mod admin;
 pub mod chat;
 mod completions;
 pub mod error;
-pub mod openai;
-mod pipeline;
 mod grading;
+pub mod openai;
 mod openapi;
 pub mod responses;
 mod sse;
+mod stream;
 mod tokenize;
-pub mod types;
-pub mod validate;
 mod vote;
-
-use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
@@ -24,43 +20,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::config::Config;
-use crate::backend::Backend;
 use crate::metrics::metrics;
+use crate::service::Service;
 use error::ApiError;
 
 pub const FINGERPRINT: &str = concat!("thinkscale-", env!("CARGO_PKG_VERSION"));
 
-#[derive(Clone)]
-pub struct AppState {
-    pub cfg: Arc<Config>,
-    /// Set once the model is loaded (or the remote engines answered); until then generation
-    /// answers 503 and /health says loading.
-    pub backend: Arc<OnceLock<Arc<dyn Backend>>>,
-    pub history: Arc<std::sync::Mutex<grading::History>>,
-    /// Why the engine thread stopped, once it has failed: /health answers 503 with it.
-    pub engine_failure: Arc<OnceLock<String>>,
-    /// Settings measured by a harness run (`reasoning.auto_table`), for `reasoning_effort: "auto"`.
-    pub auto_table: Arc<Vec<crate::reasoning::auto::Measured>>,
-}
-
-impl AppState {
-    /// Fails when the configured `auto_table` cannot be read.
-    pub fn new(cfg: Arc<Config>) -> anyhow::Result<Self> {
-        let history = Arc::new(grading::History::new(cfg.reasoning.history_size));
-        let table = match &cfg.reasoning.auto_table {
-            Some(p) => crate::eval::table::load(p).map_err(|e| anyhow::anyhow!("reasoning.auto_table: {e:#}"))?,
-            None => Vec::new(),
-        };
-        Ok(Self { cfg, backend: Arc::new(OnceLock::new()), history, engine_failure: Arc::new(OnceLock::new()), auto_table: Arc::new(table) })
-    }
-
-    pub fn backend(&self) -> Result<Arc<dyn Backend>, ApiError> {
-        self.backend.get().cloned().ok_or_else(|| ApiError::unavailable("The model is still loading"))
-    }
-}
-
-pub fn router(state: AppState) -> Router {
+pub fn router(state: Service) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
@@ -120,7 +86,7 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn auth(State(state): State<Service>, req: Request, next: Next) -> Response {
     if let Some(key) = state.cfg.api_key.as_deref().filter(|k| !k.is_empty()) {
         let given = req
             .headers()

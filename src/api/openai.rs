@@ -4,10 +4,11 @@
 
 use serde::Serialize;
 
-use super::grading::AutoDecision;
+use crate::service::grading::AutoDecision;
+use crate::service::pipeline::Collector;
+use crate::service::vote::VoteDetail;
 use crate::backend::LogprobEntry;
 use crate::reasoning::chat::ToolCall;
-use crate::reasoning::confidence::ChainScores;
 
 /// `finish_reason` as OpenAI spells it: the closed set every endpoint answers with. A cancelled
 /// sequence (its client gone, or a sample stopped early by the vote) is a "stop" there; the
@@ -48,6 +49,21 @@ pub struct CompletionTokensDetails {
     pub reasoning_tokens: u32,
 }
 
+impl Usage {
+    /// OpenAI `usage` over the jobs of one response.
+    pub fn of(cols: &[Collector]) -> Self {
+        let prompt: usize = cols.iter().map(|c| c.prompt_tokens).sum();
+        let completion: u32 = cols.iter().map(Collector::completion_tokens).sum();
+        Usage {
+            prompt_tokens: prompt as u32,
+            completion_tokens: completion,
+            total_tokens: prompt as u32 + completion,
+            prompt_tokens_details: PromptTokensDetails { cached_tokens: cols.iter().map(|c| c.cached_tokens as u32).sum() },
+            completion_tokens_details: CompletionTokensDetails { reasoning_tokens: cols.iter().map(Collector::reasoning_tokens).sum() },
+        }
+    }
+}
+
 /// llama.cpp-style timings, with thinking split from the answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timings {
@@ -62,6 +78,28 @@ pub struct Timings {
     pub answer_ms: f64,
     pub ttft_ms: f64,
     pub total_ms: f64,
+}
+
+impl Timings {
+    pub fn of(col: &Collector) -> Self {
+        let thinking_ms: f64 = col.choices.iter().map(|c| c.stats.thinking_ms).fold(0.0, f64::max);
+        let answer_ms: f64 = col.choices.iter().map(|c| c.stats.answer_ms).fold(0.0, f64::max);
+        let predicted = col.completion_tokens();
+        let predicted_ms = col.first_token.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
+        Timings {
+            prompt_n: col.prompt_tokens as u32,
+            prompt_ms: col.prompt_ms,
+            predicted_n: predicted,
+            predicted_ms,
+            predicted_per_second: if predicted_ms > 0.0 { predicted as f64 * 1000.0 / predicted_ms } else { 0.0 },
+            thinking_n: col.reasoning_tokens(),
+            thinking_ms,
+            answer_n: col.choices.iter().map(|c| c.stats.answer_tokens).sum(),
+            answer_ms,
+            ttft_ms: col.first_token.map_or(0.0, |t| (t - col.started).as_secs_f64() * 1000.0),
+            total_ms: col.started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
 }
 
 /// Chat log-probs: one entry per token of `content`.
@@ -252,51 +290,6 @@ impl RequestExt {
     pub fn some(graded: Option<bool>, auto: Option<AutoDecision>) -> Option<Self> {
         (graded.is_some() || auto.is_some()).then(|| Self { graded: graded.map(|correct| Graded { correct }), auto })
     }
-}
-
-/// A self-consistency choice's ballot.
-#[derive(Debug, Clone, Serialize)]
-pub struct VoteDetail {
-    pub answer: Option<String>,
-    pub samples_requested: usize,
-    /// Chains decoded (pruned and dropped ones included: their tokens were spent), and voting.
-    pub samples_used: usize,
-    pub samples_voted: usize,
-    pub stopped_early: bool,
-    pub aggregate: &'static str,
-    pub verifier: &'static str,
-    pub adaptive: bool,
-    pub prune: &'static str,
-    pub keep_top: Option<f64>,
-    pub prune_threshold: Option<f64>,
-    pub pruned: usize,
-    pub votes: Vec<VoteRow>,
-    pub chosen_sample: Option<usize>,
-    pub samples: Vec<SampleDetail>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct VoteRow {
-    pub answer: String,
-    pub votes: usize,
-    pub weight: f64,
-    pub confidence: f64,
-    pub mean_logprob: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SampleDetail {
-    pub index: usize,
-    pub answer: Option<String>,
-    pub thinking_tokens: u32,
-    pub completion_tokens: u32,
-    pub mean_logprob: f64,
-    pub score: Option<f64>,
-    pub finish_reason: Option<&'static str>,
-    pub confidence: Option<ChainScores>,
-    pub voted: bool,
-    pub reasoning: String,
-    pub content: String,
 }
 
 /// Progress of a streamed vote, sent as SSE comments (`: thinkscale {...}`) that OpenAI clients skip.

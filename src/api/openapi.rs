@@ -8,7 +8,7 @@ use axum::Json;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Value};
 
-use super::AppState;
+use crate::service::Service;
 
 fn finish() -> Value {
     json!({"type": "string", "enum": ["stop", "length", "tool_calls"]})
@@ -83,8 +83,8 @@ fn chat_constraints(schemas: &mut serde_json::Map<String, Value>) {
 
 pub fn document(slot_ctx: u32, parallel: u32) -> Value {
     let mut gen = SchemaSettings::openapi3().into_generator();
-    let chat = super::validate::chat_request_schema(&mut gen);
-    let completion = super::validate::completion_request_schema(&mut gen);
+    let chat = crate::service::validate::chat_request_schema(&mut gen);
+    let completion = crate::service::validate::completion_request_schema(&mut gen);
     let mut schemas = gen.take_definitions(true);
     // Bounds from the configuration: one request's cap is its slot's context, `n` the slots.
     if let Some(props) = schemas.get_mut("Common").and_then(|c| c.get_mut("properties")) {
@@ -125,7 +125,7 @@ pub fn document(slot_ctx: u32, parallel: u32) -> Value {
     })
 }
 
-pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+pub async fn openapi(State(state): State<Service>) -> Json<Value> {
     let cfg = &state.cfg;
     // The backend's slot once it is known (a remote engine's may differ from this config's).
     let slot_ctx = state.backend.get().map_or(cfg.ctx_size / cfg.parallel, |b| b.slot_ctx());

@@ -12,10 +12,10 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::pipeline::unix_now;
+use super::stream::unix_now;
 use super::sse::{self, Item};
-use super::types::parse_object;
-use super::AppState;
+use crate::service::request::parse_object;
+use crate::service::Service;
 
 /// Responses fields with no chat counterpart: dropped (they change nothing here) or mapped.
 const RESPONSES_ONLY: [&str; 15] = [
@@ -269,7 +269,7 @@ fn open_message(id: &str, chain: Option<&str>) -> Vec<(&'static str, Value)> {
     events
 }
 
-pub async fn responses(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn responses(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req = parse_object(&body?)?;
     let chat = to_chat(&req)?;
     let stream = chat.get("stream").and_then(Value::as_bool) == Some(true);

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::types::{parse_object, typed};
-use super::AppState;
+use crate::service::request::{parse_object, typed};
+use crate::service::Service;
 
 #[derive(Deserialize)]
 struct TokenizeRequest {
@@ -25,7 +25,7 @@ struct TokenizeResponse {
     tokens: Vec<i32>,
 }
 
-pub async fn tokenize(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn tokenize(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let backend = state.backend()?;
     let req: TokenizeRequest = typed(&parse_object(&body?)?)?;
     let text = req.content.or(req.prompt).ok_or_else(|| ApiError::bad_request("'content' is required", Some("content")))?;
@@ -33,6 +33,6 @@ pub async fn tokenize(State(state): State<AppState>, body: Result<Bytes, BytesRe
     let tokens = tokio::task::spawn_blocking(move || backend.vocabulary().tokenize(&text, add))
         .await
         .map_err(|_| ApiError::internal("tokenizing failed"))?
-        .map_err(|e| super::validate::Invalid::text(e, "content"))?;
+        .map_err(|e| crate::service::validate::Invalid::text(e, "content"))?;
     Ok(axum::Json(TokenizeResponse { tokens: tokens.into_iter().map(|t| t.0).collect() }).into_response())
 }

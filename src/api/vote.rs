@@ -1,195 +1,32 @@
 //! Self-consistency responses: `samples` chains forked from one prefill, scored by a verifier,
-//! voted into one choice, with the whole ballot in the `thinkscale` extension object.
+//! voted into one choice (`service::vote`), with the whole ballot in the `thinkscale` extension
+//! object; streamed, the samples' progress comes first as SSE comments.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::Response;
 
-use super::chat::{chat_completion, Grade, View};
+use super::chat::{chat_completion, View};
 use super::error::ApiError;
-use super::grading::AutoDecision;
-use super::openai::{ChatChoice, ChoiceExt, ChunkChoice, Delta, Finish, Progress, SampleDetail, VoteDetail, VoteRow};
-use super::pipeline::{collect, events, stream, submit, Collector, Envelope, Out, Render};
-use super::validate::Prepared;
-use super::AppState;
-use crate::backend::{Adaptive, Backend, ConfidenceSpec, Event, FinishReason, Judge, StopRule, VotePlan};
-use crate::metrics::metrics;
-use crate::reasoning::chat::Message;
+use super::openai::{ChatChoice, ChoiceExt, ChunkChoice, Delta, Finish, Progress};
+use super::stream::{stream, Envelope, Out, Render};
+use crate::backend::{Backend, Event, FinishReason};
 use crate::reasoning::extract::final_answer;
-use crate::reasoning::confidence::{keep_top, ChainScore};
-use crate::reasoning::sampling::{Aggregate, SamplingPlan, Verifier};
-use crate::reasoning::verify::{arithmetic_score, logprob_score};
-use crate::reasoning::vote::{decide, Ballot};
+use crate::service::grading::{AutoDecision, Grade};
+use crate::service::pipeline::{collect, events, submit, Collector};
+use crate::service::validate::Prepared;
+use crate::service::vote::{vote_plan, Ballots};
+use crate::service::Service;
 
-/// The P(True) judge: after the question prefix, the proposed answer and "Is it correct?" in the
-/// model's own chat format when the template allows continuing the prompt, else in-turn text.
-fn self_judge(backend: &dyn Backend, p: &Prepared, question_prompt: &str) -> Judge {
-    let vocab = backend.vocabulary();
-    let messages = p.messages.clone();
-    let prompt_text = p.prompt_text.clone();
-    let close = p.native.as_ref().map(|(_, c)| format!("{c}\n\n")).unwrap_or_default();
-    let question = question_prompt.to_string();
-    let suffix = move |answer: &str| -> String {
-        match vocab.render_chat(&judging_conversation(&messages, answer, &question), &[]) {
-            Ok(full) if p_is_prefix(&prompt_text, &full) => full[prompt_text.len()..].to_string(),
-            _ => format!("{close}Final answer: {answer}\n\n{question}\nAnswer:"),
-        }
-    };
-    Judge::Fork { suffix: Box::new(suffix) }
-}
-
-/// The judging conversation for the verifier model: the user's messages (without our scaffold),
-/// the proposed answer, and the question.
-fn verifier_judge(p: &Prepared, question_prompt: &str) -> Judge {
-    let messages = p.original_messages.clone();
-    let question = question_prompt.to_string();
-    Judge::Verifier {
-        conversation: Box::new(move |answer: &str| judging_conversation(&messages, answer, &question)),
-    }
-}
-
-/// The conversation so far, the proposed answer as the assistant's turn, and the judging question.
-fn judging_conversation(messages: &[Message], answer: &str, question: &str) -> Vec<Message> {
-    let mut conv = messages.to_vec();
-    conv.push(Message::new("assistant", format!("Final answer: {answer}")));
-    conv.push(Message::new("user", question));
-    conv
-}
-
-fn p_is_prefix(prefix: &str, full: &str) -> bool {
-    full.len() > prefix.len() && full.starts_with(prefix)
-}
-
-/// One choice decided from its samples.
-struct Outcome {
-    thinking: String,
-    answer: String,
-    finish: Option<FinishReason>,
-    ext: VoteDetail,
-    stopped_early: bool,
-    used: usize,
-}
-
-fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPlan, score: ChainScore) -> Outcome {
-    let range = choice * group..(choice + 1) * group;
-    let mut ballots = Vec::new();
-    let mut samples = Vec::new();
-    let mut members = Vec::new();
-    let mut pruned = 0;
-    // keep_top: only the most confident share of the finished chains votes (with prune it set
-    // the online threshold instead, and every surviving chain votes, as in DeepConf online).
-    let finished: Vec<usize> = range.clone().filter(|&i| matches!(col.choices[i].finish, Some(FinishReason::Stop | FinishReason::Length))).collect();
-    let confidence = |i: usize| col.choices[i].stats.confidence.map(|c| c.get(score));
-    let kept: Vec<usize> = match plan.keep_top {
-        Some(eta) if !plan.prune => {
-            let scores: Vec<f64> = finished.iter().map(|&i| confidence(i).unwrap_or(0.0)).collect();
-            finished.iter().zip(keep_top(&scores, eta)).filter(|(_, k)| *k).map(|(i, _)| *i).collect()
-        }
-        _ => finished.clone(),
-    };
-    for i in range {
-        let c = &col.choices[i];
-        // An adaptive stop cancels the samples not yet launched: they never ran, so they are not listed.
-        if c.finish == Some(FinishReason::Cancelled) && c.stats.completion_tokens == 0 {
-            continue;
-        }
-        let voted = kept.contains(&i);
-        pruned += usize::from(c.finish == Some(FinishReason::Pruned));
-        if let Some(conf) = confidence(i) {
-            let fate = match c.finish {
-                Some(FinishReason::Pruned) => "pruned",
-                _ if voted => "voted",
-                _ if finished.contains(&i) => "dropped",
-                _ => "cancelled",
-            };
-            metrics().chain_confidence.with_label_values(&[fate]).observe(conf);
-        }
-        let answer = final_answer(&c.stats.answer, &c.stats.thinking);
-        let score = match plan.verifier {
-            Verifier::None => None,
-            Verifier::Logprob => Some(logprob_score(c.stats.mean_logprob)),
-            Verifier::Arithmetic => Some(arithmetic_score(&format!("{}\n{}", c.stats.thinking, c.stats.answer), answer.as_deref()).unwrap_or(0.5)),
-            Verifier::SelfJudge | Verifier::Model => Some(
-                col.judged.iter().find(|(ch, a, _)| *ch == choice && Some(a) == answer.as_ref()).map_or(0.0, |j| j.2),
-            ),
-        };
-        samples.push(SampleDetail {
-            index: i - choice * group,
-            answer: answer.clone(),
-            thinking_tokens: c.stats.thinking_tokens,
-            completion_tokens: c.stats.completion_tokens,
-            mean_logprob: c.stats.mean_logprob,
-            score,
-            finish_reason: c.finish.map(FinishReason::as_str),
-            confidence: c.stats.confidence,
-            voted,
-            reasoning: c.stats.thinking.clone(),
-            content: c.stats.answer.clone(),
-        });
-        if voted {
-            ballots.push(Ballot { answer, score, mean_logprob: c.stats.mean_logprob, confidence: confidence(i) });
-            members.push(i);
-        }
-    }
-    let d = decide(&ballots, plan.aggregate);
-    let rep = members.get(d.index).map(|&i| &col.choices[i]);
-    let stopped_early = col.stopped.contains(&choice);
-    let ext = VoteDetail {
-        answer: d.answer,
-        samples_requested: group,
-        samples_used: samples.len(),
-        samples_voted: members.len(),
-        stopped_early,
-        aggregate: plan.aggregate.as_str(),
-        verifier: plan.verifier.as_str(),
-        adaptive: plan.adaptive,
-        prune: if plan.prune { "confidence" } else { "none" },
-        keep_top: plan.keep_top,
-        prune_threshold: col.calibrated.iter().find(|(c, _)| *c == choice).map(|(_, t)| *t),
-        pruned,
-        votes: d.table.iter().map(|t| VoteRow { answer: t.answer.clone(), votes: t.votes, weight: t.weight, confidence: t.confidence, mean_logprob: t.mean_logprob }).collect(),
-        chosen_sample: members.get(d.index).map(|&i| i - choice * group),
-        samples,
-    };
-    Outcome {
-        thinking: rep.map(|c| c.thinking.clone()).unwrap_or_default(),
-        answer: rep.map(|c| c.answer.clone()).unwrap_or_default(),
-        finish: rep.and_then(|c| c.finish),
-        stopped_early,
-        used: ext.samples_used,
-        ext,
-    }
-}
-
-pub async fn respond(state: AppState, backend: Arc<dyn Backend>, id: String, mut p: Prepared, started: Instant) -> Result<Response, ApiError> {
+pub async fn respond(state: Service, backend: Arc<dyn Backend>, id: String, mut p: Prepared, started: Instant) -> Result<Response, ApiError> {
     let plan = p.plan.sampling.clone();
     let group = plan.samples as usize;
     let n = p.v.n;
-    let judge = match plan.verifier {
-        Verifier::SelfJudge => Some(self_judge(&*backend, &p, &state.cfg.reasoning.self_verifier_prompt)),
-        // The gate checked that the backend has a verifier model.
-        Verifier::Model => Some(verifier_judge(&p, &state.cfg.reasoning.self_verifier_prompt)),
-        _ => None,
-    };
-    let r = &state.cfg.reasoning;
-    let first = if plan.prune { r.prune_warmup } else { r.wave_size };
-    let wave = (plan.warmup.unwrap_or(first).max(1) as usize).min(group);
-    // auto, when it may widen: the chosen samples run first; the rest only if they disagree.
-    let widen_from = p.auto.as_ref().and_then(|a| a.choice.as_ref()).map(|c| c.setting.samples as usize).filter(|&k| k < group);
-    let adaptive = if let Some(first) = widen_from {
-        Some(Adaptive { wave: first, rule: StopRule::Unanimous { wave: first }, prune_keep: None })
-    } else if plan.prune {
-        Some(Adaptive { wave, rule: StopRule::Consensus { level: plan.confidence, warmup: wave }, prune_keep: Some(plan.keep_top.unwrap_or(r.prune_keep_top)) })
-    } else {
-        plan.adaptive.then_some(Adaptive { wave, rule: StopRule::Beta(plan.confidence), prune_keep: None })
-    };
-    let measure = plan.prune || plan.keep_top.is_some() || plan.aggregate == Aggregate::Confidence;
-    let confidence = measure.then_some(ConfidenceSpec { top_k: r.confidence_top_k, window: r.confidence_window, score: r.confidence_score });
-    p.spec.vote = Some(VotePlan { group, adaptive, judge, confidence });
-    let score = r.confidence_score;
+    p.spec.vote = Some(vote_plan(&state, &*backend, &p));
+    let score = state.cfg.reasoning.confidence_score;
     let view = View::new(&p);
-    let grade = Grade { state: state.clone(), id: id.clone(), plan: p.plan.clone(), expected: p.expected.clone() };
+    let grade = Grade { service: state.clone(), id: id.clone(), plan: p.plan.clone(), expected: p.expected.clone() };
     let effort = p.plan.effort;
     let mut col = Collector::new("chat", id.clone(), n * group, started);
     col.effort = p.plan.thinking.then_some(effort);
@@ -215,28 +52,6 @@ pub async fn respond(state: AppState, backend: Arc<dyn Backend>, id: String, mut
         })
         .collect();
     Ok(chat_completion(&env, choices, &col, graded, p.auto))
-}
-
-/// How a response's choices are decided from their sample groups.
-struct Ballots {
-    n: usize,
-    group: usize,
-    plan: SamplingPlan,
-    score: ChainScore,
-    effort: &'static str,
-}
-
-impl Ballots {
-    fn decide(&self, col: &Collector) -> Vec<Outcome> {
-        let outcomes: Vec<Outcome> = (0..self.n).map(|c| decide_choice(col, c, self.group, &self.plan, self.score)).collect();
-        for o in &outcomes {
-            metrics().samples_used.with_label_values(&[self.effort]).observe(o.used as f64);
-            if o.stopped_early {
-                metrics().early_stops.inc();
-            }
-        }
-        outcomes
-    }
 }
 
 /// A streamed vote: progress as SSE comments (OpenAI clients skip them) while the samples run,

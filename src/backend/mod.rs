@@ -240,7 +240,7 @@ impl CancelHandle {
 }
 
 /// What a request may ask of a backend; a request needing something absent gets a 400 naming it.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Capabilities {
     /// Grammar-constrained sampling here (`response_format` with a schema, forced tool calls).
     pub grammar: bool,

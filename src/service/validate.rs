@@ -1,25 +1,22 @@
-//! The validation gate for chat requests: a raw body becomes a `Prepared` job (typed fields,
-//! the reasoning plan, the tool grammar, the rendered and tokenized prompt, the caps) or an
-//! OpenAI error; nothing after it re-checks the request. Templating, tokenizing and grammar
+//! The validation gate for chat and text-completion requests: a raw body becomes a `Prepared`
+//! job (typed fields, the reasoning plan, the tool grammar, the rendered and tokenized prompt,
+//! the caps) or an `Invalid`; nothing after it re-checks the request. Templating, tokenizing and grammar
 //! compilation block (a remote backend asks its engine), so `prepare_off_thread` runs it off the
 //! async workers.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use llama_cpp_2::token::LlamaToken;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::error::ApiError;
-use crate::backend::TextError;
-use crate::reasoning::plan::PlanError;
 use super::grading::AutoDecision;
-use super::types::{parse_object, typed, Common, Validated};
-use super::AppState;
-use crate::backend::{Backend, ForcingRequest, JobSpec};
+use super::request::{parse_object, typed, Common, Validated};
+use super::Service;
+use crate::backend::{Backend, ForcingRequest, JobSpec, TextError};
 use crate::reasoning::chat::{Message, ToolCall};
-use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
+use crate::reasoning::plan::{self, PlanError, ReasoningPlan, Scaffold};
 use crate::reasoning::sampling::Verifier;
 use crate::reasoning::tools::{self, Tool, ToolChoice};
 
@@ -71,19 +68,6 @@ impl Invalid {
 impl From<PlanError> for Invalid {
     fn from(e: PlanError) -> Self {
         Self::Field { message: e.message, param: Some(e.param) }
-    }
-}
-
-impl From<Invalid> for ApiError {
-    fn from(e: Invalid) -> Self {
-        match e {
-            Invalid::Body(m) => ApiError::bad_request(m, None),
-            Invalid::Field { message, param } => ApiError::bad_request(message, param.as_deref()),
-            Invalid::ContextLength { message, param } => ApiError::bad_request(message, Some(&param)).with_code("context_length_exceeded"),
-            Invalid::Unsupported { message, param } => ApiError::bad_request(message, Some(&param)).with_code("unsupported"),
-            Invalid::Unavailable(m) => ApiError::unavailable(m),
-            Invalid::Internal => ApiError::internal("preparing the request failed"),
-        }
     }
 }
 
@@ -319,7 +303,7 @@ pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, Invalid> {
 
 /// Blocks (templating, tokenizing, grammar compilation, and a remote backend's requests): run it
 /// with `prepare_off_thread` from async code.
-pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -> Result<Prepared, Invalid> {
+pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) -> Result<Prepared, Invalid> {
     let vocab = backend.vocabulary();
     let obj = parse_object(&body)?;
     let expected = super::grading::expected_answer(&obj)?;
@@ -448,7 +432,7 @@ pub fn prepare(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -
     Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected, auto })
 }
 
-pub async fn prepare_off_thread(state: &AppState, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, Invalid> {
+pub async fn prepare_off_thread(state: &Service, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, Invalid> {
     let (state, backend, id) = (state.clone(), backend.clone(), id.to_string());
     off_thread(move || prepare(&state, &*backend, &id, body)).await
 }
@@ -487,7 +471,7 @@ pub struct PreparedCompletion {
 }
 
 /// The gate for text completions: fields, prompts (text or token ids), the room each leaves.
-pub fn prepare_completion(state: &AppState, backend: &dyn Backend, id: &str, body: Bytes) -> Result<PreparedCompletion, Invalid> {
+pub fn prepare_completion(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) -> Result<PreparedCompletion, Invalid> {
     let cfg = &state.cfg;
     let obj = parse_object(&body)?;
     let common: Common = typed(&obj)?;
@@ -542,11 +526,11 @@ pub fn prepare_completion(state: &AppState, backend: &dyn Backend, id: &str, bod
 
 
 /// The request body's schema for /openapi.json: the shared sampling fields and the chat fields.
-pub(super) fn chat_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
-    json!({"allOf": [gen.subschema_for::<super::types::Common>(), gen.subschema_for::<ChatFields>()], "required": ["messages"]})
+pub fn chat_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
+    json!({"allOf": [gen.subschema_for::<super::request::Common>(), gen.subschema_for::<ChatFields>()], "required": ["messages"]})
 }
 
 /// The request body's schema for /openapi.json: the shared sampling fields and the prompt.
-pub(super) fn completion_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
-    json!({"allOf": [gen.subschema_for::<super::types::Common>(), gen.subschema_for::<CompletionFields>()], "required": ["prompt"]})
+pub fn completion_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
+    json!({"allOf": [gen.subschema_for::<super::request::Common>(), gen.subschema_for::<CompletionFields>()], "required": ["prompt"]})
 }

@@ -1,27 +1,33 @@
 //! The request pipeline chat, text completions and voted responses share: submitting jobs to the
-//! backend, folding their events into per-choice results (one usage builder for all), collecting
-//! a whole answer or streaming it through the one streamer, and the one log line per request.
+//! backend, folding their events into per-choice results, reading them whole (`collect`) or one
+//! event at a time (`Reader`, which the HTTP streamer drives), and the one log line per job.
 
 use std::pin::Pin;
 use std::time::Instant;
 
-use axum::response::Response;
 use futures::{Stream, StreamExt};
-use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::error::ApiError;
-use super::openai::{Completion, CompletionTokensDetails, Progress, PromptTokensDetails, Timings, Usage};
-use super::sse::{self, Item};
 use crate::backend::{Backend, CancelHandle, Event, FinishReason, JobSpec, LogprobEntry, SeqStats, SubmitError};
 use crate::metrics::metrics;
 
-pub fn submit(backend: &dyn Backend, spec: JobSpec) -> Result<(UnboundedReceiver<Event>, CancelHandle), ApiError> {
+/// Why a request could not be run or finished; the HTTP layer maps each to one OpenAI error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// Every slot is busy and the queue is full: retry later (429).
+    Busy,
+    /// No backend to run on: still loading, shutting down, or every replica down (503).
+    Unavailable(String),
+    /// The backend failed the request after taking it (500; the engine's message).
+    Engine(String),
+}
+
+pub fn submit(backend: &dyn Backend, spec: JobSpec) -> Result<(UnboundedReceiver<Event>, CancelHandle), Failure> {
     backend.submit(spec).map_err(|e| match e {
-        SubmitError::QueueFull => ApiError::too_many_requests(1),
-        SubmitError::ShuttingDown => ApiError::unavailable("The server is shutting down"),
-        SubmitError::Unavailable(why) => ApiError::unavailable(why),
+        SubmitError::QueueFull => Failure::Busy,
+        SubmitError::ShuttingDown => Failure::Unavailable("The server is shutting down".into()),
+        SubmitError::Unavailable(why) => Failure::Unavailable(why),
     })
 }
 
@@ -131,26 +137,6 @@ impl Collector {
         self.choices.iter().map(|c| c.stats.thinking_tokens).sum()
     }
 
-    pub fn timings(&self) -> Timings {
-        let thinking_ms: f64 = self.choices.iter().map(|c| c.stats.thinking_ms).fold(0.0, f64::max);
-        let answer_ms: f64 = self.choices.iter().map(|c| c.stats.answer_ms).fold(0.0, f64::max);
-        let predicted = self.completion_tokens();
-        let predicted_ms = self.first_token.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
-        Timings {
-            prompt_n: self.prompt_tokens as u32,
-            prompt_ms: self.prompt_ms,
-            predicted_n: predicted,
-            predicted_ms,
-            predicted_per_second: if predicted_ms > 0.0 { predicted as f64 * 1000.0 / predicted_ms } else { 0.0 },
-            thinking_n: self.reasoning_tokens(),
-            thinking_ms,
-            answer_n: self.choices.iter().map(|c| c.stats.answer_tokens).sum(),
-            answer_ms,
-            ttft_ms: self.first_token.map_or(0.0, |t| (t - self.started).as_secs_f64() * 1000.0),
-            total_ms: self.started.elapsed().as_secs_f64() * 1000.0,
-        }
-    }
-
     /// The one structured log line per job, plus the latency histogram.
     pub fn log(&self) {
         let total = self.started.elapsed().as_secs_f64();
@@ -172,30 +158,21 @@ impl Collector {
     }
 }
 
-/// OpenAI `usage` over the jobs of one response.
-pub fn usage(cols: &[Collector]) -> Usage {
-    let prompt: usize = cols.iter().map(|c| c.prompt_tokens).sum();
-    let completion: u32 = cols.iter().map(Collector::completion_tokens).sum();
-    Usage {
-        prompt_tokens: prompt as u32,
-        completion_tokens: completion,
-        total_tokens: prompt as u32 + completion,
-        prompt_tokens_details: PromptTokensDetails { cached_tokens: cols.iter().map(|c| c.cached_tokens as u32).sum() },
-        completion_tokens_details: CompletionTokensDetails { reasoning_tokens: cols.iter().map(Collector::reasoning_tokens).sum() },
-    }
-}
-
 /// One response's events read into its collectors: until every choice finished, or, with
 /// `drain`, until the backend closes the channel (a vote's judgements follow its finishes).
-struct Reader {
-    cols: Vec<Collector>,
+pub struct Reader {
+    pub cols: Vec<Collector>,
     events: Events,
     drain: bool,
 }
 
 impl Reader {
+    pub fn new(cols: Vec<Collector>, events: Events, drain: bool) -> Self {
+        Self { cols, events, drain }
+    }
+
     /// The next event, already absorbed into its job's collector.
-    async fn next(&mut self) -> Option<(usize, Event)> {
+    pub async fn next(&mut self) -> Option<(usize, Event)> {
         if !self.drain && self.cols.iter().all(Collector::done) {
             return None;
         }
@@ -205,17 +182,17 @@ impl Reader {
     }
 
     /// The first failure once reading stopped, or a channel closed before every choice finished.
-    fn failure(&self) -> Option<ApiError> {
+    pub fn failure(&self) -> Option<Failure> {
         match self.cols.iter().find_map(|c| c.error.clone()) {
-            Some(m) => Some(ApiError::internal(m)),
-            None if !self.cols.iter().all(Collector::done) => Some(ApiError::internal("the engine dropped the request")),
+            Some(m) => Some(Failure::Engine(m)),
+            None if !self.cols.iter().all(Collector::done) => Some(Failure::Engine("the engine dropped the request".into())),
             None => None,
         }
     }
 }
 
 /// A whole (non-streamed) answer: every event read, each job logged.
-pub async fn collect(cols: Vec<Collector>, events: Events, drain: bool) -> Result<Vec<Collector>, ApiError> {
+pub async fn collect(cols: Vec<Collector>, events: Events, drain: bool) -> Result<Vec<Collector>, Failure> {
     let mut r = Reader { cols, events, drain };
     while r.next().await.is_some() {}
     r.cols.iter().for_each(Collector::log);
@@ -225,95 +202,77 @@ pub async fn collect(cols: Vec<Collector>, events: Events, drain: bool) -> Resul
     }
 }
 
-/// The fields every object of one response shares.
-#[derive(Clone)]
-pub struct Envelope {
-    pub id: String,
-    pub created: u64,
-    pub model: String,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
 
-impl Envelope {
-    pub fn new(id: String, model: String) -> Self {
-        Self { id, created: unix_now(), model }
+    fn delta(index: usize, answer: &str) -> Event {
+        Event::Delta { index, thinking: String::new(), answer: answer.into(), logprobs: Vec::new() }
     }
 
-    pub fn wrap<C>(&self, object: &'static str, choices: Vec<C>) -> Completion<C> {
-        Completion {
-            id: self.id.clone(),
-            object,
-            created: self.created,
-            model: self.model.clone(),
-            system_fingerprint: super::FINGERPRINT,
-            choices,
-            usage: None,
-            timings: None,
-            thinkscale: None,
-        }
+    fn finished(index: usize, completion_tokens: u32) -> Event {
+        Event::Finished { index, reason: FinishReason::Stop, stats: SeqStats { completion_tokens, ..SeqStats::default() } }
     }
-}
 
-/// What a streamed endpoint sends: a chunk with one choice, or a progress comment.
-pub enum Out<C> {
-    Choice(C),
-    Progress(Progress),
-}
-
-/// How one endpoint turns events into chunks; `stream` does the rest (reading, errors, usage, logs).
-pub trait Render: Send + 'static {
-    type Choice: Serialize + Send + 'static;
-    /// The chunks' `object`.
-    const OBJECT: &'static str;
-    /// Read until the backend closes the channel (see `read`).
-    const DRAIN: bool = false;
-    /// Chunks before any event: role announcements, echoed prompts.
-    fn opening(&mut self) -> Vec<Out<Self::Choice>> {
-        Vec::new()
+    fn job(n: usize) -> Collector {
+        Collector::new("test", "t".into(), n, Instant::now())
     }
-    /// Chunks for one event of job `job`, already absorbed into its collector.
-    fn event(&mut self, job: usize, event: &Event) -> Vec<Out<Self::Choice>>;
-    /// Chunks once every job finished without error (a vote's decided answers); grading hooks.
-    fn closing(&mut self, _cols: &[Collector]) -> Vec<Out<Self::Choice>> {
-        Vec::new()
+
+    #[tokio::test]
+    async fn two_jobs_are_folded_by_their_tags() {
+        let (tx0, rx0) = unbounded_channel();
+        let (tx1, rx1) = unbounded_channel();
+        tx0.send(Event::Prefilled { prompt_tokens: 5, cached_tokens: 2, prompt_ms: 1.0 }).unwrap();
+        tx1.send(delta(0, "b")).unwrap();
+        tx0.send(delta(1, "a")).unwrap();
+        for e in [finished(0, 1), finished(1, 3)] {
+            tx0.send(e).unwrap();
+        }
+        tx1.send(finished(0, 4)).unwrap();
+        let cols = collect(vec![job(2), job(1)], events(vec![rx0, rx1]), false).await.unwrap();
+        assert_eq!((cols[0].choices[1].answer.as_str(), cols[1].choices[0].answer.as_str()), ("a", "b"));
+        assert_eq!((cols[0].prompt_tokens, cols[0].cached_tokens), (5, 2));
+        assert_eq!((cols[0].completion_tokens(), cols[1].completion_tokens()), (4, 4));
     }
-}
 
-/// The one streamer: server-sent chunks for chat, voted chat and text completions. A failure
-/// mid-stream is sent as an OpenAI error object; the usage chunk comes last when asked for.
-pub fn stream<R: Render>(env: Envelope, cols: Vec<Collector>, events: Events, include_usage: bool, mut render: R) -> Response {
-    let item = |env: &Envelope, out: Out<R::Choice>| match out {
-        Out::Choice(c) => Item::json(&env.wrap(R::OBJECT, vec![c])),
-        Out::Progress(p) => Item::Comment(format!("thinkscale {}", serde_json::to_string(&p).unwrap_or_default())),
-    };
-    let s = async_stream::stream! {
-        let mut r = Reader { cols, events, drain: R::DRAIN };
-        for out in render.opening() {
-            yield item(&env, out);
-        }
-        while let Some((job, event)) = r.next().await {
-            for out in render.event(job, &event) {
-                yield item(&env, out);
-            }
-        }
-        match r.failure() {
-            Some(e) => yield Item::json(&e.body()),
-            None => {
-                for out in render.closing(&r.cols) {
-                    yield item(&env, out);
-                }
-                if include_usage {
-                    let mut last = env.wrap::<R::Choice>(R::OBJECT, Vec::new());
-                    last.usage = Some(usage(&r.cols));
-                    last.timings = Some(r.cols[0].timings());
-                    yield Item::json(&last);
-                }
-            }
-        }
-        r.cols.iter().for_each(Collector::log);
-    };
-    sse::respond(s)
-}
+    #[tokio::test]
+    async fn a_channel_closed_before_every_choice_finished_is_a_failure() {
+        let (tx, rx) = unbounded_channel();
+        tx.send(delta(0, "x")).unwrap();
+        tx.send(finished(0, 1)).unwrap();
+        drop(tx);
+        let r = collect(vec![job(2)], events(vec![rx]), false).await;
+        assert_eq!(r.err(), Some(Failure::Engine("the engine dropped the request".into())));
+    }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    #[tokio::test]
+    async fn an_engine_error_ends_the_read_with_its_message() {
+        let (tx, rx) = unbounded_channel();
+        tx.send(Event::Error { message: "decode failed".into() }).unwrap();
+        // Not closed: the error alone ends the read.
+        let r = collect(vec![job(1)], events(vec![rx]), false).await;
+        assert_eq!(r.err(), Some(Failure::Engine("decode failed".into())));
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn draining_reads_what_follows_the_last_finish() {
+        let judged = || Event::Judged { choice: 0, answer: "4".into(), score: 0.9 };
+        let (tx, rx) = unbounded_channel();
+        for e in [finished(0, 1), judged()] {
+            tx.send(e).unwrap();
+        }
+        drop(tx);
+        let cols = collect(vec![job(1)], events(vec![rx]), true).await.unwrap();
+        assert_eq!(cols[0].judged, vec![(0, "4".to_string(), 0.9)]);
+        // Without draining, the read stops at the last finish (the channel may stay open).
+        let (tx, rx) = unbounded_channel();
+        for e in [finished(0, 1), judged()] {
+            tx.send(e).unwrap();
+        }
+        let cols = collect(vec![job(1)], events(vec![rx]), false).await.unwrap();
+        assert!(cols[0].judged.is_empty());
+        drop(tx);
+    }
 }

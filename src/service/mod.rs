@@ -1,0 +1,49 @@
+//! The service layer between HTTP and the backends. `validate` is the only gate (a raw body
+//! becomes a validated job or a typed `Invalid`); `pipeline` submits jobs and reads their events
+//! for every endpoint; `vote` turns a sample group into one answer; `grading` keeps what requests
+//! answered and the accuracy-vs-compute table `reasoning_effort: "auto"` reads. Nothing here
+//! knows HTTP or OpenAI's wire types: `api/` maps results and errors onto them.
+
+pub mod grading;
+pub mod pipeline;
+pub mod request;
+pub mod validate;
+pub mod vote;
+
+use std::sync::{Arc, OnceLock};
+
+use crate::backend::Backend;
+use crate::config::Config;
+use pipeline::Failure;
+
+/// What every request is served with: the configuration, the backend once it is up, the grading
+/// history and the measured settings for `auto`.
+#[derive(Clone)]
+pub struct Service {
+    pub cfg: Arc<Config>,
+    /// Set once the model is loaded (or the remote engines answered); until then generation
+    /// answers 503 and /health says loading.
+    pub backend: Arc<OnceLock<Arc<dyn Backend>>>,
+    pub history: Arc<std::sync::Mutex<grading::History>>,
+    /// Why the engine thread stopped, once it has failed: /health answers 503 with it.
+    pub engine_failure: Arc<OnceLock<String>>,
+    /// Settings measured by a harness run (`reasoning.auto_table`), for `reasoning_effort: "auto"`.
+    pub auto_table: Arc<Vec<crate::reasoning::auto::Measured>>,
+}
+
+impl Service {
+    /// Fails when the configured `auto_table` cannot be read.
+    pub fn new(cfg: Arc<Config>) -> anyhow::Result<Self> {
+        let history = Arc::new(grading::History::new(cfg.reasoning.history_size));
+        let table = match &cfg.reasoning.auto_table {
+            Some(p) => crate::eval::table::load(p).map_err(|e| anyhow::anyhow!("reasoning.auto_table: {e:#}"))?,
+            None => Vec::new(),
+        };
+        Ok(Self { cfg, backend: Arc::new(OnceLock::new()), history, engine_failure: Arc::new(OnceLock::new()), auto_table: Arc::new(table) })
+    }
+
+    pub fn backend(&self) -> Result<Arc<dyn Backend>, Failure> {
+        self.backend.get().cloned().ok_or_else(|| Failure::Unavailable("The model is still loading".into()))
+    }
+}
+
