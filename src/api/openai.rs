@@ -2,6 +2,7 @@
 //! tool calls, errors, and thinkscale's own extension objects. Handlers build these; nothing
 //! assembles a response body by hand.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::service::grading::AutoDecision;
@@ -13,7 +14,7 @@ use crate::reasoning::chat::ToolCall;
 /// `finish_reason` as OpenAI spells it: the closed set every endpoint answers with. A cancelled
 /// sequence (its client gone, or a sample stopped early by the vote) is a "stop" there; the
 /// engine's own reason stays in a vote's per-sample detail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Finish {
     Stop,
@@ -30,7 +31,7 @@ impl From<Option<crate::backend::FinishReason>> for Finish {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
@@ -39,12 +40,12 @@ pub struct Usage {
     pub completion_tokens_details: CompletionTokensDetails,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct PromptTokensDetails {
     pub cached_tokens: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct CompletionTokensDetails {
     pub reasoning_tokens: u32,
 }
@@ -65,7 +66,7 @@ impl Usage {
 }
 
 /// llama.cpp-style timings, with thinking split from the answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Timings {
     pub prompt_n: u32,
     pub prompt_ms: f64,
@@ -103,13 +104,13 @@ impl Timings {
 }
 
 /// Chat log-probs: one entry per token of `content`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ChatLogprobs {
     pub content: Vec<LogprobEntry>,
 }
 
 /// A tool call as OpenAI writes it (`index` only in stream deltas).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ToolCallOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
@@ -119,7 +120,7 @@ pub struct ToolCallOut {
     pub function: FunctionOut,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct FunctionOut {
     pub name: String,
     pub arguments: String,
@@ -136,7 +137,7 @@ impl ToolCallOut {
 }
 
 /// The assistant's message in a finished chat choice. `content` is null only beside tool calls.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 pub struct AssistantMessage {
     pub role: &'static str,
     pub content: Option<String>,
@@ -190,13 +191,15 @@ impl ChoiceExt {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ChatChoice {
     pub index: usize,
     pub message: AssistantMessage,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Finish,
+    /// thinkscale's extension (a vote's ballot, `auto`'s choice).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub thinkscale: Option<ChoiceExt>,
 }
 
@@ -220,7 +223,7 @@ impl ChunkChoice {
 }
 
 /// Legacy completions log-probs: parallel arrays.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct TextLogprobs {
     pub tokens: Vec<String>,
     pub token_logprobs: Vec<f32>,
@@ -245,7 +248,7 @@ impl TextLogprobs {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct TextChoice {
     pub index: usize,
     pub text: String,
@@ -255,7 +258,7 @@ pub struct TextChoice {
 
 /// The envelope every completion object and chunk shares: `object` tells which
 /// (`chat.completion`, `chat.completion.chunk`, `text_completion`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Completion<C> {
     pub id: String,
     pub object: &'static str,
@@ -267,7 +270,9 @@ pub struct Completion<C> {
     pub usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
+    /// thinkscale's extension (the grading outcome, `auto`'s choice).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub thinkscale: Option<RequestExt>,
 }
 
@@ -302,12 +307,13 @@ pub enum Progress {
 }
 
 /// `{"error": {...}}`, the body of every error response and of an error inside a stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Error")]
 pub struct ErrorBody<'a> {
     pub error: ErrorObject<'a>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ErrorObject<'a> {
     pub message: &'a str,
     #[serde(rename = "type")]

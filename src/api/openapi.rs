@@ -1,23 +1,15 @@
-//! GET /openapi.json: the API contract. Request bodies are generated from the serde types the
-//! handlers parse (schemars), with the bounds that depend on the configuration (token caps, `n`)
-//! filled in; responses are described by the fields every client relies on. The contract test
-//! (tests/python/test_openapi.py) fuzzes the live server against it.
+//! GET /openapi.json: the API contract, generated (schemars) from the serde types the handlers
+//! parse and serialize (`openai.rs`), with the bounds that depend on the configuration (token
+//! caps, `n`) filled in. The contract test (tests/python/test_openapi.py) fuzzes the live server
+//! against it.
 
 use axum::extract::State;
 use axum::Json;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Value};
 
+use super::openai::{ChatChoice, Completion, ErrorBody, TextChoice};
 use crate::service::Service;
-
-fn finish() -> Value {
-    json!({"type": "string", "enum": ["stop", "length", "tool_calls"]})
-}
-
-fn usage() -> Value {
-    json!({"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"], "properties": {
-        "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}})
-}
 
 /// A JSON body or, with `stream: true`, server-sent events (each a `data:` line: a chunk, an
 /// error object or `[DONE]`).
@@ -81,10 +73,18 @@ fn chat_constraints(schemas: &mut serde_json::Map<String, Value>) {
     }
 }
 
+/// The definition a `$ref` schema points to.
+fn defined_name(schema: &schemars::Schema) -> String {
+    schema.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()).unwrap_or_default().to_string()
+}
+
 pub fn document(slot_ctx: u32, parallel: u32) -> Value {
     let mut gen = SchemaSettings::openapi3().into_generator();
     let chat = crate::service::validate::chat_request_schema(&mut gen);
     let completion = crate::service::validate::completion_request_schema(&mut gen);
+    let chat_response = defined_name(&gen.subschema_for::<Completion<ChatChoice>>());
+    let text_response = defined_name(&gen.subschema_for::<Completion<TextChoice>>());
+    gen.subschema_for::<ErrorBody>();
     let mut schemas = gen.take_definitions(true);
     // Bounds from the configuration: one request's cap is its slot's context, `n` the slots.
     if let Some(props) = schemas.get_mut("Common").and_then(|c| c.get_mut("properties")) {
@@ -96,24 +96,17 @@ pub fn document(slot_ctx: u32, parallel: u32) -> Value {
     chat_constraints(&mut schemas);
     schemas.insert("ChatRequest".into(), chat);
     schemas.insert("CompletionRequest".into(), completion);
-    schemas.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["message", "type"], "properties": {
-            "message": {"type": "string"}, "type": {"type": "string"},
-            "param": {"type": "string", "nullable": true}, "code": {"type": "string", "nullable": true}}}}}));
-    schemas.insert("ChatCompletion".into(), json!({"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"], "properties": {
-        "id": {"type": "string"}, "object": {"type": "string", "enum": ["chat.completion"]}, "created": {"type": "integer"},
-        "model": {"type": "string"}, "usage": usage(),
-        "choices": {"type": "array", "items": {"type": "object", "required": ["index", "message", "finish_reason"], "properties": {
-            "index": {"type": "integer"}, "finish_reason": finish(),
-            "message": {"type": "object", "required": ["role"], "properties": {
-                "role": {"type": "string", "enum": ["assistant"]}, "content": {"type": "string", "nullable": true},
-                "reasoning_content": {"type": "string"},
-                "tool_calls": {"type": "array", "items": {"type": "object", "required": ["id", "type", "function"]}}}}}}}}}));
-    schemas.insert("Completion".into(), json!({"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"], "properties": {
-        "id": {"type": "string"}, "object": {"type": "string", "enum": ["text_completion"]}, "created": {"type": "integer"},
-        "model": {"type": "string"}, "usage": usage(),
-        "choices": {"type": "array", "items": {"type": "object", "required": ["index", "text", "finish_reason"], "properties": {
-            "index": {"type": "integer"}, "text": {"type": "string"}, "finish_reason": finish()}}}}}));
+    // Responses: the types the handlers serialize, under the names the paths use.
+    for (name, generated, object) in [("ChatCompletion", chat_response, "chat.completion"), ("Completion", text_response, "text_completion")] {
+        if let Some(mut schema) = schemas.remove(&generated) {
+            schema["properties"]["object"]["enum"] = json!([object]);
+            // Optional in the shared envelope (chunks leave it out), always in a whole response.
+            if let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) {
+                required.push(json!("usage"));
+            }
+            schemas.insert(name.into(), schema);
+        }
+    }
     json!({
         "openapi": "3.0.3",
         "info": {"title": "thinkscale", "version": env!("CARGO_PKG_VERSION")},

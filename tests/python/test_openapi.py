@@ -38,13 +38,20 @@ def test_responses_follow_the_documented_shapes(contract):
     req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"})
     with urllib.request.urlopen(req) as r:
         v = json.load(r)
-    assert set(schemas["ChatCompletion"]["required"]) <= set(v)
-    assert v["choices"][0]["finish_reason"] in schemas["ChatCompletion"]["properties"]["choices"]["items"]["properties"]["finish_reason"]["enum"]
+    assert {"usage", "choices"} <= set(schemas["ChatCompletion"]["required"]) <= set(v)
+    choice = _resolve(schemas, schemas["ChatCompletion"]["properties"]["choices"]["items"])
+    assert set(choice["required"]) <= set(v["choices"][0])
+    assert v["choices"][0]["finish_reason"] in _resolve(schemas, choice["properties"]["finish_reason"])["enum"]
     req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps({**body, "max_tokens": 257}).encode(), headers={"content-type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req)
     err = json.load(e.value)
-    assert set(schemas["Error"]["required"]) <= set(err) and set(schemas["Error"]["properties"]["error"]["required"]) <= set(err["error"])
+    assert set(schemas["Error"]["required"]) <= set(err) and set(_resolve(schemas, schemas["Error"]["properties"]["error"])["required"]) <= set(err["error"])
+
+
+def _resolve(schemas, node):
+    """The schema a `$ref` node points to (the node itself when it is not a reference)."""
+    return schemas[node["$ref"].split("/")[-1]] if "$ref" in node else node
 
 
 def _refs(node):
