@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::stream::unix_now;
-use crate::service::Service;
 use crate::metrics::metrics;
+use crate::service::Service;
 
 pub async fn models(State(state): State<Service>) -> Response {
     let id = state.cfg.model_id();

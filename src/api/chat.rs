@@ -9,15 +9,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::service::grading::AutoDecision;
 use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Finish, RequestExt, Timings, ToolCallOut, Usage};
 use super::stream::{stream, Envelope, Out, Render};
-use crate::service::grading::Grade;
+use crate::backend::{Event, FinishReason, LogprobEntry};
+use crate::reasoning::tools::{self, CallStream};
+use crate::service::grading::{AutoDecision, Grade};
 use crate::service::pipeline::{collect, events, submit, Collector};
 use crate::service::validate::{prepare_off_thread, Prepared};
 use crate::service::Service;
-use crate::backend::{Event, FinishReason, LogprobEntry};
-use crate::reasoning::tools::{self, CallStream};
 
 pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let started = Instant::now();

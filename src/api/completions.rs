@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::openai::{Finish, TextChoice, TextLogprobs, Timings, Usage};
 use super::stream::{stream, Envelope, Out, Render};
+use crate::backend::Event;
 use crate::service::pipeline::{collect, events, submit, Collector};
 use crate::service::validate::{off_thread, prepare_completion, PreparedCompletion};
 use crate::service::Service;
-use crate::backend::Event;
 
 pub async fn completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let started = Instant::now();

@@ -146,7 +146,7 @@ impl Backend for Remote {
     fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError> {
         let s = &self.shared;
         let up = s.replicas.all.iter().filter(|r| r.is_up()).count() as u64;
-        let in_flight: u64 = s.replicas.all.iter().map(|r| r.status().in_flight).sum();
+        let in_flight: u64 = s.replicas.all.iter().map(|r| r.in_flight()).sum();
         if up > 0 && in_flight >= up * s.parallel + s.queue {
             return Err(SubmitError::QueueFull);
         }

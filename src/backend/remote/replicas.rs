@@ -73,11 +73,16 @@ impl Replica {
         metrics().replica_up.with_label_values(&[&self.url]).set(1);
     }
 
+    /// Requests this replica is serving now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     pub fn status(&self) -> ReplicaStatus {
         ReplicaStatus {
             url: self.url.clone(),
             up: self.is_up(),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight: self.in_flight(),
             served: self.served.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
@@ -123,7 +128,7 @@ impl Replicas {
         let loads: Vec<Option<(u64, u64)>> = self
             .all
             .iter()
-            .map(|r| (r.is_up() && !avoid.contains(&r.url)).then(|| (r.in_flight.load(Ordering::Relaxed), r.served.load(Ordering::Relaxed))))
+            .map(|r| (r.is_up() && !avoid.contains(&r.url)).then(|| (r.in_flight(), r.served.load(Ordering::Relaxed))))
             .collect();
         let mut affinity = self.affinity.lock().ok()?;
         let chosen = pick(&loads, affinity.get(&key).copied())?;
@@ -187,7 +192,7 @@ mod tests {
         // Another prompt goes to the free one.
         assert_eq!(r.lease("other", &[]).unwrap().replica.url, "http://b");
         drop((first, again));
-        assert_eq!(r.all[0].status().in_flight, 0);
+        assert_eq!(r.all[0].in_flight(), 0);
         r.all[0].mark_down("connection refused");
         assert_eq!(r.lease("system: be brief. user: hi", &[]).unwrap().replica.url, "http://b");
         assert!(r.lease("x", &["http://b".to_string()]).is_none());

@@ -27,7 +27,7 @@ impl RemoteVocab {
     /// POST to the least busy replica that is up, moving on from one that fails.
     fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
         let mut up: Vec<&Arc<Replica>> = self.replicas.iter().filter(|r| r.is_up()).collect();
-        up.sort_by_key(|r| r.status().in_flight);
+        up.sort_by_key(|r| r.in_flight());
         let mut last = Failure::Replica("no backend replica is up".into());
         for r in up {
             match self.rt.block_on(self.client.post(&r.url, path, body)) {
