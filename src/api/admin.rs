@@ -6,18 +6,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::stream::unix_now;
+use super::openai::{ModelCard, ModelList};
 use crate::metrics::metrics;
 use crate::service::Service;
 
 pub async fn models(State(state): State<Service>) -> Response {
-    let id = state.cfg.model_id();
     let meta = state.backend.get().map(|b| b.meta());
-    axum::Json(json!({
-        "object": "list",
-        "data": [{"id": id, "object": "model", "created": unix_now(), "owned_by": "thinkscale", "meta": meta}],
-    }))
-    .into_response()
+    axum::Json(ModelList { object: "list", data: vec![ModelCard::new(state.cfg.model_id(), meta)] }).into_response()
 }
 
 pub async fn model(State(state): State<Service>, axum::extract::Path(name): axum::extract::Path<String>) -> Result<Response, ApiError> {
@@ -25,7 +20,7 @@ pub async fn model(State(state): State<Service>, axum::extract::Path(name): axum
     if name != id {
         return Err(ApiError::not_found(format!("The model '{name}' does not exist; this server serves '{id}'")).with_code("model_not_found"));
     }
-    Ok(axum::Json(json!({"id": id, "object": "model", "created": unix_now(), "owned_by": "thinkscale"})).into_response())
+    Ok(axum::Json(ModelCard::new(id, None)).into_response())
 }
 
 pub async fn health(State(state): State<Service>) -> Response {

@@ -297,6 +297,30 @@ impl RequestExt {
     }
 }
 
+/// GET /v1/models.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelCard>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCard {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+    /// What the backend reports of the model (llama-server's `meta`: vocabulary, context, size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
+}
+
+impl ModelCard {
+    pub fn new(id: String, meta: Option<serde_json::Value>) -> Self {
+        Self { id, object: "model", created: super::stream::unix_now(), owned_by: "thinkscale", meta }
+    }
+}
+
 /// Progress of a streamed vote, sent as SSE comments (`: thinkscale {...}`) that OpenAI clients skip.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
