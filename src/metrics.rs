@@ -79,7 +79,7 @@ impl Metrics {
             requests: counter_vec(&r, "requests_total", "HTTP requests by endpoint and status code", &["endpoint", "status"]),
             request_latency: histogram(&r, "request_duration_seconds", "End-to-end request latency", &["endpoint"], secs.clone()),
             ttft: histogram(&r, "time_to_first_token_seconds", "Time from arrival to the first generated token", &["endpoint"], secs.clone()),
-            prompt_tokens: counter(&r, "prompt_tokens_total", "Prompt tokens prefilled (a forked prompt counts once)"),
+            prompt_tokens: counter(&r, "prompt_tokens_total", "Prompt tokens prefilled (a forked prompt counts once; over remote engines, as their usage reports)"),
             prompt_cached_tokens: counter(&r, "prompt_cached_tokens_total", "Prompt tokens not prefilled because the prompt cache held them"),
             generated_tokens: counter(&r, "generated_tokens_total", "Tokens sampled by the model"),
             decode_steps: counter(&r, "decode_steps_total", "llama_decode calls"),

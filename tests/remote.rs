@@ -116,9 +116,15 @@ fn what_a_remote_engine_cannot_do_is_a_clear_400_and_a_schema_goes_to_the_engine
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "tool_choice");
     // A JSON schema is the engine's to enforce: it gets it as `response_format`.
+    let prefilled = outer.metric("thinkscale_prompt_tokens_total");
     let v = outer.chat(&json!({"messages": msgs, "response_format": {"type": "json_object"}, "max_tokens": 40, "temperature": 0}));
     let text = v["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(text.trim_start().starts_with('{'), "{v}");
+    // The prompt tokens the engine prefilled are counted here too, from the engine's usage.
+    let u = &v["usage"];
+    let uncached = u["prompt_tokens"].as_f64().unwrap() - u["prompt_tokens_details"]["cached_tokens"].as_f64().unwrap();
+    assert!(uncached > 0.0, "{v}");
+    assert_eq!(outer.metric("thinkscale_prompt_tokens_total") - prefilled, uncached);
     let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "samples": 2, "verifier": "model"}));
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "verifier");

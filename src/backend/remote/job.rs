@@ -14,6 +14,7 @@ use super::{sequence, Shared};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::{Groups, Work};
 use crate::backend::{CancelHandle, Event, FinishReason, JobSpec, Judge, SeqStats, Vocabulary, JUDGE_NO, JUDGE_YES};
+use crate::metrics::metrics;
 
 /// One job on the remote backend, shared by its sequence tasks.
 pub(super) struct JobCtx {
@@ -80,10 +81,16 @@ impl JobCtx {
         }
     }
 
-    /// The engine's usage said how much of the prompt its cache held (first sample's first request).
+    /// The engine's usage said how much of the prompt its cache held (asked of the first
+    /// sample's first request only: every later one continues a prompt the engine has).
     pub(super) fn report_cached(&self, cached_tokens: u64) {
+        let prompt = self.spec.prompt.len() as u64;
+        let cached = cached_tokens.min(prompt);
+        // What the engine prefilled for this request, as the embedded engine counts its own.
+        metrics().prompt_tokens.inc_by(prompt - cached);
+        metrics().prompt_cached_tokens.inc_by(cached);
         let prompt_ms = self.prompt_ms.lock().map(|m| *m).unwrap_or(0.0);
-        self.send(Event::Prefilled { prompt_tokens: self.spec.prompt.len(), cached_tokens: cached_tokens as usize, prompt_ms });
+        self.send(Event::Prefilled { prompt_tokens: prompt as usize, cached_tokens: cached as usize, prompt_ms });
     }
 }
 
