@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::openai::{ErrorBody, ErrorObject};
 use crate::service::pipeline::Failure;
-use crate::service::validate::Invalid;
+use crate::service::invalid::Invalid;
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -33,6 +33,6 @@ pub async fn tokenize(State(state): State<Service>, body: Result<Bytes, BytesRej
     let tokens = tokio::task::spawn_blocking(move || backend.vocabulary().tokenize(&text, add))
         .await
         .map_err(|_| ApiError::internal("tokenizing failed"))?
-        .map_err(|e| crate::service::validate::Invalid::text(e, "content"))?;
+        .map_err(|e| crate::service::invalid::Invalid::text(e, "content"))?;
     Ok(axum::Json(TokenizeResponse { tokens: tokens.into_iter().map(|t| t.0).collect() }).into_response())
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::validate::Invalid;
+use super::invalid::Invalid;
 use super::Service;
 use crate::metrics::metrics;
 use crate::reasoning::grade::{budget_bucket, grade, samples_bucket, summarise, Observation};

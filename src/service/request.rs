@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::validate::Invalid;
+use super::invalid::Invalid;
 use crate::config::Config;
 use crate::backend::{Backend, SamplingParams};
 
