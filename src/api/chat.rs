@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Finish, RequestExt, Timings, ToolCallOut, Usage};
+use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Finish, RequestExt, ToolCallOut};
 use super::stream::{stream, Envelope, Out, Render};
 use crate::backend::{Event, FinishReason, LogprobEntry};
 use crate::reasoning::tools::{self, CallStream};
@@ -54,9 +54,7 @@ pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, 
 
 /// A non-streamed `chat.completion`, with the grading outcome when the request carried a reference.
 pub fn chat_completion(env: &Envelope, choices: Vec<ChatChoice>, col: &Collector, graded: Option<bool>, auto: Option<AutoDecision>) -> Response {
-    let mut body = env.wrap("chat.completion", choices);
-    body.usage = Some(Usage::of(std::slice::from_ref(col)));
-    body.timings = Some(Timings::of(col));
+    let mut body = env.wrap("chat.completion", choices).with_usage(std::slice::from_ref(col));
     body.thinkscale = RequestExt::some(graded, auto);
     axum::Json(body).into_response()
 }

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::openai::{Finish, TextChoice, TextLogprobs, Timings, Usage};
+use super::openai::{Finish, TextChoice, TextLogprobs};
 use super::stream::{stream, Envelope, Out, Render};
 use crate::backend::Event;
 use crate::service::pipeline::{collect, events, submit, Collector};
@@ -42,10 +42,7 @@ pub async fn completions(State(state): State<Service>, body: Result<Bytes, Bytes
             choices.push(TextChoice { index: i * render.n + j, text, logprobs, finish_reason: Some(Finish::from(c.finish)) });
         }
     }
-    let mut body = env.wrap(TextStream::OBJECT, choices);
-    body.usage = Some(Usage::of(&cols));
-    body.timings = Some(Timings::of(&cols[0]));
-    Ok(axum::Json(body).into_response())
+    Ok(axum::Json(env.wrap(TextStream::OBJECT, choices).with_usage(&cols)).into_response())
 }
 
 /// Streamed text choices: prompt `i`'s choice `j` is choice `i * n + j`.

@@ -276,6 +276,16 @@ pub struct Completion<C> {
     pub thinkscale: Option<RequestExt>,
 }
 
+impl<C> Completion<C> {
+    /// Usage over the response's jobs, and the first job's timings (a whole response, or the
+    /// last chunk of a stream with `include_usage`).
+    pub fn with_usage(mut self, cols: &[Collector]) -> Self {
+        self.usage = Some(Usage::of(cols));
+        self.timings = cols.first().map(Timings::of);
+        self
+    }
+}
+
 /// thinkscale's extension on a whole chat completion: the grading outcome when the request
 /// carried a reference, and the setting `reasoning_effort: "auto"` chose.
 #[derive(Debug, Clone, Serialize)]

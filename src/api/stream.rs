@@ -6,7 +6,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::openai::{Completion, Progress, Timings, Usage};
+use super::openai::{Completion, Progress};
 use super::sse::{self, Item};
 use crate::backend::Event;
 use crate::service::pipeline::{Collector, Events, Reader};
@@ -88,10 +88,7 @@ pub fn stream<R: Render>(env: Envelope, cols: Vec<Collector>, events: Events, in
                     yield item(&env, out);
                 }
                 if include_usage {
-                    let mut last = env.wrap::<R::Choice>(R::OBJECT, Vec::new());
-                    last.usage = Some(Usage::of(&r.cols));
-                    last.timings = Some(Timings::of(&r.cols[0]));
-                    yield Item::json(&last);
+                    yield Item::json(&env.wrap::<R::Choice>(R::OBJECT, Vec::new()).with_usage(&r.cols));
                 }
             }
         }
