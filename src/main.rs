@@ -132,6 +132,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     "model ready"
                 );
                 let failure = st.engine_failure.clone();
+                report_engine_panic(failure.clone());
                 let _ = st.backend.set(Arc::new(engine));
                 // This thread must not keep the engine's queue open: the engine ends when it closes.
                 drop(st);
@@ -141,14 +142,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 match joined {
                     Ok(()) => Ok(()),
                     Err(payload) => {
-                        let reason = payload
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| payload.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown panic".into());
-                        let reason = format!("the engine failed: {reason}");
+                        let reason = failure.get().cloned().unwrap_or_else(|| engine_failed(&*payload));
                         tracing::error!(%reason, "stopping: in-flight requests were answered with an error");
-                        let _ = failure.set(reason.clone());
                         // /health says why for a moment before the server goes.
                         std::thread::sleep(std::time::Duration::from_secs(2));
                         f.notify_one();
@@ -172,6 +167,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         loader.await??;
         anyhow::Ok(())
     })
+}
+
+/// Records a panic on the engine thread as it starts, before the default hook prints its
+/// backtrace: symbolizing one can take a second, and until the thread has unwound /health would
+/// still call the engine up.
+fn report_engine_panic(failure: Arc<std::sync::OnceLock<String>>) {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some(thinkscale::engine::THREAD) {
+            let _ = failure.set(engine_failed(info.payload()));
+            thinkscale::metrics::metrics().engine_up.set(0);
+        }
+        print(info);
+    }));
+}
+
+fn engine_failed(payload: &(dyn std::any::Any + Send)) -> String {
+    let what = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned());
+    format!("the engine failed: {}", what.as_deref().unwrap_or("unknown panic"))
 }
 
 /// `serve --backend URL...`: test-time compute over remote engines; no model is loaded here.

@@ -18,6 +18,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::backend::{CancelHandle, Event, JobSpec, SubmitError};
+
+/// The name of the thread that owns the llama.cpp context (a panic on it is the engine failing).
+pub const THREAD: &str = "engine";
 use crate::config::Config;
 pub use model::Model;
 
@@ -79,7 +82,7 @@ impl Engine {
         let loop_cfg = scheduler::LoopConfig { n_ctx: cfg.ctx_size, parallel: cfg.parallel, n_batch: cfg.batch_size, threads };
         let (m, s) = (model.clone(), stats.clone());
         let handle = std::thread::Builder::new()
-            .name("engine".into())
+            .name(THREAD.into())
             .spawn(move || scheduler::run(m, verifier, loop_cfg, rx, s, ready_tx))?;
         // The context is created on the engine thread; wait for it so a failure is reported here.
         let n_ctx = ready_rx.recv().map_err(|_| anyhow::anyhow!("engine thread exited during start-up"))??;
