@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Finish, RequestExt, ToolCallOut};
-use super::stream::{stream, Envelope, Out, Render};
+use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Completion, Delta, Finish, RequestExt, ToolCallOut};
+use super::stream::{respond, stream, Envelope, Frames, Out, Render};
 use crate::backend::{Event, FinishReason, LogprobEntry};
 use crate::reasoning::tools::{self, CallStream};
 use crate::service::grading::{AutoDecision, Grade};
@@ -19,10 +19,30 @@ use crate::service::validate::{prepare_off_thread, Prepared};
 use crate::service::Service;
 
 pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    Ok(answer(state, body?).await?.into_response())
+}
+
+/// A chat answer: whole, or as the frames of its stream (the Responses endpoint reads either).
+pub enum Answer {
+    Whole(Completion<ChatChoice>),
+    Stream(Frames<ChunkChoice>),
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Whole(c) => axum::Json(c).into_response(),
+            Answer::Stream(frames) => respond(frames),
+        }
+    }
+}
+
+/// Runs one chat request, voted or not, from its raw body.
+pub async fn answer(state: Service, body: Bytes) -> Result<Answer, ApiError> {
     let started = Instant::now();
     let backend = state.backend()?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4());
-    let p = prepare_off_thread(&state, &backend, &id, body?).await?;
+    let p = prepare_off_thread(&state, &backend, &id, body).await?;
     if p.plan.sampling.samples > 1 {
         return super::vote::respond(state, backend, id, p, started).await;
     }
@@ -35,7 +55,7 @@ pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, 
     if p.v.stream {
         let n = p.v.n;
         let render = ChatStream { view, logprobs: p.logprobs, answering: vec![false; n], calls: (0..n).map(|_| CallStream::default()).collect(), auto: p.auto, grade };
-        return Ok(stream(env, vec![col], events(vec![rx]), p.v.include_usage, render));
+        return Ok(Answer::Stream(stream(env, vec![col], events(vec![rx]), p.v.include_usage, render)));
     }
     let col = collect(vec![col], events(vec![rx]), false).await?.remove(0);
     let graded = grade.record(&col);
@@ -53,10 +73,10 @@ pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, 
 }
 
 /// A non-streamed `chat.completion`, with the grading outcome when the request carried a reference.
-pub fn chat_completion(env: &Envelope, choices: Vec<ChatChoice>, col: &Collector, graded: Option<bool>, auto: Option<AutoDecision>) -> Response {
+pub fn chat_completion(env: &Envelope, choices: Vec<ChatChoice>, col: &Collector, graded: Option<bool>, auto: Option<AutoDecision>) -> Answer {
     let mut body = env.wrap("chat.completion", choices).with_usage(std::slice::from_ref(col));
     body.thinkscale = RequestExt::some(graded, auto);
-    axum::Json(body).into_response()
+    Answer::Whole(body)
 }
 
 /// A streamed chat choice: reasoning and content deltas as they come; with tools, a call is held

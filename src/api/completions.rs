@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::openai::{Finish, TextChoice, TextLogprobs};
-use super::stream::{stream, Envelope, Out, Render};
+use super::stream::{respond, stream, Envelope, Out, Render};
 use crate::backend::Event;
 use crate::service::pipeline::{collect, events, submit, Collector};
 use crate::service::validate::{off_thread, prepare_completion, PreparedCompletion};
@@ -31,7 +31,7 @@ pub async fn completions(State(state): State<Service>, body: Result<Bytes, Bytes
     let env = Envelope::new(id, state.cfg.model_id());
     let render = TextStream { n: v.n, texts, echo, logprobs: logprobs.is_some() };
     if v.stream {
-        return Ok(stream(env, cols, events(receivers), v.include_usage, render));
+        return Ok(respond(stream(env, cols, events(receivers), v.include_usage, render)));
     }
     let cols = collect(cols, events(receivers), false).await?;
     let mut choices = Vec::new();

@@ -1,8 +1,10 @@
 //! The one streamer: chat, voted chat and text completions each describe their chunks with a
-//! `Render`, and `stream` sends them as server-sent events (reading the jobs' events, the error
-//! object of a failure mid-stream, the usage chunk, the log lines).
+//! `Render`, and `stream` turns the jobs' events into typed frames (reading the events, the error
+//! of a failure mid-stream, the usage chunk, the log lines); `respond` sends frames as
+//! server-sent events, and the Responses endpoint reads them as they are.
 
 use axum::response::Response;
+use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 
 use super::error::ApiError;
@@ -64,37 +66,55 @@ pub trait Render: Send + 'static {
     }
 }
 
-/// The one streamer: server-sent chunks for chat, voted chat and text completions. A failure
-/// mid-stream is sent as an OpenAI error object; the usage chunk comes last when asked for.
-pub fn stream<R: Render>(env: Envelope, cols: Vec<Collector>, events: Events, include_usage: bool, mut render: R) -> Response {
-    let item = |env: &Envelope, out: Out<R::Choice>| match out {
-        Out::Choice(c) => Item::json(&env.wrap(R::OBJECT, vec![c])),
-        Out::Progress(p) => Item::Comment(format!("thinkscale {}", serde_json::to_string(&p).unwrap_or_default())),
+/// One frame of a stream: a chunk, a progress note, or the error a failure mid-stream ends with.
+pub enum Frame<C> {
+    Chunk(Completion<C>),
+    Progress(Progress),
+    Failed(ApiError),
+}
+
+pub type Frames<C> = BoxStream<'static, Frame<C>>;
+
+/// The one streamer: the chunks of chat, voted chat and text completions. A failure mid-stream
+/// ends it with an error frame; the usage chunk comes last when asked for.
+pub fn stream<R: Render>(env: Envelope, cols: Vec<Collector>, events: Events, include_usage: bool, mut render: R) -> Frames<R::Choice> {
+    let frame = |env: &Envelope, out: Out<R::Choice>| match out {
+        Out::Choice(c) => Frame::Chunk(env.wrap(R::OBJECT, vec![c])),
+        Out::Progress(p) => Frame::Progress(p),
     };
     let s = async_stream::stream! {
         let mut r = Reader::new(cols, events, R::DRAIN);
         for out in render.opening() {
-            yield item(&env, out);
+            yield frame(&env, out);
         }
         while let Some((job, event)) = r.next().await {
             for out in render.event(job, &event) {
-                yield item(&env, out);
+                yield frame(&env, out);
             }
         }
         match r.failure() {
-            Some(e) => yield Item::json(&ApiError::from(e).body()),
+            Some(e) => yield Frame::Failed(ApiError::from(e)),
             None => {
                 for out in render.closing(&r.cols) {
-                    yield item(&env, out);
+                    yield frame(&env, out);
                 }
                 if include_usage {
-                    yield Item::json(&env.wrap::<R::Choice>(R::OBJECT, Vec::new()).with_usage(&r.cols));
+                    yield Frame::Chunk(env.wrap::<R::Choice>(R::OBJECT, Vec::new()).with_usage(&r.cols));
                 }
             }
         }
         r.cols.iter().for_each(Collector::log);
     };
-    sse::respond(s)
+    s.boxed()
+}
+
+/// Frames as server-sent events: chunks and errors as `data:` lines, progress as comments.
+pub fn respond<C: Serialize + Send + 'static>(frames: Frames<C>) -> Response {
+    sse::respond(frames.map(|f| match f {
+        Frame::Chunk(c) => Item::json(&c),
+        Frame::Progress(p) => Item::Comment(format!("thinkscale {}", serde_json::to_string(&p).unwrap_or_default())),
+        Frame::Failed(e) => Item::json(&e.body()),
+    }))
 }
 
 pub fn unix_now() -> u64 {

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::response::Response;
-
-use super::chat::{chat_completion, View};
+use super::chat::{chat_completion, Answer, View};
 use super::error::ApiError;
 use super::openai::{ChatChoice, ChoiceExt, ChunkChoice, Delta, Finish, Progress};
 use super::stream::{stream, Envelope, Out, Render};
@@ -19,7 +17,7 @@ use crate::service::validate::Prepared;
 use crate::service::vote::{vote_plan, Ballots};
 use crate::service::Service;
 
-pub async fn respond(state: Service, backend: Arc<dyn Backend>, id: String, mut p: Prepared, started: Instant) -> Result<Response, ApiError> {
+pub async fn respond(state: Service, backend: Arc<dyn Backend>, id: String, mut p: Prepared, started: Instant) -> Result<Answer, ApiError> {
     let plan = p.plan.sampling.clone();
     let group = plan.samples as usize;
     let n = p.v.n;
@@ -35,7 +33,7 @@ pub async fn respond(state: Service, backend: Arc<dyn Backend>, id: String, mut 
     let ballot = Ballots { n, group, plan, score, effort };
     if p.v.stream {
         let render = VoteStream { ballot, view, auto: p.auto, grade };
-        return Ok(stream(env, vec![col], events(vec![rx]), p.v.include_usage, render));
+        return Ok(Answer::Stream(stream(env, vec![col], events(vec![rx]), p.v.include_usage, render)));
     }
     let col = collect(vec![col], events(vec![rx]), true).await?.remove(0);
     let outcomes = ballot.decide(&col);
