@@ -3,16 +3,17 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use super::error::ApiError;
-use super::openai::{ModelCard, ModelList};
+use super::openai::{List, ModelCard};
+use crate::backend::Health;
 use crate::metrics::metrics;
 use crate::service::Service;
 
 pub async fn models(State(state): State<Service>) -> Response {
     let meta = state.backend.get().map(|b| b.meta());
-    axum::Json(ModelList { object: "list", data: vec![ModelCard::new(state.cfg.model_id(), meta)] }).into_response()
+    axum::Json(List::of(vec![ModelCard::new(state.cfg.model_id(), meta)])).into_response()
 }
 
 pub async fn model(State(state): State<Service>, axum::extract::Path(name): axum::extract::Path<String>) -> Result<Response, ApiError> {
@@ -23,27 +24,37 @@ pub async fn model(State(state): State<Service>, axum::extract::Path(name): axum
     Ok(axum::Json(ModelCard::new(id, None)).into_response())
 }
 
+/// GET /health: 200 `ok` with the backend's state, or 503 `loading` / `error` with the reason.
+#[derive(Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum HealthBody<'a> {
+    Ok {
+        model: String,
+        #[serde(flatten)]
+        backend: Health,
+    },
+    Loading,
+    Error {
+        error: &'a str,
+    },
+}
+
 pub async fn health(State(state): State<Service>) -> Response {
+    let unavailable = |body: HealthBody| (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     if let Some(reason) = state.engine_failure.get() {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "error", "error": reason}))).into_response();
+        return unavailable(HealthBody::Error { error: reason });
     }
     match state.backend.get().map(|b| b.health()) {
-        None => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "loading"}))).into_response(),
-        Some(Err(reason)) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "error", "error": reason}))).into_response(),
-        Some(Ok(detail)) => {
-            let mut body = json!({"status": "ok", "model": state.cfg.model_id()});
-            if let (Some(b), serde_json::Value::Object(d)) = (body.as_object_mut(), detail) {
-                b.extend(d);
-            }
-            axum::Json(body).into_response()
-        }
+        None => unavailable(HealthBody::Loading),
+        Some(Err(reason)) => unavailable(HealthBody::Error { error: &reason }),
+        Some(Ok(backend)) => axum::Json(HealthBody::Ok { model: state.cfg.model_id(), backend }).into_response(),
     }
 }
 
 /// Test hook: the engine thread panics at its next step.
 pub async fn engine_panic(State(state): State<Service>) -> Result<Response, ApiError> {
     state.backend()?.fail_for_test();
-    Ok(axum::Json(json!({"requested": true})).into_response())
+    Ok(axum::Json(serde_json::json!({"requested": true})).into_response())
 }
 
 /// The live dashboard: one self-contained page (no CDN), compiled into the binary.

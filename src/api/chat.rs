@@ -6,7 +6,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::error::ApiError;
 use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Completion, Delta, Finish, RequestExt, ToolCallOut};
@@ -151,7 +150,12 @@ impl Render for ChatStream {
 pub async fn apply_template(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let backend = state.backend()?;
     let p = prepare_off_thread(&state, &backend, "template", body?).await?;
-    Ok(axum::Json(json!({"prompt": p.prompt_text})).into_response())
+    Ok(axum::Json(Template { prompt: p.prompt_text }).into_response())
+}
+
+#[derive(serde::Serialize)]
+struct Template {
+    prompt: String,
 }
 
 /// How thinking and answer text are shown, per the plan and the model's markers.

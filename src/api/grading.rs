@@ -5,11 +5,11 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use crate::reasoning::grade::{grade, summarise, Observation};
+use super::openai::List;
+use crate::reasoning::grade::{grade, summarise, Cell, Observation};
 use crate::service::grading::Labels;
 use crate::service::request::{parse_object, typed};
 use crate::service::Service;
@@ -43,25 +43,32 @@ pub async fn feedback(State(state): State<Service>, body: Result<Bytes, BytesRej
     if let Some(entry) = h.by_id.get_mut(&f.id) {
         entry.graded = Some(ok);
     }
-    Ok(axum::Json(json!({"id": f.id, "correct": ok, "extracted_answer": extracted, "labels": s.labels})).into_response())
+    Ok(axum::Json(Graded { id: f.id, correct: ok, extracted_answer: extracted, labels: s.labels }).into_response())
+}
+
+#[derive(Serialize)]
+struct Graded {
+    id: String,
+    correct: bool,
+    extracted_answer: Option<String>,
+    labels: Labels,
+}
+
+/// One cell of the accuracy-vs-compute table, with the labels it is counted under.
+#[derive(Serialize)]
+struct ScalingRow {
+    #[serde(flatten)]
+    cell: Cell,
+    #[serde(flatten)]
+    labels: Labels,
 }
 
 pub async fn scaling(State(state): State<Service>) -> Response {
     let h = state.history();
-    let mut rows: Vec<Value> = h
-        .cells
-        .iter()
-        .map(|(l, obs)| {
-            let mut v = serde_json::to_value(summarise(obs)).expect("serialisable");
-            v["effort"] = json!(l.effort);
-            v["budget"] = json!(l.budget);
-            v["samples"] = json!(l.samples);
-            v
-        })
-        .collect();
-    let order = |v: &Value| (v["mean_thinking_tokens"].as_f64().unwrap_or(0.0), v["samples"].as_str().unwrap_or("").to_string());
-    rows.sort_by(|a, b| order(a).partial_cmp(&order(b)).unwrap_or(std::cmp::Ordering::Equal));
-    axum::Json(json!({"object": "list", "data": rows})).into_response()
+    let mut rows: Vec<ScalingRow> = h.cells.iter().map(|(l, obs)| ScalingRow { cell: summarise(obs), labels: l.clone() }).collect();
+    // Cheapest first; ties by sample count.
+    rows.sort_by(|a, b| a.cell.mean_thinking_tokens.total_cmp(&b.cell.mean_thinking_tokens).then_with(|| a.labels.samples.cmp(&b.labels.samples)));
+    axum::Json(List::of(rows)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -92,5 +99,10 @@ pub async fn post_observations(State(state): State<Service>, body: Result<Bytes,
     for o in p.observations.iter() {
         h.observe(&o.labels, Observation { correct: o.correct, thinking_seconds: o.thinking_seconds, thinking_tokens: o.thinking_tokens });
     }
-    Ok(axum::Json(json!({"accepted": p.observations.len()})).into_response())
+    Ok(axum::Json(Accepted { accepted: p.observations.len() }).into_response())
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
 }

@@ -307,11 +307,17 @@ impl RequestExt {
     }
 }
 
-/// GET /v1/models.
+/// `{"object": "list", "data": [...]}`: GET /v1/models, GET /v1/scaling.
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelList {
+pub struct List<T> {
     pub object: &'static str,
-    pub data: Vec<ModelCard>,
+    pub data: Vec<T>,
+}
+
+impl<T> List<T> {
+    pub fn of(data: Vec<T>) -> Self {
+        Self { object: "list", data }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -8,7 +8,7 @@ use llama_cpp_2::token::LlamaToken;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Backend, CancelHandle, Capabilities, Event, Grammar, JobSpec, SubmitError, TextError, Vocabulary};
+use super::{Backend, CancelHandle, Capabilities, Event, Grammar, Health, JobSpec, SubmitError, TextError, Vocabulary};
 use crate::engine::{Engine, Model};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
@@ -55,19 +55,18 @@ impl Backend for Engine {
         json!({"backend": "embedded", "n_ctx": self.n_ctx, "slot_ctx": self.slot_ctx, "n_ctx_train": m.n_ctx_train(), "n_vocab": m.n_vocab,
                "thinking_markers": m.think_markers, "parallel": self.parallel, "eog_token_ids": m.eog})
     }
-    fn health(&self) -> Result<serde_json::Value, String> {
-        Ok(json!({
-            "backend": "embedded",
-            "slots_total": self.parallel,
-            "slots_busy": self.stats.active_sequences.load(Ordering::Relaxed),
-            "queue_depth": self.queue_depth(),
-            "kv_cells_used": self.stats.kv_cells_used.load(Ordering::Relaxed),
-            "n_ctx": self.n_ctx,
-            "slot_ctx": self.slot_ctx,
-            "gpu_layers": self.model.gpu_layers,
-            "n_layer": self.model.n_layer,
-            "devices": crate::engine::model::devices(),
-        }))
+    fn health(&self) -> Result<Health, String> {
+        Ok(Health::Embedded {
+            slots_total: self.parallel,
+            slots_busy: self.stats.active_sequences.load(Ordering::Relaxed),
+            queue_depth: self.queue_depth(),
+            kv_cells_used: self.stats.kv_cells_used.load(Ordering::Relaxed),
+            n_ctx: self.n_ctx,
+            slot_ctx: self.slot_ctx,
+            gpu_layers: self.model.gpu_layers,
+            n_layer: self.model.n_layer,
+            devices: crate::engine::model::devices(),
+        })
     }
     fn fail_for_test(&self) {
         self.stats.panic_requested.store(true, Ordering::Relaxed);

@@ -286,6 +286,24 @@ pub trait Vocabulary: Send + Sync {
     fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, String>;
 }
 
+/// What `/health` shows of a backend that can serve, named by `backend`.
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum Health {
+    Embedded {
+        slots_total: u32,
+        slots_busy: u64,
+        queue_depth: usize,
+        kv_cells_used: u64,
+        n_ctx: u32,
+        slot_ctx: u32,
+        gpu_layers: u32,
+        n_layer: u32,
+        devices: Vec<String>,
+    },
+    Remote { backend_model: String, slot_ctx: u32, replicas: Vec<remote::replicas::ReplicaStatus> },
+}
+
 /// A token generator the request pipeline can submit jobs to.
 pub trait Backend: Send + Sync {
     fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError>;
@@ -296,7 +314,7 @@ pub trait Backend: Send + Sync {
     /// Model and engine facts for `/v1/models` (`meta`).
     fn meta(&self) -> serde_json::Value;
     /// Live state for `/health`: `Err` with the reason when the backend cannot serve.
-    fn health(&self) -> Result<serde_json::Value, String>;
+    fn health(&self) -> Result<Health, String>;
     /// Test hook: make the backend fail visibly (the embedded engine thread panics).
     fn fail_for_test(&self) {}
 }

@@ -20,7 +20,7 @@ use self::client::{Client, Failure};
 use self::job::run_job;
 use self::replicas::{Replica, Replicas};
 use self::vocab::RemoteVocab;
-use super::{Backend, CancelHandle, Capabilities, Event, JobSpec, SubmitError, Vocabulary};
+use super::{Backend, CancelHandle, Capabilities, Event, Health, JobSpec, SubmitError, Vocabulary};
 use crate::config::Config;
 
 /// How long start-up waits for a replica to answer.
@@ -172,11 +172,11 @@ impl Backend for Remote {
     fn meta(&self) -> Value {
         self.shared.meta.clone()
     }
-    fn health(&self) -> Result<Value, String> {
+    fn health(&self) -> Result<Health, String> {
         let replicas: Vec<_> = self.shared.replicas.all.iter().map(|r| r.status()).collect();
         if !self.shared.replicas.any_up() {
             return Err(format!("no backend replica is up ({})", replicas.iter().map(|r| r.url.as_str()).collect::<Vec<_>>().join(", ")));
         }
-        Ok(json!({"backend": "remote", "backend_model": self.shared.model, "slot_ctx": self.shared.slot_ctx, "replicas": replicas}))
+        Ok(Health::Remote { backend_model: self.shared.model.clone(), slot_ctx: self.shared.slot_ctx, replicas })
     }
 }

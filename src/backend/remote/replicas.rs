@@ -27,7 +27,7 @@ pub struct Replica {
     last_error: Mutex<Option<String>>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub struct ReplicaStatus {
     pub url: String,
     pub up: bool,
