@@ -18,6 +18,7 @@ use crate::service::Service;
 use output::{Builder, Streamer};
 use request::{responses_param, to_chat};
 
+mod objects;
 mod output;
 mod request;
 
