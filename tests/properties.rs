@@ -7,6 +7,7 @@ use thinkscale::config::ReasoningConfig;
 use thinkscale::backend::controller::{StopMatcher, Utf8Buffer};
 use thinkscale::reasoning::extract::{extract, final_answer, normalise, DEFAULT_CHAIN};
 use thinkscale::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
+use thinkscale::reasoning::labels::Effort;
 use thinkscale::reasoning::plan;
 use thinkscale::reasoning::verify::{arithmetic_score, claims, eval};
 
@@ -126,7 +127,8 @@ proptest! {
             if let Ok(p) = plan::normalise(&req, &cfg, thinking_model) {
                 prop_assert!(p.min_thinking <= p.max_thinking.unwrap_or(u32::MAX));
                 prop_assert!(p.sampling.samples >= 1 && p.sampling.samples <= thinkscale::reasoning::sampling::MAX_SAMPLES);
-                prop_assert!(plan::EFFORT_LABELS.contains(&p.effort));
+                // The `auto` label and the auto policy go together.
+                prop_assert_eq!(p.effort == Effort::Auto, p.auto);
             }
         }
     }

@@ -301,7 +301,7 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
 /// Post every question of the single-chain and majority cells to a server's scaling table, under
 /// the labels that server gives such a request (its table has no verifier dimension).
 fn post(url: &str, cells: &[Derived]) -> anyhow::Result<()> {
-    use crate::reasoning::grade::samples_bucket;
+    use crate::reasoning::labels::SamplesBucket;
     let client = reqwest::blocking::Client::new();
     let mut sent = 0;
     for c in cells.iter().filter(|c| matches!(c.rule, Rule::Single | Rule::Majority)) {
@@ -309,7 +309,7 @@ fn post(url: &str, cells: &[Derived]) -> anyhow::Result<()> {
         let observations: Vec<Value> = c
             .outcomes
             .iter()
-            .map(|(id, ok)| json!({"effort": effort, "budget": budget, "samples": samples_bucket(c.k as u32), "correct": ok,
+            .map(|(id, ok)| json!({"effort": effort, "budget": budget, "samples": SamplesBucket::of(c.k as u32), "correct": ok,
                                    "thinking_seconds": 0.0, "thinking_tokens": c.thinking[id]}))
             .collect();
         let r = client.post(format!("{}/v1/scaling/observations", url.trim_end_matches('/'))).json(&json!({"observations": observations})).send()?;

@@ -16,6 +16,7 @@ use super::derive::{chains_of, message_reasoning, ChainRecord};
 use super::gen::{generate, Problem};
 use super::RunArgs;
 use crate::reasoning::grade::grade;
+use crate::reasoning::labels::{BudgetBucket, Effort, SamplesBucket};
 
 /// One graded request of the sweep (a line of results.jsonl).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,7 +141,7 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
         }
         ("plain", _) => body["max_tokens"] = json!(a.max_tokens),
         // auto may choose an unlimited budget: the same cap as `unlimited`.
-        (crate::reasoning::plan::AUTO, _) => {
+        (b, _) if b == Effort::Auto.as_str() => {
             body["reasoning_effort"] = json!(budget);
             body["max_tokens"] = json!(a.max_tokens);
         }
@@ -151,7 +152,7 @@ fn request_body(a: &RunArgs, budget: &str, samples: u32, p: &Problem, seed: u64)
     }
     let mut reasoning = serde_json::Map::new();
     // "auto" chooses the samples itself: naming them would contradict it.
-    if samples > 1 && budget != crate::reasoning::plan::AUTO {
+    if samples > 1 && budget != Effort::Auto.as_str() {
         reasoning.extend([
             ("samples".into(), json!(samples)),
             ("aggregate".into(), json!(a.aggregate)),
@@ -298,23 +299,21 @@ fn failed(budget: &str, samples: u32, variant: &str, p: &Problem, error: String)
 /// The (effort, budget bucket) labels the server gives a request for this harness budget (see
 /// reasoning::plan::normalise), so a harness run and live traffic land in the same cells of the
 /// scaling table.
-pub(super) fn server_labels(budget: &str) -> (String, &'static str) {
-    use crate::reasoning::grade::budget_bucket;
+pub(super) fn server_labels(budget: &str) -> (Effort, BudgetBucket) {
     match (budget, budget.parse::<u32>()) {
-        (_, Ok(b)) => ("budget".to_string(), budget_bucket(Some(b))),
-        ("unlimited", _) => ("default".to_string(), budget_bucket(None)),
-        ("plain", _) => ("none".to_string(), budget_bucket(Some(0))),
+        (_, Ok(b)) => (Effort::Budget, BudgetBucket::of(Some(b))),
+        ("unlimited", _) => (Effort::Default, BudgetBucket::of(None)),
+        ("plain", _) => (Effort::None, BudgetBucket::of(Some(0))),
         (level, _) => {
             let tokens = crate::config::ReasoningConfig::default().effort_budgets.get(level).copied().unwrap_or(-1);
-            (level.to_string(), budget_bucket(u32::try_from(tokens).ok()))
+            (Effort::of_level(level), BudgetBucket::of(u32::try_from(tokens).ok()))
         }
     }
 }
 
 async fn post_observation(client: &reqwest::Client, a: &RunArgs, r: &Record) {
-    use crate::reasoning::grade::samples_bucket;
     let (effort, budget) = server_labels(&r.budget);
-    let obs = json!({"observations": [{"effort": effort, "budget": budget, "samples": samples_bucket(r.samples),
+    let obs = json!({"observations": [{"effort": effort, "budget": budget, "samples": SamplesBucket::of(r.samples),
         "correct": r.correct, "thinking_seconds": r.thinking_seconds, "thinking_tokens": r.thinking_tokens}]});
     let mut req = client.post(format!("{}/v1/scaling/observations", a.url.trim_end_matches('/'))).json(&obs);
     if let Some(k) = &a.api_key {

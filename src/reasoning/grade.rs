@@ -1,5 +1,5 @@
-//! Grading answers and summarising what test-time compute buys: Wilson intervals, budget buckets,
-//! and the s1 metrics (Control, Scaling, Performance).
+//! Grading answers and summarising what test-time compute buys: Wilson intervals and the s1
+//! metrics (Control, Scaling, Performance).
 
 use super::extract::{final_answer, normalise};
 
@@ -24,38 +24,6 @@ pub fn wilson(k: u64, n: u64) -> (f64, f64) {
     let centre = (p + z * z / (2.0 * n)) / denom;
     let half = z * ((p * (1.0 - p) / n) + z * z / (4.0 * n * n)).sqrt() / denom;
     ((centre - half).max(0.0), (centre + half).min(1.0))
-}
-
-/// Bounded label for a thinking budget (metric cardinality stays fixed).
-pub fn budget_bucket(max_thinking: Option<u32>) -> &'static str {
-    match max_thinking {
-        None => "unlimited",
-        Some(0) => "0",
-        Some(b) if b <= 64 => "64",
-        Some(b) if b <= 256 => "256",
-        Some(b) if b <= 1024 => "1024",
-        Some(b) if b <= 4096 => "4096",
-        Some(_) => "more",
-    }
-}
-
-/// Every value the (effort, budget, samples) labels may take.
-pub const LABELS: (&[&str], &[&str], &[&str]) = (
-    &super::plan::EFFORT_LABELS,
-    &["0", "64", "256", "1024", "4096", "more", "unlimited"],
-    &["1", "2", "4", "8", "16", "more"],
-);
-
-/// Samples label: 1, 2, 4, 8, 16, or "more".
-pub fn samples_bucket(samples: u32) -> &'static str {
-    match samples {
-        0 | 1 => "1",
-        2 => "2",
-        3 | 4 => "4",
-        5..=8 => "8",
-        9..=16 => "16",
-        _ => "more",
-    }
 }
 
 /// One graded observation.
@@ -174,16 +142,6 @@ mod tests {
         assert_eq!(wilson(0, 0), (0.0, 1.0));
         let (lo, _) = wilson(0, 20);
         assert_eq!(lo, 0.0);
-    }
-
-    #[test]
-    fn buckets_are_bounded() {
-        assert_eq!(budget_bucket(Some(0)), "0");
-        assert_eq!(budget_bucket(Some(16)), "64");
-        assert_eq!(budget_bucket(Some(1024)), "1024");
-        assert_eq!(budget_bucket(Some(99999)), "more");
-        assert_eq!(budget_bucket(None), "unlimited");
-        assert_eq!(samples_bucket(3), "4");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod confidence;
 pub mod extract;
 pub mod forcing;
 pub mod grade;
+pub mod labels;
 pub mod plan;
 pub mod sampling;
 pub mod tools;

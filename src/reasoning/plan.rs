@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::chat::Message;
+use super::labels::Effort;
 use super::sampling::SamplingPlan;
 use super::sampling::{sampling_given, sampling_plan};
 use crate::config::ReasoningConfig;
@@ -23,7 +24,7 @@ pub struct ReasoningPlan {
     /// Where thinking goes: `true` = `reasoning_content`, `false` = inline in `content`.
     pub separate: bool,
     /// Metrics label: an effort level, `budget` (explicit tokens) or `default`.
-    pub effort: &'static str,
+    pub effort: Effort,
     /// How a model without think tokens is made to think (`reasoning.scaffold`).
     pub scaffold: Scaffold,
     pub sampling: SamplingPlan,
@@ -65,25 +66,6 @@ pub struct PlanError {
 
 pub(super) fn err(param: &str, message: impl Into<String>) -> PlanError {
     PlanError { param: param.into(), message: message.into() }
-}
-
-/// Effort levels a request may name (the config may define more; they are labelled `custom`).
-const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
-
-/// The effort level that asks the server to choose the setting itself.
-pub const AUTO: &str = "auto";
-
-/// Every value the `effort` label of a plan, a metric or a scaling observation may take: the
-/// levels, then `custom` (a configured level outside them), `budget` (explicit tokens) and
-/// `default` (thinking on, no budget named). One closed list, so label cardinality stays bounded
-/// and the planner, the metrics and `/v1/scaling/observations` agree.
-pub const EFFORT_LABELS: [&str; 11] = ["none", "minimal", "low", "medium", "high", "xhigh", "max", "auto", "custom", "budget", "default"];
-
-fn effort_label(e: &str) -> &'static str {
-    if e == AUTO {
-        return AUTO;
-    }
-    EFFORTS.iter().find(|x| **x == e).copied().unwrap_or("custom")
 }
 
 pub(super) fn int(v: &Value, param: &str, min: i64) -> Result<i64, PlanError> {
@@ -148,7 +130,7 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
     let get = |k: &str| req.get(k).filter(|v| !v.is_null());
 
     let set_effort = |e: &str, param: &str, effort: &mut Agreed<String>| -> Result<(), PlanError> {
-        if !cfg.effort_budgets.contains_key(e) && e != AUTO {
+        if !cfg.effort_budgets.contains_key(e) && e != Effort::Auto.as_str() {
             let known: Vec<&String> = cfg.effort_budgets.keys().collect();
             return Err(err(param, format!("unknown effort '{e}'; expected one of {known:?} or \"auto\"")));
         }
@@ -222,7 +204,7 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
     }
 
     // "auto" chooses budget and samples itself: naming either as well is a contradiction.
-    let auto = effort.get().filter(|(e, _)| e == AUTO);
+    let auto = effort.get().filter(|(e, _)| e == Effort::Auto.as_str());
     if let Some((_, ap)) = &auto {
         if let Some((_, bp)) = budget.get() {
             return Err(err(&bp, format!("'{bp}' contradicts '{ap}' = auto, which chooses the thinking budget")));
@@ -270,10 +252,10 @@ pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model
         return Err(err("min_thinking_tokens", "'min_thinking_tokens' needs thinking turned on"));
     }
     let label = match (budget.get(), effort.get()) {
-        (Some(_), _) => "budget",
-        (None, Some((e, _))) => effort_label(&e),
-        (None, None) if !thinking => "none",
-        _ => "default",
+        (Some(_), _) => Effort::Budget,
+        (None, Some((e, _))) => Effort::of_level(&e),
+        (None, None) if !thinking => Effort::None,
+        _ => Effort::Default,
     };
     let sampling = sampling_plan(req, cfg, effort.get().map(|(e, _)| e))?;
     if let (Some((_, ap)), Some(sp)) = (&auto, sampling_given(req)) {
@@ -372,7 +354,7 @@ mod tests {
     fn plain_requests_do_not_think_on_models_without_think_tokens() {
         let p = plan(json!({})).unwrap();
         assert!(!p.thinking);
-        assert_eq!(p.effort, "none");
+        assert_eq!(p.effort, Effort::None);
         let t = normalise(json!({}).as_object().unwrap(), &ReasoningConfig::default(), true).unwrap();
         assert!(t.thinking);
         assert_eq!(t.max_thinking, None);
@@ -382,7 +364,7 @@ mod tests {
     fn explicit_budget_beats_effort() {
         let p = plan(json!({"reasoning_effort": "high", "thinking_budget_tokens": 10})).unwrap();
         assert_eq!(p.max_thinking, Some(10));
-        assert_eq!(p.effort, "budget");
+        assert_eq!(p.effort, Effort::Budget);
     }
 
     #[test]
@@ -453,9 +435,8 @@ mod tests {
     fn auto_effort_leaves_the_setting_to_the_policy() {
         let p = plan(json!({"reasoning_effort": "auto"})).unwrap();
         assert!(p.auto && p.thinking);
-        assert_eq!((p.effort, p.max_thinking, p.sampling.samples), ("auto", None, 1));
+        assert_eq!((p.effort, p.max_thinking, p.sampling.samples), (Effort::Auto, None, 1));
         assert!(!plan(json!({"reasoning_effort": "low"})).unwrap().auto);
-        assert!(EFFORT_LABELS.contains(&AUTO));
     }
 
     #[test]

@@ -5,28 +5,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::invalid::Invalid;
 use super::Service;
 use crate::metrics::metrics;
-use crate::reasoning::grade::{budget_bucket, grade, samples_bucket, summarise, Observation};
+use crate::reasoning::grade::{grade, summarise, Observation};
+use crate::reasoning::labels::{BudgetBucket, Effort, Labels, SamplesBucket};
 use crate::reasoning::plan::ReasoningPlan;
-
-/// Labels a request is counted under (each from a closed set).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
-pub struct Labels {
-    pub effort: String,
-    pub budget: String,
-    pub samples: String,
-}
-
-impl Labels {
-    fn as_array(&self) -> [&str; 3] {
-        [&self.effort, &self.budget, &self.samples]
-    }
-}
 
 /// What is kept of a finished request so it can be graded later.
 #[derive(Debug, Clone)]
@@ -90,9 +76,9 @@ impl History {
 /// Remember a finished chat request (its first choice) and grade it when it carried a reference.
 pub fn record_request(state: &Service, id: &str, plan: &ReasoningPlan, answer: &str, thinking: &str, thinking_seconds: f64, thinking_tokens: f64, expected: Option<&str>) -> Option<bool> {
     let labels = Labels {
-        effort: plan.effort.to_string(),
-        budget: budget_bucket(if plan.thinking { plan.max_thinking } else { Some(0) }).to_string(),
-        samples: samples_bucket(plan.sampling.samples).to_string(),
+        effort: plan.effort,
+        budget: BudgetBucket::of(if plan.thinking { plan.max_thinking } else { Some(0) }),
+        samples: SamplesBucket::of(plan.sampling.samples),
     };
     let s = Summary { labels, answer: answer.to_string(), thinking: thinking.to_string(), thinking_seconds, thinking_tokens, graded: None };
     state.history().record(id, s, expected)
@@ -150,8 +136,8 @@ fn auto_decision(state: &Service) -> AutoDecision {
     let mut live = false;
     {
         let h = state.history();
-        for (l, obs) in h.cells.iter().filter(|(l, _)| l.effort != crate::reasoning::plan::AUTO) {
-            let (Some(budget), Ok(samples)) = (Budget::parse(&l.budget), l.samples.parse::<u32>()) else { continue };
+        for (l, obs) in h.cells.iter().filter(|(l, _)| l.effort != Effort::Auto) {
+            let (Some(budget), Some(samples)) = (Budget::parse(l.budget.as_str()), l.samples.samples()) else { continue };
             let s = summarise(obs);
             let setting = Setting { budget, samples };
             live = true;

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::backend::{Backend, CancelHandle, Event, FinishReason, JobSpec, LogprobEntry, SeqStats, SubmitError};
 use crate::metrics::metrics;
+use crate::reasoning::labels::Effort;
 
 /// Why a request could not be run or finished; the HTTP layer maps each to one OpenAI error.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +54,7 @@ pub struct ChoiceResult {
 pub struct Collector {
     pub endpoint: &'static str,
     /// Effort label of the reasoning plan, for the thinking metrics (None: no thinking).
-    pub effort: Option<&'static str>,
+    pub effort: Option<Effort>,
     pub id: String,
     pub started: Instant,
     pub first_token: Option<Instant>,
@@ -107,7 +108,7 @@ impl Collector {
                 c.logprobs.extend(logprobs.iter().cloned());
             }
             Event::Finished { index, reason, stats } => {
-                if let Some(effort) = self.effort {
+                if let Some(effort) = self.effort.map(Effort::as_str) {
                     let m = metrics();
                     m.thinking_tokens.with_label_values(&[effort]).observe(stats.thinking_tokens as f64);
                     m.thinking_seconds.with_label_values(&[effort]).observe(stats.thinking_ms / 1000.0);

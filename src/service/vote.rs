@@ -10,6 +10,7 @@ use crate::metrics::metrics;
 use crate::reasoning::chat::Message;
 use crate::reasoning::confidence::{keep_top, ChainScore, ChainScores};
 use crate::reasoning::extract::final_answer;
+use crate::reasoning::labels::Effort;
 use crate::reasoning::sampling::{Aggregate, SamplingPlan, Verifier};
 use crate::reasoning::verify::{arithmetic_score, logprob_score};
 use crate::reasoning::vote::{decide, Ballot};
@@ -233,14 +234,14 @@ pub struct Ballots {
     pub group: usize,
     pub plan: SamplingPlan,
     pub score: ChainScore,
-    pub effort: &'static str,
+    pub effort: Effort,
 }
 
 impl Ballots {
     pub fn decide(&self, col: &Collector) -> Vec<Outcome> {
         let outcomes: Vec<Outcome> = (0..self.n).map(|c| decide_choice(col, c, self.group, &self.plan, self.score)).collect();
         for o in &outcomes {
-            metrics().samples_used.with_label_values(&[self.effort]).observe(o.used as f64);
+            metrics().samples_used.with_label_values(&[self.effort.as_str()]).observe(o.used as f64);
             if o.stopped_early {
                 metrics().early_stops.inc();
             }
