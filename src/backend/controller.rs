@@ -6,9 +6,8 @@
 
 use std::time::Instant;
 
-use llama_cpp_2::token::LlamaToken;
 
-use super::{FinishReason, ForcingRequest, SeqStats};
+use super::{FinishReason, ForcingRequest, SeqStats, Token};
 use crate::reasoning::confidence::{token_confidence, ChainConfidence};
 use crate::reasoning::forcing::{Finish, Forcer, ForcingSpec, Injection, Phase};
 use crate::reasoning::plan::effective_max_thinking;
@@ -94,7 +93,7 @@ impl StopMatcher {
 #[derive(Debug, Clone)]
 pub struct Forced {
     pub text: String,
-    pub tokens: Vec<LlamaToken>,
+    pub tokens: Vec<Token>,
     pub shown: String,
 }
 
@@ -110,7 +109,7 @@ pub struct JobForcing {
 impl JobForcing {
     /// The texts the forcer may inject, tokenized by the backend's `tokenize`, and the effective
     /// thinking ceiling (lowered so the close and the answer's reserve fit in `max_tokens`).
-    pub fn new<E>(f: &ForcingRequest, max_tokens: u32, mut tokenize: impl FnMut(&str) -> Result<Vec<LlamaToken>, E>) -> Result<Self, E> {
+    pub fn new<E>(f: &ForcingRequest, max_tokens: u32, mut tokenize: impl FnMut(&str) -> Result<Vec<Token>, E>) -> Result<Self, E> {
         let mut forced = |text: String, shown: &str| -> Result<Forced, E> {
             Ok(Forced { tokens: tokenize(&text)?, text, shown: shown.to_string() })
         };
@@ -332,8 +331,8 @@ mod tests {
     }
 
     /// One "token" per character: the tokenizer the tests below force with.
-    fn chars(s: &str) -> Result<Vec<LlamaToken>, ()> {
-        Ok(s.chars().map(|c| LlamaToken(c as i32)).collect())
+    fn chars(s: &str) -> Result<Vec<Token>, ()> {
+        Ok(s.chars().map(|c| Token(c as i32)).collect())
     }
 
     fn forcing(min: u32, max: Option<u32>) -> JobForcing {

@@ -4,11 +4,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use llama_cpp_2::token::LlamaToken;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Backend, CancelHandle, Capabilities, Event, Grammar, Health, JobSpec, SubmitError, TextError, Vocabulary};
+use super::{Backend, CancelHandle, Capabilities, Event, Grammar, Health, JobSpec, SubmitError, TextError, Token, Vocabulary};
 use crate::engine::{Engine, Model};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
@@ -17,8 +16,8 @@ impl Vocabulary for Model {
     fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, TextError> {
         Model::render_chat(self, messages, tools).map_err(TextError::Invalid)
     }
-    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, TextError> {
-        Ok(Model::tokenize(self, text, add_bos))
+    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<Token>, TextError> {
+        Ok(Model::tokens(self, text, add_bos))
     }
     fn n_vocab(&self) -> Option<i32> {
         Some(self.n_vocab)

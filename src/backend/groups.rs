@@ -171,17 +171,15 @@ impl Groups {
 
 #[cfg(test)]
 mod tests {
-    use llama_cpp_2::token::LlamaToken;
-
     use super::*;
-    use crate::backend::{Judge, SamplingParams, StopRule, VotePlan};
+    use crate::backend::{Judge, SamplingParams, StopRule, Token, VotePlan};
 
     fn spec(n: usize, group: usize, adaptive: Option<Adaptive>, judge: bool) -> JobSpec {
         let judge = judge.then(|| Judge::Fork { suffix: Box::new(|a: &str| a.to_string()) });
         JobSpec {
             id: "t".into(),
             text: "q".into(),
-            prompt: vec![LlamaToken(1)],
+            prompt: vec![Token(1)],
             n,
             sampling: SamplingParams {
                 temperature: 1.0, top_p: 1.0, top_k: 40, min_p: 0.0, seed: 0, presence_penalty: 0.0, frequency_penalty: 0.0,

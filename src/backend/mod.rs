@@ -13,7 +13,6 @@ pub mod remote;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use crate::reasoning::chat::Message;
@@ -128,7 +127,7 @@ pub struct JobSpec {
     /// The prompt as text (what a remote engine is sent) and as tokens (what the embedded engine
     /// decodes, and what the room checks counted).
     pub text: String,
-    pub prompt: Vec<LlamaToken>,
+    pub prompt: Vec<Token>,
     /// Sequences forked from the prompt (OpenAI `n`, or self-consistency samples).
     pub n: usize,
     pub sampling: SamplingParams,
@@ -269,12 +268,17 @@ impl std::fmt::Display for TextError {
     }
 }
 
+/// A token id in the model's vocabulary: the contract's own type, so nothing above the embedded
+/// engine depends on llama.cpp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(pub i32);
+
 /// The model's text side, for the request pipeline: its chat template, tokenizer and vocabulary.
 /// Calls may block (a remote backend asks its engine), so the pipeline runs them off the async
 /// workers.
 pub trait Vocabulary: Send + Sync {
     fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, TextError>;
-    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, TextError>;
+    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<Token>, TextError>;
     /// Vocabulary size, where known (logit-bias keys are checked against it).
     fn n_vocab(&self) -> Option<i32>;
     /// End-of-generation token ids (`ignore_eos` bans them).

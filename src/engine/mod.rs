@@ -17,7 +17,20 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::backend::{CancelHandle, Event, JobSpec, SubmitError};
+use crate::backend::{CancelHandle, Event, JobSpec, SubmitError, Token};
+
+// The backend contract's token ids, as llama.cpp takes them and back.
+impl From<Token> for llama_cpp_2::token::LlamaToken {
+    fn from(t: Token) -> Self {
+        Self(t.0)
+    }
+}
+
+impl From<llama_cpp_2::token::LlamaToken> for Token {
+    fn from(t: llama_cpp_2::token::LlamaToken) -> Self {
+        Self(t.0)
+    }
+}
 
 /// The name of the thread that owns the llama.cpp context (a panic on it is the engine failing).
 pub const THREAD: &str = "engine";

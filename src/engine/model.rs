@@ -14,7 +14,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::template::{Jinja, RenderError};
-use crate::backend::Grammar;
+use crate::backend::{Grammar, Token};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::{self, Tool};
 
@@ -57,6 +57,11 @@ fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// The devices llama.cpp found (CPU, CUDA, ...), for /health and the start-up log.
+/// llama.cpp's GBNF grammar for a JSON schema (no model needed).
+pub fn schema_gbnf(schema: &str) -> Result<String, String> {
+    llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())
+}
+
 pub fn devices() -> Vec<String> {
     llama_cpp_2::list_llama_ggml_backend_devices()
         .into_iter()
@@ -132,6 +137,11 @@ impl Model {
         self.model.vocab().tokenize(text.as_bytes(), add_bos, true)
     }
 
+    /// `tokenize` as the backend contract's ids.
+    pub fn tokens(&self, text: &str, add_bos: bool) -> Vec<Token> {
+        self.tokenize(text, add_bos).into_iter().map(Token::from).collect()
+    }
+
     /// First token id of each word, deduplicated (e.g. the spellings of "Yes").
     pub fn token_ids(&self, words: &[&str]) -> Vec<usize> {
         let mut ids: Vec<usize> = words.iter().filter_map(|w| self.tokenize(w, false).first().map(|t| t.0 as usize)).collect();
@@ -155,14 +165,14 @@ impl Model {
 
     /// llama.cpp's grammar for a JSON schema, checked to load against this vocabulary.
     pub fn json_grammar(&self, schema: &str) -> Result<Grammar, String> {
-        let gbnf = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())?;
+        let gbnf = schema_gbnf(schema)?;
         self.checked(Grammar { gbnf, root: "root" })
     }
 
     /// A grammar for calls in the Hermes format (`<tool_call>` JSON `</tool_call>`), each call's
     /// JSON following `schema`; one call, or several on separate lines when `parallel`.
     pub fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, String> {
-        let json = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())?;
+        let json = schema_gbnf(schema)?;
         let more = if parallel { r#" ("\n" thinkscale-call)*"# } else { "" };
         let gbnf = format!(
             "{json}\nthinkscale-calls ::= thinkscale-call{more}\nthinkscale-call ::= {:?} root {:?}\n",

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use llama_cpp_2::token::LlamaToken;
+use crate::backend::Token;
 
 pub struct Slots {
     /// Free slot ids, lowest first: llama.cpp splits a multi-stream batch into one pass per run of
     /// consecutive sequence ids, so the live ids are kept packed at the bottom.
     free: BTreeSet<i32>,
-    retained: Vec<Vec<LlamaToken>>,
+    retained: Vec<Vec<Token>>,
 }
 
 impl Slots {
@@ -29,7 +29,7 @@ impl Slots {
     }
 
     /// The slot is free again; its stream holds `kept` (the first tokens of a prompt).
-    pub fn release(&mut self, id: i32, kept: Vec<LlamaToken>) {
+    pub fn release(&mut self, id: i32, kept: Vec<Token>) {
         self.free.insert(id);
         self.retained[id as usize] = kept;
     }
@@ -37,7 +37,7 @@ impl Slots {
     /// Where the longest prefix of `prompt` (all but its last token, which every sequence is fed
     /// itself) is held: a live job's prefilled prompt (`live`: tokens, slot) or a free slot's
     /// retained tokens. Returns (tokens in common, slot); ties go to `anchor`, which needs no copy.
-    pub fn best_prefix<'a>(&'a self, prompt: &[LlamaToken], anchor: i32, live: impl Iterator<Item = (&'a [LlamaToken], i32)>) -> Option<(usize, i32)> {
+    pub fn best_prefix<'a>(&'a self, prompt: &[Token], anchor: i32, live: impl Iterator<Item = (&'a [Token], i32)>) -> Option<(usize, i32)> {
         let target = &prompt[..prompt.len().saturating_sub(1)];
         let kept = self.free.iter().map(|&id| (&self.retained[id as usize][..], id));
         live.chain(kept)
@@ -52,8 +52,8 @@ impl Slots {
 mod tests {
     use super::*;
 
-    fn t(ids: &[i32]) -> Vec<LlamaToken> {
-        ids.iter().map(|&i| LlamaToken(i)).collect()
+    fn t(ids: &[i32]) -> Vec<Token> {
+        ids.iter().map(|&i| Token(i)).collect()
     }
 
     #[test]

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use llama_cpp_2::token::LlamaToken;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -15,7 +14,7 @@ use super::grading::AutoDecision;
 use super::invalid::Invalid;
 use super::request::{parse_object, typed, Common, Validated};
 use super::Service;
-use crate::backend::{Backend, ForcingRequest, JobSpec};
+use crate::backend::{Backend, ForcingRequest, JobSpec, Token};
 use crate::reasoning::chat::{Message, ToolCall};
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
 use crate::reasoning::sampling::Verifier;
@@ -435,11 +434,11 @@ pub fn prepare_completion(state: &Service, backend: &dyn Backend, id: &str, body
     let mut v = common.validate(cfg, top, vocab.n_vocab(), vocab.eog(), slot_ctx)?;
     v.constrain(backend)?;
     let tokenize = |t: &str| vocab.tokenize(t, true).map_err(|e| Invalid::text(e, "prompt"));
-    let (texts, prompts): (Vec<String>, Vec<Vec<LlamaToken>>) = match fields.prompt {
+    let (texts, prompts): (Vec<String>, Vec<Vec<Token>>) = match fields.prompt {
         Prompt::Text(t) => (vec![t.clone()], vec![tokenize(&t)?]),
         Prompt::Texts(ts) => (ts.clone(), ts.iter().map(|t| tokenize(t)).collect::<Result<_, _>>()?),
-        Prompt::Tokens(ids) => (vec![String::new()], vec![ids.into_iter().map(LlamaToken).collect()]),
-        Prompt::TokenLists(ls) => (vec![String::new(); ls.len()], ls.into_iter().map(|l| l.into_iter().map(LlamaToken).collect()).collect()),
+        Prompt::Tokens(ids) => (vec![String::new()], vec![ids.into_iter().map(Token).collect()]),
+        Prompt::TokenLists(ls) => (vec![String::new(); ls.len()], ls.into_iter().map(|l| l.into_iter().map(Token).collect()).collect()),
     };
     if prompts.is_empty() || prompts.len() * v.n > cfg.parallel as usize * 4 {
         return Err(Invalid::field("'prompt' must hold between 1 and a few prompts", Some("prompt")));

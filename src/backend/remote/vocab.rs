@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use llama_cpp_2::token::LlamaToken;
 use serde_json::{json, Value};
 
 use super::client::{Client, Failure};
 use super::replicas::Replica;
-use crate::backend::{Grammar, TextError, Vocabulary};
+use crate::backend::{Grammar, TextError, Token, Vocabulary};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
 
@@ -101,12 +100,12 @@ impl Vocabulary for RemoteVocab {
         }
         Ok(prompt)
     }
-    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<LlamaToken>, TextError> {
+    fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<Token>, TextError> {
         // llama-server and thinkscale read `content`/`add_special`; vLLM `prompt`/`add_special_tokens`.
         let body = json!({"content": text, "add_special": add_bos, "prompt": text, "add_special_tokens": add_bos});
         let v = self.post("/tokenize", &body).map_err(text_error)?;
         let tokens = v["tokens"].as_array().ok_or_else(|| TextError::Unavailable("the backend's /tokenize gave no tokens".into()))?;
-        Ok(tokens.iter().filter_map(|t| t.as_i64().or(t["id"].as_i64())).map(|t| LlamaToken(t as i32)).collect())
+        Ok(tokens.iter().filter_map(|t| t.as_i64().or(t["id"].as_i64())).map(|t| Token(t as i32)).collect())
     }
     fn n_vocab(&self) -> Option<i32> {
         self.n_vocab
@@ -120,7 +119,7 @@ impl Vocabulary for RemoteVocab {
     /// llama.cpp's grammar for the schema (no vocabulary needed): the gate checks with it that
     /// the engine is handed a schema it can enforce, as the embedded engine would.
     fn json_grammar(&self, schema: &str) -> Result<Grammar, String> {
-        let gbnf = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())?;
+        let gbnf = crate::engine::model::schema_gbnf(schema)?;
         Ok(Grammar { gbnf, root: "root" })
     }
     fn tool_grammar(&self, _: &str, _: bool) -> Result<Grammar, String> {

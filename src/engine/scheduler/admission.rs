@@ -1,13 +1,12 @@
 //! Admission: queued jobs take a free slot as their anchor, reusing the longest prompt prefix
 //! a slot or a live job holds; abandoned jobs are reaped.
 
-use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use super::{ActiveJob, Scheduler};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::Groups;
-use crate::backend::FinishReason;
+use crate::backend::{FinishReason, Token};
 use crate::engine::Job;
 use crate::metrics::metrics;
 
@@ -46,7 +45,7 @@ impl Scheduler<'_> {
         metrics().prompt_cached_tokens.inc_by(cached as u64);
         let model = self.model;
         let forcing = job.spec.forcing.as_ref().map(|f| {
-            JobForcing::new(f, job.spec.max_tokens, |t| Ok::<_, std::convert::Infallible>(model.tokenize(t, false))).unwrap_or_else(|e| match e {})
+            JobForcing::new(f, job.spec.max_tokens, |t| Ok::<_, std::convert::Infallible>(model.tokens(t, false))).unwrap_or_else(|e| match e {})
         });
         tracing::debug!(id = %job.spec.id, prompt_tokens = prompt_len, queued_ms = job.enqueued.elapsed().as_millis() as u64, "admitted");
         self.jobs.push_back(ActiveJob {
@@ -67,7 +66,7 @@ impl Scheduler<'_> {
     /// Prefix cache over live jobs' anchors and free slots' retained prompts: put the longest
     /// prompt prefix one of them holds into the free slot `anchor`, so only the rest is prefilled.
     /// Returns the tokens reused.
-    pub(super) fn reuse_prefix(&mut self, prompt: &[LlamaToken], anchor: i32) -> usize {
+    pub(super) fn reuse_prefix(&mut self, prompt: &[Token], anchor: i32) -> usize {
         let live = self.jobs.iter().map(|o| (&o.job.spec.prompt[..o.prefilled.min(o.job.spec.prompt.len() - 1)], o.anchor));
         let common = match self.free.best_prefix(prompt, anchor, live) {
             Some((common, src)) => {

@@ -104,7 +104,7 @@ impl Scheduler<'_> {
         let p = spec.prompt.len();
         // A judge reads one token's logits: the request's grammar does not apply to it.
         let sampling = SamplingParams { grammar: None, ..spec.sampling.clone() };
-        let mut seq = Sequence::new(seq_id, (p - 1) as i32, spec.prompt[p - 1], &sampling, self.model, Controller::new(0, None, vec![], 1, None));
+        let mut seq = Sequence::new(seq_id, (p - 1) as i32, spec.prompt[p - 1].into(), &sampling, self.model, Controller::new(0, None, vec![], 1, None));
         seq.input.extend(self.model.tokenize(&suffix(&answer), false));
         self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some((choice, answer)) });
     }
@@ -118,7 +118,7 @@ impl Scheduler<'_> {
         let window = spec.vote.as_ref().and_then(|v| v.confidence).map(|c| c.window);
         let ctl = Controller::new(index, job.forcing.as_ref(), sampling.stop.clone(), spec.max_tokens, window);
         let last = *spec.prompt.last().expect("prompts are never empty");
-        let mut seq = Sequence::new(seq_id, spec.prompt.len() as i32 - 1, last, &sampling, self.model, ctl);
+        let mut seq = Sequence::new(seq_id, spec.prompt.len() as i32 - 1, last.into(), &sampling, self.model, ctl);
         if spec.want_logprob && seq.logprobs.is_none() {
             seq.logprobs = Some(0);
         }

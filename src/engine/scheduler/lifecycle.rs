@@ -5,7 +5,7 @@
 use llama_cpp_2::token::LlamaToken;
 
 use super::{ActiveJob, Scheduler};
-use crate::backend::{Event, FinishReason};
+use crate::backend::{Event, FinishReason, Token};
 
 impl Scheduler<'_> {
     /// Take a judge out of its slot and free the slot; returns what it judged.
@@ -30,7 +30,7 @@ impl Scheduler<'_> {
         if id == job.anchor {
             job.anchor_busy = false;
             if job.job.spec.n == 1 && job.job.spec.vote.is_none() {
-                job.tail = fed;
+                job.tail = fed.into_iter().map(Token::from).collect();
             }
             let keep = (job.job.spec.prompt.len() - 1 + job.tail.len()) as u32;
             let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), Some(keep), None);

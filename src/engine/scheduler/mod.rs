@@ -24,7 +24,7 @@ use super::slots::Slots;
 use super::{EngineStats, Job, Model};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::Groups;
-use crate::backend::{Event, JUDGE_NO, JUDGE_YES};
+use crate::backend::{Event, Token, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
 use super::verifier::Verifier;
 
@@ -52,7 +52,7 @@ struct ActiveJob {
     groups: Groups,
     /// What the anchor's stream holds after the prompt's first p-1 tokens once its only
     /// sequence has finished (that last prompt token, then the output): kept for a next turn.
-    tail: Vec<LlamaToken>,
+    tail: Vec<Token>,
     /// A decode failed: the stream holds nothing worth keeping.
     failed: bool,
     forcing: Option<JobForcing>,
@@ -213,7 +213,7 @@ impl<'m> Scheduler<'m> {
                     job.prefill_started.get_or_insert_with(Instant::now);
                     let end = job.prefilled + tokens;
                     for (pos, t) in job.job.spec.prompt[job.prefilled..end].iter().enumerate() {
-                        batch.add(*t, (job.prefilled + pos) as i32, &[job.anchor], false).expect("packed within the batch");
+                        batch.add((*t).into(), (job.prefilled + pos) as i32, &[job.anchor], false).expect("packed within the batch");
                     }
                     prefilling.push((job.key, end));
                 }
@@ -300,7 +300,7 @@ impl<'m> Scheduler<'m> {
             seq.input.push(token);
         }
         if let (Some(inj), Some(f)) = (step.inject, job.forcing.as_ref()) {
-            seq.input.extend_from_slice(&f.forced(inj).tokens);
+            seq.input.extend(f.forced(inj).tokens.iter().map(|&t| LlamaToken::from(t)));
         }
         let logprobs = match lp {
             Some(e) if job.job.spec.sampling.logprobs.is_some() && !eog => {
