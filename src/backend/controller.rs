@@ -6,7 +6,6 @@
 
 use std::time::Instant;
 
-
 use super::{FinishReason, ForcingRequest, SeqStats, Token};
 use crate::reasoning::confidence::{token_confidence, ChainConfidence};
 use crate::reasoning::forcing::{Finish, Forcer, ForcingSpec, Injection, Phase};

@@ -18,6 +18,8 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::backend::{CancelHandle, Event, JobSpec, SubmitError, Token};
+use crate::config::Config;
+pub use model::Model;
 
 // The backend contract's token ids, as llama.cpp takes them and back.
 impl From<Token> for llama_cpp_2::token::LlamaToken {
@@ -34,8 +36,6 @@ impl From<llama_cpp_2::token::LlamaToken> for Token {
 
 /// The name of the thread that owns the llama.cpp context (a panic on it is the engine failing).
 pub const THREAD: &str = "engine";
-use crate::config::Config;
-pub use model::Model;
 
 /// A job in the queue, with its reply channel.
 pub(crate) struct Job {

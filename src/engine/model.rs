@@ -56,12 +56,12 @@ fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The devices llama.cpp found (CPU, CUDA, ...), for /health and the start-up log.
 /// llama.cpp's GBNF grammar for a JSON schema (no model needed).
 pub fn schema_gbnf(schema: &str) -> Result<String, String> {
     llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())
 }
 
+/// The devices llama.cpp found (CPU, CUDA, ...), for /health and the start-up log.
 pub fn devices() -> Vec<String> {
     llama_cpp_2::list_llama_ggml_backend_devices()
         .into_iter()
