@@ -46,6 +46,16 @@ pub struct Config {
     pub backend_timeout: u64,
     pub cpu_wait: CpuWait,
     pub reasoning: ReasoningConfig,
+    /// Run model-written programs for `verifier: "tests"` (off unless set: it executes model
+    /// output, inside the sandbox).
+    pub code_exec: Option<crate::sandbox::Language>,
+    /// What one sandboxed run may use, and how many run at once.
+    pub sandbox: crate::sandbox::Limits,
+    /// Seconds a verifier that takes time (tests, HTTP checkers) has for a whole sample group;
+    /// past it every sample scores 0 and the request still answers.
+    pub verifier_timeout: f64,
+    /// Operator-configured HTTP checkers, chosen by name in a request: `[verifiers.NAME]`.
+    pub verifiers: BTreeMap<String, HttpChecker>,
     /// `serve --test-hooks` only (never from a file): routes that make the engine or a handler
     /// fail on purpose, for the supervision tests.
     #[serde(skip)]
@@ -79,9 +89,33 @@ impl Default for Config {
             backend_timeout: 300,
             cpu_wait: CpuWait::Passive,
             reasoning: ReasoningConfig::default(),
+            code_exec: None,
+            sandbox: Default::default(),
+            verifier_timeout: 60.0,
+            verifiers: BTreeMap::new(),
             test_hooks: false,
         }
     }
+}
+
+/// An HTTP checker (`[verifiers.NAME] url = ..., kind = "score" | "sandbox_fusion"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpChecker {
+    pub url: String,
+    #[serde(default)]
+    pub kind: HttpKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpKind {
+    /// POST `{"prompt", "answer", "reasoning"}`, answered `{"score": 0..1}`.
+    #[default]
+    Score,
+    /// SandboxFusion's `POST /run_code`: the answer's program (with `reasoning.tests` appended)
+    /// as `{"code", "language": "python"}`; 1 when it ran to exit code 0.
+    SandboxFusion,
 }
 
 /// How llama.cpp's compute threads (OpenMP) wait for each other between steps of a decode.
@@ -272,6 +306,9 @@ pub struct ServeArgs {
     /// (faster on a machine of its own) [default: passive]. OMP_WAIT_POLICY, when set, wins
     #[arg(long, env = "THINKSCALE_CPU_WAIT", value_enum)]
     pub cpu_wait: Option<CpuWait>,
+    /// Run model-written programs in the sandbox for `verifier: "tests"` (needs bubblewrap)
+    #[arg(long, env = "THINKSCALE_CODE_EXEC", value_enum)]
+    pub code_exec: Option<crate::sandbox::Language>,
     /// Use llama.cpp's built-in template matcher instead of the model's Jinja chat template
     #[arg(long, env = "THINKSCALE_NO_JINJA")]
     pub no_jinja: bool,
@@ -324,6 +361,9 @@ impl Config {
             cfg.reasoning.budget = b;
         }
         cfg.test_hooks = args.test_hooks;
+        if args.code_exec.is_some() {
+            cfg.code_exec = args.code_exec;
+        }
         if let Some(w) = args.cpu_wait {
             cfg.cpu_wait = w;
         }

@@ -8,3 +8,4 @@ pub mod engine;
 pub mod eval;
 pub mod metrics;
 pub mod reasoning;
+pub mod sandbox;

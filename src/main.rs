@@ -112,7 +112,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let state = Service::new(cfg.clone())?;
+        let state = Service::new(cfg.clone())?.with_code_exec().await?;
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         tracing::info!(%addr, model = %cfg.model.display(), "listening; loading model");
@@ -197,7 +197,7 @@ fn serve_remote(mut cfg: Config) -> anyhow::Result<()> {
         // Clients ask for the engines' model unless an alias was given.
         cfg.model_alias.get_or_insert_with(|| remote.model().to_string());
         let cfg = Arc::new(cfg);
-        let state = Service::new(cfg.clone())?;
+        let state = Service::new(cfg.clone())?.with_code_exec().await?;
         let _ = state.backend.set(Arc::new(remote));
         thinkscale::metrics::metrics().engine_up.set(1);
         let addr = format!("{}:{}", cfg.host, cfg.port);

@@ -4,6 +4,7 @@
 //! server-sent events, and the Responses endpoint reads them as they are.
 
 use axum::response::Response;
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 
@@ -60,9 +61,10 @@ pub trait Render: Send + 'static {
     }
     /// Chunks for one event of job `job`, already absorbed into its collector.
     fn event(&mut self, job: usize, event: &Event) -> Vec<Out<Self::Choice>>;
-    /// Chunks once every job finished without error (a vote's decided answers); grading hooks.
-    fn closing(&mut self, _cols: &[Collector]) -> Vec<Out<Self::Choice>> {
-        Vec::new()
+    /// Chunks once every job finished without error (a vote's decided answers, which may wait
+    /// for a verifier); grading hooks.
+    fn closing<'a>(&'a mut self, _cols: &'a [Collector]) -> BoxFuture<'a, Vec<Out<Self::Choice>>> {
+        Box::pin(std::future::ready(Vec::new()))
     }
 }
 
@@ -95,7 +97,7 @@ pub fn stream<R: Render>(env: Envelope, cols: Vec<Collector>, events: Events, in
         match r.failure() {
             Some(e) => yield Frame::Failed(ApiError::from(e)),
             None => {
-                for out in render.closing(&r.cols) {
+                for out in render.closing(&r.cols).await {
                     yield frame(&env, out);
                 }
                 if include_usage {

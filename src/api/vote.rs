@@ -3,6 +3,8 @@
 //! object; streamed, the samples' progress comes first as SSE comments.
 
 use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use std::time::Instant;
 
 use super::chat::{chat_completion, Answer, View};
@@ -30,13 +32,14 @@ pub async fn respond(state: Service, backend: Arc<dyn Backend>, id: String, mut 
     col.effort = p.plan.thinking.then_some(effort);
     let (rx, _cancel) = submit(&*backend, p.spec)?;
     let env = Envelope::new(id, state.cfg.model_id());
-    let ballot = Ballots { n, group, plan, score, effort };
+    let check = p.check.take().map(|c| crate::service::verify::build(&state, c));
+    let ballot = Ballots { n, group, plan, score, effort, check };
     if p.v.stream {
         let render = VoteStream { ballot, view, auto: p.auto, grade };
         return Ok(Answer::Stream(stream(env, vec![col], events(vec![rx]), p.v.include_usage, render)));
     }
     let col = collect(vec![col], events(vec![rx]), true).await?.remove(0);
-    let outcomes = ballot.decide(&col);
+    let outcomes = ballot.decide(&col).await;
     let graded = grade.record_vote(&col.choices[..group], &outcomes[0].answer, &outcomes[0].thinking);
     let choices = outcomes
         .into_iter()
@@ -83,9 +86,15 @@ impl Render for VoteStream {
         vec![Out::Progress(progress)]
     }
 
-    fn closing(&mut self, cols: &[Collector]) -> Vec<Out<ChunkChoice>> {
+    fn closing<'a>(&'a mut self, cols: &'a [Collector]) -> BoxFuture<'a, Vec<Out<ChunkChoice>>> {
+        Box::pin(self.decided(cols))
+    }
+}
+
+impl VoteStream {
+    async fn decided(&mut self, cols: &[Collector]) -> Vec<Out<ChunkChoice>> {
         let col = &cols[0];
-        let outcomes = self.ballot.decide(col);
+        let outcomes = self.ballot.decide(col).await;
         self.grade.record_vote(&col.choices[..self.ballot.group], &outcomes[0].answer, &outcomes[0].thinking);
         let mut out = Vec::new();
         for (i, o) in outcomes.into_iter().enumerate() {

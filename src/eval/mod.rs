@@ -1,6 +1,7 @@
 //! `thinkscale eval`: generate problems and sweep budgets x samples against any OpenAI-compatible
 //! server, then report accuracy against thinking time (CSV, JSON, SVG and PNG plots, s1 metrics).
 
+pub mod code;
 mod derive;
 pub mod gen;
 mod report;
@@ -22,6 +23,9 @@ pub enum EvalCommand {
         /// Run directory (holds results.jsonl)
         dir: PathBuf,
     },
+    /// HumanEval-format code problems: greedy or sampled chains selected by execution, every
+    /// chain graded by the hidden tests in the sandbox, and the k = 1..8 report
+    Code(code::CodeArgs),
     /// Derive every (samples, vote rule) cell offline from the chains a `run --record` kept
     Derive(DeriveArgs),
 }
@@ -160,5 +164,6 @@ pub fn main(cmd: EvalCommand) -> anyhow::Result<()> {
         }
         EvalCommand::Report { dir } => report::report(&dir),
         EvalCommand::Derive(a) => derive::derive(&a),
+        EvalCommand::Code(a) => code::main(a),
     }
 }

@@ -84,6 +84,15 @@ pub fn frontier(points: &[(f64, f64)]) -> Vec<usize> {
     keep
 }
 
+/// Unbiased pass@k from `n` samples of which `c` are correct (Chen et al., 2021):
+/// 1 - C(n-c, k) / C(n, k), computed as a running product.
+pub fn pass_at_k(n: u64, c: u64, k: u64) -> f64 {
+    if n < k || n - c < k {
+        return if c > 0 { 1.0 } else { 0.0 };
+    }
+    1.0 - ((n - c + 1)..=n).map(|i| 1.0 - k as f64 / i as f64).product::<f64>()
+}
+
 /// Exact two-sided McNemar test for two settings graded on the same questions: `b` questions
 /// only the first got right, `c` only the second. The p-value that they are equally accurate.
 pub fn mcnemar_p(b: u64, c: u64) -> f64 {
@@ -133,6 +142,16 @@ mod tests {
         assert!(!grade("71", "", "#### 72").1);
         assert!(grade("", "so 12 + 7 = 19", "19").1);
         assert!(!grade("anything", "", "").1);
+    }
+
+    #[test]
+    fn pass_at_k_matches_its_definition() {
+        assert_eq!(pass_at_k(8, 0, 1), 0.0);
+        assert_eq!(pass_at_k(8, 8, 4), 1.0);
+        assert!((pass_at_k(8, 2, 1) - 0.25).abs() < 1e-12);
+        // 1 - C(6,4)/C(8,4) = 1 - 15/70
+        assert!((pass_at_k(8, 2, 4) - (1.0 - 15.0 / 70.0)).abs() < 1e-12);
+        assert_eq!(pass_at_k(8, 5, 4), 1.0);
     }
 
     #[test]

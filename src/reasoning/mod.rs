@@ -2,6 +2,7 @@
 
 pub mod auto;
 pub mod chat;
+pub mod code;
 pub mod confidence;
 pub mod extract;
 pub mod forcing;

@@ -25,6 +25,21 @@ pub struct SamplingPlan {
     /// `reasoning.warmup`: chains in the first wave (the online filter's calibration, or the
     /// adaptive rule's first look); the server's `prune_warmup` / `wave_size` when absent.
     pub warmup: Option<u32>,
+    /// What a verifier that checks answers against something needs: tests, a pattern, a checker.
+    pub check: Option<Check>,
+}
+
+/// The data of the verifiers that run a check rather than read the chains' own numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// `verifier: "tests"`: each sample's program runs against `tests` (client-sent Python
+    /// asserts), or without them against the examples in the prompt's docstrings.
+    Tests { tests: Option<String>, entry_point: Option<String> },
+    /// `{"type": "regex", "pattern": ...}`: the answer must match (the whole answer, trimmed).
+    Regex(String),
+    /// `{"type": "http", "name": ...}`: a checker the operator configured (`[verifiers.NAME]`);
+    /// a SandboxFusion checker runs each program with `reasoning.tests` appended.
+    Http { name: String, tests: Option<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +58,9 @@ pub enum Verifier {
     SelfJudge,
     Model,
     Arithmetic,
+    Tests,
+    Regex,
+    Http,
 }
 
 impl Verifier {
@@ -53,6 +71,9 @@ impl Verifier {
             Self::SelfJudge => "self",
             Self::Model => "model",
             Self::Arithmetic => "arithmetic",
+            Self::Tests => "tests",
+            Self::Regex => "regex",
+            Self::Http => "http",
         }
     }
 }
@@ -97,10 +118,14 @@ pub(super) fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, eff
         None => effort_samples,
     };
     let verifier_default = effort.as_ref().and_then(|e| cfg.effort_verifier.get(e)).cloned().unwrap_or_else(|| "none".into());
-    let verifier = match pick("verifier", &["verifier"]) {
-        Some((v, p)) => parse_verifier(string(&v, &p)?, &p)?,
-        None => parse_verifier(&verifier_default, "verifier")?,
+    let (verifier, check) = match pick("verifier", &["verifier"]) {
+        Some((Value::Object(o), p)) => checked_verifier(&o, &p, nested)?,
+        Some((v, p)) => with_tests(parse_verifier(string(&v, &p)?, &p)?, nested)?,
+        None => with_tests(parse_verifier(&verifier_default, "verifier")?, nested)?,
     };
+    if !matches!(check, Some(Check::Tests { .. } | Check::Http { .. })) && nested.is_some_and(|o| o.get("tests").is_some_and(|t| !t.is_null())) {
+        return Err(err("reasoning.tests", "'reasoning.tests' needs 'verifier': 'tests' (or an http checker)"));
+    }
     let aggregate = match pick("aggregate", &["aggregate"]) {
         Some((v, p)) => match string(&v, &p)? {
             "majority" | "vote" => Aggregate::Majority,
@@ -157,7 +182,56 @@ pub(super) fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, eff
         }
         None => None,
     };
-    Ok(SamplingPlan { samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup })
+    Ok(SamplingPlan { samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup, check })
+}
+
+fn with_tests(v: Verifier, nested: Option<&Map<String, Value>>) -> Result<(Verifier, Option<Check>), PlanError> {
+    Ok((v, if v == Verifier::Tests { Some(tests_check(nested)?) } else { None }))
+}
+
+/// `reasoning.tests` (Python source with asserts; absent: the prompt's docstring examples) and
+/// `reasoning.entry_point`.
+fn tests_check(nested: Option<&Map<String, Value>>) -> Result<Check, PlanError> {
+    let field = |k: &str| -> Result<Option<String>, PlanError> {
+        match nested.and_then(|o| o.get(k)).filter(|v| !v.is_null()) {
+            None => Ok(None),
+            Some(v) => Ok(Some(string(v, &format!("reasoning.{k}"))?.to_string())),
+        }
+    };
+    let tests = field("tests")?;
+    if tests.as_deref() == Some("generated") {
+        return Err(err("reasoning.tests", "model-written tests ('generated') are not supported yet; send Python asserts, or omit 'tests' to use the prompt's docstring examples"));
+    }
+    let entry_point = field("entry_point")?;
+    if entry_point.as_deref().is_some_and(|e| e.is_empty() || !e.chars().all(|c| c.is_alphanumeric() || c == '_')) {
+        return Err(err("reasoning.entry_point", "'reasoning.entry_point' must be a function name"));
+    }
+    Ok(Check::Tests { tests, entry_point })
+}
+
+/// A verifier given as an object: `{"type": "regex", "pattern": ...}`, `{"type": "http", "name":
+/// ...}`, or `{"type": "tests"}` (its tests in `reasoning.tests`).
+fn checked_verifier(o: &Map<String, Value>, p: &str, nested: Option<&Map<String, Value>>) -> Result<(Verifier, Option<Check>), PlanError> {
+    let text = |k: &str| -> Result<String, PlanError> {
+        let v = o.get(k).ok_or_else(|| err(&format!("{p}.{k}"), format!("'{p}.{k}' is required")))?;
+        Ok(string(v, &format!("{p}.{k}"))?.to_string())
+    };
+    match text("type")?.as_str() {
+        "regex" => {
+            let pattern = text("pattern")?;
+            regex::Regex::new(&pattern).map_err(|e| err(&format!("{p}.pattern"), format!("'{p}.pattern' is not a valid regular expression: {e}")))?;
+            Ok((Verifier::Regex, Some(Check::Regex(pattern))))
+        }
+        "http" => {
+            let tests = match nested.and_then(|n| n.get("tests")).filter(|v| !v.is_null()) {
+                Some(t) => Some(string(t, "reasoning.tests")?.to_string()),
+                None => None,
+            };
+            Ok((Verifier::Http, Some(Check::Http { name: text("name")?, tests })))
+        }
+        "tests" => Err(err(p, format!("send 'verifier': 'tests' with the tests in 'reasoning.tests', not as '{p}'"))),
+        other => Err(err(&format!("{p}.type"), format!("unknown verifier type '{other}'; expected regex or http"))),
+    }
 }
 
 /// Largest `samples` a request may ask for (they run in waves through the slots).
@@ -170,6 +244,7 @@ pub fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
         "self" | "p_true" => Verifier::SelfJudge,
         "model" => Verifier::Model,
         "arithmetic" => Verifier::Arithmetic,
-        other => return Err(err(param, format!("unknown verifier '{other}'; expected none, logprob, self, model or arithmetic"))),
+        "tests" => Verifier::Tests,
+        other => return Err(err(param, format!("unknown verifier '{other}'; expected none, logprob, self, model, arithmetic or tests (or an object: regex, http)"))),
     })
 }

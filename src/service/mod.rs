@@ -9,6 +9,7 @@ pub mod invalid;
 pub mod pipeline;
 pub mod request;
 pub mod validate;
+pub mod verify;
 pub mod vote;
 
 use std::sync::{Arc, OnceLock};
@@ -30,6 +31,10 @@ pub struct Service {
     pub engine_failure: Arc<OnceLock<String>>,
     /// Settings measured by a harness run (`reasoning.auto_table`), for `reasoning_effort: "auto"`.
     pub auto_table: Arc<Vec<crate::reasoning::auto::Measured>>,
+    /// Where `verifier: "tests"` runs programs; None unless `code_exec` is set.
+    pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
+    /// For operator-configured HTTP checkers.
+    pub http: reqwest::Client,
 }
 
 impl Service {
@@ -40,7 +45,26 @@ impl Service {
             Some(p) => crate::eval::table::load(p).map_err(|e| anyhow::anyhow!("reasoning.auto_table: {e:#}"))?,
             None => Vec::new(),
         };
-        Ok(Self { cfg, backend: Arc::new(OnceLock::new()), history, engine_failure: Arc::new(OnceLock::new()), auto_table: Arc::new(table) })
+        Ok(Self {
+            cfg,
+            backend: Arc::new(OnceLock::new()),
+            history,
+            engine_failure: Arc::new(OnceLock::new()),
+            auto_table: Arc::new(table),
+            sandbox: None,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// With `code_exec` set, starts the sandbox (and proves it isolates) or fails naming what is
+    /// missing.
+    pub async fn with_code_exec(mut self) -> anyhow::Result<Self> {
+        if let Some(lang) = self.cfg.code_exec {
+            let sb = crate::sandbox::Sandbox::new(lang, self.cfg.sandbox.clone()).await.map_err(|e| anyhow::anyhow!("--code-exec {}: {e}", lang.as_str()))?;
+            tracing::info!(language = lang.as_str(), limits = ?sb.limits, "code execution enabled in the sandbox");
+            self.sandbox = Some(Arc::new(sb));
+        }
+        Ok(self)
     }
 
     pub fn backend(&self) -> Result<Arc<dyn Backend>, Failure> {

@@ -13,7 +13,12 @@ use crate::reasoning::extract::final_answer;
 use crate::reasoning::labels::Effort;
 use crate::reasoning::sampling::{Aggregate, SamplingPlan, Verifier};
 use crate::reasoning::verify::{arithmetic_score, logprob_score};
-use crate::reasoning::vote::{decide, Ballot};
+use crate::reasoning::code::Selection;
+use crate::reasoning::vote::{decide, Ballot, Tally};
+
+use super::verify::{checked, Candidate, Checked, TestsVerdict, Verdict, Verify};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A self-consistency choice's ballot.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -33,6 +38,9 @@ pub struct VoteDetail {
     pub pruned: usize,
     pub votes: Vec<VoteRow>,
     pub chosen_sample: Option<usize>,
+    /// Why the chosen sample won, when a verifier chose by itself (`tests`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
     pub samples: Vec<SampleDetail>,
 }
 
@@ -56,6 +64,12 @@ pub struct SampleDetail {
     pub finish_reason: Option<&'static str>,
     pub confidence: Option<ChainScores>,
     pub voted: bool,
+    /// `verifier: "tests"`: cases run and passed, behaviour group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestsVerdict>,
+    /// Why a checking verifier could not score this sample (it scored 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verifier_error: Option<String>,
     pub reasoning: String,
     pub content: String,
 }
@@ -137,23 +151,46 @@ pub struct Outcome {
     pub used: usize,
 }
 
-fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPlan, score: ChainScore) -> Outcome {
+/// The samples of a choice that vote: finished ones, and with `keep_top` (without prune) only the
+/// most confident share of them (with prune it set the online threshold instead, and every
+/// surviving chain votes, as in DeepConf online). Returns (finished, voting).
+fn voters(col: &Collector, choice: usize, group: usize, plan: &SamplingPlan, score: ChainScore) -> (Vec<usize>, Vec<usize>) {
+    let range = choice * group..(choice + 1) * group;
+    let finished: Vec<usize> = range.filter(|&i| matches!(col.choices[i].finish, Some(FinishReason::Stop | FinishReason::Length))).collect();
+    let kept = match plan.keep_top {
+        Some(eta) if !plan.prune => {
+            let scores: Vec<f64> = finished.iter().map(|&i| confidence(col, i, score).unwrap_or(0.0)).collect();
+            finished.iter().zip(keep_top(&scores, eta)).filter(|(_, k)| *k).map(|(i, _)| *i).collect()
+        }
+        _ => finished.clone(),
+    };
+    (finished, kept)
+}
+
+fn confidence(col: &Collector, i: usize, score: ChainScore) -> Option<f64> {
+    col.choices[i].stats.confidence.map(|c| c.get(score))
+}
+
+/// A checking verifier's verdicts on a choice's voters (in `voters` order).
+struct ChoiceCheck<'a> {
+    voters: &'a [usize],
+    checked: &'a Checked,
+}
+
+impl ChoiceCheck<'_> {
+    fn verdict(&self, i: usize) -> Option<&Verdict> {
+        self.voters.iter().position(|&v| v == i).and_then(|k| self.checked.verdicts.get(k))
+    }
+}
+
+fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPlan, score: ChainScore, check: Option<ChoiceCheck>) -> Outcome {
     let range = choice * group..(choice + 1) * group;
     let mut ballots = Vec::new();
     let mut samples = Vec::new();
     let mut members = Vec::new();
     let mut pruned = 0;
-    // keep_top: only the most confident share of the finished chains votes (with prune it set
-    // the online threshold instead, and every surviving chain votes, as in DeepConf online).
-    let finished: Vec<usize> = range.clone().filter(|&i| matches!(col.choices[i].finish, Some(FinishReason::Stop | FinishReason::Length))).collect();
-    let confidence = |i: usize| col.choices[i].stats.confidence.map(|c| c.get(score));
-    let kept: Vec<usize> = match plan.keep_top {
-        Some(eta) if !plan.prune => {
-            let scores: Vec<f64> = finished.iter().map(|&i| confidence(i).unwrap_or(0.0)).collect();
-            finished.iter().zip(keep_top(&scores, eta)).filter(|(_, k)| *k).map(|(i, _)| *i).collect()
-        }
-        _ => finished.clone(),
-    };
+    let (finished, kept) = voters(col, choice, group, plan, score);
+    let confidence = |i: usize| confidence(col, i, score);
     for i in range {
         let c = &col.choices[i];
         // An adaptive stop cancels the samples not yet launched: they never ran, so they are not listed.
@@ -179,7 +216,9 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
             Verifier::SelfJudge | Verifier::Model => Some(
                 col.judged.iter().find(|(ch, a, _)| *ch == choice && Some(a) == answer.as_ref()).map_or(0.0, |j| j.2),
             ),
+            Verifier::Tests | Verifier::Regex | Verifier::Http => check.as_ref().and_then(|c| c.verdict(i)).map(|v| v.score),
         };
+        let verdict = check.as_ref().and_then(|c| c.verdict(i));
         samples.push(SampleDetail {
             index: i - choice * group,
             answer: answer.clone(),
@@ -190,6 +229,8 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
             finish_reason: c.finish.map(FinishReason::as_str),
             confidence: c.stats.confidence,
             voted,
+            tests: verdict.and_then(|v| v.tests.clone()),
+            verifier_error: verdict.and_then(|v| v.error.clone()),
             reasoning: c.stats.thinking.clone(),
             content: c.stats.answer.clone(),
         });
@@ -198,7 +239,20 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
             members.push(i);
         }
     }
-    let d = decide(&ballots, plan.aggregate);
+    let mut d = decide(&ballots, plan.aggregate);
+    // A verifier that chooses by itself (tests: most cases passed, then the largest behaviour
+    // group) overrides the vote; the table then lists behaviour groups.
+    let selection = check.as_ref().and_then(|c| c.checked.selection.as_ref().map(|s| (c, s)));
+    let mut why = None;
+    if let Some((c, sel)) = selection {
+        if let Some(k) = sel.chosen {
+            let chosen = c.voters[k];
+            d.index = members.iter().position(|&m| m == chosen).unwrap_or(d.index);
+            d.answer = ballots.get(d.index).and_then(|b| b.answer.clone());
+            d.table = behaviour_table(c, sel, &ballots);
+            why = Some(sel.reason.clone());
+        }
+    }
     let rep = members.get(d.index).map(|&i| &col.choices[i]);
     let stopped_early = col.stopped.contains(&choice);
     let ext = VoteDetail {
@@ -216,6 +270,7 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
         pruned,
         votes: d.table.iter().map(|t| VoteRow { answer: t.answer.clone(), votes: t.votes, weight: t.weight, confidence: t.confidence, mean_logprob: t.mean_logprob }).collect(),
         chosen_sample: members.get(d.index).map(|&i| i - choice * group),
+        why,
         samples,
     };
     Outcome {
@@ -228,6 +283,31 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
     }
 }
 
+/// The vote table of a verifier that chose by behaviour: one row per behaviour group of voters.
+fn behaviour_table(c: &ChoiceCheck, sel: &Selection, ballots: &[Ballot]) -> Vec<Tally> {
+    let mut rows: Vec<Tally> = Vec::new();
+    for (k, g) in sel.groups.iter().enumerate() {
+        let name = g.map_or_else(|| "no program".to_string(), |g| format!("behaviour group {g}"));
+        let score = c.checked.verdicts.get(k).map_or(0.0, |v| v.score);
+        let (conf, lp) = ballots.get(k).map_or((0.0, 0.0), |b| (b.confidence.unwrap_or(0.0), b.mean_logprob));
+        match rows.iter_mut().find(|r| r.answer == name) {
+            Some(r) => {
+                r.votes += 1;
+                r.weight += score;
+                r.best_score = r.best_score.max(score);
+                r.confidence += conf;
+                r.mean_logprob += lp;
+            }
+            None => rows.push(Tally { answer: name, votes: 1, weight: score, best_score: score, confidence: conf, mean_logprob: lp }),
+        }
+    }
+    for r in &mut rows {
+        r.mean_logprob /= r.votes as f64;
+    }
+    rows.sort_by(|a, b| b.votes.cmp(&a.votes).then(b.weight.total_cmp(&a.weight)));
+    rows
+}
+
 /// How a response's choices are decided from their sample groups.
 pub struct Ballots {
     pub n: usize,
@@ -235,11 +315,31 @@ pub struct Ballots {
     pub plan: SamplingPlan,
     pub score: ChainScore,
     pub effort: Effort,
+    /// A checking verifier (tests, regex, HTTP), run once a group has finished.
+    pub check: Option<(Arc<dyn Verify>, Duration)>,
 }
 
 impl Ballots {
-    pub fn decide(&self, col: &Collector) -> Vec<Outcome> {
-        let outcomes: Vec<Outcome> = (0..self.n).map(|c| decide_choice(col, c, self.group, &self.plan, self.score)).collect();
+    pub async fn decide(&self, col: &Collector) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(self.n);
+        for c in 0..self.n {
+            let (_, voting) = voters(col, c, self.group, &self.plan, self.score);
+            let checked = match &self.check {
+                Some((v, timeout)) => {
+                    let candidates: Vec<Candidate> = voting
+                        .iter()
+                        .map(|&i| {
+                            let s = &col.choices[i].stats;
+                            Candidate { thinking: s.thinking.clone(), answer: s.answer.clone(), confidence: confidence(col, i, self.score).unwrap_or(s.mean_logprob) }
+                        })
+                        .collect();
+                    Some(checked(&**v, &candidates, *timeout).await)
+                }
+                None => None,
+            };
+            let check = checked.as_ref().map(|checked| ChoiceCheck { voters: &voting, checked });
+            outcomes.push(decide_choice(col, c, self.group, &self.plan, self.score, check));
+        }
         for o in &outcomes {
             metrics().samples_used.with_label_values(&[self.effort.as_str()]).observe(o.used as f64);
             if o.stopped_early {

@@ -1,0 +1,291 @@
+//! `thinkscale eval code`: HumanEval-format problems (JSONL, gzipped or not) through a server's
+//! chat endpoint — greedy, or `samples` chains selected by `verifier: "tests"` on the prompt's
+//! docstring examples — every chain graded here by the problem's hidden `test` and
+//! `check(entry_point)` in the sandbox, then a report of k = 1, 2, 4, 8 under each selection rule
+//! with the unbiased pass@k as the ceiling.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::reasoning::code::{self, Executed, Suite};
+use crate::reasoning::grade::{mcnemar_p, pass_at_k, wilson};
+use crate::sandbox::{harness, Language, Sandbox};
+
+#[derive(Debug, Args, Clone)]
+pub struct CodeArgs {
+    /// Base URL of the server (thinkscale started with --code-exec python for --samples > 1)
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// HumanEval-format JSONL (task_id, prompt, entry_point, test), `.gz` or plain
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Problems [START, END) of the file, e.g. 64..164 (the test split of docs/SCALING.md)
+    #[arg(long, default_value = "0..")]
+    pub range: String,
+    /// Chains per problem: 1 is greedy (temperature 0); more are sampled and selected by the
+    /// server's `verifier: "tests"` on the docstring examples (all kept in chains.jsonl)
+    #[arg(long, default_value_t = 1)]
+    pub samples: u32,
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 768)]
+    pub max_tokens: u32,
+    /// Requests in flight
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory (chains.jsonl, report.md); a rerun resumes
+    #[arg(long, default_value = "eval-code")]
+    pub out: PathBuf,
+    /// A greedy run's directory: its results are the baseline the McNemar test compares against
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Only rebuild report.md from chains.jsonl
+    #[arg(long)]
+    pub report_only: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Problem {
+    task_id: String,
+    prompt: String,
+    entry_point: String,
+    test: String,
+}
+
+/// One chain of one problem, graded (a line of chains.jsonl).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Chain {
+    pub task_id: String,
+    pub sample: usize,
+    /// Passed the hidden tests.
+    pub correct: bool,
+    pub completion_tokens: u64,
+    /// The server's verdict on the docstring examples: passed, run, behaviour group.
+    pub examples_passed: usize,
+    pub examples_run: usize,
+    pub group: Option<usize>,
+    pub confidence: f64,
+    /// The server chose this chain.
+    pub chosen: bool,
+    pub error: Option<String>,
+}
+
+const INSTRUCTION: &str = "Complete the following Python function. Reply with the whole function, imports included, in one ```python code block.";
+
+pub fn main(a: CodeArgs) -> anyhow::Result<()> {
+    if !a.report_only {
+        tokio::runtime::Runtime::new()?.block_on(run(&a))?;
+    }
+    let text = report(&a)?;
+    std::fs::write(a.out.join("report.md"), &text)?;
+    print!("{text}");
+    Ok(())
+}
+
+fn load(path: &Path) -> anyhow::Result<Vec<Problem>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut text = String::new();
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(&raw[..]).read_to_string(&mut text)?;
+    } else {
+        text = String::from_utf8(raw)?;
+    }
+    text.lines().filter(|l| !l.trim().is_empty()).enumerate().map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))).collect()
+}
+
+fn range(spec: &str, len: usize) -> anyhow::Result<std::ops::Range<usize>> {
+    let (s, e) = spec.split_once("..").context("--range is START..END")?;
+    let start = if s.is_empty() { 0 } else { s.parse()? };
+    let end = if e.is_empty() { len } else { e.parse::<usize>()?.min(len) };
+    anyhow::ensure!(start <= end, "--range {spec} is empty");
+    Ok(start..end)
+}
+
+async fn run(a: &CodeArgs) -> anyhow::Result<()> {
+    let data = a.data.as_ref().context("--data FILE (HumanEval.jsonl.gz) is needed")?;
+    let all = load(data)?;
+    let problems: Vec<Problem> = all[range(&a.range, all.len())?].to_vec();
+    std::fs::create_dir_all(&a.out)?;
+    let path = a.out.join("chains.jsonl");
+    let done: HashSet<String> = read_chains(&path).unwrap_or_default().into_iter().map(|c| c.task_id).collect();
+    let todo: Vec<Problem> = problems.into_iter().filter(|p| !done.contains(&p.task_id)).collect();
+    // Hidden tests are the problem's own code, run like any other: in the sandbox.
+    let sandbox = Arc::new(Sandbox::new(Language::Python, Default::default()).await?);
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3600)).build()?;
+    let bar = ProgressBar::new(todo.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} problems, {msg} [{elapsed} < {eta}]")?);
+    let file = std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&path)?);
+    let solved = std::sync::atomic::AtomicUsize::new(0);
+    let mut jobs = futures::stream::iter(todo.iter().map(|p| solve(a, &client, &sandbox, p))).buffer_unordered(a.concurrency.max(1));
+    let mut n = 0;
+    while let Some(chains) = jobs.next().await {
+        let chains = chains?;
+        n += 1;
+        let won = chains.iter().find(|c| c.chosen).is_some_and(|c| c.correct);
+        solved.fetch_add(usize::from(won), std::sync::atomic::Ordering::Relaxed);
+        let mut f = file.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        for c in &chains {
+            writeln!(f, "{}", serde_json::to_string(c)?)?;
+        }
+        bar.set_message(format!("{} of {n} solved this run", solved.load(std::sync::atomic::Ordering::Relaxed)));
+        bar.inc(1);
+    }
+    bar.finish();
+    Ok(())
+}
+
+async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem) -> anyhow::Result<Vec<Chain>> {
+    let content = format!("{INSTRUCTION}\n\n```python\n{}\n```", p.prompt.trim_end());
+    let mut body = json!({
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": a.max_tokens,
+        "seed": a.seed,
+    });
+    if a.samples > 1 {
+        body["temperature"] = json!(a.temperature);
+        body["reasoning"] = json!({"enabled": false, "samples": a.samples, "verifier": "tests", "entry_point": p.entry_point});
+    } else {
+        body["temperature"] = json!(0.0);
+        body["reasoning"] = json!({"enabled": false});
+    }
+    let url = format!("{}/v1/chat/completions", a.url.trim_end_matches('/').trim_end_matches("/v1"));
+    let r = client.post(&url).json(&body).send().await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    anyhow::ensure!(status.is_success(), "{}: {status} {v}", p.task_id);
+    let choice = &v["choices"][0];
+    // One chain: the answer itself; several: every sample the server kept in its ballot.
+    let samples: Vec<Value> = match choice.pointer("/thinkscale/samples").and_then(Value::as_array) {
+        Some(s) => s.clone(),
+        None => vec![json!({"index": 0, "content": choice["message"]["content"], "completion_tokens": v["usage"]["completion_tokens"]})],
+    };
+    let chosen = choice.pointer("/thinkscale/chosen_sample").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let suite = Suite { entry_point: Some(p.entry_point.clone()), examples: Vec::new(), tests: Some(format!("{}\n", p.test)) };
+    let mut out = Vec::new();
+    for s in &samples {
+        let text = s["content"].as_str().unwrap_or("");
+        let (correct, error) = match code::program(text) {
+            None => (false, Some("no program".to_string())),
+            Some(prog) => {
+                // The prompt's imports (typing, math) are part of the function the model completes.
+                let prog = format!("{}\n{prog}", imports(&p.prompt));
+                let r = harness::run(sb, &prog, &suite, 0).await?;
+                (r.loaded && r.cases > 0 && r.passed == r.cases, r.error)
+            }
+        };
+        let index = s["index"].as_u64().unwrap_or(0) as usize;
+        out.push(Chain {
+            task_id: p.task_id.clone(),
+            sample: index,
+            correct,
+            completion_tokens: s["completion_tokens"].as_u64().unwrap_or(0),
+            examples_passed: s.pointer("/tests/passed").and_then(Value::as_u64).unwrap_or(0) as usize,
+            examples_run: s.pointer("/tests/run").and_then(Value::as_u64).unwrap_or(0) as usize,
+            group: s.pointer("/tests/group").and_then(Value::as_u64).map(|g| g as usize),
+            confidence: s["mean_logprob"].as_f64().unwrap_or(0.0),
+            chosen: index == chosen,
+            error,
+        });
+    }
+    Ok(out)
+}
+
+/// The prompt's import lines.
+fn imports(prompt: &str) -> String {
+    prompt.lines().filter(|l| l.starts_with("import ") || l.starts_with("from ")).collect::<Vec<_>>().join("\n")
+}
+
+pub fn read_chains(path: &Path) -> anyhow::Result<Vec<Chain>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| Ok(serde_json::from_str(l)?)).collect()
+}
+
+/// Problems in file order, each with its chains by sample index.
+fn by_problem(chains: Vec<Chain>) -> Vec<Vec<Chain>> {
+    let mut out: Vec<Vec<Chain>> = Vec::new();
+    for c in chains {
+        match out.iter_mut().find(|g| g[0].task_id == c.task_id) {
+            Some(g) => g.push(c),
+            None => out.push(vec![c]),
+        }
+    }
+    for g in &mut out {
+        g.sort_by_key(|c| c.sample);
+    }
+    out
+}
+
+/// Which chain of the first `k` a rule picks.
+fn pick(rule: &str, chains: &[Chain], k: usize) -> Option<usize> {
+    let first = &chains[..k.min(chains.len())];
+    let runs: Vec<Executed> = first
+        .iter()
+        .map(|c| Executed {
+            has_program: c.group.is_some(),
+            passed: if rule == "behaviour" { 0 } else { c.examples_passed },
+            behaviour: c.group.map_or_else(String::new, |g| g.to_string()),
+            confidence: c.confidence,
+        })
+        .collect();
+    match rule {
+        "first" => Some(0),
+        _ => code::select(&runs, 0).chosen.or(Some(0)),
+    }
+}
+
+fn report(a: &CodeArgs) -> anyhow::Result<String> {
+    let problems = by_problem(read_chains(&a.out.join("chains.jsonl"))?);
+    let n = problems.len() as u64;
+    let baseline: Option<Vec<(String, bool)>> = match &a.baseline {
+        Some(dir) => Some(by_problem(read_chains(&dir.join("chains.jsonl"))?).into_iter().map(|g| (g[0].task_id.clone(), g[0].correct)).collect()),
+        None => None,
+    };
+    let mut md = format!("# {} ({} problems, range {}, {} chains each)\n\n", a.out.display(), n, a.range, a.samples);
+    md.push_str("| k | rule | pass@1 | 95% Wilson | completion tokens / problem | vs baseline (b/c, exact McNemar p) |\n|---|---|---|---|---|---|\n");
+    let max_k = problems.iter().map(Vec::len).min().unwrap_or(0);
+    let ks: Vec<usize> = [1, 2, 4, 8, 16].into_iter().filter(|&k| k <= max_k).collect();
+    for &k in &ks {
+        let rules: &[&str] = if k == 1 { &["first"] } else { &["first", "behaviour", "examples"] };
+        for rule in rules {
+            let mut solved = 0u64;
+            let mut tokens = 0u64;
+            let (mut b, mut c) = (0u64, 0u64);
+            for g in &problems {
+                let ok = pick(rule, g, k).is_some_and(|i| g[i].correct);
+                solved += u64::from(ok);
+                tokens += g[..k].iter().map(|c| c.completion_tokens).sum::<u64>();
+                if let Some(base) = baseline.as_ref().and_then(|b| b.iter().find(|(id, _)| *id == g[0].task_id)) {
+                    b += u64::from(base.1 && !ok);
+                    c += u64::from(!base.1 && ok);
+                }
+            }
+            let (lo, hi) = wilson(solved, n);
+            let vs = if baseline.is_some() { format!("{b}/{c}, p = {:.3}", mcnemar_p(b, c)) } else { "".into() };
+            md.push_str(&format!(
+                "| {k} | {rule} | {:.1}% ({solved}/{n}) | {:.1}–{:.1} | {:.0} | {vs} |\n",
+                100.0 * solved as f64 / n.max(1) as f64,
+                100.0 * lo,
+                100.0 * hi,
+                tokens as f64 / n.max(1) as f64
+            ));
+        }
+        let ceiling: f64 = problems.iter().map(|g| pass_at_k(g.len() as u64, g.iter().filter(|c| c.correct).count() as u64, k as u64)).sum::<f64>() / n.max(1) as f64;
+        md.push_str(&format!("| {k} | pass@{k} (oracle, unbiased over {max_k}) | {:.1}% | | | |\n", 100.0 * ceiling));
+    }
+    let chose = problems.iter().filter(|g| g.iter().any(|c| c.chosen && c.correct)).count();
+    md.push_str(&format!(
+        "\nRules: `first` = the first chain alone; `behaviour` = the largest group of chains with equal outputs on the examples and probe inputs; `examples` = among chains passing the most docstring examples, the largest behaviour group (the server's `verifier: \"tests\"`). The server's own choice over all chains solved {chose}/{n}.\n"
+    ));
+    Ok(md)
+}

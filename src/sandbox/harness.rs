@@ -1,0 +1,66 @@
+//! A program run against a test suite in the sandbox (`harness.py` does the Python side): how
+//! many cases it passed, and what it gave on every case and probe input (its behaviour).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::{Program, Sandbox, SandboxError, Status};
+use crate::reasoning::code::Suite;
+
+const DRIVER: &str = include_str!("harness.py");
+
+/// Probe inputs per program: enough to tell apart programs that pass the same examples.
+pub const PROBES: usize = 16;
+
+/// How a program did on a suite.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Cases in the suite (examples, asserts, or one `check`).
+    pub cases: usize,
+    pub passed: usize,
+    /// The program loaded (parsed, ran its top level, defined the entry point).
+    pub loaded: bool,
+    /// Why it did not load, or how the run ended when not normally.
+    pub error: Option<String>,
+    /// Outputs on every case and probe, joined: equal keys, equal behaviour.
+    #[serde(skip)]
+    pub behaviour: String,
+}
+
+/// Runs `program` against `suite`; `probes` extra inputs derived from the cases' calls.
+pub async fn run(sb: &Sandbox, program: &str, suite: &Suite, probes: usize) -> Result<Report, SandboxError> {
+    let spec = json!({
+        "program": program,
+        "entry_point": suite.entry_point,
+        "examples": suite.examples,
+        "tests": suite.tests,
+        "case_seconds": (sb.limits.wall_seconds / 4.0).clamp(0.5, 3.0),
+        "probe_seconds": 0.5,
+        "probes": probes,
+    });
+    let p = Program { files: vec![("harness.py".into(), DRIVER.into())], main: "harness.py".into(), stdin: spec.to_string() };
+    let run = sb.run(&p).await?;
+    let mut r = Report { cases: suite.examples.len(), passed: 0, loaded: false, error: None, behaviour: String::new() };
+    for line in run.stdout.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        if let Some(n) = v.get("cases").and_then(Value::as_u64) {
+            r.cases = n as usize;
+        } else if let Some(ok) = v.get("load").and_then(Value::as_bool) {
+            r.loaded = ok;
+            r.error = v.get("error").and_then(Value::as_str).map(str::to_string);
+        } else if let Some(out) = v.get("output").and_then(Value::as_str) {
+            r.passed += usize::from(v.get("passed").and_then(Value::as_bool) == Some(true));
+            r.behaviour.push_str(out);
+            r.behaviour.push('\u{1f}');
+        }
+    }
+    if r.error.is_none() && run.status != Status::Exited(0) {
+        r.error = Some(match run.status {
+            Status::TimedOut => "timed out".into(),
+            Status::OutputLimit => "wrote past the output limit".into(),
+            Status::Signalled(s) => format!("killed by signal {s}"),
+            Status::Exited(c) => format!("exited {c}: {}", run.stderr.lines().last().unwrap_or("")),
+        });
+    }
+    Ok(r)
+}

@@ -1,0 +1,209 @@
+//! Verifiers that take time — running each sample's program against tests in the sandbox, asking
+//! an operator's HTTP checker — behind one async trait. They run once a sample group has finished,
+//! off the decode thread, concurrently over the samples and under one timeout; a verifier that
+//! fails or times out scores its candidates 0 and says why, and the request still answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{join_all, BoxFuture};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::{HttpChecker, HttpKind};
+use crate::reasoning::code::{self, Executed, Selection, Suite};
+use crate::sandbox::{harness, Sandbox};
+
+use super::validate::CheckInput;
+use super::Service;
+
+/// One sample offered to a verifier.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub thinking: String,
+    pub answer: String,
+    /// The chain's confidence, or its mean log-probability: breaks ties.
+    pub confidence: f64,
+}
+
+/// A verifier's word on one candidate.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verdict {
+    pub score: f64,
+    /// `verifier: "tests"`: cases run and passed, and the sample's behaviour group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestsVerdict>,
+    /// Why this candidate could not be checked (it then scores 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestsVerdict {
+    pub run: usize,
+    pub passed: usize,
+    /// Samples with equal outputs on every case and probe input share a group; None: no program.
+    pub group: Option<usize>,
+}
+
+/// A verifier's verdicts on a group, and the choice it makes when it chooses by itself.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    pub verdicts: Vec<Verdict>,
+    pub selection: Option<Selection>,
+}
+
+impl Checked {
+    fn failed(n: usize, why: &str) -> Self {
+        Self { verdicts: (0..n).map(|_| Verdict { error: Some(why.to_string()), ..Verdict::default() }).collect(), selection: None }
+    }
+}
+
+/// A verifier that takes time.
+pub trait Verify: Send + Sync {
+    fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked>;
+}
+
+/// Runs a verifier under its timeout; past it, every candidate scores 0.
+pub async fn checked(v: &dyn Verify, candidates: &[Candidate], timeout: Duration) -> Checked {
+    match tokio::time::timeout(timeout, v.verify(candidates)).await {
+        Ok(c) => c,
+        Err(_) => Checked::failed(candidates.len(), &format!("the verifier took over {} s", timeout.as_secs_f64())),
+    }
+}
+
+/// The verifier a request's check asks for, with its timeout.
+pub fn build(state: &Service, input: CheckInput) -> (Arc<dyn Verify>, Duration) {
+    let v: Arc<dyn Verify> = match input {
+        // The gate refused tests without a sandbox.
+        CheckInput::Tests(suite) => match &state.sandbox {
+            Some(sb) => Arc::new(Tests { sandbox: sb.clone(), suite }),
+            None => Arc::new(Unavailable("code execution is off")),
+        },
+        CheckInput::Regex(re) => Arc::new(Pattern(re)),
+        CheckInput::Http { checker, prompt, tests } => Arc::new(Http { client: state.http.clone(), checker, prompt, tests }),
+    };
+    (v, Duration::from_secs_f64(state.cfg.verifier_timeout.max(0.001)))
+}
+
+/// A verifier that cannot run: every candidate scores 0 with the reason.
+struct Unavailable(&'static str);
+
+impl Verify for Unavailable {
+    fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked> {
+        Box::pin(std::future::ready(Checked::failed(candidates.len(), self.0)))
+    }
+}
+
+/// `verifier: "tests"`: each sample's program against the suite, then `code::select`.
+pub struct Tests {
+    pub sandbox: Arc<Sandbox>,
+    pub suite: Suite,
+}
+
+impl Verify for Tests {
+    fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked> {
+        Box::pin(async move {
+            let runs = join_all(candidates.iter().map(|c| async move {
+                let program = code::program(&c.answer).or_else(|| code::program(&c.thinking));
+                match program {
+                    None => (None, None),
+                    Some(p) => match harness::run(&self.sandbox, &p, &self.suite, harness::PROBES).await {
+                        Ok(r) => (Some(r), None),
+                        Err(e) => (None, Some(e.to_string())),
+                    },
+                }
+            }))
+            .await;
+            let cases = runs.iter().filter_map(|(r, _)| r.as_ref().map(|r| r.cases)).max().unwrap_or(self.suite.examples.len());
+            let executed: Vec<Executed> = runs
+                .iter()
+                .zip(candidates)
+                .map(|((r, _), c)| Executed {
+                    has_program: r.is_some(),
+                    passed: r.as_ref().map_or(0, |r| r.passed),
+                    behaviour: r.as_ref().map_or_else(String::new, |r| r.behaviour.clone()),
+                    confidence: c.confidence,
+                })
+                .collect();
+            let selection = code::select(&executed, cases);
+            let verdicts = runs
+                .into_iter()
+                .zip(&selection.groups)
+                .map(|((r, err), group)| match r {
+                    Some(r) => Verdict {
+                        score: if r.cases == 0 { 0.0 } else { r.passed as f64 / r.cases as f64 },
+                        tests: Some(TestsVerdict { run: r.cases, passed: r.passed, group: *group }),
+                        error: r.error,
+                    },
+                    None => Verdict { score: 0.0, tests: None, error: Some(err.unwrap_or_else(|| "no program in the answer".into())) },
+                })
+                .collect();
+            Checked { verdicts, selection: Some(selection) }
+        })
+    }
+}
+
+/// `{"type": "regex", "pattern": ...}`: 1 when the trimmed answer matches, else 0.
+pub struct Pattern(pub regex::Regex);
+
+impl Verify for Pattern {
+    fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked> {
+        let verdicts = candidates.iter().map(|c| Verdict { score: f64::from(u8::from(self.0.is_match(c.answer.trim()))), ..Verdict::default() }).collect();
+        Box::pin(std::future::ready(Checked { verdicts, selection: None }))
+    }
+}
+
+/// An operator-configured HTTP checker, asked once per candidate, concurrently.
+pub struct Http {
+    pub client: reqwest::Client,
+    pub checker: HttpChecker,
+    /// The user's last message: what the answer answers.
+    pub prompt: String,
+    /// SandboxFusion: tests appended to each program.
+    pub tests: Option<String>,
+}
+
+impl Http {
+    async fn one(&self, c: &Candidate) -> Result<f64, String> {
+        let body = match self.checker.kind {
+            HttpKind::Score => json!({"prompt": self.prompt, "answer": c.answer, "reasoning": c.thinking}),
+            HttpKind::SandboxFusion => {
+                let program = code::program(&c.answer).ok_or("no program in the answer")?;
+                let code = match &self.tests {
+                    Some(t) => format!("{program}\n\n{t}\n"),
+                    None => program,
+                };
+                json!({"code": code, "language": "python"})
+            }
+        };
+        let r = self.client.post(&self.checker.url).json(&body).send().await.map_err(|e| format!("the checker did not answer: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("the checker answered {}", r.status()));
+        }
+        let v: Value = r.json().await.map_err(|e| format!("the checker's answer is not JSON: {e}"))?;
+        match self.checker.kind {
+            HttpKind::Score => v.get("score").and_then(Value::as_f64).filter(|s| (0.0..=1.0).contains(s)).ok_or_else(|| "the checker's answer has no 'score' in [0, 1]".into()),
+            // SandboxFusion's /run_code: {"status": "Success", "run_result": {"return_code": 0, ...}}
+            HttpKind::SandboxFusion => {
+                let ok = v.get("status").and_then(Value::as_str) == Some("Success") && v.pointer("/run_result/return_code").and_then(Value::as_i64) == Some(0);
+                Ok(f64::from(u8::from(ok)))
+            }
+        }
+    }
+}
+
+impl Verify for Http {
+    fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked> {
+        Box::pin(async move {
+            let verdicts = join_all(candidates.iter().map(|c| async move {
+                match self.one(c).await {
+                    Ok(score) => Verdict { score, ..Verdict::default() },
+                    Err(e) => Verdict { error: Some(e), ..Verdict::default() },
+                }
+            }))
+            .await;
+            Checked { verdicts, selection: None }
+        })
+    }
+}
