@@ -28,11 +28,11 @@ RUN cargo build --release --locked $([ "$VARIANT" = cuda ] && echo --features cu
 
 # ---- runtime ----
 FROM runtime-base-${VARIANT}
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libgomp1 && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libgomp1 bubblewrap python3 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /thinkscale /usr/local/bin/thinkscale
 COPY config /etc/thinkscale
 ENV THINKSCALE_CONFIG=/etc/thinkscale/default.toml \
-    THINKSCALE_MODEL=/models/SmolLM2-135M-Instruct.Q4_1.gguf \
+    THINKSCALE_MODEL=/models/qwen2.5-coder-0.5b-instruct.gguf \
     THINKSCALE_HOST=0.0.0.0
 VOLUME /models
 EXPOSE 8080

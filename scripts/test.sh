@@ -4,9 +4,17 @@
 # remote mode, where every test server is a thinkscale running over a second thinkscale process
 # that holds the model (`serve --backend URL`). Builds in the release profile only, so llama.cpp
 # is compiled once.
+#
+#   scripts/test.sh --fast   only the tests that need no model: unit and property tests and the
+#                            sandbox's hostile-program tests (no model fetch, no server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The Qwen models serve the tool-calling tests (the 135M default model cannot call tools).
+if [ "${1:-}" = "--fast" ]; then
+  cargo test --release --locked --lib --test properties --test sandbox -- --test-threads="${TEST_THREADS:-4}"
+  exit
+fi
+# The Qwen models serve the tool-calling and code-verifier tests (the 135M model cannot call
+# tools or write working programs).
 models/fetch.sh smollm2 qwen0.5 qwen1.5
 python3 -c "import openai, pytest, jinja2, schemathesis" 2>/dev/null || python3 -m pip install --quiet -r tests/python/requirements.txt
 cargo build --release --locked
@@ -15,5 +23,5 @@ cargo test --release --locked -- --test-threads="${TEST_THREADS:-4}"
 python3 -m pytest -q tests/python
 echo "== remote backend (thinkscale over thinkscale)"
 export THINKSCALE_TEST_BACKEND=remote
-cargo test --release --locked --test api --test confidence --test grading --test reasoning --test selfconsistency -- --test-threads="${TEST_THREADS:-4}"
+cargo test --release --locked --test api --test confidence --test grading --test reasoning --test selfconsistency --test verifiers -- --test-threads="${TEST_THREADS:-4}"
 python3 -m pytest -q tests/python

@@ -65,7 +65,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            model: PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            model: PathBuf::from("models/qwen2.5-coder-0.5b-instruct.gguf"),
             model_alias: None,
             host: "127.0.0.1".into(),
             port: 8080,
@@ -248,7 +248,7 @@ impl Default for ReasoningConfig {
 /// Flags of `thinkscale serve`. Every one may also come from its environment variable.
 #[derive(Debug, Args, Default)]
 pub struct ServeArgs {
-    /// GGUF model to serve [default: config `model`, i.e. models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    /// GGUF model to serve [default: config `model`, i.e. models/qwen2.5-coder-0.5b-instruct.gguf]
     #[arg(long, short = 'm', env = "THINKSCALE_MODEL")]
     pub model: Option<PathBuf>,
     /// Model name clients use in requests and see in responses [default: the GGUF's file stem,

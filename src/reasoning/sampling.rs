@@ -35,7 +35,8 @@ pub enum Check {
     /// `verifier: "tests"`: each sample's program runs against `tests` (client-sent Python
     /// asserts), or without them against the examples in the prompt's docstrings.
     Tests { tests: Option<String>, entry_point: Option<String> },
-    /// `{"type": "regex", "pattern": ...}`: the answer must match (the whole answer, trimmed).
+    /// `{"type": "regex", "pattern": ...}`: 1 when the pattern is found in the trimmed answer
+    /// (anchor it with `^...$` to match the whole answer), else 0.
     Regex(String),
     /// `{"type": "http", "name": ...}`: a checker the operator configured (`[verifiers.NAME]`);
     /// a SandboxFusion checker runs each program with `reasoning.tests` appended.

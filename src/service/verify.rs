@@ -144,7 +144,7 @@ impl Verify for Tests {
     }
 }
 
-/// `{"type": "regex", "pattern": ...}`: 1 when the trimmed answer matches, else 0.
+/// `{"type": "regex", "pattern": ...}`: 1 when the pattern is found in the trimmed answer, else 0.
 pub struct Pattern(pub regex::Regex);
 
 impl Verify for Pattern {

@@ -56,12 +56,21 @@ impl Remote {
         let started = Instant::now();
         loop {
             let mut last = String::new();
+            let mut not_found = 0;
             for i in 0..replicas.all.len() {
                 let r = replicas.all[i].clone();
                 match ready(&client, &r).await {
                     Ok(models) => return Self::finish(cfg, client, replicas, r, models).await,
-                    Err(e) => last = format!("{}: {e}", r.url),
+                    Err(e) => {
+                        not_found += usize::from(matches!(e, Failure::Refused(404, ..)));
+                        last = format!("{}: {e}", r.url);
+                    }
                 }
+            }
+            // A server that answers 404 to /health or /v1/models is up but is not an engine at
+            // this URL: waiting will not change that.
+            if not_found == replicas.all.len() {
+                anyhow::bail!("every backend answers 404 for /health or /v1/models ({last}): is the URL the engine's root or its /v1 base, e.g. http://127.0.0.1:8081/v1?");
             }
             if started.elapsed() > CONNECT_WAIT {
                 anyhow::bail!("no backend replica became ready within {} s (last: {last})", CONNECT_WAIT.as_secs());

@@ -37,10 +37,17 @@ pub struct ReplicaStatus {
     pub last_error: Option<String>,
 }
 
+/// An engine's root URL, whether given as the root or as the `/v1` base URL the OpenAI SDKs,
+/// vLLM and llama-server document: requests append `/v1/...` (and `/health`, `/tokenize`) to it.
+pub fn base_url(url: &str) -> String {
+    let u = url.trim().trim_end_matches('/');
+    u.strip_suffix("/v1").unwrap_or(u).trim_end_matches('/').to_string()
+}
+
 impl Replica {
     fn new(url: &str) -> Self {
         let r = Self {
-            url: url.trim_end_matches('/').to_string(),
+            url: base_url(url),
             up: AtomicBool::new(true),
             in_flight: AtomicU64::new(0),
             served: AtomicU64::new(0),
@@ -168,6 +175,15 @@ fn pick(loads: &[Option<(u64, u64)>], warm: Option<usize>) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_base_url_forms_name_the_root() {
+        for u in ["http://h:8081", "http://h:8081/", "http://h:8081/v1", "http://h:8081/v1/", " http://h:8081/v1 "] {
+            assert_eq!(base_url(u), "http://h:8081", "{u}");
+        }
+        assert_eq!(base_url("http://h/prefix/v1"), "http://h/prefix");
+        assert_eq!(base_url("http://h/v10"), "http://h/v10");
+    }
 
     #[test]
     fn least_busy_unless_the_warm_replica_is_nearly_as_free() {
