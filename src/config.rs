@@ -202,24 +202,33 @@ pub struct ReasoningConfig {
     pub auto_table: Option<PathBuf>,
 }
 
+impl ReasoningConfig {
+    /// The plain values a request's plan starts from.
+    pub fn policy(&self) -> crate::reasoning::plan::Policy {
+        crate::reasoning::plan::Policy {
+            budget: self.budget,
+            format: self.format.clone(),
+            effort_budgets: self.effort_budgets.clone(),
+            effort_samples: self.effort_samples.clone(),
+            effort_verifier: self.effort_verifier.clone(),
+            scaffold: self.scaffold,
+            confidence: self.confidence,
+        }
+    }
+}
+
 impl Default for ReasoningConfig {
     fn default() -> Self {
-        let effort_budgets = [("none", 0), ("minimal", 64), ("low", 256), ("medium", 768), ("high", 1536), ("xhigh", 3072), ("max", -1)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        let effort_samples = [("high", 8), ("xhigh", 8), ("max", 8)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        let effort_verifier =
-            [("high", "arithmetic"), ("xhigh", "arithmetic"), ("max", "arithmetic")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let p = crate::reasoning::plan::Policy::default();
         Self {
-            budget: -1,
-            format: "auto".into(),
-            effort_budgets,
-            effort_samples,
-            effort_verifier,
+            budget: p.budget,
+            format: p.format,
+            effort_budgets: p.effort_budgets,
+            effort_samples: p.effort_samples,
+            effort_verifier: p.effort_verifier,
             think_open: None,
             think_close: None,
-            scaffold: Default::default(),
+            scaffold: p.scaffold,
             scaffold_marker: "Final answer:".into(),
             scaffold_instruction: "Think step by step. When you are done thinking, write \"Final answer:\" followed by the answer.".into(),
             budget_message: "\nI have to give the answer now.\n".into(),
@@ -228,7 +237,7 @@ impl Default for ReasoningConfig {
             max_extensions: 6,
             answer_reserve: 32,
             answer_max_tokens: 64,
-            confidence: 0.95,
+            confidence: p.confidence,
             wave_size: 4,
             self_verifier_prompt: "Is that final answer correct? Answer Yes or No.".into(),
             verifier_model: None,

@@ -3,7 +3,6 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
-use thinkscale::config::ReasoningConfig;
 use thinkscale::backend::controller::{StopMatcher, Utf8Buffer};
 use thinkscale::reasoning::extract::{extract, final_answer, normalise, DEFAULT_CHAIN};
 use thinkscale::reasoning::forcing::{Forcer, ForcingSpec, Injection, Phase};
@@ -122,7 +121,7 @@ proptest! {
     #[test]
     fn the_planner_never_panics_on_arbitrary_fields(fields in prop::collection::vec((field(), value()), 0..6)) {
         let req: Map<String, Value> = fields.into_iter().collect();
-        let cfg = ReasoningConfig::default();
+        let cfg = plan::Policy::default();
         for thinking_model in [false, true] {
             if let Ok(p) = plan::normalise(&req, &cfg, thinking_model) {
                 prop_assert!(p.min_thinking <= p.max_thinking.unwrap_or(u32::MAX));

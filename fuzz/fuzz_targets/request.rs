@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(obj) = types::parse_object(data) else { return };
     let cfg = Config::default();
     for thinking_model in [false, true] {
-        let _ = plan::normalise(&obj, &cfg.reasoning, thinking_model);
+        let _ = plan::normalise(&obj, &cfg.reasoning.policy(), thinking_model);
     }
     if let Ok(common) = types::typed::<types::Common>(&obj) {
         let _ = common.validate(&cfg, Some(5), 1000, &[2]);
@@ -19,6 +19,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = chat::conversation(&obj);
     if let Ok(mapped) = responses::to_chat(&obj) {
         let _ = chat::conversation(&mapped);
-        let _ = plan::normalise(&mapped, &cfg.reasoning, false);
+        let _ = plan::normalise(&mapped, &cfg.reasoning.policy(), false);
     }
 });

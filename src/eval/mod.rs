@@ -6,7 +6,6 @@ mod derive;
 pub mod gen;
 mod report;
 mod run;
-pub mod table;
 
 use std::path::PathBuf;
 

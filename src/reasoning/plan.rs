@@ -8,7 +8,6 @@ use super::chat::Message;
 use super::labels::Effort;
 use super::sampling::SamplingPlan;
 use super::sampling::{sampling_given, sampling_plan};
-use crate::config::ReasoningConfig;
 
 /// The internal plan every request dialect is turned into.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +30,43 @@ pub struct ReasoningPlan {
     /// `reasoning_effort: "auto"`: the server picks the budget and samples from measured curves
     /// (the API applies `reasoning::auto`'s choice before the job is built).
     pub auto: bool,
+}
+
+/// The server's defaults a request's plan starts from: plain values the configuration builds
+/// (`ReasoningConfig::policy`), so this layer knows nothing of configuration files or flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Thinking budget when a request names none: -1 unlimited (within max tokens), 0 off.
+    pub budget: i64,
+    /// `auto`/`deepseek`: thinking in `reasoning_content`; `none`: thinking left inline.
+    pub format: String,
+    /// Effort level -> thinking-token budget.
+    pub effort_budgets: std::collections::BTreeMap<String, i64>,
+    /// Effort level -> samples; levels not listed use 1.
+    pub effort_samples: std::collections::BTreeMap<String, u32>,
+    /// Effort level -> verifier name; levels not listed use none.
+    pub effort_verifier: std::collections::BTreeMap<String, String>,
+    pub scaffold: Scaffold,
+    /// Stopping level of adaptive sampling when a request names none.
+    pub confidence: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let levels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self {
+            budget: -1,
+            format: "auto".into(),
+            effort_budgets: [("none", 0), ("minimal", 64), ("low", 256), ("medium", 768), ("high", 1536), ("xhigh", 3072), ("max", -1)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            effort_samples: [("high", 8), ("xhigh", 8), ("max", 8)].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            effort_verifier: levels(&[("high", "arithmetic"), ("xhigh", "arithmetic"), ("max", "arithmetic")]),
+            scaffold: Scaffold::default(),
+            confidence: 0.95,
+        }
+    }
 }
 
 /// How the server makes an instruct model (no think tokens) think.
@@ -119,7 +155,7 @@ impl<T: PartialEq + std::fmt::Debug + Clone> Agreed<T> {
 }
 
 /// Build the plan from the request body. `thinking_model`: the model has native think tokens.
-pub fn normalise(req: &Map<String, Value>, cfg: &ReasoningConfig, thinking_model: bool) -> Result<ReasoningPlan, PlanError> {
+pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -> Result<ReasoningPlan, PlanError> {
     let mut budget = Agreed::<i64>::new("thinking budget");
     let mut effort = Agreed::<String>::new("effort level");
     let mut switch = Agreed::<bool>::new("thinking on/off setting");
@@ -305,7 +341,7 @@ mod tests {
     use serde_json::json;
 
     fn plan(v: Value) -> Result<ReasoningPlan, PlanError> {
-        normalise(v.as_object().unwrap(), &ReasoningConfig::default(), false)
+        normalise(v.as_object().unwrap(), &Policy::default(), false)
     }
     fn budget(v: Value) -> Option<u32> {
         let p = plan(v).unwrap();
@@ -355,7 +391,7 @@ mod tests {
         let p = plan(json!({})).unwrap();
         assert!(!p.thinking);
         assert_eq!(p.effort, Effort::None);
-        let t = normalise(json!({}).as_object().unwrap(), &ReasoningConfig::default(), true).unwrap();
+        let t = normalise(json!({}).as_object().unwrap(), &Policy::default(), true).unwrap();
         assert!(t.thinking);
         assert_eq!(t.max_thinking, None);
     }

@@ -4,8 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::plan::{boolean, err, int, string, PlanError};
-use crate::config::ReasoningConfig;
+use super::plan::{boolean, err, int, string, PlanError, Policy};
 
 /// Self-consistency: how many chains to sample and how to choose among them.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +99,7 @@ pub(super) fn sampling_given(req: &Map<String, Value>) -> Option<String> {
 
 /// `reasoning: {samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup}` with
 /// top-level aliases `samples`/`num_samples` and the other names.
-pub(super) fn sampling_plan(req: &Map<String, Value>, cfg: &ReasoningConfig, effort: Option<String>) -> Result<SamplingPlan, PlanError> {
+pub(super) fn sampling_plan(req: &Map<String, Value>, cfg: &Policy, effort: Option<String>) -> Result<SamplingPlan, PlanError> {
     let nested = req.get("reasoning").and_then(Value::as_object);
     let pick = |key: &str, aliases: &[&str]| -> Option<(Value, String)> {
         nested

@@ -4,6 +4,7 @@
 //! keeps what requests answered and the accuracy-vs-compute table `reasoning_effort: "auto"` reads.
 //! Nothing here knows HTTP or OpenAI's wire types: `api/` maps results and errors onto them.
 
+pub mod auto_table;
 pub mod grading;
 pub mod invalid;
 pub mod pipeline;
@@ -31,6 +32,8 @@ pub struct Service {
     pub engine_failure: Arc<OnceLock<String>>,
     /// Settings measured by a harness run (`reasoning.auto_table`), for `reasoning_effort: "auto"`.
     pub auto_table: Arc<Vec<crate::reasoning::auto::Measured>>,
+    /// The reasoning defaults every request's plan starts from (built once from the config).
+    pub policy: Arc<crate::reasoning::plan::Policy>,
     /// Where `verifier: "tests"` runs programs; None unless `code_exec` is set.
     pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
     /// For operator-configured HTTP checkers.
@@ -42,10 +45,11 @@ impl Service {
     pub fn new(cfg: Arc<Config>) -> anyhow::Result<Self> {
         let history = Arc::new(grading::History::new(cfg.reasoning.history_size));
         let table = match &cfg.reasoning.auto_table {
-            Some(p) => crate::eval::table::load(p).map_err(|e| anyhow::anyhow!("reasoning.auto_table: {e:#}"))?,
+            Some(p) => auto_table::load(p).map_err(|e| anyhow::anyhow!("reasoning.auto_table: {e:#}"))?,
             None => Vec::new(),
         };
         Ok(Self {
+            policy: Arc::new(cfg.reasoning.policy()),
             cfg,
             backend: Arc::new(OnceLock::new()),
             history,

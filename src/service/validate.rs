@@ -267,7 +267,7 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
     v.constrain(backend)?;
     let original_messages = msgs.clone();
     let native = vocab.think_markers();
-    let mut plan = plan::normalise(&obj, &cfg.reasoning, native.is_some())?;
+    let mut plan = plan::normalise(&obj, &state.policy, native.is_some())?;
     let auto = plan.auto.then(|| super::grading::apply_auto(state, &mut plan, tools.is_some()));
     let samples = plan.sampling.samples as usize;
     let limit = cfg.parallel as usize * cfg.queue_size;

@@ -1,14 +1,33 @@
 //! A harness run read back as a scaling table, the `auto` policy's measurements before the server
-//! has graded anything itself (`reasoning.auto_table`).
+//! has graded anything itself (`reasoning.auto_table`). It reads the files `thinkscale eval` writes
+//! by their format alone: the server does not link the harness.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::run::read_records;
 use crate::reasoning::auto::{Budget, Measured, Setting};
+
+/// The fields of a results.jsonl line (`eval::run::Record`) a table needs.
+#[derive(Deserialize)]
+struct Row {
+    budget: String,
+    samples: u32,
+    correct: bool,
+    thinking_tokens: f64,
+    #[serde(default)]
+    variant: String,
+    error: Option<String>,
+}
+
+fn rows(path: &Path) -> anyhow::Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // As the harness reads it: a run killed mid-write may leave a partial last line.
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
 
 /// Settings measured by a run directory (or one of its files): `derived.json` cells voted by
 /// majority (the vote an `auto` request uses), and `results.jsonl` cells of fixed settings that
@@ -44,7 +63,7 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Measured>> {
     }
     if let Some(p) = results {
         let mut sums: BTreeMap<(String, u32), (u64, u64, f64)> = BTreeMap::new();
-        for r in read_records(&p)?.into_iter().filter(|r| r.error.is_none() && r.variant.is_empty()) {
+        for r in rows(&p)?.into_iter().filter(|r| r.error.is_none() && r.variant.is_empty()) {
             let e = sums.entry((r.budget.clone(), r.samples)).or_default();
             e.0 += 1;
             e.1 += u64::from(r.correct);
