@@ -4,7 +4,6 @@ pub mod api;
 pub mod service;
 pub mod backend;
 pub mod config;
-pub mod engine;
 pub mod eval;
 pub mod metrics;
 pub mod reasoning;

@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 use thinkscale::api::router;
 use thinkscale::service::Service;
 use thinkscale::config::{Config, ServeArgs};
-use thinkscale::engine::Engine;
+use thinkscale::backend::embedded::engine::Engine;
 
 #[derive(Parser)]
 #[command(name = "thinkscale", version, about = "OpenAI-compatible llama.cpp server with per-request thinking budgets, self-consistency and verifiers")]
@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(cmd) => thinkscale::eval::main(cmd),
         Command::BenchCeiling(c) => {
             let threads = c.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4));
-            let rows = thinkscale::engine::ceiling::run(&thinkscale::engine::ceiling::CeilingArgs {
+            let rows = thinkscale::backend::embedded::engine::ceiling::run(&thinkscale::backend::embedded::engine::ceiling::CeilingArgs {
                 model: &c.model,
                 gpu_layers: c.gpu_layers,
                 prompt: &c.prompt,
@@ -130,7 +130,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Ok((engine, handle)) => {
                 tracing::info!(
                     n_ctx = engine.n_ctx, parallel = engine.parallel, gpu_layers = engine.model.gpu_layers,
-                    devices = ?thinkscale::engine::model::devices(), thinking_markers = ?engine.model.think_markers,
+                    devices = ?thinkscale::backend::embedded::engine::model::devices(), thinking_markers = ?engine.model.think_markers,
                     "model ready"
                 );
                 let failure = st.engine_failure.clone();
@@ -177,7 +177,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn report_engine_panic(failure: Arc<std::sync::OnceLock<String>>) {
     let print = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().name() == Some(thinkscale::engine::THREAD) {
+        if std::thread::current().name() == Some(thinkscale::backend::embedded::engine::THREAD) {
             let _ = failure.set(engine_failed(info.payload()));
             thinkscale::metrics::metrics().engine_up.set(0);
         }

@@ -119,7 +119,7 @@ impl Vocabulary for RemoteVocab {
     /// llama.cpp's grammar for the schema (no vocabulary needed): the gate checks with it that
     /// the engine is handed a schema it can enforce, as the embedded engine would.
     fn json_grammar(&self, schema: &str) -> Result<Grammar, String> {
-        let gbnf = crate::engine::model::schema_gbnf(schema)?;
+        let gbnf = crate::backend::embedded::engine::model::schema_gbnf(schema)?;
         Ok(Grammar { gbnf, root: "root" })
     }
     fn tool_grammar(&self, _: &str, _: bool) -> Result<Grammar, String> {

@@ -1,5 +1,7 @@
-//! The embedded backend: the llama.cpp engine in this process (`crate::engine`), and its model
-//! as the request pipeline's vocabulary.
+//! The embedded backend: the llama.cpp engine in this process (`engine/`, the only code that calls
+//! llama.cpp), and its model as the request pipeline's vocabulary.
+
+pub mod engine;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Backend, CancelHandle, Capabilities, Event, Grammar, Health, JobSpec, SubmitError, TextError, Token, Vocabulary};
-use crate::engine::{Engine, Model};
+use engine::{Engine, Model};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
 
@@ -64,7 +66,7 @@ impl Backend for Engine {
             slot_ctx: self.slot_ctx,
             gpu_layers: self.model.gpu_layers,
             n_layer: self.model.n_layer,
-            devices: crate::engine::model::devices(),
+            devices: engine::model::devices(),
         })
     }
     fn fail_for_test(&self) {

@@ -6,8 +6,8 @@ use super::{Scheduler, Slot};
 use crate::backend::controller::Controller;
 use crate::backend::groups::Work;
 use crate::backend::{Event, Judge, SamplingParams};
-use crate::engine::sequence::Sequence;
-use crate::engine::verifier::{Ask, Verdict};
+use crate::backend::embedded::engine::sequence::Sequence;
+use crate::backend::embedded::engine::verifier::{Ask, Verdict};
 
 impl Scheduler<'_> {
     /// Fork prefilled prompts into new sequences (samples, then judges) while slots allow.

@@ -7,7 +7,7 @@ use super::{ActiveJob, Scheduler};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::Groups;
 use crate::backend::{FinishReason, Token};
-use crate::engine::Job;
+use crate::backend::embedded::engine::Job;
 use crate::metrics::metrics;
 
 impl Scheduler<'_> {
