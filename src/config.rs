@@ -353,7 +353,21 @@ impl Config {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone().into(); } )* };
         }
-        take!(model, model_alias, host, port, ctx_size, parallel, threads, batch_size, queue_size, api_key, backends_dir, cors_origins, backends);
+        take!(
+            model,
+            model_alias,
+            host,
+            port,
+            ctx_size,
+            parallel,
+            threads,
+            batch_size,
+            queue_size,
+            api_key,
+            backends_dir,
+            cors_origins,
+            backends
+        );
         if args.backend_model.is_some() {
             cfg.backend_model = args.backend_model.clone();
         }
@@ -434,9 +448,9 @@ impl Config {
 
     /// The id `/v1/models` reports and requests may name.
     pub fn model_id(&self) -> String {
-        self.model_alias.clone().unwrap_or_else(|| {
-            self.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
-        })
+        self.model_alias
+            .clone()
+            .unwrap_or_else(|| self.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()))
     }
 }
 

@@ -1,10 +1,10 @@
 //! thinkscale library: the server's layers, exposed for the binary, benches and tests.
 
 pub mod api;
-pub mod service;
 pub mod backend;
 pub mod config;
 pub mod eval;
 pub mod metrics;
 pub mod reasoning;
 pub mod sandbox;
+pub mod service;

@@ -6,12 +6,16 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use thinkscale::api::router;
-use thinkscale::service::Service;
-use thinkscale::config::{Config, ServeArgs};
 use thinkscale::backend::embedded::engine::Engine;
+use thinkscale::config::{Config, ServeArgs};
+use thinkscale::service::Service;
 
 #[derive(Parser)]
-#[command(name = "thinkscale", version, about = "OpenAI-compatible llama.cpp server with per-request thinking budgets, self-consistency and verifiers")]
+#[command(
+    name = "thinkscale",
+    version,
+    about = "OpenAI-compatible llama.cpp server with per-request thinking budgets, self-consistency and verifiers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,10 +111,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     apply_cpu_wait(&cfg)?;
     if !cfg.model.exists() {
-        anyhow::bail!(
-            "model file {} not found; fetch the default model with `models/fetch.sh` or pass --model PATH",
-            cfg.model.display()
-        );
+        anyhow::bail!("model file {} not found; fetch the default model with `models/fetch.sh` or pass --model PATH", cfg.model.display());
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -192,7 +193,10 @@ fn engine_failed(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// `serve --backend URL...`: test-time compute over remote engines; no model is loaded here.
 fn serve_remote(mut cfg: Config) -> anyhow::Result<()> {
-    anyhow::ensure!(cfg.reasoning.verifier_model.is_none(), "--verifier-model needs the embedded engine; it cannot be combined with --backend");
+    anyhow::ensure!(
+        cfg.reasoning.verifier_model.is_none(),
+        "--verifier-model needs the embedded engine; it cannot be combined with --backend"
+    );
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let remote = thinkscale::backend::remote::Remote::connect(&cfg).await?;

@@ -109,14 +109,18 @@ fn stop_strings_cut_the_answer() {
 #[test]
 fn n_choices_are_independent_samples() {
     let s = shared();
-    let v = s.chat(&json!({"messages": [{"role": "user", "content": "Tell me a word."}], "n": 4, "temperature": 1.2, "seed": 7, "max_tokens": 12}));
+    let v = s.chat(
+        &json!({"messages": [{"role": "user", "content": "Tell me a word."}], "n": 4, "temperature": 1.2, "seed": 7, "max_tokens": 12}),
+    );
     let choices = v["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 4);
     let texts: std::collections::HashSet<&str> = choices.iter().map(|c| c["message"]["content"].as_str().unwrap()).collect();
     assert!(texts.len() >= 2, "{texts:?}");
     assert_eq!(choices.iter().map(|c| c["index"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     // The same seed reproduces the same choices.
-    let again = s.chat(&json!({"messages": [{"role": "user", "content": "Tell me a word."}], "n": 4, "temperature": 1.2, "seed": 7, "max_tokens": 12}));
+    let again = s.chat(
+        &json!({"messages": [{"role": "user", "content": "Tell me a word."}], "n": 4, "temperature": 1.2, "seed": 7, "max_tokens": 12}),
+    );
     assert_eq!(v["choices"], again["choices"]);
 }
 
@@ -177,7 +181,8 @@ fn response_format_constrains_the_output_to_the_schema() {
         body["temperature"] = json!(temperature);
         body["ignore_eos"] = json!(true);
         body["logit_bias"] = Value::Object(ban.clone());
-        body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "d", "schema": {"type": "integer", "minimum": 0, "maximum": 9}}});
+        body["response_format"] =
+            json!({"type": "json_schema", "json_schema": {"name": "d", "schema": {"type": "integer", "minimum": 0, "maximum": 9}}});
         let v = s.chat(&body);
         let d: i64 = v["choices"][0]["message"]["content"].as_str().unwrap().trim().parse().unwrap();
         assert!((0..=9).contains(&d), "{v}");
@@ -248,7 +253,8 @@ fn concurrent_greedy_requests_match_sequential_ones() {
     let prompts: Vec<String> = (0..8).map(|i| format!("What is {} plus {}?", i + 2, i * 3 + 1)).collect();
     let sequential: Vec<Value> = prompts.iter().map(|p| s.chat(&greedy(p, 24))["choices"][0]["message"]["content"].clone()).collect();
     let concurrent: Vec<Value> = std::thread::scope(|sc| {
-        let handles: Vec<_> = prompts.iter().map(|p| sc.spawn(|| s.chat(&greedy(p, 24))["choices"][0]["message"]["content"].clone())).collect();
+        let handles: Vec<_> =
+            prompts.iter().map(|p| sc.spawn(|| s.chat(&greedy(p, 24))["choices"][0]["message"]["content"].clone())).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(sequential, concurrent);
@@ -278,7 +284,8 @@ fn simultaneous_requests_all_decode_at_once() {
 #[test]
 fn disconnect_mid_stream_frees_the_slot() {
     let s = Server::start(&[]);
-    let body = json!({"messages": [{"role": "user", "content": "Write a very long essay about the sea."}], "max_tokens": 2000, "stream": true});
+    let body =
+        json!({"messages": [{"role": "user", "content": "Write a very long essay about the sea."}], "max_tokens": 2000, "stream": true});
     let r = s.client.post(s.url("/v1/chat/completions")).json(&body).send().unwrap();
     let mut lines = BufReader::new(r).lines();
     for _ in 0..6 {
@@ -369,12 +376,28 @@ fn bad_inputs_get_openai_errors_and_the_server_keeps_serving() {
         (json!({"messages": msgs, "response_format": {"type": "xml"}}), "response_format.type", 400),
         (json!({"messages": msgs, "tools": [{"type": "retrieval", "function": {"name": "f"}}]}), "tools[0].type", 400),
         (json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "two words"}}]}), "tools[0].function.name", 400),
-        (json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}]}), "tools[0].function.parameters", 400),
+        (
+            json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}]}),
+            "tools[0].function.parameters",
+            400,
+        ),
         (json!({"messages": msgs, "tools": "f"}), "tools", 400),
         (json!({"messages": msgs, "tool_choice": "required"}), "tool_choice", 400),
-        (json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}), "tool_choice", 400),
-        (json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": 5}}]}]}), "messages[1].tool_calls[0].function.arguments", 400),
-        (json!({"messages": msgs, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frog"}}}}), "response_format", 400),
+        (
+            json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice",
+            400,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": 5}}]}]}),
+            "messages[1].tool_calls[0].function.arguments",
+            400,
+        ),
+        (
+            json!({"messages": msgs, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frog"}}}}),
+            "response_format",
+            400,
+        ),
     ];
     for (body, param, status) in cases {
         let (st, v) = s.post("/v1/chat/completions", &body);
@@ -382,7 +405,13 @@ fn bad_inputs_get_openai_errors_and_the_server_keeps_serving() {
         assert_error(&v);
         assert_eq!(v["error"]["param"], param, "{body} -> {v}");
     }
-    for raw in [b"{not json".to_vec(), b"[1,2]".to_vec(), vec![0xff, 0xfe, b'{'], Vec::new(), b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\"}]}".to_vec()] {
+    for raw in [
+        b"{not json".to_vec(),
+        b"[1,2]".to_vec(),
+        vec![0xff, 0xfe, b'{'],
+        Vec::new(),
+        b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\"}]}".to_vec(),
+    ] {
         let (st, v) = s.post_raw("/v1/chat/completions", raw.clone());
         assert_eq!(st, 400, "{:?} -> {v}", String::from_utf8_lossy(&raw));
         assert_error(&v);
@@ -441,7 +470,11 @@ fn a_failed_engine_is_reported_then_the_server_exits_non_zero() {
     // A request decoding when the engine fails gets a clear error, not a hang.
     let (client, url) = (s.client.clone(), s.url("/v1/chat/completions"));
     let inflight = std::thread::spawn(move || {
-        let r = client.post(url).json(&json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 1500, "ignore_eos": true})).send().unwrap();
+        let r = client
+            .post(url)
+            .json(&json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 1500, "ignore_eos": true}))
+            .send()
+            .unwrap();
         (r.status().as_u16(), r.json::<Value>().unwrap())
     });
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -480,7 +513,11 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let client = s.client.clone();
     let url = s.url("/v1/chat/completions");
     let inflight = std::thread::spawn(move || {
-        let r = client.post(url).json(&json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 64, "temperature": 0})).send().unwrap();
+        let r = client
+            .post(url)
+            .json(&json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 64, "temperature": 0}))
+            .send()
+            .unwrap();
         (r.status().as_u16(), r.json::<Value>().unwrap())
     });
     // An idle keep-alive connection (as a dashboard tab or a scraper holds) must not keep the

@@ -121,7 +121,9 @@ fn observe(s: &Server, effort: &str, budget: &str, samples: &str, n: usize, k: u
 #[test]
 fn auto_learns_from_graded_history_and_widens_only_when_the_first_wave_disagrees() {
     let s = Server::start(&[]);
-    let ask = |temperature: f64| s.chat(&body(json!({"reasoning_effort": "auto", "thinking_budget_tokens": null, "temperature": temperature, "seed": 2})));
+    let ask = |temperature: f64| {
+        s.chat(&body(json!({"reasoning_effort": "auto", "thinking_budget_tokens": null, "temperature": temperature, "seed": 2})))
+    };
     let v = ask(0.0);
     assert!(v["thinkscale"]["auto"]["choice"].is_null(), "{v}");
     assert!(v["thinkscale"]["auto"]["reason"].as_str().unwrap().contains("no setting"), "{v}");
@@ -131,7 +133,11 @@ fn auto_learns_from_graded_history_and_widens_only_when_the_first_wave_disagrees
     observe(&s, "default", "unlimited", "4", 40, 40, 400.0);
     let v = ask(0.0);
     let auto = &v["thinkscale"]["auto"];
-    assert_eq!((auto["source"].clone(), auto["choice"]["setting"]["samples"].clone(), auto["choice"]["widen_to"].clone()), (json!("history"), json!(2), json!(4)), "{auto}");
+    assert_eq!(
+        (auto["source"].clone(), auto["choice"]["setting"]["samples"].clone(), auto["choice"]["widen_to"].clone()),
+        (json!("history"), json!(2), json!(4)),
+        "{auto}"
+    );
     let x = ext(&v);
     // Greedy chains agree: the search does not widen.
     assert_eq!((x["samples_used"].clone(), x["stopped_early"].clone()), (json!(2), json!(true)), "{x}");

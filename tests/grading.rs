@@ -69,8 +69,27 @@ fn eval_harness_sweeps_a_grid_and_writes_plots() {
     assert!(gen.success());
     let run = |limit: &str| {
         Command::new(bin)
-            .args(["eval", "run", "--url", &s.base, "--data", data.to_str().unwrap(), "--budgets", "0,16", "--samples", "1,2", "--limit", limit,
-                   "--concurrency", "4", "--answer-tokens", "8", "--post", "--out", out.to_str().unwrap()])
+            .args([
+                "eval",
+                "run",
+                "--url",
+                &s.base,
+                "--data",
+                data.to_str().unwrap(),
+                "--budgets",
+                "0,16",
+                "--samples",
+                "1,2",
+                "--limit",
+                limit,
+                "--concurrency",
+                "4",
+                "--answer-tokens",
+                "8",
+                "--post",
+                "--out",
+                out.to_str().unwrap(),
+            ])
             .output()
             .unwrap()
     };
@@ -81,7 +100,15 @@ fn eval_harness_sweeps_a_grid_and_writes_plots() {
     assert!(second.status.success());
     let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().count();
     assert_eq!(lines, 4 * 2 * 2);
-    for f in ["results.csv", "summary.csv", "summary.json", "accuracy_vs_seconds.svg", "accuracy_vs_seconds.png", "accuracy_vs_tokens.svg", "accuracy_vs_tokens.png"] {
+    for f in [
+        "results.csv",
+        "summary.csv",
+        "summary.json",
+        "accuracy_vs_seconds.svg",
+        "accuracy_vs_seconds.png",
+        "accuracy_vs_tokens.svg",
+        "accuracy_vs_tokens.png",
+    ] {
         assert!(out.join(f).metadata().unwrap().len() > 100, "{f}");
     }
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();

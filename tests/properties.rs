@@ -135,9 +135,26 @@ proptest! {
 
 fn field() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "reasoning_effort", "reasoning", "thinking", "thinking_budget_tokens", "reasoning_budget_tokens", "thinking_token_budget",
-        "max_thinking_tokens", "min_thinking_tokens", "chat_template_kwargs", "think", "reasoning_format", "samples", "verifier",
-        "aggregate", "adaptive", "confidence", "reasoning_budget_message", "prune", "keep_top", "warmup",
+        "reasoning_effort",
+        "reasoning",
+        "thinking",
+        "thinking_budget_tokens",
+        "reasoning_budget_tokens",
+        "thinking_token_budget",
+        "max_thinking_tokens",
+        "min_thinking_tokens",
+        "chat_template_kwargs",
+        "think",
+        "reasoning_format",
+        "samples",
+        "verifier",
+        "aggregate",
+        "adaptive",
+        "confidence",
+        "reasoning_budget_message",
+        "prune",
+        "keep_top",
+        "warmup",
     ])
     .prop_map(str::to_string)
 }
@@ -149,13 +166,45 @@ fn value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| json!(n)),
         (-2i64..5000).prop_map(|n| json!(n)),
         any::<f64>().prop_map(|f| json!(f)),
-        prop::sample::select(vec!["low", "high", "max", "none", "enabled", "disabled", "weighted", "best", "self", "arithmetic", "x", "auto", "confidence"])
-            .prop_map(|s| json!(s)),
+        prop::sample::select(vec![
+            "low",
+            "high",
+            "max",
+            "none",
+            "enabled",
+            "disabled",
+            "weighted",
+            "best",
+            "self",
+            "arithmetic",
+            "x",
+            "auto",
+            "confidence"
+        ])
+        .prop_map(|s| json!(s)),
     ];
     leaf.prop_recursive(2, 12, 4, |inner| {
-        prop::collection::vec((prop::sample::select(vec!["effort", "max_tokens", "type", "budget_tokens", "enable_thinking", "samples",
-                                                        "exclude", "enabled", "scaffold", "verifier", "prune", "keep_top"]), inner), 0..4)
-            .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    "effort",
+                    "max_tokens",
+                    "type",
+                    "budget_tokens",
+                    "enable_thinking",
+                    "samples",
+                    "exclude",
+                    "enabled",
+                    "scaffold",
+                    "verifier",
+                    "prune",
+                    "keep_top",
+                ]),
+                inner,
+            ),
+            0..4,
+        )
+        .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
     })
 }
 

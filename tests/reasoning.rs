@@ -39,9 +39,7 @@ fn budgets_are_never_exceeded_and_there_is_always_an_answer() {
     for budget in [0u64, 16, 64, 256] {
         let results: Vec<Value> = std::thread::scope(|sc| {
             let hs: Vec<_> = (0..30)
-                .map(|i| {
-                    sc.spawn(move || ask(s, QUESTIONS[i % QUESTIONS.len()], json!({"thinking_budget_tokens": budget, "seed": i})))
-                })
+                .map(|i| sc.spawn(move || ask(s, QUESTIONS[i % QUESTIONS.len()], json!({"thinking_budget_tokens": budget, "seed": i}))))
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
@@ -111,7 +109,8 @@ fn a_cut_shows_its_budget_message_and_the_scaffold_is_chosen_per_request() {
     assert_eq!(prompt(json!({"thinking_budget_tokens": 32})), plain);
     let instruct = prompt(json!({"thinking_budget_tokens": 32, "reasoning": {"scaffold": "instruct"}}));
     assert!(instruct.contains(&thinkscale::config::ReasoningConfig::default().scaffold_instruction), "{instruct}");
-    let (st, e) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "reasoning": {"scaffold": "loud"}}));
+    let (st, e) =
+        s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "reasoning": {"scaffold": "loud"}}));
     assert_eq!(st, 400);
     assert_eq!(e["error"]["param"], "reasoning.scaffold", "{e}");
 }
@@ -157,7 +156,8 @@ fn max_completion_tokens_caps_thinking_and_answer_together() {
 #[test]
 fn streaming_and_non_streaming_agree() {
     let s = shared();
-    let body = json!({"messages": [{"role": "user", "content": QUESTIONS[1]}], "temperature": 0, "reasoning_effort": "minimal", "logprobs": true});
+    let body =
+        json!({"messages": [{"role": "user", "content": QUESTIONS[1]}], "temperature": 0, "reasoning_effort": "minimal", "logprobs": true});
     let whole = s.chat(&body);
     let mut sbody = body.clone();
     sbody["stream"] = json!(true);
@@ -172,7 +172,13 @@ fn streaming_and_non_streaming_agree() {
         .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
         .filter_map(|c| {
             let d = &c["delta"];
-            if d["reasoning_content"].is_string() { Some(true) } else if d["content"].as_str().is_some_and(|t| !t.is_empty()) { Some(false) } else { None }
+            if d["reasoning_content"].is_string() {
+                Some(true)
+            } else if d["content"].as_str().is_some_and(|t| !t.is_empty()) {
+                Some(false)
+            } else {
+                None
+            }
         })
         .collect();
     let first_answer = kinds.iter().position(|k| !k).unwrap();
@@ -208,7 +214,10 @@ fn dialects_are_accepted_and_contradictions_rejected() {
         let excluded = extra["reasoning"]["exclude"] == true;
         assert_eq!(v["choices"][0]["message"].get("reasoning_content").is_none(), excluded, "{extra}");
     }
-    let (st, v) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "think": false, "thinking_budget_tokens": 50}));
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}], "think": false, "thinking_budget_tokens": 50}),
+    );
     assert_eq!(st, 400);
     assert_eq!(v["error"]["param"], "thinking_budget_tokens");
 }

@@ -62,7 +62,12 @@ fn requests_spread_over_replicas_and_survive_a_killed_one() {
     assert_eq!(status, 200);
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert!(!text.contains("\"error\""), "the request failed instead of moving: {text}");
-    let chunks: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     let content = common::joined(&chunks, 0, "content");
     assert!(!content.is_empty());
     assert_eq!(chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).last(), Some("length"));

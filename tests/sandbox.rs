@@ -147,7 +147,8 @@ fn killing_the_parent_kills_nothing_outside() {
 fn the_harness_scores_programs_and_contains_hostile_tests() {
     let (rt, sb) = sandbox(Limits { wall_seconds: 6.0, ..Limits::default() });
     let prompt = "def add(a, b):\n    \"\"\"\n    >>> add(2, 3)\n    5\n    >>> add(-1, 1)\n    0\n    \"\"\"\n";
-    let suite = Suite { entry_point: Some("add".into()), examples: thinkscale::reasoning::code::examples(prompt, Some("add")), tests: None };
+    let suite =
+        Suite { entry_point: Some("add".into()), examples: thinkscale::reasoning::code::examples(prompt, Some("add")), tests: None };
     let good = rt.block_on(harness::run(&sb, "def add(a, b):\n    print('noise')\n    return a + b\n", &suite, 8)).unwrap();
     assert_eq!((good.cases, good.passed, good.loaded), (2, 2, true), "{good:?}");
     let same = rt.block_on(harness::run(&sb, "def add(x, y):\n    return y + x\n", &suite, 8)).unwrap();
@@ -158,12 +159,21 @@ fn the_harness_scores_programs_and_contains_hostile_tests() {
     let none = rt.block_on(harness::run(&sb, "def subtract(a, b):\n    return a - b\n", &suite, 8)).unwrap();
     assert!(!none.loaded && none.error.as_deref().unwrap_or("").contains("add"), "{none:?}");
     // Client-sent tests are untrusted too: hostile setup code is contained like a hostile program.
-    for hostile in ["import time\ntime.sleep(10**6)\nassert add(1, 1) == 2", "import os\nwhile True:\n    os.fork()", "x = ' ' * 10**10", "print(open('/etc/shadow').read())\nassert add(1, 1) == 2"] {
+    for hostile in [
+        "import time\ntime.sleep(10**6)\nassert add(1, 1) == 2",
+        "import os\nwhile True:\n    os.fork()",
+        "x = ' ' * 10**10",
+        "print(open('/etc/shadow').read())\nassert add(1, 1) == 2",
+    ] {
         let s = Suite { entry_point: Some("add".into()), examples: Vec::new(), tests: Some(hostile.into()) };
         let r = rt.block_on(harness::run(&sb, "def add(a, b):\n    return a + b\n", &s, 0)).unwrap();
         assert_eq!(r.passed, 0, "{hostile}: {r:?}");
     }
-    let asserts = Suite { entry_point: None, examples: Vec::new(), tests: Some("import math\nassert add(1, 2) == 3\nassert add(2, 2) == 5\nassert math.isfinite(add(0.5, 0.5))".into()) };
+    let asserts = Suite {
+        entry_point: None,
+        examples: Vec::new(),
+        tests: Some("import math\nassert add(1, 2) == 3\nassert add(2, 2) == 5\nassert math.isfinite(add(0.5, 0.5))".into()),
+    };
     let r = rt.block_on(harness::run(&sb, "def add(a, b):\n    return a + b\n", &asserts, 0)).unwrap();
     assert_eq!((r.cases, r.passed), (3, 2), "{r:?}");
     still_works(&rt, &sb);

@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use common::Server;
-use thinkscale::reasoning::verify::{arithmetic_score, logprob_score};
 use serde_json::{json, Value};
+use thinkscale::reasoning::verify::{arithmetic_score, logprob_score};
 
 const Q: &str = "Tom has 12 apples and buys 7 more. How many apples does he have?";
 
@@ -63,7 +63,8 @@ fn greedy_samples_agree_and_adaptive_stops_after_the_first_wave() {
     let x = ext(&v, 0);
     assert_eq!(x["stopped_early"], true, "{x}");
     assert_eq!(x["samples_used"], 4, "{x}");
-    let answers: Vec<&Value> = x["samples"].as_array().unwrap().iter().filter(|s| s["finish_reason"] != "cancelled").map(|s| &s["answer"]).collect();
+    let answers: Vec<&Value> =
+        x["samples"].as_array().unwrap().iter().filter(|s| s["finish_reason"] != "cancelled").map(|s| &s["answer"]).collect();
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
     // Only the first wave ran: the four samples never launched are not listed.
     let listed = x["samples"].as_array().unwrap();
@@ -175,7 +176,8 @@ fn a_second_model_can_be_the_verifier() {
     let v = s.chat(&req);
     let x = ext(&v, 0);
     assert_eq!(x["verifier"], "model");
-    let scores: Vec<f64> = x["samples"].as_array().unwrap().iter().filter(|s| s["answer"].is_string()).map(|s| s["score"].as_f64().unwrap()).collect();
+    let scores: Vec<f64> =
+        x["samples"].as_array().unwrap().iter().filter(|s| s["answer"].is_string()).map(|s| s["score"].as_f64().unwrap()).collect();
     assert!(!scores.is_empty());
     assert!(scores.iter().all(|s| (0.0..=1.0).contains(s) && *s != 0.5), "{scores:?}");
 }

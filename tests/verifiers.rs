@@ -54,7 +54,9 @@ fn tests_verifier_runs_programs_against_the_docstring_and_client_tests() {
     assert!(v["choices"][0]["message"]["content"].as_str().unwrap().contains("def add"));
 
     // Client tests replace the docstring: an assert that no correct add passes fails everywhere.
-    let v = s.chat(&code_request(json!({"enabled": false, "samples": 2, "verifier": "tests", "tests": "assert add(1, 1) == 2\nassert add(2, 2) == 5"})));
+    let v = s.chat(&code_request(
+        json!({"enabled": false, "samples": 2, "verifier": "tests", "tests": "assert add(1, 1) == 2\nassert add(2, 2) == 5"}),
+    ));
     for smp in samples(&v) {
         assert_eq!(smp["tests"]["run"], 2, "{smp}");
         assert!(smp["tests"]["passed"].as_u64().unwrap() <= 1, "{smp}");
@@ -125,7 +127,10 @@ fn checks_need_their_flag_and_valid_settings() {
     }
     // With the sandbox, a prompt without examples and no tests has nothing to run.
     let s = coder(&[]);
-    let (st, v) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Write a sorting function."}], "reasoning": {"samples": 2, "verifier": "tests"}}));
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Write a sorting function."}], "reasoning": {"samples": 2, "verifier": "tests"}}),
+    );
     assert_eq!((st, v["error"]["param"].as_str()), (400, Some("reasoning.tests")), "{v}");
 }
 
@@ -156,7 +161,11 @@ fn checker(reply: Option<&'static str>) -> (String, std::sync::mpsc::Receiver<Va
                 let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
                 match reply {
                     Some(text) => {
-                        let _ = write!(conn, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}", text.len());
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                            text.len()
+                        );
                     }
                     None => std::thread::sleep(std::time::Duration::from_secs(120)),
                 }
@@ -195,7 +204,9 @@ fn regex_and_http_checkers_score_and_a_hung_checker_scores_zero() {
         assert!(smp["verifier_error"].as_str().unwrap().contains("took over"), "{smp}");
     }
 
-    let v = s.chat(&code_request(json!({"enabled": false, "samples": 2, "verifier": {"type": "http", "name": "fusion"}, "tests": "assert add(2, 2) == 4"})));
+    let v = s.chat(&code_request(
+        json!({"enabled": false, "samples": 2, "verifier": {"type": "http", "name": "fusion"}, "tests": "assert add(2, 2) == 4"}),
+    ));
     let sent = ran.recv().unwrap();
     assert_eq!(sent["language"], "python");
     assert!(sent["code"].as_str().unwrap().ends_with("assert add(2, 2) == 4\n"), "{sent}");

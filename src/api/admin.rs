@@ -19,7 +19,9 @@ pub async fn models(State(state): State<Service>) -> Response {
 pub async fn model(State(state): State<Service>, axum::extract::Path(name): axum::extract::Path<String>) -> Result<Response, ApiError> {
     let id = state.cfg.model_id();
     if name != id {
-        return Err(ApiError::not_found(format!("The model '{name}' does not exist; this server serves '{id}'")).with_code("model_not_found"));
+        return Err(
+            ApiError::not_found(format!("The model '{name}' does not exist; this server serves '{id}'")).with_code("model_not_found")
+        );
     }
     Ok(axum::Json(ModelCard::new(id, None)).into_response())
 }

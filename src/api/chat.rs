@@ -3,13 +3,15 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use futures::future::BoxFuture;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
 
 use super::error::ApiError;
-use super::openai::{AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Completion, Delta, Finish, RequestExt, ToolCallOut};
+use super::openai::{
+    AssistantMessage, ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Completion, Delta, Finish, RequestExt, ToolCallOut,
+};
 use super::stream::{respond, stream, Envelope, Frames, Out, Render};
 use crate::backend::{Event, FinishReason, LogprobEntry};
 use crate::reasoning::tools::{self, CallStream};
@@ -54,7 +56,14 @@ pub async fn answer(state: Service, body: Bytes) -> Result<Answer, ApiError> {
     let grade = Grade { service: state, id, plan: p.plan, expected: p.expected };
     if p.v.stream {
         let n = p.v.n;
-        let render = ChatStream { view, logprobs: p.logprobs, answering: vec![false; n], calls: (0..n).map(|_| CallStream::default()).collect(), auto: p.auto, grade };
+        let render = ChatStream {
+            view,
+            logprobs: p.logprobs,
+            answering: vec![false; n],
+            calls: (0..n).map(|_| CallStream::default()).collect(),
+            auto: p.auto,
+            grade,
+        };
         return Ok(Answer::Stream(stream(env, vec![col], events(vec![rx]), p.v.include_usage, render)));
     }
     let col = collect(vec![col], events(vec![rx]), false).await?.remove(0);
@@ -73,7 +82,13 @@ pub async fn answer(state: Service, body: Bytes) -> Result<Answer, ApiError> {
 }
 
 /// A non-streamed `chat.completion`, with the grading outcome when the request carried a reference.
-pub fn chat_completion(env: &Envelope, choices: Vec<ChatChoice>, col: &Collector, graded: Option<bool>, auto: Option<AutoDecision>) -> Answer {
+pub fn chat_completion(
+    env: &Envelope,
+    choices: Vec<ChatChoice>,
+    col: &Collector,
+    graded: Option<bool>,
+    auto: Option<AutoDecision>,
+) -> Answer {
     let mut body = env.wrap("chat.completion", choices).with_usage(std::slice::from_ref(col));
     body.thinkscale = RequestExt::some(graded, auto);
     Answer::Whole(body)
@@ -196,7 +211,11 @@ impl View {
     pub fn message(&self, thinking: &str, answer: &str) -> AssistantMessage {
         let mut m = AssistantMessage { role: "assistant", ..AssistantMessage::default() };
         if !self.separate {
-            m.content = Some(if thinking.is_empty() { answer.to_string() } else { format!("{}{thinking}{}{answer}", self.open, self.close_or_newline()) });
+            m.content = Some(if thinking.is_empty() {
+                answer.to_string()
+            } else {
+                format!("{}{thinking}{}{answer}", self.open, self.close_or_newline())
+            });
             return m;
         }
         m.content = Some(answer.trim_start().to_string());
@@ -214,7 +233,11 @@ impl View {
     }
 
     fn close_or_newline(&self) -> String {
-        if self.close.is_empty() { "\n".into() } else { self.close.clone() }
+        if self.close.is_empty() {
+            "\n".into()
+        } else {
+            self.close.clone()
+        }
     }
 
     /// Deltas for one engine event: reasoning first, then content.

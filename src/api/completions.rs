@@ -64,7 +64,9 @@ impl Render for TextStream {
         let n = self.n;
         let mut out = Vec::new();
         for (i, text) in self.texts.iter().enumerate() {
-            out.extend((0..n).map(|j| Out::Choice(TextChoice { index: i * n + j, text: text.clone(), logprobs: None, finish_reason: None })));
+            out.extend(
+                (0..n).map(|j| Out::Choice(TextChoice { index: i * n + j, text: text.clone(), logprobs: None, finish_reason: None })),
+            );
         }
         out
     }
@@ -77,9 +79,12 @@ impl Render for TextStream {
                 logprobs: self.logprobs.then(|| TextLogprobs::new(logprobs)),
                 finish_reason: None,
             },
-            Event::Finished { index, reason, .. } => {
-                TextChoice { index: job * self.n + index, text: String::new(), logprobs: None, finish_reason: Some(Finish::from(Some(*reason))) }
-            }
+            Event::Finished { index, reason, .. } => TextChoice {
+                index: job * self.n + index,
+                text: String::new(),
+                logprobs: None,
+                finish_reason: Some(Finish::from(Some(*reason))),
+            },
             _ => return Vec::new(),
         };
         vec![Out::Choice(choice)]

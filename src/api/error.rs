@@ -4,8 +4,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::openai::{ErrorBody, ErrorObject};
-use crate::service::pipeline::Failure;
 use crate::service::invalid::Invalid;
+use crate::service::pipeline::Failure;
 
 #[derive(Debug)]
 pub struct ApiError {

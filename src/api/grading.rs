@@ -29,7 +29,8 @@ pub async fn feedback(State(state): State<Service>, body: Result<Bytes, BytesRej
     }
     let mut h = state.history();
     let Some(s) = h.by_id.get(&f.id).cloned() else {
-        return Err(ApiError::not_found(format!("no recent request with id '{}' (the server keeps the last {})", f.id, h.cap)).with_code("request_not_found"));
+        return Err(ApiError::not_found(format!("no recent request with id '{}' (the server keeps the last {})", f.id, h.cap))
+            .with_code("request_not_found"));
     };
     if s.graded.is_some() {
         return Err(ApiError::bad_request(format!("request '{}' is already graded", f.id), Some("id")).with_code("already_graded"));
@@ -67,7 +68,9 @@ pub async fn scaling(State(state): State<Service>) -> Response {
     let h = state.history();
     let mut rows: Vec<ScalingRow> = h.cells.iter().map(|(l, obs)| ScalingRow { cell: summarise(obs), labels: l.clone() }).collect();
     // Cheapest first; ties by sample count.
-    rows.sort_by(|a, b| a.cell.mean_thinking_tokens.total_cmp(&b.cell.mean_thinking_tokens).then_with(|| a.labels.samples.cmp(&b.labels.samples)));
+    rows.sort_by(|a, b| {
+        a.cell.mean_thinking_tokens.total_cmp(&b.cell.mean_thinking_tokens).then_with(|| a.labels.samples.cmp(&b.labels.samples))
+    });
     axum::Json(List::of(rows)).into_response()
 }
 

@@ -39,9 +39,7 @@ pub fn router(state: Service) -> Router {
         .route("/v1/scaling", get(grading::scaling))
         .route("/v1/scaling/observations", post(grading::post_observations))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    let hooks = Router::new()
-        .route("/debug/engine-panic", post(admin::engine_panic))
-        .route("/debug/handler-panic", post(handler_panic));
+    let hooks = Router::new().route("/debug/engine-panic", post(admin::engine_panic)).route("/debug/handler-panic", post(handler_panic));
     Router::new()
         .merge(v1)
         .merge(if state.cfg.test_hooks { hooks } else { Router::new() })
@@ -88,12 +86,8 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 async fn auth(State(state): State<Service>, req: Request, next: Next) -> Response {
     if let Some(key) = state.cfg.api_key.as_deref().filter(|k| !k.is_empty()) {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let given =
+            req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
         if given != Some(key) {
             return ApiError::unauthorized().into_response();
         }

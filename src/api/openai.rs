@@ -5,11 +5,11 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::backend::LogprobEntry;
+use crate::reasoning::chat::ToolCall;
 use crate::service::grading::AutoDecision;
 use crate::service::pipeline::Collector;
 use crate::service::vote::VoteDetail;
-use crate::backend::LogprobEntry;
-use crate::reasoning::chat::ToolCall;
 
 /// `finish_reason` as OpenAI spells it: the closed set every endpoint answers with. A cancelled
 /// sequence (its client gone, or a sample stopped early by the vote) is a "stop" there; the
@@ -131,7 +131,12 @@ impl ToolCallOut {
         calls
             .into_iter()
             .enumerate()
-            .map(|(i, c)| Self { index: streaming.then_some(i), id: c.id, kind: "function", function: FunctionOut { name: c.name, arguments: c.arguments } })
+            .map(|(i, c)| Self {
+                index: streaming.then_some(i),
+                id: c.id,
+                kind: "function",
+                function: FunctionOut { name: c.name, arguments: c.arguments },
+            })
             .collect()
     }
 }
@@ -396,7 +401,8 @@ mod tests {
 
     #[test]
     fn legacy_logprobs_offsets_follow_the_token_text() {
-        let e = |t: &str| LogprobEntry { token: t.into(), logprob: -0.5, bytes: t.as_bytes().to_vec(), top_logprobs: vec![], thinking: false };
+        let e =
+            |t: &str| LogprobEntry { token: t.into(), logprob: -0.5, bytes: t.as_bytes().to_vec(), top_logprobs: vec![], thinking: false };
         let lp = TextLogprobs::new(&[e("Hel"), e("lo"), e("!")]);
         assert_eq!(lp.text_offset, vec![0, 3, 5]);
         assert_eq!(lp.tokens, vec!["Hel", "lo", "!"]);

@@ -48,14 +48,17 @@ fn chat_constraints(schemas: &mut serde_json::Map<String, Value>) {
     let content = json!({"oneOf": [text, {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["type", "text"],
         "properties": {"type": {"type": "string", "enum": ["text"]}, "text": text}}}]});
     let calls = json!({"type": "array", "items": {"$ref": "#/components/schemas/RawToolCall"}});
-    schemas.insert("RawMessage".into(), json!({"oneOf": [
-        {"type": "object", "required": ["role", "content"], "properties": {
-            "role": {"type": "string", "enum": ["system", "developer", "user"]}, "content": content, "name": {"type": "string"}}},
-        {"type": "object", "required": ["role", "content"], "properties": {
-            "role": {"type": "string", "enum": ["assistant"]}, "content": content, "tool_calls": calls, "name": {"type": "string"}}},
-        {"type": "object", "required": ["role", "content", "tool_call_id"], "properties": {
-            "role": {"type": "string", "enum": ["tool"]}, "content": content, "tool_call_id": {"type": "string"}}},
-    ]}));
+    schemas.insert(
+        "RawMessage".into(),
+        json!({"oneOf": [
+            {"type": "object", "required": ["role", "content"], "properties": {
+                "role": {"type": "string", "enum": ["system", "developer", "user"]}, "content": content, "name": {"type": "string"}}},
+            {"type": "object", "required": ["role", "content"], "properties": {
+                "role": {"type": "string", "enum": ["assistant"]}, "content": content, "tool_calls": calls, "name": {"type": "string"}}},
+            {"type": "object", "required": ["role", "content", "tool_call_id"], "properties": {
+                "role": {"type": "string", "enum": ["tool"]}, "content": content, "tool_call_id": {"type": "string"}}},
+        ]}),
+    );
     if let Some(tool) = schemas.get_mut("RawTool") {
         tool["properties"]["type"]["enum"] = json!(["function"]);
     }
@@ -69,7 +72,8 @@ fn chat_constraints(schemas: &mut serde_json::Map<String, Value>) {
             "oneOf": [{"type": "string", "enum": ["none", "auto", "required"]},
                       {"type": "object", "required": ["type", "function"], "properties": {"type": {"type": "string", "enum": ["function"]},
                        "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}]});
-        chat["anyOf"] = json!([{"required": ["logprobs"], "properties": {"logprobs": {"enum": [true]}}}, {"not": {"required": ["top_logprobs"]}}]);
+        chat["anyOf"] =
+            json!([{"required": ["logprobs"], "properties": {"logprobs": {"enum": [true]}}}, {"not": {"required": ["top_logprobs"]}}]);
     }
 }
 
@@ -97,7 +101,9 @@ pub fn document(slot_ctx: u32, parallel: u32) -> Value {
     schemas.insert("ChatRequest".into(), chat);
     schemas.insert("CompletionRequest".into(), completion);
     // Responses: the types the handlers serialize, under the names the paths use.
-    for (name, generated, object) in [("ChatCompletion", chat_response, "chat.completion"), ("Completion", text_response, "text_completion")] {
+    for (name, generated, object) in
+        [("ChatCompletion", chat_response, "chat.completion"), ("Completion", text_response, "text_completion")]
+    {
         if let Some(mut schema) = schemas.remove(&generated) {
             schema["properties"]["object"]["enum"] = json!([object]);
             // Optional in the shared envelope (chunks leave it out), always in a whole response.

@@ -72,13 +72,15 @@ impl Render for VoteStream {
     fn event(&mut self, _job: usize, event: &Event) -> Vec<Out<ChunkChoice>> {
         let group = self.ballot.group;
         let progress = match event {
-            Event::Finished { index, reason, stats } if *reason != FinishReason::Cancelled || stats.completion_tokens > 0 => Progress::Sample {
-                choice: index / group,
-                sample: index % group,
-                answer: final_answer(&stats.answer, &stats.thinking),
-                thinking_tokens: stats.thinking_tokens,
-                finish_reason: reason.as_str(),
-            },
+            Event::Finished { index, reason, stats } if *reason != FinishReason::Cancelled || stats.completion_tokens > 0 => {
+                Progress::Sample {
+                    choice: index / group,
+                    sample: index % group,
+                    answer: final_answer(&stats.answer, &stats.thinking),
+                    thinking_tokens: stats.thinking_tokens,
+                    finish_reason: reason.as_str(),
+                }
+            }
             Event::Stopped { choice } => Progress::Stopped { choice: *choice },
             Event::Judged { choice, answer, score } => Progress::Judged { choice: *choice, answer: answer.clone(), score: *score },
             _ => return Vec::new(),

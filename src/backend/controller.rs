@@ -71,12 +71,7 @@ impl StopMatcher {
             self.held.clear();
             return (out, true);
         }
-        let keep = self
-            .stops
-            .iter()
-            .map(|s| crate::reasoning::forcing::partial_suffix(&self.held, s))
-            .max()
-            .unwrap_or(0);
+        let keep = self.stops.iter().map(|s| crate::reasoning::forcing::partial_suffix(&self.held, s)).max().unwrap_or(0);
         let out = self.held[..self.held.len() - keep].to_string();
         self.held.drain(..self.held.len() - keep);
         (out, false)
@@ -109,9 +104,8 @@ impl JobForcing {
     /// The texts the forcer may inject, tokenized by the backend's `tokenize`, and the effective
     /// thinking ceiling (lowered so the close and the answer's reserve fit in `max_tokens`).
     pub fn new<E>(f: &ForcingRequest, max_tokens: u32, mut tokenize: impl FnMut(&str) -> Result<Vec<Token>, E>) -> Result<Self, E> {
-        let mut forced = |text: String, shown: &str| -> Result<Forced, E> {
-            Ok(Forced { tokens: tokenize(&text)?, text, shown: shown.to_string() })
-        };
+        let mut forced =
+            |text: String, shown: &str| -> Result<Forced, E> { Ok(Forced { tokens: tokenize(&text)?, text, shown: shown.to_string() }) };
         let cutoff = forced(format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), &f.budget_message)?;
         let close = forced(format!("{}{}", f.close_text, f.answer_cue), "")?;
         let wait = forced(f.wait_text.clone(), &f.wait_text)?;
@@ -172,7 +166,13 @@ pub struct Controller {
 
 impl Controller {
     /// `stops`: the request's stop strings; `confidence_window`: measure the chain's confidence.
-    pub fn new(index: usize, forcing: Option<&JobForcing>, mut stops: Vec<String>, max_tokens: u32, confidence_window: Option<usize>) -> Self {
+    pub fn new(
+        index: usize,
+        forcing: Option<&JobForcing>,
+        mut stops: Vec<String>,
+        max_tokens: u32,
+        confidence_window: Option<usize>,
+    ) -> Self {
         let forcer = match forcing {
             Some(f) => {
                 // The close marker ends thinking once; a model that writes it again in the answer

@@ -205,16 +205,40 @@ pub struct SeqStats {
 #[derive(Debug)]
 pub enum Event {
     /// The prompt is in the KV cache (`cached_tokens` of it reused from another request's).
-    Prefilled { prompt_tokens: usize, cached_tokens: usize, prompt_ms: f64 },
-    Delta { index: usize, thinking: String, answer: String, logprobs: Vec<LogprobEntry> },
-    Finished { index: usize, reason: FinishReason, stats: SeqStats },
+    Prefilled {
+        prompt_tokens: usize,
+        cached_tokens: usize,
+        prompt_ms: f64,
+    },
+    Delta {
+        index: usize,
+        thinking: String,
+        answer: String,
+        logprobs: Vec<LogprobEntry>,
+    },
+    Finished {
+        index: usize,
+        reason: FinishReason,
+        stats: SeqStats,
+    },
     /// A self-consistency choice stopped early: its remaining samples were cancelled or skipped.
-    Stopped { choice: usize },
+    Stopped {
+        choice: usize,
+    },
     /// The online confidence filter's threshold for a choice, calibrated on its first wave.
-    Calibrated { choice: usize, threshold: f64 },
+    Calibrated {
+        choice: usize,
+        threshold: f64,
+    },
     /// P(True) of one proposed answer of a choice.
-    Judged { choice: usize, answer: String, score: f64 },
-    Error { message: String },
+    Judged {
+        choice: usize,
+        answer: String,
+        score: f64,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -305,7 +329,11 @@ pub enum Health {
         n_layer: u32,
         devices: Vec<String>,
     },
-    Remote { backend_model: String, slot_ctx: u32, replicas: Vec<remote::replicas::ReplicaStatus> },
+    Remote {
+        backend_model: String,
+        slot_ctx: u32,
+        replicas: Vec<remote::replicas::ReplicaStatus>,
+    },
 }
 
 /// A token generator the request pipeline can submit jobs to.

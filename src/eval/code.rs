@@ -81,7 +81,8 @@ pub struct Chain {
     pub error: Option<String>,
 }
 
-const INSTRUCTION: &str = "Complete the following Python function. Reply with the whole function, imports included, in one ```python code block.";
+const INSTRUCTION: &str =
+    "Complete the following Python function. Reply with the whole function, imports included, in one ```python code block.";
 
 pub fn main(a: CodeArgs) -> anyhow::Result<()> {
     if !a.report_only {
@@ -101,7 +102,11 @@ fn load(path: &Path) -> anyhow::Result<Vec<Problem>> {
     } else {
         text = String::from_utf8(raw)?;
     }
-    text.lines().filter(|l| !l.trim().is_empty()).enumerate().map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1)))
+        .collect()
 }
 
 fn range(spec: &str, len: usize) -> anyhow::Result<std::ops::Range<usize>> {
@@ -248,7 +253,9 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
     let problems = by_problem(read_chains(&a.out.join("chains.jsonl"))?);
     let n = problems.len() as u64;
     let baseline: Option<Vec<(String, bool)>> = match &a.baseline {
-        Some(dir) => Some(by_problem(read_chains(&dir.join("chains.jsonl"))?).into_iter().map(|g| (g[0].task_id.clone(), g[0].correct)).collect()),
+        Some(dir) => {
+            Some(by_problem(read_chains(&dir.join("chains.jsonl"))?).into_iter().map(|g| (g[0].task_id.clone(), g[0].correct)).collect())
+        }
         None => None,
     };
     let mut md = format!("# {} ({} problems, range {}, {} chains each)\n\n", a.out.display(), n, a.range, a.samples);
@@ -280,7 +287,9 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
                 tokens as f64 / n.max(1) as f64
             ));
         }
-        let ceiling: f64 = problems.iter().map(|g| pass_at_k(g.len() as u64, g.iter().filter(|c| c.correct).count() as u64, k as u64)).sum::<f64>() / n.max(1) as f64;
+        let ceiling: f64 =
+            problems.iter().map(|g| pass_at_k(g.len() as u64, g.iter().filter(|c| c.correct).count() as u64, k as u64)).sum::<f64>()
+                / n.max(1) as f64;
         md.push_str(&format!("| {k} | pass@{k} (oracle, unbiased over {max_k}) | {:.1}% | | | |\n", 100.0 * ceiling));
     }
     let chose = problems.iter().filter(|g| g.iter().any(|c| c.chosen && c.correct)).count();

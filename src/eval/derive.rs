@@ -197,7 +197,8 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
     for (_, id) in latest.keys() {
         *seen.entry(id.as_str()).or_default() += 1;
     }
-    let common: std::collections::BTreeSet<String> = seen.into_iter().filter(|(_, n)| *n == budgets.len()).map(|(id, _)| id.to_string()).collect();
+    let common: std::collections::BTreeSet<String> =
+        seen.into_iter().filter(|(_, n)| *n == budgets.len()).map(|(id, _)| id.to_string()).collect();
     let all_questions = latest.values().map(|r| r.id.as_str()).collect::<std::collections::BTreeSet<_>>().len();
     anyhow::ensure!(!common.is_empty(), "no question was recorded at every budget in {}", path.display());
     if common.len() < all_questions {
@@ -258,7 +259,20 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     let mut w = csv::Writer::from_path(a.dir.join("derived.csv"))?;
-    w.write_record(["budget", "k", "rule", "questions", "accuracy", "ci_low", "ci_high", "mean_tokens", "mean_thinking_tokens", "frontier", "p_vs_best", "p_vs_plain"])?;
+    w.write_record([
+        "budget",
+        "k",
+        "rule",
+        "questions",
+        "accuracy",
+        "ci_low",
+        "ci_high",
+        "mean_tokens",
+        "mean_thinking_tokens",
+        "frontier",
+        "p_vs_best",
+        "p_vs_plain",
+    ])?;
     let mut md = String::from(
         "| budget | k | rule | questions | accuracy | 95% CI | tokens / question | thinking tokens | frontier | p vs best | p vs plain |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -268,14 +282,33 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
         let fmt_p = |p: Option<f64>| p.map(|p| format!("{p:.3}")).unwrap_or_default();
         let on = on_frontier.contains(&i);
         w.write_record([
-            c.budget.clone(), c.k.to_string(), c.rule.as_str().into(), c.outcomes.len().to_string(), format!("{:.4}", c.accuracy),
-            format!("{:.4}", c.ci.0), format!("{:.4}", c.ci.1), format!("{:.1}", c.mean_tokens), format!("{:.1}", c.mean_thinking_tokens),
-            on.to_string(), fmt_p(p_best), fmt_p(p_plain),
+            c.budget.clone(),
+            c.k.to_string(),
+            c.rule.as_str().into(),
+            c.outcomes.len().to_string(),
+            format!("{:.4}", c.accuracy),
+            format!("{:.4}", c.ci.0),
+            format!("{:.4}", c.ci.1),
+            format!("{:.1}", c.mean_tokens),
+            format!("{:.1}", c.mean_thinking_tokens),
+            on.to_string(),
+            fmt_p(p_best),
+            fmt_p(p_plain),
         ])?;
         md.push_str(&format!(
             "| {} | {} | {} | {} | {:.1}% | {:.1}–{:.1}% | {:.0} | {:.0} | {} | {} | {} |\n",
-            c.budget, c.k, c.rule.as_str(), c.outcomes.len(), 100.0 * c.accuracy, 100.0 * c.ci.0, 100.0 * c.ci.1, c.mean_tokens,
-            c.mean_thinking_tokens, if on { "yes" } else { "" }, fmt_p(p_best), fmt_p(p_plain),
+            c.budget,
+            c.k,
+            c.rule.as_str(),
+            c.outcomes.len(),
+            100.0 * c.accuracy,
+            100.0 * c.ci.0,
+            100.0 * c.ci.1,
+            c.mean_tokens,
+            c.mean_thinking_tokens,
+            if on { "yes" } else { "" },
+            fmt_p(p_best),
+            fmt_p(p_plain),
         ));
         rows.push(json!({"budget": c.budget, "k": c.k, "rule": c.rule.as_str(), "questions": c.outcomes.len(), "accuracy": c.accuracy,
             "ci_low": c.ci.0, "ci_high": c.ci.1, "mean_tokens": c.mean_tokens, "mean_thinking_tokens": c.mean_thinking_tokens,
@@ -309,10 +342,15 @@ fn post(url: &str, cells: &[Derived]) -> anyhow::Result<()> {
         let observations: Vec<Value> = c
             .outcomes
             .iter()
-            .map(|(id, ok)| json!({"effort": effort, "budget": budget, "samples": SamplesBucket::of(c.k as u32), "correct": ok,
-                                   "thinking_seconds": 0.0, "thinking_tokens": c.thinking[id]}))
+            .map(|(id, ok)| {
+                json!({"effort": effort, "budget": budget, "samples": SamplesBucket::of(c.k as u32), "correct": ok,
+                                   "thinking_seconds": 0.0, "thinking_tokens": c.thinking[id]})
+            })
             .collect();
-        let r = client.post(format!("{}/v1/scaling/observations", url.trim_end_matches('/'))).json(&json!({"observations": observations})).send()?;
+        let r = client
+            .post(format!("{}/v1/scaling/observations", url.trim_end_matches('/')))
+            .json(&json!({"observations": observations}))
+            .send()?;
         anyhow::ensure!(r.status().is_success(), "posting to {url}: {} {}", r.status(), r.text().unwrap_or_default());
         sent += observations.len();
     }
@@ -370,7 +408,9 @@ where
             .map_err(err)?
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
-        chart.draw_series(cs.iter().map(|c| ErrorBar::new_vertical(x(c), c.ci.0, c.accuracy, c.ci.1, colour.stroke_width(1), 6))).map_err(err)?;
+        chart
+            .draw_series(cs.iter().map(|c| ErrorBar::new_vertical(x(c), c.ci.0, c.accuracy, c.ci.1, colour.stroke_width(1), 6)))
+            .map_err(err)?;
         chart.draw_series(cs.iter().map(|c| Circle::new((x(c), c.accuracy), 4, colour.filled()))).map_err(err)?;
         chart.draw_series(cs.iter().map(|c| Text::new(c.budget.clone(), (x(c), c.accuracy + 0.015), ("sans-serif", 11)))).map_err(err)?;
     }
@@ -397,7 +437,15 @@ mod tests {
     use super::*;
 
     fn chain(reasoning: &str, content: &str) -> Chain {
-        Chain { reasoning: reasoning.into(), content: content.into(), thinking_tokens: 10.0, completion_tokens: 12.0, mean_logprob: Some(-0.5), finish_reason: Some("stop".into()), confidence: None }
+        Chain {
+            reasoning: reasoning.into(),
+            content: content.into(),
+            thinking_tokens: 10.0,
+            completion_tokens: 12.0,
+            mean_logprob: Some(-0.5),
+            finish_reason: Some("stop".into()),
+            confidence: None,
+        }
     }
 
     fn confident(answer: &str, lowest: f64) -> Chain {
@@ -428,14 +476,33 @@ mod tests {
         let right = || chain("3 + 4 = 7", "7");
         let wrong = || chain("3 + 4 = 8", "8");
         let records = [
-            ChainRecord { budget: "64".into(), id: "a".into(), level: 1, expected: "3 + 4 = 7\n#### 7".into(), chains: vec![wrong(), right(), right(), right()] },
-            ChainRecord { budget: "64".into(), id: "b".into(), level: 1, expected: "#### 7".into(), chains: vec![right(), wrong(), wrong(), wrong()] },
+            ChainRecord {
+                budget: "64".into(),
+                id: "a".into(),
+                level: 1,
+                expected: "3 + 4 = 7\n#### 7".into(),
+                chains: vec![wrong(), right(), right(), right()],
+            },
+            ChainRecord {
+                budget: "64".into(),
+                id: "b".into(),
+                level: 1,
+                expected: "#### 7".into(),
+                chains: vec![right(), wrong(), wrong(), wrong()],
+            },
         ];
         // A second budget holds questions a and b only: question c (a run stopped before its
         // second budget) is left out of every cell, or the 64-token cells would lose accuracy.
-        let short = |id: &str, c: Chain| ChainRecord { budget: "16".into(), id: id.into(), level: 1, expected: "#### 7".into(), chains: vec![c] };
+        let short =
+            |id: &str, c: Chain| ChainRecord { budget: "16".into(), id: id.into(), level: 1, expected: "#### 7".into(), chains: vec![c] };
         let extra = [
-            ChainRecord { budget: "64".into(), id: "c".into(), level: 1, expected: "#### 7".into(), chains: vec![wrong(), wrong(), wrong(), wrong()] },
+            ChainRecord {
+                budget: "64".into(),
+                id: "c".into(),
+                level: 1,
+                expected: "#### 7".into(),
+                chains: vec![wrong(), wrong(), wrong(), wrong()],
+            },
             short("a", right()),
             short("b", wrong()),
         ];

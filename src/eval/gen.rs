@@ -29,10 +29,18 @@ pub fn problem(rng: &mut StdRng, level: u32, id: String) -> Problem {
         1 => (format!("What is {a} + {b}?"), vec![format!("{a} + {b} = {}", a + b)], a + b),
         2 => {
             if rng.gen_bool(0.5) {
-                (format!("{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?"), vec![format!("{a} + {b} = {}", a + b)], a + b)
+                (
+                    format!("{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?"),
+                    vec![format!("{a} + {b} = {}", a + b)],
+                    a + b,
+                )
             } else {
                 let a = a + b;
-                (format!("{name} has {a} {item} and gives away {b}. How many {item} does {name} have left?"), vec![format!("{a} - {b} = {}", a - b)], a - b)
+                (
+                    format!("{name} has {a} {item} and gives away {b}. How many {item} does {name} have left?"),
+                    vec![format!("{a} - {b} = {}", a - b)],
+                    a - b,
+                )
             }
         }
         3 => {

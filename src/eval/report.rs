@@ -57,7 +57,10 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
     let mut cells = Vec::new();
     for ((samples, variant, _, budget), rs) in &by_cell {
         let ok: Vec<&&Record> = rs.iter().filter(|r| r.error.is_none()).collect();
-        let obs: Vec<Observation> = ok.iter().map(|r| Observation { correct: r.correct, thinking_seconds: r.thinking_seconds, thinking_tokens: r.thinking_tokens }).collect();
+        let obs: Vec<Observation> = ok
+            .iter()
+            .map(|r| Observation { correct: r.correct, thinking_seconds: r.thinking_seconds, thinking_tokens: r.thinking_tokens })
+            .collect();
         let within: Vec<bool> = ok.iter().filter_map(|r| r.within_budget).collect();
         let mean = |f: fn(&Record) -> f64| if ok.is_empty() { 0.0 } else { ok.iter().map(|r| f(r)).sum::<f64>() / ok.len() as f64 };
         cells.push(CellSummary {
@@ -88,29 +91,82 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
 
     // Per-question CSV.
     let mut w = csv::Writer::from_path(dir.join("results.csv"))?;
-    w.write_record(["cell", "budget", "samples", "id", "level", "correct", "extracted", "expected", "thinking_tokens", "thinking_seconds", "completion_tokens", "latency_seconds", "samples_used", "within_budget", "error"])?;
+    w.write_record([
+        "cell",
+        "budget",
+        "samples",
+        "id",
+        "level",
+        "correct",
+        "extracted",
+        "expected",
+        "thinking_tokens",
+        "thinking_seconds",
+        "completion_tokens",
+        "latency_seconds",
+        "samples_used",
+        "within_budget",
+        "error",
+    ])?;
     for r in latest.values() {
         w.write_record([
-            r.cell.clone(), r.budget.clone(), r.samples.to_string(), r.id.clone(), r.level.to_string(), r.correct.to_string(),
-            r.extracted.clone().unwrap_or_default(), r.expected.clone(), r.thinking_tokens.to_string(), format!("{:.4}", r.thinking_seconds),
-            r.completion_tokens.to_string(), format!("{:.4}", r.latency_seconds), r.samples_used.to_string(),
-            r.within_budget.map(|b| b.to_string()).unwrap_or_default(), r.error.clone().unwrap_or_default(),
+            r.cell.clone(),
+            r.budget.clone(),
+            r.samples.to_string(),
+            r.id.clone(),
+            r.level.to_string(),
+            r.correct.to_string(),
+            r.extracted.clone().unwrap_or_default(),
+            r.expected.clone(),
+            r.thinking_tokens.to_string(),
+            format!("{:.4}", r.thinking_seconds),
+            r.completion_tokens.to_string(),
+            format!("{:.4}", r.latency_seconds),
+            r.samples_used.to_string(),
+            r.within_budget.map(|b| b.to_string()).unwrap_or_default(),
+            r.error.clone().unwrap_or_default(),
         ])?;
     }
     w.flush()?;
 
     // Per-cell CSV and JSON.
     let mut w = csv::Writer::from_path(dir.join("summary.csv"))?;
-    w.write_record(["budget", "samples", "variant", "graded", "correct", "accuracy", "ci_low", "ci_high", "mean_thinking_seconds", "p90_thinking_seconds", "mean_thinking_tokens", "mean_completion_tokens", "mean_samples_used", "control", "errors"])?;
+    w.write_record([
+        "budget",
+        "samples",
+        "variant",
+        "graded",
+        "correct",
+        "accuracy",
+        "ci_low",
+        "ci_high",
+        "mean_thinking_seconds",
+        "p90_thinking_seconds",
+        "mean_thinking_tokens",
+        "mean_completion_tokens",
+        "mean_samples_used",
+        "control",
+        "errors",
+    ])?;
     let mut rows = Vec::new();
     for c in &cells {
         let x = &c.cell;
         w.write_record([
-            c.budget.clone(), c.samples.to_string(), c.variant.clone(), x.graded.to_string(), x.correct.to_string(), format!("{:.4}", x.accuracy),
-            format!("{:.4}", x.ci_low), format!("{:.4}", x.ci_high), format!("{:.3}", x.mean_thinking_seconds),
-            format!("{:.3}", x.p90_thinking_seconds), format!("{:.1}", x.mean_thinking_tokens), format!("{:.1}", c.mean_completion_tokens),
+            c.budget.clone(),
+            c.samples.to_string(),
+            c.variant.clone(),
+            x.graded.to_string(),
+            x.correct.to_string(),
+            format!("{:.4}", x.accuracy),
+            format!("{:.4}", x.ci_low),
+            format!("{:.4}", x.ci_high),
+            format!("{:.3}", x.mean_thinking_seconds),
+            format!("{:.3}", x.p90_thinking_seconds),
+            format!("{:.1}", x.mean_thinking_tokens),
+            format!("{:.1}", c.mean_completion_tokens),
             format!("{:.2}", c.mean_samples_used),
-            c.control.map(|v| format!("{v:.4}")).unwrap_or_default(), c.errors.to_string(),
+            c.control.map(|v| format!("{v:.4}")).unwrap_or_default(),
+            c.errors.to_string(),
         ])?;
         let mut v = serde_json::to_value(x)?;
         v["budget"] = json!(c.budget);
@@ -141,8 +197,16 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
         let x = &c.cell;
         println!(
             "{:>9} {:>14} {:>6} {:>7.1}% {:>6.1}%–{:>5.1}% {:>9.2} {:>10.1} {:>10.1} {:>8}",
-            c.budget, c.series(), x.graded, 100.0 * x.accuracy, 100.0 * x.ci_low, 100.0 * x.ci_high, x.mean_thinking_seconds,
-            x.mean_thinking_tokens, c.mean_completion_tokens, c.control.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or_else(|| "-".into())
+            c.budget,
+            c.series(),
+            x.graded,
+            100.0 * x.accuracy,
+            100.0 * x.ci_low,
+            100.0 * x.ci_high,
+            x.mean_thinking_seconds,
+            x.mean_thinking_tokens,
+            c.mean_completion_tokens,
+            c.control.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or_else(|| "-".into())
         );
     }
     println!("s1 metrics: {s1}");
@@ -153,7 +217,9 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
 pub(super) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).map_err(|_| ()).expect("embedded font parses");
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+            .map_err(|_| ())
+            .expect("embedded font parses");
     });
 }
 
@@ -167,7 +233,12 @@ fn plot(path: &Path, cells: &[CellSummary], x_label: &str, x_of: fn(&Cell) -> f6
     }
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, cells: &[CellSummary], x_label: &str, x_of: fn(&Cell) -> f64) -> anyhow::Result<()>
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    cells: &[CellSummary],
+    x_label: &str,
+    x_of: fn(&Cell) -> f64,
+) -> anyhow::Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -204,7 +275,11 @@ where
             .label(format!("samples {series}"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
         chart
-            .draw_series(cs.iter().map(|c| ErrorBar::new_vertical(x_of(&c.cell), c.cell.ci_low, c.cell.accuracy, c.cell.ci_high, colour.stroke_width(1), 8)))
+            .draw_series(
+                cs.iter().map(|c| {
+                    ErrorBar::new_vertical(x_of(&c.cell), c.cell.ci_low, c.cell.accuracy, c.cell.ci_high, colour.stroke_width(1), 8)
+                }),
+            )
             .map_err(err)?;
         chart.draw_series(cs.iter().map(|c| Circle::new((x_of(&c.cell), c.cell.accuracy), 4, colour.filled()))).map_err(err)?;
         chart

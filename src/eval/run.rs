@@ -232,7 +232,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let total = a.samples.len() * a.budgets.len() * problems.len();
     let bar = ProgressBar::new(total as u64).with_position((total - tasks.len()) as u64);
-    bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} eta {eta} {msg}")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} eta {eta} {msg}")?.progress_chars("=> "),
+    );
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(900)).build()?;
     let file = Arc::new(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&results_path)?));
     let chains_file = match a.record {
@@ -245,7 +247,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let problems = Arc::new(problems);
     futures::stream::iter(tasks)
         .map(|(budget, samples, qi)| {
-            let (client, url, a, problems, file, bar, correct) = (client.clone(), url.clone(), a.clone(), problems.clone(), file.clone(), bar.clone(), correct.clone());
+            let (client, url, a, problems, file, bar, correct) =
+                (client.clone(), url.clone(), a.clone(), problems.clone(), file.clone(), bar.clone(), correct.clone());
             let chains_file = chains_file.clone();
             async move {
                 let p = &problems[qi];
@@ -269,7 +272,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                     Err(e) => (failed(&budget, samples, &variant, p, e.to_string()), None),
                 };
                 if let (Some(chains), Some(chains_file)) = (chains, &chains_file) {
-                    let kept = ChainRecord { budget: budget.clone(), id: p.id.clone(), level: p.level, expected: record.expected.clone(), chains };
+                    let kept =
+                        ChainRecord { budget: budget.clone(), id: p.id.clone(), level: p.level, expected: record.expected.clone(), chains };
                     let line = serde_json::to_string(&kept).expect("serialisable") + "\n";
                     chains_file.lock().expect("chains lock").write_all(line.as_bytes()).expect("writing chains");
                 }

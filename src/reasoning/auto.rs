@@ -87,9 +87,10 @@ pub struct Choice {
 pub fn choose(cells: &[Measured], margin: f64, min_graded: u64) -> Option<Choice> {
     let trusted: Vec<&Measured> = cells.iter().filter(|c| c.graded >= min_graded.max(1)).collect();
     // The best: most accurate, the cheaper among equals.
-    let best = trusted.iter().copied().min_by(|a, b| {
-        b.accuracy().total_cmp(&a.accuracy()).then(a.mean_thinking_tokens.total_cmp(&b.mean_thinking_tokens))
-    })?;
+    let best = trusted
+        .iter()
+        .copied()
+        .min_by(|a, b| b.accuracy().total_cmp(&a.accuracy()).then(a.mean_thinking_tokens.total_cmp(&b.mean_thinking_tokens)))?;
     let pick = trusted
         .iter()
         .copied()
@@ -115,7 +116,14 @@ pub fn choose(cells: &[Measured], margin: f64, min_graded: u64) -> Option<Choice
     if widen {
         reason.push_str(&format!("; widens to {widen_to} samples if the first {} disagree", pick.setting.samples));
     }
-    Some(Choice { setting: pick.setting, widen_to, accuracy: pick.accuracy(), mean_thinking_tokens: pick.mean_thinking_tokens, best: best.clone(), reason })
+    Some(Choice {
+        setting: pick.setting,
+        widen_to,
+        accuracy: pick.accuracy(),
+        mean_thinking_tokens: pick.mean_thinking_tokens,
+        best: best.clone(),
+        reason,
+    })
 }
 
 #[cfg(test)]

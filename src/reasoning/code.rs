@@ -55,7 +55,12 @@ pub fn program(answer: &str) -> Option<String> {
 
 /// The function a prompt asks for: the last `def NAME(` in it.
 pub fn entry_point(prompt: &str) -> Option<String> {
-    prompt.lines().filter_map(|l| l.trim_start().strip_prefix("def ")).filter_map(|r| r.split_once('(').map(|(n, _)| n.trim().to_string())).filter(|n| is_identifier(n)).last()
+    prompt
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("def "))
+        .filter_map(|r| r.split_once('(').map(|(n, _)| n.trim().to_string()))
+        .filter(|n| is_identifier(n))
+        .last()
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -73,7 +78,8 @@ pub fn examples(prompt: &str, entry: Option<&str>) -> Vec<Example> {
         let line = lines[i].trim();
         if let Some(call) = line.strip_prefix(">>>") {
             let call = call.trim();
-            let expected = lines.get(i + 1).map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with(">>>") && !l.starts_with("\"\"\""));
+            let expected =
+                lines.get(i + 1).map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with(">>>") && !l.starts_with("\"\"\""));
             if let Some(e) = expected {
                 if is_call(call) {
                     out.push(Example { call: call.to_string(), expected: e.to_string() });
@@ -187,7 +193,11 @@ pub fn select(runs: &[Executed], cases: usize) -> Selection {
         }
     }
     let &(group, size, _) = tally.iter().max_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)).then(b.0.cmp(&a.0))).unwrap_or(&(0, 0, 0.0));
-    let chosen = top.iter().copied().filter(|&i| groups[i] == Some(group)).max_by(|&a, &b| runs[a].confidence.total_cmp(&runs[b].confidence).then(b.cmp(&a)));
+    let chosen = top
+        .iter()
+        .copied()
+        .filter(|&i| groups[i] == Some(group))
+        .max_by(|&a, &b| runs[a].confidence.total_cmp(&runs[b].confidence).then(b.cmp(&a)));
     let groups_at_top = tally.len();
     let reason = format!(
         "passed {best}/{cases} cases, as {} of {} samples did; its behaviour group holds {size} of them{}",
@@ -240,7 +250,14 @@ mod tests {
     #[test]
     fn most_passed_then_largest_group_then_confidence() {
         // Two pass everything with different behaviour on hidden inputs; three pass less but agree.
-        let runs = [ex(true, 2, "a", 0.1), ex(true, 3, "b", 0.2), ex(true, 3, "c", 0.9), ex(true, 2, "a", 0.3), ex(true, 3, "b", 0.5), ex(false, 0, "", 1.0)];
+        let runs = [
+            ex(true, 2, "a", 0.1),
+            ex(true, 3, "b", 0.2),
+            ex(true, 3, "c", 0.9),
+            ex(true, 2, "a", 0.3),
+            ex(true, 3, "b", 0.5),
+            ex(false, 0, "", 1.0),
+        ];
         let s = select(&runs, 3);
         assert_eq!(s.chosen, Some(4), "group b (2 samples) beats c (1); its most confident member");
         assert_eq!(s.groups, vec![Some(0), Some(1), Some(2), Some(0), Some(1), None]);

@@ -38,7 +38,9 @@ impl Extractor {
             Self::Gsm8k => after_last(text, "####").and_then(first_number_or_line),
             Self::AnswerIs => after_last_ci(text, "the answer is").and_then(first_number_or_line),
             Self::Boxed => last_boxed(text),
-            Self::FinalAnswer => after_last_ci(text, "final answer").map(|r| r.trim_start_matches([':', ' ', '*'])).and_then(first_number_or_line),
+            Self::FinalAnswer => {
+                after_last_ci(text, "final answer").map(|r| r.trim_start_matches([':', ' ', '*'])).and_then(first_number_or_line)
+            }
             Self::Choice => choice_letter(text),
             Self::LastNumber => numbers(text).last().cloned(),
         }
@@ -49,7 +51,11 @@ impl Extractor {
 /// marker, so it is read as "Final answer: <text>"; without one the whole reply is searched.
 /// Falls back to the thinking when the answer holds nothing extractable.
 pub fn final_answer(answer: &str, thinking: &str) -> Option<String> {
-    let direct = if thinking.trim().is_empty() { extract(answer, &DEFAULT_CHAIN) } else { extract(&format!("Final answer: {answer}"), &DEFAULT_CHAIN) };
+    let direct = if thinking.trim().is_empty() {
+        extract(answer, &DEFAULT_CHAIN)
+    } else {
+        extract(&format!("Final answer: {answer}"), &DEFAULT_CHAIN)
+    };
     direct.or_else(|| extract(&format!("{thinking}\n{answer}"), &DEFAULT_CHAIN))
 }
 
@@ -95,7 +101,8 @@ pub fn numbers(text: &str) -> Vec<String> {
         if b[i].is_ascii_digit() {
             let start = if i > 0 && b[i - 1] == b'-' && (i < 2 || !b[i - 2].is_ascii_alphanumeric()) { i - 1 } else { i };
             let mut j = i;
-            while j < b.len() && (b[j].is_ascii_digit() || ((b[j] == b',' || b[j] == b'.') && j + 1 < b.len() && b[j + 1].is_ascii_digit())) {
+            while j < b.len() && (b[j].is_ascii_digit() || ((b[j] == b',' || b[j] == b'.') && j + 1 < b.len() && b[j + 1].is_ascii_digit()))
+            {
                 j += 1;
             }
             out.push(text[start..j].to_string());

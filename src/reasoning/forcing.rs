@@ -94,7 +94,16 @@ pub struct Forcer {
 impl Forcer {
     pub fn new(spec: ForcingSpec) -> Self {
         let phase = if spec.thinking && spec.max_thinking > 0 { Phase::Thinking } else { Phase::Answer };
-        Self { spec, phase, thinking_tokens: 0, answer_tokens: 0, extensions: 0, cut_off: false, held: String::new(), held_pieces: Vec::new() }
+        Self {
+            spec,
+            phase,
+            thinking_tokens: 0,
+            answer_tokens: 0,
+            extensions: 0,
+            cut_off: false,
+            held: String::new(),
+            held_pieces: Vec::new(),
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -208,8 +217,7 @@ impl Forcer {
     }
 
     fn can_extend(&self) -> bool {
-        self.extensions < self.spec.max_extensions
-            && self.thinking_tokens + self.spec.wait_tokens < self.spec.max_thinking
+        self.extensions < self.spec.max_extensions && self.thinking_tokens + self.spec.wait_tokens < self.spec.max_thinking
     }
 
     /// The model ended its thinking (by end-of-generation or by writing the marker too soon).

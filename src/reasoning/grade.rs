@@ -113,7 +113,11 @@ pub fn mcnemar_p(b: u64, c: u64) -> f64 {
 
 /// s1's Control: share of requests whose thinking stayed within [min, max].
 pub fn control(within: &[bool]) -> f64 {
-    if within.is_empty() { 0.0 } else { within.iter().filter(|w| **w).count() as f64 / within.len() as f64 }
+    if within.is_empty() {
+        0.0
+    } else {
+        within.iter().filter(|w| **w).count() as f64 / within.len() as f64
+    }
 }
 
 /// s1's Scaling: mean slope of accuracy over all pairs of budgets, per unit of compute
@@ -128,7 +132,11 @@ pub fn scaling(points: &[(f64, f64)]) -> f64 {
             }
         }
     }
-    if slopes.is_empty() { 0.0 } else { slopes.iter().sum::<f64>() / slopes.len() as f64 }
+    if slopes.is_empty() {
+        0.0
+    } else {
+        slopes.iter().sum::<f64>() / slopes.len() as f64
+    }
 }
 
 #[cfg(test)]
@@ -165,7 +173,8 @@ mod tests {
 
     #[test]
     fn summary_and_s1_metrics() {
-        let obs: Vec<Observation> = (0..10).map(|i| Observation { correct: i < 3, thinking_seconds: i as f64, thinking_tokens: 10.0 }).collect();
+        let obs: Vec<Observation> =
+            (0..10).map(|i| Observation { correct: i < 3, thinking_seconds: i as f64, thinking_tokens: 10.0 }).collect();
         let c = summarise(&obs);
         assert_eq!((c.graded, c.correct), (10, 3));
         assert_eq!(c.p90_thinking_seconds, 8.0);

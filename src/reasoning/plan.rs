@@ -93,7 +93,6 @@ impl Scaffold {
     }
 }
 
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanError {
     pub param: String,
@@ -138,10 +137,9 @@ impl<T: PartialEq + std::fmt::Debug + Clone> Agreed<T> {
     }
     fn set(&mut self, v: T, param: &str) -> Result<(), PlanError> {
         match &self.value {
-            Some((old, p)) if *old != v => Err(err(
-                param,
-                format!("'{param}' ({v:?}) contradicts '{p}' ({old:?}): give one {}", self.what),
-            )),
+            Some((old, p)) if *old != v => {
+                Err(err(param, format!("'{param}' ({v:?}) contradicts '{p}' ({old:?}): give one {}", self.what)))
+            }
             Some(_) => Ok(()),
             None => {
                 self.value = Some((v, param.to_string()));
@@ -258,7 +256,13 @@ pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -
         (None, None) if auto.is_some() => -1,
         (None, None) => match switch.get() {
             Some((false, _)) => 0,
-            Some((true, _)) => if cfg.budget == 0 { -1 } else { cfg.budget },
+            Some((true, _)) => {
+                if cfg.budget == 0 {
+                    -1
+                } else {
+                    cfg.budget
+                }
+            }
             None => cfg.budget,
         },
     };
@@ -336,8 +340,8 @@ pub fn scaffold(messages: &mut Vec<Message>, instruction: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::sampling::{Aggregate, Verifier};
+    use super::*;
     use serde_json::json;
 
     fn plan(v: Value) -> Result<ReasoningPlan, PlanError> {

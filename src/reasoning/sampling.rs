@@ -123,7 +123,9 @@ pub(super) fn sampling_plan(req: &Map<String, Value>, cfg: &Policy, effort: Opti
         Some((v, p)) => with_tests(parse_verifier(string(&v, &p)?, &p)?, nested)?,
         None => with_tests(parse_verifier(&verifier_default, "verifier")?, nested)?,
     };
-    if !matches!(check, Some(Check::Tests { .. } | Check::Http { .. })) && nested.is_some_and(|o| o.get("tests").is_some_and(|t| !t.is_null())) {
+    if !matches!(check, Some(Check::Tests { .. } | Check::Http { .. }))
+        && nested.is_some_and(|o| o.get("tests").is_some_and(|t| !t.is_null()))
+    {
         return Err(err("reasoning.tests", "'reasoning.tests' needs 'verifier': 'tests' (or an http checker)"));
     }
     let aggregate = match pick("aggregate", &["aggregate"]) {
@@ -219,7 +221,8 @@ fn checked_verifier(o: &Map<String, Value>, p: &str, nested: Option<&Map<String,
     match text("type")?.as_str() {
         "regex" => {
             let pattern = text("pattern")?;
-            regex::Regex::new(&pattern).map_err(|e| err(&format!("{p}.pattern"), format!("'{p}.pattern' is not a valid regular expression: {e}")))?;
+            regex::Regex::new(&pattern)
+                .map_err(|e| err(&format!("{p}.pattern"), format!("'{p}.pattern' is not a valid regular expression: {e}")))?;
             Ok((Verifier::Regex, Some(Check::Regex(pattern))))
         }
         "http" => {
@@ -245,6 +248,11 @@ pub fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
         "model" => Verifier::Model,
         "arithmetic" => Verifier::Arithmetic,
         "tests" => Verifier::Tests,
-        other => return Err(err(param, format!("unknown verifier '{other}'; expected none, logprob, self, model, arithmetic or tests (or an object: regex, http)"))),
+        other => {
+            return Err(err(
+                param,
+                format!("unknown verifier '{other}'; expected none, logprob, self, model, arithmetic or tests (or an object: regex, http)"),
+            ))
+        }
     })
 }

@@ -142,7 +142,10 @@ pub fn call_schema(tools: &[&Tool]) -> String {
     let one = |t: &Tool| {
         let params = if t.parameters.is_object() { t.parameters.to_string() } else { r#"{"type":"object"}"#.to_string() };
         // Written by hand: the grammar keeps property order, and the model writes the name first.
-        format!(r#"{{"type":"object","properties":{{"name":{{"const":{}}},"arguments":{params}}},"required":["name","arguments"]}}"#, json!(t.name))
+        format!(
+            r#"{{"type":"object","properties":{{"name":{{"const":{}}},"arguments":{params}}},"required":["name","arguments"]}}"#,
+            json!(t.name)
+        )
     };
     match tools {
         [t] => one(t),
@@ -179,7 +182,8 @@ pub fn flatten(messages: &[Message], tools: &[Tool]) -> Vec<Message> {
             m.content = format!("{}\n\n{}", m.content, tools_prompt(tools));
         }
         for c in std::mem::take(&mut m.tool_calls) {
-            let call = json!({"name": c.name, "arguments": serde_json::from_str::<Value>(&c.arguments).unwrap_or(Value::String(c.arguments))});
+            let call =
+                json!({"name": c.name, "arguments": serde_json::from_str::<Value>(&c.arguments).unwrap_or(Value::String(c.arguments))});
             m.content.push_str(&format!("\n{CALL_OPEN}\n{call}\n{CALL_CLOSE}"));
         }
         if m.role == "tool" {
@@ -230,7 +234,11 @@ mod tests {
 
     #[test]
     fn what_is_not_a_known_call_stays_text() {
-        for text in ["<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>", "<tool_call>{oops</tool_call> x", "<tool_call>{\"name\": \"add\", \"arguments\": 3}"] {
+        for text in [
+            "<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>",
+            "<tool_call>{oops</tool_call> x",
+            "<tool_call>{\"name\": \"add\", \"arguments\": 3}",
+        ] {
             let p = parse(text, K);
             assert!(p.calls.is_empty(), "{text}");
             assert_eq!(p.content, text.trim(), "{text}");

@@ -59,7 +59,8 @@ fn number_after(rest: &[char]) -> Option<f64> {
     let s = s.trim_start().trim_start_matches('$').trim_start();
     let mut end = 0;
     for (k, c) in s.char_indices() {
-        let ok = c.is_ascii_digit() || (k == 0 && c == '-') || ((c == '.' || c == ',') && s[k + 1..].starts_with(|d: char| d.is_ascii_digit()));
+        let ok =
+            c.is_ascii_digit() || (k == 0 && c == '-') || ((c == '.' || c == ',') && s[k + 1..].starts_with(|d: char| d.is_ascii_digit()));
         if !ok {
             break;
         }
@@ -95,7 +96,9 @@ fn lex(s: &str) -> Option<Vec<Tok>> {
             '0'..='9' | '.' => {
                 let mut j = i;
                 let mut num = String::new();
-                while j < cs.len() && (cs[j].is_ascii_digit() || cs[j] == '.' || (cs[j] == ',' && j + 1 < cs.len() && cs[j + 1].is_ascii_digit())) {
+                while j < cs.len()
+                    && (cs[j].is_ascii_digit() || cs[j] == '.' || (cs[j] == ',' && j + 1 < cs.len() && cs[j + 1].is_ascii_digit()))
+                {
                     if cs[j] != ',' {
                         num.push(cs[j]);
                     }
@@ -199,7 +202,11 @@ pub fn p_true(logits: &[f32], yes: &[usize], no: &[usize]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let mass = |ids: &[usize]| ids.iter().filter_map(|&i| logits.get(i)).map(|&l| (l as f64 - max).exp()).sum::<f64>();
     let (y, n) = (mass(yes), mass(no));
-    if y + n == 0.0 { 0.5 } else { y / (y + n) }
+    if y + n == 0.0 {
+        0.5
+    } else {
+        y / (y + n)
+    }
 }
 
 /// P(True) from an engine's top log-probs of the first judging token (token text, log-prob): the
@@ -207,7 +214,11 @@ pub fn p_true(logits: &[f32], yes: &[usize], no: &[usize]) -> f64 {
 pub fn p_true_from_top(top: &[(String, f32)], yes: &[&str], no: &[&str]) -> f64 {
     let mass = |words: &[&str]| top.iter().filter(|(t, _)| words.contains(&t.as_str())).map(|(_, lp)| (*lp as f64).exp()).sum::<f64>();
     let (y, n) = (mass(yes), mass(no));
-    if y + n == 0.0 { 0.5 } else { y / (y + n) }
+    if y + n == 0.0 {
+        0.5
+    } else {
+        y / (y + n)
+    }
 }
 
 #[cfg(test)]

@@ -51,7 +51,14 @@ pub fn tally(ballots: &[Ballot]) -> Vec<Tally> {
                 lp_sums[i] += b.mean_logprob;
             }
             None => {
-                table.push(Tally { answer: a.clone(), votes: 1, weight: score, best_score: score, mean_logprob: 0.0, confidence: b.confidence.unwrap_or(0.0) });
+                table.push(Tally {
+                    answer: a.clone(),
+                    votes: 1,
+                    weight: score,
+                    best_score: score,
+                    mean_logprob: 0.0,
+                    confidence: b.confidence.unwrap_or(0.0),
+                });
                 lp_sums.push(b.mean_logprob);
             }
         }
@@ -103,7 +110,8 @@ pub fn beta_confidence(a: usize, b: usize) -> f64 {
 
 /// Adaptive-Consistency stopping: enough agreement among the answers so far.
 pub fn should_stop(answers: &[Option<String>], confidence: f64) -> bool {
-    let ballots: Vec<Ballot> = answers.iter().map(|a| Ballot { answer: a.clone(), score: None, mean_logprob: 0.0, confidence: None }).collect();
+    let ballots: Vec<Ballot> =
+        answers.iter().map(|a| Ballot { answer: a.clone(), score: None, mean_logprob: 0.0, confidence: None }).collect();
     let mut counts: Vec<usize> = tally(&ballots).iter().map(|t| t.votes).collect();
     counts.sort_unstable_by(|x, y| y.cmp(x));
     match counts.as_slice() {
@@ -133,10 +141,7 @@ impl StopRule {
             Self::Beta(level) => should_stop(answers, level),
             Self::Consensus { level, warmup } => answers.len() >= warmup && super::confidence::consensus(answers, weights) >= level,
             Self::Unanimous { wave } => {
-                running == 0
-                    && answers.len() >= wave
-                    && answers[0].is_some()
-                    && answers.iter().all(|a| a == &answers[0])
+                running == 0 && answers.len() >= wave && answers[0].is_some() && answers.iter().all(|a| a == &answers[0])
             }
         }
     }

@@ -181,7 +181,14 @@ impl Sandbox {
         // The root bwrap builds is a tmpfs: read-only, so the working directory (on disk, under
         // the file-size limit) is the only place a program writes; no /tmp, whose tmpfs would
         // take memory the rlimits do not count.
-        cmd.args(["--proc", "/proc", "--dev", "/dev", "--bind"]).arg(&dir.0).args(["/sandbox", "--chdir", "/sandbox", "--remount-ro", "/", "--"]);
+        cmd.args(["--proc", "/proc", "--dev", "/dev", "--bind"]).arg(&dir.0).args([
+            "/sandbox",
+            "--chdir",
+            "/sandbox",
+            "--remount-ro",
+            "/",
+            "--",
+        ]);
         cmd.arg(&self.interpreter).args(["-I", "-B"]).arg(&program.main);
         cmd.env_clear().env("PATH", "/usr/bin:/bin").env("HOME", "/sandbox").env("TMPDIR", "/sandbox").env("LANG", "C.UTF-8");
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
@@ -347,7 +354,11 @@ fn python() -> Result<(PathBuf, Vec<PathBuf>), SandboxError> {
     // The system's own Python first: a user's install (pyenv under /root) may be unreadable to
     // the unprivileged user runs drop to.
     let system = PathBuf::from("/usr/bin/python3");
-    let py = if system.is_file() { system } else { which("python3").ok_or_else(|| SandboxError::NoInterpreter("python", "python3 is not on PATH".into()))? };
+    let py = if system.is_file() {
+        system
+    } else {
+        which("python3").ok_or_else(|| SandboxError::NoInterpreter("python", "python3 is not on PATH".into()))?
+    };
     let out = std::process::Command::new(py)
         .args(["-c", "import os, sys; print(os.path.realpath(sys.executable)); print(os.path.realpath(sys.base_prefix))"])
         .output()

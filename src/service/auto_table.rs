@@ -50,9 +50,13 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Measured>> {
             if !matches!(c["rule"].as_str(), Some("single" | "majority")) {
                 continue;
             }
-            let (Some(b), Some(k), Some(n), Some(acc), Some(tok)) =
-                (c["budget"].as_str(), c["k"].as_u64(), c["questions"].as_u64(), c["accuracy"].as_f64(), c["mean_thinking_tokens"].as_f64())
-            else {
+            let (Some(b), Some(k), Some(n), Some(acc), Some(tok)) = (
+                c["budget"].as_str(),
+                c["k"].as_u64(),
+                c["questions"].as_u64(),
+                c["accuracy"].as_f64(),
+                c["mean_thinking_tokens"].as_f64(),
+            ) else {
                 continue;
             };
             let Some(budget) = Budget::parse(b) else { continue };
@@ -71,7 +75,12 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Measured>> {
         }
         for ((b, k), (n, correct, tokens)) in sums {
             let Some(budget) = Budget::parse(&b) else { continue };
-            cells.entry((b, k)).or_insert(Measured { setting: Setting { budget, samples: k }, graded: n, correct, mean_thinking_tokens: tokens / n as f64 });
+            cells.entry((b, k)).or_insert(Measured {
+                setting: Setting { budget, samples: k },
+                graded: n,
+                correct,
+                mean_thinking_tokens: tokens / n as f64,
+            });
         }
     }
     anyhow::ensure!(!cells.is_empty(), "{}: no fixed (budget, samples) setting in it", path.display());

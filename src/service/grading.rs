@@ -74,7 +74,16 @@ impl History {
 }
 
 /// Remember a finished chat request (its first choice) and grade it when it carried a reference.
-pub fn record_request(state: &Service, id: &str, plan: &ReasoningPlan, answer: &str, thinking: &str, thinking_seconds: f64, thinking_tokens: f64, expected: Option<&str>) -> Option<bool> {
+pub fn record_request(
+    state: &Service,
+    id: &str,
+    plan: &ReasoningPlan,
+    answer: &str,
+    thinking: &str,
+    thinking_seconds: f64,
+    thinking_tokens: f64,
+    expected: Option<&str>,
+) -> Option<bool> {
     let labels = Labels {
         effort: plan.effort,
         budget: BudgetBucket::of(if plan.thinking { plan.max_thinking } else { Some(0) }),
@@ -144,11 +153,14 @@ fn auto_decision(state: &Service) -> AutoDecision {
             match merged.iter_mut().find(|m| m.setting == setting) {
                 Some(m) => {
                     let n = m.graded + s.graded;
-                    m.mean_thinking_tokens = (m.mean_thinking_tokens * m.graded as f64 + s.mean_thinking_tokens * s.graded as f64) / n as f64;
+                    m.mean_thinking_tokens =
+                        (m.mean_thinking_tokens * m.graded as f64 + s.mean_thinking_tokens * s.graded as f64) / n as f64;
                     m.graded = n;
                     m.correct += s.correct;
                 }
-                None => merged.push(Measured { setting, graded: s.graded, correct: s.correct, mean_thinking_tokens: s.mean_thinking_tokens }),
+                None => {
+                    merged.push(Measured { setting, graded: s.graded, correct: s.correct, mean_thinking_tokens: s.mean_thinking_tokens })
+                }
             }
         }
     }
@@ -194,7 +206,16 @@ impl Grade {
     pub fn record(&self, col: &super::pipeline::Collector) -> Option<bool> {
         let c = &col.choices[0];
         let secs = c.stats.thinking_ms / 1000.0;
-        record_request(&self.service, &self.id, &self.plan, &c.answer, &c.thinking, secs, c.stats.thinking_tokens as f64, self.expected.as_deref())
+        record_request(
+            &self.service,
+            &self.id,
+            &self.plan,
+            &c.answer,
+            &c.thinking,
+            secs,
+            c.stats.thinking_tokens as f64,
+            self.expected.as_deref(),
+        )
     }
 
     /// A vote's: thinking time is the longest sample's (they run in parallel), thinking tokens

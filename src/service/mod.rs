@@ -64,7 +64,9 @@ impl Service {
     /// missing.
     pub async fn with_code_exec(mut self) -> anyhow::Result<Self> {
         if let Some(lang) = self.cfg.code_exec {
-            let sb = crate::sandbox::Sandbox::new(lang, self.cfg.sandbox.clone()).await.map_err(|e| anyhow::anyhow!("--code-exec {}: {e}", lang.as_str()))?;
+            let sb = crate::sandbox::Sandbox::new(lang, self.cfg.sandbox.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("--code-exec {}: {e}", lang.as_str()))?;
             tracing::info!(language = lang.as_str(), limits = ?sb.limits, "code execution enabled in the sandbox");
             self.sandbox = Some(Arc::new(sb));
         }
@@ -75,4 +77,3 @@ impl Service {
         self.backend.get().cloned().ok_or_else(|| Failure::Unavailable("The model is still loading".into()))
     }
 }
-

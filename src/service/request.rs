@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::invalid::Invalid;
-use crate::config::Config;
 use crate::backend::{Backend, SamplingParams};
+use crate::config::Config;
 
 /// Parse a body into a JSON object.
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Invalid> {
@@ -146,10 +146,12 @@ impl Validated {
             if !can.grammar && !can.json_schema {
                 return Err(Invalid::unsupported("this backend cannot enforce 'response_format'", "response_format"));
             }
-            let grammar = backend
-                .vocabulary()
-                .json_grammar(schema)
-                .map_err(|e| Invalid::field(format!("'response_format' holds a JSON schema llama.cpp cannot turn into a grammar ({e})"), Some("response_format")))?;
+            let grammar = backend.vocabulary().json_grammar(schema).map_err(|e| {
+                Invalid::field(
+                    format!("'response_format' holds a JSON schema llama.cpp cannot turn into a grammar ({e})"),
+                    Some("response_format"),
+                )
+            })?;
             if !can.grammar {
                 // The engine enforces the schema itself.
                 self.sampling.json_schema = Some(schema.clone());
@@ -170,7 +172,14 @@ impl Validated {
 impl Common {
     /// `n_vocab`: the vocabulary's size where the backend knows it (logit-bias keys must be below
     /// it); `slot_ctx`: the most tokens one request may hold.
-    pub fn validate(&self, cfg: &Config, logprobs: Option<u32>, n_vocab: Option<i32>, eog: &[i32], slot_ctx: u32) -> Result<Validated, Invalid> {
+    pub fn validate(
+        &self,
+        cfg: &Config,
+        logprobs: Option<u32>,
+        n_vocab: Option<i32>,
+        eog: &[i32],
+        slot_ctx: u32,
+    ) -> Result<Validated, Invalid> {
         let mut logit_bias = Vec::new();
         let top = n_vocab.unwrap_or(i32::MAX);
         for (k, v) in self.logit_bias.iter().flatten() {
@@ -197,9 +206,7 @@ impl Common {
             return Err(Invalid::field("'repeat_penalty' must be greater than 0", Some("repeat_penalty")));
         }
         let top_k = match self.top_k {
-            Some(k) if !(0..=1_000_000).contains(&k) => {
-                return Err(Invalid::field("'top_k' must be between 0 and 1000000", Some("top_k")))
-            }
+            Some(k) if !(0..=1_000_000).contains(&k) => return Err(Invalid::field("'top_k' must be between 0 and 1000000", Some("top_k"))),
             Some(k) => k as i32,
             // llama-server's default: sampling from the whole 49k-token vocabulary costs a full
             // softmax per token per sequence for probability mass nobody samples.
@@ -209,10 +216,7 @@ impl Common {
             None => 1,
             Some(n) if n < 1 => return Err(Invalid::field("'n' must be at least 1", Some("n"))),
             Some(n) if n > cfg.parallel as i64 => {
-                return Err(Invalid::field(
-                    format!("'n' must be at most {} (the server's parallel slots)", cfg.parallel),
-                    Some("n"),
-                ))
+                return Err(Invalid::field(format!("'n' must be at most {} (the server's parallel slots)", cfg.parallel), Some("n")))
             }
             Some(n) => n as usize,
         };
@@ -305,7 +309,10 @@ mod tests {
     #[test]
     fn response_formats_become_schemas() {
         assert_eq!(common(json!({"response_format": {"type": "text"}})).unwrap().json_schema, None);
-        assert_eq!(common(json!({"response_format": {"type": "json_object"}})).unwrap().json_schema.as_deref(), Some(r#"{"type":"object"}"#));
+        assert_eq!(
+            common(json!({"response_format": {"type": "json_object"}})).unwrap().json_schema.as_deref(),
+            Some(r#"{"type":"object"}"#)
+        );
         let s = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
         let v = common(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": s}}})).unwrap();
         assert_eq!(v.json_schema.as_deref(), Some(s.to_string().as_str()));

@@ -16,8 +16,8 @@ use super::request::{parse_object, typed, Common, Validated};
 use super::Service;
 use crate::backend::{Backend, ForcingRequest, JobSpec, Token};
 use crate::reasoning::chat::{Message, ToolCall};
-use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
 use crate::reasoning::code::{self, Suite};
+use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
 use crate::reasoning::sampling::{Check, Verifier};
 use crate::reasoning::tools::{self, Tool, ToolChoice};
 
@@ -106,7 +106,8 @@ fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<Tool
         tools.push(Tool { name: name.clone(), parameters, raw });
     }
     let bad = |msg: &str| Invalid::field(msg.to_string(), Some("tool_choice"));
-    const CHOICES: &str = "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}";
+    const CHOICES: &str =
+        "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}";
     let choice = match &fields.tool_choice {
         None if tools.is_empty() => ToolChoice::None,
         None => ToolChoice::Auto,
@@ -117,7 +118,11 @@ fn tool_use(fields: &ChatFields, obj: &Map<String, Value>) -> Result<Option<Tool
             _ => return Err(bad(CHOICES)),
         },
         Some(v) => {
-            let name = v.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).filter(|_| v.get("type").and_then(Value::as_str) == Some("function"));
+            let name = v
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .filter(|_| v.get("type").and_then(Value::as_str) == Some("function"));
             match name {
                 Some(n) if tools.iter().any(|t| t.name == n) => ToolChoice::Function(n.to_string()),
                 Some(n) => return Err(bad(&format!("'tool_choice' names '{n}', which is not in 'tools'"))),
@@ -189,7 +194,10 @@ fn messages(fields: &ChatFields) -> Result<Vec<Message>, Invalid> {
             msg.tool_calls.push(ToolCall { id: c.id.clone().unwrap_or_else(tools::call_id), name: c.function.name.clone(), arguments });
         }
         if !msg.tool_calls.is_empty() && role != "assistant" {
-            return Err(Invalid::field(format!("messages[{i}]: only assistant messages carry tool_calls"), Some(&format!("messages[{i}].tool_calls"))));
+            return Err(Invalid::field(
+                format!("messages[{i}]: only assistant messages carry tool_calls"),
+                Some(&format!("messages[{i}].tool_calls")),
+            ));
         }
         if role == "tool" {
             msg.tool_call_id = m.tool_call_id.clone();
@@ -237,9 +245,7 @@ pub struct Conversation {
 pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, Invalid> {
     let fields: ChatFields = typed(obj)?;
     let top = match fields.top_logprobs {
-        Some(k) if !(0..=20).contains(&k) => {
-            return Err(Invalid::field("'top_logprobs' must be between 0 and 20", Some("top_logprobs")))
-        }
+        Some(k) if !(0..=20).contains(&k) => return Err(Invalid::field("'top_logprobs' must be between 0 and 20", Some("top_logprobs"))),
         Some(_) if fields.logprobs != Some(true) => {
             return Err(Invalid::field("'top_logprobs' needs 'logprobs' set to true", Some("top_logprobs")))
         }
@@ -272,7 +278,10 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
     let samples = plan.sampling.samples as usize;
     let limit = cfg.parallel as usize * cfg.queue_size;
     if samples > 1 && v.n * samples > limit {
-        return Err(Invalid::field(format!("n x samples = {} exceeds this server's limit ({limit} = slots x queue)", v.n * samples), Some("samples")));
+        return Err(Invalid::field(
+            format!("n x samples = {} exceeds this server's limit ({limit} = slots x queue)", v.n * samples),
+            Some("samples"),
+        ));
     }
     if samples > 1 && plan.sampling.verifier == Verifier::Model && !backend.capabilities().verifier_model {
         return Err(Invalid::unsupported("verifier 'model' needs the server started with --verifier-model", "verifier"));
@@ -280,7 +289,10 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
     let check = check(state, &plan.sampling.check, &original_messages)?;
     if let Some(t) = &tools {
         if plan.sampling.samples > 1 {
-            return Err(Invalid::field("Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"", Some("tools")));
+            return Err(Invalid::field(
+                "Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"",
+                Some("tools"),
+            ));
         }
         let forced: Vec<&Tool> = match &t.choice {
             ToolChoice::Required => t.tools.iter().collect(),
@@ -352,7 +364,10 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
     if let (Some(f), Some(cap)) = (&forcing, v.max_tokens) {
         // A cap that leaves no thinking after the close and the answer's reserve would skip
         // thinking without a sign: say so instead.
-        let close = vocab.tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false).map_err(|e| Invalid::text(e, "messages"))?.len() as u32;
+        let close = vocab
+            .tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false)
+            .map_err(|e| Invalid::text(e, "messages"))?
+            .len() as u32;
         if plan::effective_max_thinking(f.max_thinking, max_tokens, f.answer_reserve, close) == 0 {
             return Err(Invalid::field(
                 format!(
@@ -382,7 +397,20 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
         want_logprob: samples > 1,
         vote: None,
     };
-    Ok(Prepared { spec, plan, v, logprobs: want_logprobs, native, messages: msgs, prompt_text: text, original_messages, tools, expected, auto, check })
+    Ok(Prepared {
+        spec,
+        plan,
+        v,
+        logprobs: want_logprobs,
+        native,
+        messages: msgs,
+        prompt_text: text,
+        original_messages,
+        tools,
+        expected,
+        auto,
+        check,
+    })
 }
 
 /// A check's needs met here: the sandbox for tests and something to test with, a configured
@@ -403,11 +431,19 @@ fn check(state: &Service, check: &Option<Check>, messages: &[Message]) -> Result
             }
             CheckInput::Tests(suite)
         }
-        Check::Regex(p) => CheckInput::Regex(regex::Regex::new(p).map_err(|e| Invalid::field(e.to_string(), Some("reasoning.verifier.pattern")))?),
+        Check::Regex(p) => {
+            CheckInput::Regex(regex::Regex::new(p).map_err(|e| Invalid::field(e.to_string(), Some("reasoning.verifier.pattern")))?)
+        }
         Check::Http { name, tests } => {
             let Some(checker) = state.cfg.verifiers.get(name) else {
                 let known: Vec<&str> = state.cfg.verifiers.keys().map(String::as_str).collect();
-                return Err(Invalid::field(format!("no verifier named '{name}' is configured here (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") }), Some("reasoning.verifier.name")));
+                return Err(Invalid::field(
+                    format!(
+                        "no verifier named '{name}' is configured here (known: {})",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                    Some("reasoning.verifier.name"),
+                ));
             };
             CheckInput::Http { checker: checker.clone(), prompt, tests: tests.clone() }
         }
@@ -495,7 +531,10 @@ pub fn prepare_completion(state: &Service, backend: &dyn Backend, id: &str, body
         // Every token of the slot may be used: the prompt leaves at least one for the output.
         let room = slot_ctx as i64 - prompt.len() as i64;
         if room < 1 {
-            return Err(Invalid::ContextLength { message: format!("Prompt {i} is {} tokens; the context holds {slot_ctx}", prompt.len()), param: "prompt".into() });
+            return Err(Invalid::ContextLength {
+                message: format!("Prompt {i} is {} tokens; the context holds {slot_ctx}", prompt.len()),
+                param: "prompt".into(),
+            });
         }
         specs.push(JobSpec {
             id: format!("{id}-{i}"),
@@ -511,8 +550,6 @@ pub fn prepare_completion(state: &Service, backend: &dyn Backend, id: &str, body
     }
     Ok(PreparedCompletion { v, texts, specs, echo: fields.echo, logprobs: top })
 }
-
-
 
 /// The request body's schema for /openapi.json: the shared sampling fields and the chat fields.
 pub fn chat_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {

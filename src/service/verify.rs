@@ -149,7 +149,10 @@ pub struct Pattern(pub regex::Regex);
 
 impl Verify for Pattern {
     fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked> {
-        let verdicts = candidates.iter().map(|c| Verdict { score: f64::from(u8::from(self.0.is_match(c.answer.trim()))), ..Verdict::default() }).collect();
+        let verdicts = candidates
+            .iter()
+            .map(|c| Verdict { score: f64::from(u8::from(self.0.is_match(c.answer.trim()))), ..Verdict::default() })
+            .collect();
         Box::pin(std::future::ready(Checked { verdicts, selection: None }))
     }
 }
@@ -183,10 +186,15 @@ impl Http {
         }
         let v: Value = r.json().await.map_err(|e| format!("the checker's answer is not JSON: {e}"))?;
         match self.checker.kind {
-            HttpKind::Score => v.get("score").and_then(Value::as_f64).filter(|s| (0.0..=1.0).contains(s)).ok_or_else(|| "the checker's answer has no 'score' in [0, 1]".into()),
+            HttpKind::Score => v
+                .get("score")
+                .and_then(Value::as_f64)
+                .filter(|s| (0.0..=1.0).contains(s))
+                .ok_or_else(|| "the checker's answer has no 'score' in [0, 1]".into()),
             // SandboxFusion's /run_code: {"status": "Success", "run_result": {"return_code": 0, ...}}
             HttpKind::SandboxFusion => {
-                let ok = v.get("status").and_then(Value::as_str) == Some("Success") && v.pointer("/run_result/return_code").and_then(Value::as_i64) == Some(0);
+                let ok = v.get("status").and_then(Value::as_str) == Some("Success")
+                    && v.pointer("/run_result/return_code").and_then(Value::as_i64) == Some(0);
                 Ok(f64::from(u8::from(ok)))
             }
         }

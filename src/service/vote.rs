@@ -8,12 +8,12 @@ use super::Service;
 use crate::backend::{Adaptive, Backend, ConfidenceSpec, FinishReason, Judge, StopRule, VotePlan};
 use crate::metrics::metrics;
 use crate::reasoning::chat::Message;
+use crate::reasoning::code::Selection;
 use crate::reasoning::confidence::{keep_top, ChainScore, ChainScores};
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::labels::Effort;
 use crate::reasoning::sampling::{Aggregate, SamplingPlan, Verifier};
 use crate::reasoning::verify::{arithmetic_score, logprob_score};
-use crate::reasoning::code::Selection;
 use crate::reasoning::vote::{decide, Ballot, Tally};
 
 use super::verify::{checked, Candidate, Checked, TestsVerdict, Verdict, Verify};
@@ -93,12 +93,17 @@ pub fn vote_plan(state: &Service, backend: &dyn Backend, p: &Prepared) -> VotePl
     let adaptive = if let Some(first) = widen_from {
         Some(Adaptive { wave: first, rule: StopRule::Unanimous { wave: first }, prune_keep: None })
     } else if plan.prune {
-        Some(Adaptive { wave, rule: StopRule::Consensus { level: plan.confidence, warmup: wave }, prune_keep: Some(plan.keep_top.unwrap_or(r.prune_keep_top)) })
+        Some(Adaptive {
+            wave,
+            rule: StopRule::Consensus { level: plan.confidence, warmup: wave },
+            prune_keep: Some(plan.keep_top.unwrap_or(r.prune_keep_top)),
+        })
     } else {
         plan.adaptive.then_some(Adaptive { wave, rule: StopRule::Beta(plan.confidence), prune_keep: None })
     };
     let measure = plan.prune || plan.keep_top.is_some() || plan.aggregate == Aggregate::Confidence;
-    let confidence = measure.then_some(ConfidenceSpec { top_k: r.confidence_top_k, window: r.confidence_window, score: r.confidence_score });
+    let confidence =
+        measure.then_some(ConfidenceSpec { top_k: r.confidence_top_k, window: r.confidence_window, score: r.confidence_score });
     VotePlan { group, adaptive, judge, confidence }
 }
 
@@ -124,9 +129,7 @@ fn self_judge(backend: &dyn Backend, p: &Prepared, question_prompt: &str) -> Jud
 fn verifier_judge(p: &Prepared, question_prompt: &str) -> Judge {
     let messages = p.original_messages.clone();
     let question = question_prompt.to_string();
-    Judge::Verifier {
-        conversation: Box::new(move |answer: &str| judging_conversation(&messages, answer, &question)),
-    }
+    Judge::Verifier { conversation: Box::new(move |answer: &str| judging_conversation(&messages, answer, &question)) }
 }
 
 /// The conversation so far, the proposed answer as the assistant's turn, and the judging question.
@@ -156,7 +159,8 @@ pub struct Outcome {
 /// surviving chain votes, as in DeepConf online). Returns (finished, voting).
 fn voters(col: &Collector, choice: usize, group: usize, plan: &SamplingPlan, score: ChainScore) -> (Vec<usize>, Vec<usize>) {
     let range = choice * group..(choice + 1) * group;
-    let finished: Vec<usize> = range.filter(|&i| matches!(col.choices[i].finish, Some(FinishReason::Stop | FinishReason::Length))).collect();
+    let finished: Vec<usize> =
+        range.filter(|&i| matches!(col.choices[i].finish, Some(FinishReason::Stop | FinishReason::Length))).collect();
     let kept = match plan.keep_top {
         Some(eta) if !plan.prune => {
             let scores: Vec<f64> = finished.iter().map(|&i| confidence(col, i, score).unwrap_or(0.0)).collect();
@@ -183,7 +187,14 @@ impl ChoiceCheck<'_> {
     }
 }
 
-fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPlan, score: ChainScore, check: Option<ChoiceCheck>) -> Outcome {
+fn decide_choice(
+    col: &Collector,
+    choice: usize,
+    group: usize,
+    plan: &SamplingPlan,
+    score: ChainScore,
+    check: Option<ChoiceCheck>,
+) -> Outcome {
     let range = choice * group..(choice + 1) * group;
     let mut ballots = Vec::new();
     let mut samples = Vec::new();
@@ -212,10 +223,12 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
         let score = match plan.verifier {
             Verifier::None => None,
             Verifier::Logprob => Some(logprob_score(c.stats.mean_logprob)),
-            Verifier::Arithmetic => Some(arithmetic_score(&format!("{}\n{}", c.stats.thinking, c.stats.answer), answer.as_deref()).unwrap_or(0.5)),
-            Verifier::SelfJudge | Verifier::Model => Some(
-                col.judged.iter().find(|(ch, a, _)| *ch == choice && Some(a) == answer.as_ref()).map_or(0.0, |j| j.2),
-            ),
+            Verifier::Arithmetic => {
+                Some(arithmetic_score(&format!("{}\n{}", c.stats.thinking, c.stats.answer), answer.as_deref()).unwrap_or(0.5))
+            }
+            Verifier::SelfJudge | Verifier::Model => {
+                Some(col.judged.iter().find(|(ch, a, _)| *ch == choice && Some(a) == answer.as_ref()).map_or(0.0, |j| j.2))
+            }
             Verifier::Tests | Verifier::Regex | Verifier::Http => check.as_ref().and_then(|c| c.verdict(i)).map(|v| v.score),
         };
         let verdict = check.as_ref().and_then(|c| c.verdict(i));
@@ -268,7 +281,17 @@ fn decide_choice(col: &Collector, choice: usize, group: usize, plan: &SamplingPl
         keep_top: plan.keep_top,
         prune_threshold: col.calibrated.iter().find(|(c, _)| *c == choice).map(|(_, t)| *t),
         pruned,
-        votes: d.table.iter().map(|t| VoteRow { answer: t.answer.clone(), votes: t.votes, weight: t.weight, confidence: t.confidence, mean_logprob: t.mean_logprob }).collect(),
+        votes: d
+            .table
+            .iter()
+            .map(|t| VoteRow {
+                answer: t.answer.clone(),
+                votes: t.votes,
+                weight: t.weight,
+                confidence: t.confidence,
+                mean_logprob: t.mean_logprob,
+            })
+            .collect(),
         chosen_sample: members.get(d.index).map(|&i| i - choice * group),
         why,
         samples,
@@ -330,7 +353,11 @@ impl Ballots {
                         .iter()
                         .map(|&i| {
                             let s = &col.choices[i].stats;
-                            Candidate { thinking: s.thinking.clone(), answer: s.answer.clone(), confidence: confidence(col, i, self.score).unwrap_or(s.mean_logprob) }
+                            Candidate {
+                                thinking: s.thinking.clone(),
+                                answer: s.answer.clone(),
+                                confidence: confidence(col, i, self.score).unwrap_or(s.mean_logprob),
+                            }
                         })
                         .collect();
                     Some(checked(&**v, &candidates, *timeout).await)

@@ -26,7 +26,8 @@ pub async fn responses(State(state): State<Service>, body: Result<Bytes, BytesRe
     let req = parse_object(&body?)?;
     let chat = to_chat(&req)?;
     // The chat request goes through the gate like any other (its raw body, renamed fields).
-    let answer = chat::answer(state.clone(), Bytes::from(Value::Object(chat).to_string())).await.map_err(|e| e.rename_param(responses_param))?;
+    let answer =
+        chat::answer(state.clone(), Bytes::from(Value::Object(chat).to_string())).await.map_err(|e| e.rename_param(responses_param))?;
     let b = Builder::new(uuid::Uuid::new_v4().simple().to_string(), unix_now(), state.cfg.model_id(), &req);
     let mut frames = match answer {
         Answer::Whole(chat) => return Ok(axum::Json(b.from_chat(&chat)).into_response()),

@@ -17,7 +17,11 @@ pub enum Status {
 
 impl Status {
     pub(super) fn of(finish: Option<Finish>) -> Self {
-        if finish == Some(Finish::Length) { Self::Incomplete } else { Self::Completed }
+        if finish == Some(Finish::Length) {
+            Self::Incomplete
+        } else {
+            Self::Completed
+        }
     }
 }
 
@@ -56,7 +60,10 @@ impl Echo {
             max_output_tokens: get("max_output_tokens", Value::Null),
             parallel_tool_calls: req.get("parallel_tool_calls").and_then(Value::as_bool).unwrap_or(true),
             previous_response_id: None,
-            reasoning: ReasoningEcho { effort: req.get("reasoning").and_then(|r| r.get("effort")).cloned().unwrap_or(Value::Null), summary: None },
+            reasoning: ReasoningEcho {
+                effort: req.get("reasoning").and_then(|r| r.get("effort")).cloned().unwrap_or(Value::Null),
+                summary: None,
+            },
             temperature: get("temperature", json!(1.0)),
             top_p: get("top_p", json!(1.0)),
             text: TextEcho { format: req.get("text").and_then(|t| t.get("format")).cloned().unwrap_or_else(|| json!({"type": "text"})) },

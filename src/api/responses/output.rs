@@ -3,7 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use super::objects::{Echo, Event, IncompleteDetails, Numbered, OutputItem, OutputText, ReasoningText, ResponseError, ResponseObject, ResponseUsage, Status};
+use super::objects::{
+    Echo, Event, IncompleteDetails, Numbered, OutputItem, OutputText, ReasoningText, ResponseError, ResponseObject, ResponseUsage, Status,
+};
 use crate::api::error::ApiError;
 use crate::api::openai::{ChatChoice, ChoiceExt, ChunkChoice, Completion, Finish, ToolCallOut, Usage};
 use crate::api::stream::Frame;
@@ -115,7 +117,19 @@ pub struct Streamer {
 
 impl Streamer {
     pub fn new(b: Builder) -> Self {
-        Self { b, seq: 0, chain: String::new(), answer: String::new(), reasoning_open: false, message_index: None, calls: Vec::new(), finish: None, usage: None, thinkscale: None, failed: false }
+        Self {
+            b,
+            seq: 0,
+            chain: String::new(),
+            answer: String::new(),
+            reasoning_open: false,
+            message_index: None,
+            calls: Vec::new(),
+            finish: None,
+            usage: None,
+            thinkscale: None,
+            failed: false,
+        }
     }
 
     fn number(&mut self, events: Vec<Event>) -> Vec<Numbered> {
@@ -164,7 +178,13 @@ impl Streamer {
                 None => self.open_message(&mut out),
             };
             self.answer.push_str(&t);
-            out.push(Event::TextDelta { item_id: self.b.message_id(), output_index: index, content_index: 0, delta: t, logprobs: Vec::new() });
+            out.push(Event::TextDelta {
+                item_id: self.b.message_id(),
+                output_index: index,
+                content_index: 0,
+                delta: t,
+                logprobs: Vec::new(),
+            });
         }
         self.calls.extend(delta.tool_calls.unwrap_or_default());
         if choice.finish_reason.is_some() {
@@ -223,7 +243,13 @@ impl Streamer {
         }
         if let Some(index) = self.message_index {
             let (id, text) = (self.b.message_id(), self.answer.clone());
-            out.push(Event::TextDone { item_id: id.clone(), output_index: index, content_index: 0, text: text.clone(), logprobs: Vec::new() });
+            out.push(Event::TextDone {
+                item_id: id.clone(),
+                output_index: index,
+                content_index: 0,
+                text: text.clone(),
+                logprobs: Vec::new(),
+            });
             out.push(Event::PartDone { item_id: id, output_index: index, content_index: 0, part: OutputText::new(&text) });
             out.push(Event::ItemDone { output_index: index, item: self.b.message(Some(&text), status) });
             output.push(self.b.message(Some(&text), status));
@@ -276,7 +302,8 @@ mod tests {
     }
 
     fn chat(message: AssistantMessage, finish: Finish) -> Completion<ChatChoice> {
-        let mut c = env().wrap("chat.completion", vec![ChatChoice { index: 0, message, logprobs: None, finish_reason: finish, thinkscale: None }]);
+        let mut c =
+            env().wrap("chat.completion", vec![ChatChoice { index: 0, message, logprobs: None, finish_reason: finish, thinkscale: None }]);
         c.usage = Some(usage());
         c
     }
@@ -287,22 +314,36 @@ mod tests {
         let r = serde_json::to_value(builder(json!({"input": "q"})).from_chat(&chat(message, Finish::ToolCalls))).unwrap();
         assert_eq!(r["status"], "completed");
         assert_eq!(r["output"].as_array().unwrap().len(), 1);
-        assert_eq!(r["output"][0], json!({"type": "function_call", "id": "fc_x", "call_id": "call_x", "name": "add", "arguments": "{}", "status": "completed"}));
+        assert_eq!(
+            r["output"][0],
+            json!({"type": "function_call", "id": "fc_x", "call_id": "call_x", "name": "add", "arguments": "{}", "status": "completed"})
+        );
     }
 
     #[test]
     fn a_chat_completion_becomes_reasoning_and_message_items() {
-        let message = AssistantMessage { role: "assistant", content: Some("42".into()), reasoning_content: Some("6*7".into()), ..AssistantMessage::default() };
+        let message = AssistantMessage {
+            role: "assistant",
+            content: Some("42".into()),
+            reasoning_content: Some("6*7".into()),
+            ..AssistantMessage::default()
+        };
         let b = builder(json!({"input": "q", "reasoning": {"effort": "low"}, "max_output_tokens": 50}));
         let r = serde_json::to_value(b.from_chat(&chat(message, Finish::Length))).unwrap();
         assert_eq!(r["object"], "response");
         assert_eq!(r["id"], "resp_x");
         assert_eq!(r["status"], "incomplete");
         assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
-        assert_eq!(r["output"][0], json!({"type": "reasoning", "id": "rs_x", "summary": [], "content": [{"type": "reasoning_text", "text": "6*7"}], "status": "completed"}));
+        assert_eq!(
+            r["output"][0],
+            json!({"type": "reasoning", "id": "rs_x", "summary": [], "content": [{"type": "reasoning_text", "text": "6*7"}], "status": "completed"})
+        );
         assert_eq!(r["output"][1]["content"][0], json!({"type": "output_text", "text": "42", "annotations": [], "logprobs": []}));
-        assert_eq!(r["usage"], json!({"input_tokens": 5, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 9,
-                                      "output_tokens_details": {"reasoning_tokens": 3}, "total_tokens": 14}));
+        assert_eq!(
+            r["usage"],
+            json!({"input_tokens": 5, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 9,
+                                      "output_tokens_details": {"reasoning_tokens": 3}, "total_tokens": 14})
+        );
         assert_eq!(r["reasoning"]["effort"], "low");
         assert_eq!(r["max_output_tokens"], 50);
         assert_eq!(r["temperature"], 1.0);
@@ -348,11 +389,19 @@ mod tests {
             Frame::Chunk(end),
         ]);
         let expect = [
-            "response.created", "response.in_progress",
-            "response.output_item.added", "response.reasoning_text.delta", "response.reasoning_text.delta",
-            "response.reasoning_text.done", "response.output_item.done",
-            "response.output_item.added", "response.content_part.added", "response.output_text.delta",
-            "response.output_text.done", "response.content_part.done", "response.output_item.done",
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.reasoning_text.delta",
+            "response.reasoning_text.delta",
+            "response.reasoning_text.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
             "response.completed",
         ];
         assert_eq!(types, expect);
@@ -364,14 +413,30 @@ mod tests {
 
     #[test]
     fn streamed_calls_come_whole_after_the_chain() {
-        let calls = Delta { tool_calls: Some(ToolCallOut::list(vec![ToolCall { id: "call_x".into(), name: "add".into(), arguments: "{\"a\":1}".into() }], true)), ..Delta::default() };
+        let calls = Delta {
+            tool_calls: Some(ToolCallOut::list(
+                vec![ToolCall { id: "call_x".into(), name: "add".into(), arguments: "{\"a\":1}".into() }],
+                true,
+            )),
+            ..Delta::default()
+        };
         let (types, done) = run(vec![chunk(reasoning("add"), None), chunk(calls, Some(Finish::ToolCalls))]);
-        assert_eq!(&types[types.len() - 7..], [
-            "response.reasoning_text.done", "response.output_item.done",
-            "response.output_item.added", "response.function_call_arguments.delta", "response.function_call_arguments.done",
-            "response.output_item.done", "response.completed",
-        ]);
-        assert_eq!(done["output"][1], json!({"type": "function_call", "id": "fc_x", "call_id": "call_x", "name": "add", "arguments": "{\"a\":1}", "status": "completed"}));
+        assert_eq!(
+            &types[types.len() - 7..],
+            [
+                "response.reasoning_text.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        assert_eq!(
+            done["output"][1],
+            json!({"type": "function_call", "id": "fc_x", "call_id": "call_x", "name": "add", "arguments": "{\"a\":1}", "status": "completed"})
+        );
     }
 
     #[test]

@@ -8,8 +8,21 @@ use crate::api::error::ApiError;
 
 /// Responses fields with no chat counterpart: dropped (they change nothing here) or mapped.
 const RESPONSES_ONLY: [&str; 15] = [
-    "input", "instructions", "max_output_tokens", "text", "store", "include", "truncation", "user", "background",
-    "service_tier", "prompt_cache_key", "safety_identifier", "previous_response_id", "tools", "tool_choice",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "text",
+    "store",
+    "include",
+    "truncation",
+    "user",
+    "background",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+    "previous_response_id",
+    "tools",
+    "tool_choice",
 ];
 
 /// Chat parameter names in errors, spelled as the Responses request named them.
@@ -97,7 +110,10 @@ pub fn to_chat(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
                     // An earlier response's chain of thought: the model's own turn keeps only its answer.
                     "reasoning" => {}
                     other => {
-                        return Err(ApiError::bad_request(format!("input item type '{other}' is not supported"), Some(&format!("{param}.type"))))
+                        return Err(ApiError::bad_request(
+                            format!("input item type '{other}' is not supported"),
+                            Some(&format!("{param}.type")),
+                        ))
                     }
                 }
             }
@@ -105,14 +121,16 @@ pub fn to_chat(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
         None | Some(Value::Null) => return Err(ApiError::bad_request("'input' is required", Some("input"))),
         Some(_) => return Err(ApiError::bad_request("'input' must be a string or a list of items", Some("input"))),
     }
-    let mut chat: Map<String, Value> = obj.iter().filter(|(k, _)| !RESPONSES_ONLY.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut chat: Map<String, Value> =
+        obj.iter().filter(|(k, _)| !RESPONSES_ONLY.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
     chat.insert("messages".into(), Value::Array(messages));
     if let Some(m) = obj.get("max_output_tokens").filter(|v| !v.is_null()) {
         chat.insert("max_completion_tokens".into(), m.clone());
     }
     if let Some(Value::Object(r)) = obj.get("reasoning") {
         // `summary` asks OpenAI for a summary of hidden reasoning; here the whole chain is returned.
-        let r: Map<String, Value> = r.iter().filter(|(k, _)| !matches!(k.as_str(), "summary" | "generate_summary")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let r: Map<String, Value> =
+            r.iter().filter(|(k, _)| !matches!(k.as_str(), "summary" | "generate_summary")).map(|(k, v)| (k.clone(), v.clone())).collect();
         chat.insert("reasoning".into(), Value::Object(r));
     }
     if let Some(format) = obj.get("text").and_then(|t| t.get("format")).filter(|v| !v.is_null()) {
@@ -124,7 +142,9 @@ pub fn to_chat(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
                 schema.remove("type");
                 Some(json!({"type": "json_schema", "json_schema": schema}))
             }
-            _ => return Err(ApiError::bad_request("'text.format.type' must be text, json_object or json_schema", Some("text.format.type"))),
+            _ => {
+                return Err(ApiError::bad_request("'text.format.type' must be text, json_object or json_schema", Some("text.format.type")))
+            }
         };
         if let Some(rf) = rf {
             chat.insert("response_format".into(), rf);
@@ -185,11 +205,17 @@ mod tests {
             "text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}, "strict": true}},
         })))
         .unwrap();
-        assert_eq!(chat["messages"], json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-            {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"}]));
+        assert_eq!(
+            chat["messages"],
+            json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"}])
+        );
         assert_eq!(chat["reasoning"], json!({"effort": "low", "samples": 4}));
         assert_eq!(chat["max_completion_tokens"], 300);
-        assert_eq!(chat["response_format"], json!({"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}, "strict": true}}));
+        assert_eq!(
+            chat["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}, "strict": true}})
+        );
         assert_eq!((chat["temperature"].clone(), chat["thinking_budget_tokens"].clone()), (json!(0.2), json!(64)));
         for gone in ["input", "instructions", "max_output_tokens", "store", "text"] {
             assert!(!chat.contains_key(gone), "{gone}");

@@ -10,9 +10,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Backend, CancelHandle, Capabilities, Event, Grammar, Health, JobSpec, SubmitError, TextError, Token, Vocabulary};
-use engine::{Engine, Model};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
+use engine::{Engine, Model};
 
 impl Vocabulary for Model {
     fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, TextError> {

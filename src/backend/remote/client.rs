@@ -171,7 +171,11 @@ pub fn parse_chunk(v: &Value) -> Chunk {
     let text = choice["text"].as_str().unwrap_or_default();
     let lp: Logprobs = serde_json::from_value(choice["logprobs"].clone()).unwrap_or_default();
     let tokens = if lp.tokens.is_empty() {
-        if text.is_empty() { Vec::new() } else { vec![Token { text: text.to_string(), ..Default::default() }] }
+        if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![Token { text: text.to_string(), ..Default::default() }]
+        }
     } else {
         lp.tokens
             .iter()

@@ -104,7 +104,8 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
     let forcing = match &spec.forcing {
         Some(f) => {
             let (vocab, f, max) = (shared.vocab.clone(), f.clone(), spec.max_tokens);
-            let made = tokio::task::spawn_blocking(move || JobForcing::new(&f, max, |t| vocab.tokenize(t, false)).map_err(|e| e.to_string()));
+            let made =
+                tokio::task::spawn_blocking(move || JobForcing::new(&f, max, |t| vocab.tokenize(t, false)).map_err(|e| e.to_string()));
             match made.await.map_err(|e| e.to_string()).and_then(|r| r) {
                 Ok(jf) => Some(jf),
                 Err(e) => {

@@ -82,7 +82,9 @@ impl Remote {
 
     async fn finish(cfg: &Config, client: Client, replicas: Replicas, first: Arc<Replica>, models: Value) -> anyhow::Result<Self> {
         let entry = match &cfg.backend_model {
-            Some(name) => models["data"].as_array().and_then(|d| d.iter().find(|m| m["id"] == name.as_str())).cloned().unwrap_or(Value::Null),
+            Some(name) => {
+                models["data"].as_array().and_then(|d| d.iter().find(|m| m["id"] == name.as_str())).cloned().unwrap_or(Value::Null)
+            }
             None => models["data"][0].clone(),
         };
         let model = match (&cfg.backend_model, entry["id"].as_str()) {
@@ -100,9 +102,12 @@ impl Remote {
             .unwrap_or(4096) as u32;
         let markers = match (&cfg.reasoning.think_open, &cfg.reasoning.think_close) {
             (Some(o), Some(c)) => Some((o.clone(), c.clone())),
-            _ => meta["thinking_markers"].as_array().and_then(|m| Some((m.first()?.as_str()?.to_string(), m.get(1)?.as_str()?.to_string()))),
+            _ => {
+                meta["thinking_markers"].as_array().and_then(|m| Some((m.first()?.as_str()?.to_string(), m.get(1)?.as_str()?.to_string())))
+            }
         };
-        let eog = meta["eog_token_ids"].as_array().map(|a| a.iter().filter_map(|t| t.as_i64().map(|t| t as i32)).collect()).unwrap_or_default();
+        let eog =
+            meta["eog_token_ids"].as_array().map(|a| a.iter().filter_map(|t| t.as_i64().map(|t| t as i32)).collect()).unwrap_or_default();
         let n_vocab = meta["n_vocab"].as_i64().map(|n| n as i32);
         let vocab = Arc::new(RemoteVocab {
             replicas: replicas.all.clone(),
@@ -117,7 +122,17 @@ impl Remote {
             "thinking_markers": vocab.markers, "eog_token_ids": vocab.eog,
             "replicas": replicas.all.iter().map(|r| r.url.clone()).collect::<Vec<_>>(), "engine": meta,
         });
-        let shared = Arc::new(Shared { replicas, client, model, slot_ctx, meta, vocab, parallel: cfg.parallel as u64, queue: cfg.queue_size as u64, silence: Duration::from_secs(cfg.backend_timeout.max(1)) });
+        let shared = Arc::new(Shared {
+            replicas,
+            client,
+            model,
+            slot_ctx,
+            meta,
+            vocab,
+            parallel: cfg.parallel as u64,
+            queue: cfg.queue_size as u64,
+            silence: Duration::from_secs(cfg.backend_timeout.max(1)),
+        });
         tokio::spawn(probe(Arc::downgrade(&shared)));
         tracing::info!(model = %shared.model, slot_ctx, replicas = shared.replicas.all.len(), "remote backend ready");
         Ok(Self { shared })

@@ -132,7 +132,12 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                             token: t.text.clone(),
                             logprob: lp,
                             bytes: t.text.as_bytes().to_vec(),
-                            top_logprobs: t.top.iter().take(k as usize).map(|(s, l)| TopLogprob { token: s.clone(), logprob: *l, bytes: s.as_bytes().to_vec() }).collect(),
+                            top_logprobs: t
+                                .top
+                                .iter()
+                                .take(k as usize)
+                                .map(|(s, l)| TopLogprob { token: s.clone(), logprob: *l, bytes: s.as_bytes().to_vec() })
+                                .collect(),
                             thinking,
                         });
                     }

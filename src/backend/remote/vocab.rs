@@ -87,7 +87,10 @@ impl Vocabulary for RemoteVocab {
             body["tools"] = tools.iter().map(|t| t.raw.clone()).collect();
         }
         let mut prompt = match self.post("/apply-template", &body) {
-            Ok(v) => v["prompt"].as_str().map(str::to_string).ok_or_else(|| TextError::Unavailable("the backend's /apply-template gave no prompt".into()))?,
+            Ok(v) => v["prompt"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| TextError::Unavailable("the backend's /apply-template gave no prompt".into()))?,
             Err(Failure::Refused(404, ..)) => self.render_by_tokens(&body).map_err(text_error)?,
             Err(e) => return Err(text_error(e)),
         };

@@ -14,8 +14,15 @@ pub enum Want {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
     /// Feed `tokens` of slot `id`'s pending tokens; `logits`: they were all of them, so sample after.
-    Decode { id: i32, tokens: usize, logits: bool },
-    Prefill { job: usize, tokens: usize },
+    Decode {
+        id: i32,
+        tokens: usize,
+        logits: bool,
+    },
+    Prefill {
+        job: usize,
+        tokens: usize,
+    },
 }
 
 /// Pack by increasing slot id (llama.cpp runs one pass per run of consecutive ids). llama.cpp
@@ -62,7 +69,8 @@ mod tests {
 
     #[test]
     fn sequences_go_by_slot_and_forced_text_one_token_at_a_time_when_shared() {
-        let plan = pack(vec![Want::Decode { id: 2, pending: 1 }, Want::Decode { id: 0, pending: 5 }, Want::Decode { id: 1, pending: 0 }], 512);
+        let plan =
+            pack(vec![Want::Decode { id: 2, pending: 1 }, Want::Decode { id: 0, pending: 5 }, Want::Decode { id: 1, pending: 0 }], 512);
         assert_eq!(plan, vec![Take::Decode { id: 0, tokens: 1, logits: false }, Take::Decode { id: 2, tokens: 1, logits: true }]);
         // Alone, a sequence feeds all its forced text at once.
         assert_eq!(pack(vec![Want::Decode { id: 3, pending: 5 }], 512), vec![Take::Decode { id: 3, tokens: 5, logits: true }]);
@@ -70,14 +78,20 @@ mod tests {
 
     #[test]
     fn prefill_takes_the_room_left_and_the_cap_holds() {
-        let wants = vec![Want::Prefill { anchor: 1, job: 7, remaining: 1000 }, Want::Decode { id: 0, pending: 1 }, Want::Decode { id: 2, pending: 1 }];
+        let wants = vec![
+            Want::Prefill { anchor: 1, job: 7, remaining: 1000 },
+            Want::Decode { id: 0, pending: 1 },
+            Want::Decode { id: 2, pending: 1 },
+        ];
         let plan = pack(wants, 512);
-        assert_eq!(
-            plan,
-            vec![Take::Decode { id: 0, tokens: 1, logits: true }, Take::Prefill { job: 7, tokens: 511 }]
-        );
+        assert_eq!(plan, vec![Take::Decode { id: 0, tokens: 1, logits: true }, Take::Prefill { job: 7, tokens: 511 }]);
         // The prefill filled the batch: slot 2 waits for the next step.
-        let total: usize = plan.iter().map(|t| match t { Take::Decode { tokens, .. } | Take::Prefill { tokens, .. } => *tokens }).sum();
+        let total: usize = plan
+            .iter()
+            .map(|t| match t {
+                Take::Decode { tokens, .. } | Take::Prefill { tokens, .. } => *tokens,
+            })
+            .sum();
         assert_eq!(total, 512);
         assert_eq!(pack(vec![Want::Prefill { anchor: 0, job: 1, remaining: 10 }], 512), vec![Take::Prefill { job: 1, tokens: 10 }]);
         assert!(pack(vec![Want::Decode { id: 0, pending: 600 }], 512).is_empty());

@@ -50,8 +50,9 @@ pub fn run(a: &CeilingArgs) -> anyhow::Result<Vec<CeilingRow>> {
         let params = Model::context_params(a.ctx_size, a.parallel, a.n_batch, a.threads);
         let mut ctx = model.model.new_context(super::model::backend_ref(), params)?;
         let mut batch = LlamaBatch::new(a.n_batch as usize, a.parallel as i32);
-        let mut samplers: Vec<LlamaSampler> =
-            (0..n).map(|_| LlamaSampler::chain_simple([LlamaSampler::logit_bias(model.n_vocab, &banned), LlamaSampler::greedy()])).collect();
+        let mut samplers: Vec<LlamaSampler> = (0..n)
+            .map(|_| LlamaSampler::chain_simple([LlamaSampler::logit_bias(model.n_vocab, &banned), LlamaSampler::greedy()]))
+            .collect();
         let start = Instant::now();
         // Prefill once on sequence 0, fork to the others, feed each the last prompt token.
         for (c, chunk) in prompt[..p - 1].chunks(a.n_batch as usize).enumerate() {

@@ -75,17 +75,18 @@ impl Engine {
             (Some(o), Some(c)) => Some((o.clone(), c.clone())),
             _ => None,
         };
-        let model = Arc::new(Model::load(
-            &cfg.model,
-            cfg.gpu_layers,
-            &cfg.chat_template_fallback,
-            cfg.jinja,
-            think,
-            cfg.backends_dir.as_deref(),
-        )?);
+        let model =
+            Arc::new(Model::load(&cfg.model, cfg.gpu_layers, &cfg.chat_template_fallback, cfg.jinja, think, cfg.backends_dir.as_deref())?);
         let threads = cfg.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4));
         let verifier = match &cfg.reasoning.verifier_model {
-            Some(path) => Some(Arc::new(Model::load(path, cfg.gpu_layers, &cfg.chat_template_fallback, cfg.jinja, None, cfg.backends_dir.as_deref())?)),
+            Some(path) => Some(Arc::new(Model::load(
+                path,
+                cfg.gpu_layers,
+                &cfg.chat_template_fallback,
+                cfg.jinja,
+                None,
+                cfg.backends_dir.as_deref(),
+            )?)),
             None => None,
         };
         let has_verifier = verifier.is_some();
@@ -94,9 +95,8 @@ impl Engine {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let loop_cfg = scheduler::LoopConfig { n_ctx: cfg.ctx_size, parallel: cfg.parallel, n_batch: cfg.batch_size, threads };
         let (m, s) = (model.clone(), stats.clone());
-        let handle = std::thread::Builder::new()
-            .name(THREAD.into())
-            .spawn(move || scheduler::run(m, verifier, loop_cfg, rx, s, ready_tx))?;
+        let handle =
+            std::thread::Builder::new().name(THREAD.into()).spawn(move || scheduler::run(m, verifier, loop_cfg, rx, s, ready_tx))?;
         // The context is created on the engine thread; wait for it so a failure is reported here.
         let n_ctx = ready_rx.recv().map_err(|_| anyhow::anyhow!("engine thread exited during start-up"))??;
         crate::metrics::metrics().kv_cells_total.set(n_ctx as i64);

@@ -63,10 +63,7 @@ pub fn schema_gbnf(schema: &str) -> Result<String, String> {
 
 /// The devices llama.cpp found (CPU, CUDA, ...), for /health and the start-up log.
 pub fn devices() -> Vec<String> {
-    llama_cpp_2::list_llama_ggml_backend_devices()
-        .into_iter()
-        .map(|d| format!("{} ({}, {})", d.name, d.backend, d.description))
-        .collect()
+    llama_cpp_2::list_llama_ggml_backend_devices().into_iter().map(|d| format!("{} ({}, {})", d.name, d.backend, d.description)).collect()
 }
 
 pub struct Model {
@@ -102,8 +99,7 @@ impl Model {
         let backend = backend(backends_dir)?;
         let gpu_layers = gpu_layers.unwrap_or(if backend.supports_gpu_offload() { 999 } else { 0 });
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
-        let model = LlamaModel::load_from_file(backend, path, &params)
-            .map_err(|e| anyhow!("loading {}: {e}", path.display()))?;
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| anyhow!("loading {}: {e}", path.display()))?;
         let template = match model.chat_template(None) {
             Ok(t) => t,
             Err(_) => LlamaChatTemplate::new(template_fallback).context("fallback chat template")?,
@@ -111,7 +107,16 @@ impl Model {
         let jinja = if use_jinja { Self::jinja(&model) } else { None };
         let n_vocab = model.n_vocab();
         let n_layer = model.n_layer();
-        let mut m = Self { model, template, jinja, think_markers: None, n_vocab, eog: Vec::new(), n_layer, gpu_layers: gpu_layers.min(n_layer + 1) };
+        let mut m = Self {
+            model,
+            template,
+            jinja,
+            think_markers: None,
+            n_vocab,
+            eog: Vec::new(),
+            n_layer,
+            gpu_layers: gpu_layers.min(n_layer + 1),
+        };
         m.think_markers = think_override.or_else(|| m.detect_think_markers());
         m.eog = m.eog_tokens();
         Ok(m)

@@ -37,7 +37,12 @@ impl Slots {
     /// Where the longest prefix of `prompt` (all but its last token, which every sequence is fed
     /// itself) is held: a live job's prefilled prompt (`live`: tokens, slot) or a free slot's
     /// retained tokens. Returns (tokens in common, slot); ties go to `anchor`, which needs no copy.
-    pub fn best_prefix<'a>(&'a self, prompt: &[Token], anchor: i32, live: impl Iterator<Item = (&'a [Token], i32)>) -> Option<(usize, i32)> {
+    pub fn best_prefix<'a>(
+        &'a self,
+        prompt: &[Token],
+        anchor: i32,
+        live: impl Iterator<Item = (&'a [Token], i32)>,
+    ) -> Option<(usize, i32)> {
         let target = &prompt[..prompt.len().saturating_sub(1)];
         let kept = self.free.iter().map(|&id| (&self.retained[id as usize][..], id));
         live.chain(kept)

@@ -118,7 +118,8 @@ impl Jinja {
     }
 }
 
-const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONTHS: [&str; 12] =
+    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
 
 /// The date fields of a strftime format (%Y %m %d %B %b).
 fn date(fmt: &str, (y, m, d): (i64, u32, u32)) -> String {

@@ -49,7 +49,8 @@ impl Verifier {
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            let mut j = Judge { model: &model, ctx, yes: model.token_ids(&JUDGE_YES), no: model.token_ids(&JUDGE_NO), n_batch: n_batch as usize };
+            let mut j =
+                Judge { model: &model, ctx, yes: model.token_ids(&JUDGE_YES), no: model.token_ids(&JUDGE_NO), n_batch: n_batch as usize };
             // Ends when the scheduler (the only sender) is gone.
             for ask in ask_rx {
                 let score = j.score(&ask.conversation).unwrap_or(0.5);

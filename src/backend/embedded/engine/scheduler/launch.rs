@@ -4,10 +4,10 @@
 
 use super::{Scheduler, Slot};
 use crate::backend::controller::Controller;
-use crate::backend::groups::Work;
-use crate::backend::{Event, Judge, SamplingParams};
 use crate::backend::embedded::engine::sequence::Sequence;
 use crate::backend::embedded::engine::verifier::{Ask, Verdict};
+use crate::backend::groups::Work;
+use crate::backend::{Event, Judge, SamplingParams};
 
 impl Scheduler<'_> {
     /// Fork prefilled prompts into new sequences (samples, then judges) while slots allow.
@@ -104,7 +104,14 @@ impl Scheduler<'_> {
         let p = spec.prompt.len();
         // A judge reads one token's logits: the request's grammar does not apply to it.
         let sampling = SamplingParams { grammar: None, ..spec.sampling.clone() };
-        let mut seq = Sequence::new(seq_id, (p - 1) as i32, spec.prompt[p - 1].into(), &sampling, self.model, Controller::new(0, None, vec![], 1, None));
+        let mut seq = Sequence::new(
+            seq_id,
+            (p - 1) as i32,
+            spec.prompt[p - 1].into(),
+            &sampling,
+            self.model,
+            Controller::new(0, None, vec![], 1, None),
+        );
         seq.input.extend(self.model.tokenize(&suffix(&answer), false));
         self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some((choice, answer)) });
     }

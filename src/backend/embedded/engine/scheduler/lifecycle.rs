@@ -56,7 +56,11 @@ impl Scheduler<'_> {
         if let Some(choice) = stop {
             let key = self.jobs[ji].key;
             let hit: Vec<i32> = (0..self.slots.len() as i32)
-                .filter(|&i| self.slots[i as usize].as_ref().is_some_and(|s| s.job == key && s.judge.is_none() && self.jobs[ji].groups.choice_of(s.seq.ctl.index) == choice))
+                .filter(|&i| {
+                    self.slots[i as usize]
+                        .as_ref()
+                        .is_some_and(|s| s.job == key && s.judge.is_none() && self.jobs[ji].groups.choice_of(s.seq.ctl.index) == choice)
+                })
                 .collect();
             for i in hit {
                 self.finish_seq(i, FinishReason::Cancelled);

@@ -21,12 +21,12 @@ use super::batch::{pack, Take, Want};
 use super::logits::{best_non_eog, logprob_entry, top_logprobs};
 use super::sequence::Sequence;
 use super::slots::Slots;
+use super::verifier::Verifier;
 use super::{EngineStats, Job, Model};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::Groups;
 use crate::backend::{Event, Token, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
-use super::verifier::Verifier;
 
 pub(crate) struct LoopConfig {
     pub n_ctx: u32,
@@ -184,7 +184,11 @@ impl<'m> Scheduler<'m> {
     /// Returns whether anything was decoded.
     fn step(&mut self, batch: &mut LlamaBatch) -> bool {
         batch.clear();
-        let live = self.slots.iter().enumerate().filter_map(|(id, s)| s.as_ref().map(|s| Want::Decode { id: id as i32, pending: s.seq.input.len() }));
+        let live = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.as_ref().map(|s| Want::Decode { id: id as i32, pending: s.seq.input.len() }));
         let prefills = self.jobs.iter().enumerate().filter(|(_, j)| !j.prompt_ready()).map(|(ji, j)| Want::Prefill {
             anchor: j.anchor,
             job: ji,
