@@ -487,8 +487,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.reasoning.effort_samples.insert("low".into(), 0);
         assert!(cfg.validate().unwrap_err().to_string().contains("reasoning.effort_samples.low"));
-        let mut cfg = Config::default();
-        cfg.cors_origins = vec!["localhost:3000".into()];
+        let mut cfg = Config { cors_origins: vec!["localhost:3000".into()], ..Config::default() };
         assert!(cfg.validate().is_err());
         cfg.cors_origins = vec!["http://localhost:3000".into(), "*".into()];
         assert!(cfg.validate().is_ok());

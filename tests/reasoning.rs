@@ -133,8 +133,8 @@ fn a_cap_too_small_to_think_is_refused_not_ignored() {
 #[test]
 fn min_thinking_forces_at_least_the_minimum() {
     let s = shared();
-    for i in 0..6 {
-        let v = ask(s, QUESTIONS[i], json!({"min_thinking_tokens": 120, "max_thinking_tokens": 200, "seed": i}));
+    for (i, q) in QUESTIONS.iter().enumerate().take(6) {
+        let v = ask(s, q, json!({"min_thinking_tokens": 120, "max_thinking_tokens": 200, "seed": i}));
         let used = reasoning_tokens(&v);
         assert!((120..=200).contains(&used), "used {used}: {v}");
         assert!(!v["choices"][0]["message"]["content"].as_str().unwrap().trim().is_empty());
@@ -145,8 +145,8 @@ fn min_thinking_forces_at_least_the_minimum() {
 #[test]
 fn max_completion_tokens_caps_thinking_and_answer_together() {
     let s = shared();
-    for i in 0..5 {
-        let v = ask(s, QUESTIONS[i], json!({"reasoning_effort": "medium", "max_completion_tokens": 80, "seed": i}));
+    for (i, q) in QUESTIONS.iter().enumerate().take(5) {
+        let v = ask(s, q, json!({"reasoning_effort": "medium", "max_completion_tokens": 80, "seed": i}));
         assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 80, "{v}");
         assert!(reasoning_tokens(&v) < 80);
         assert!(!v["choices"][0]["message"]["content"].as_str().unwrap().trim().is_empty(), "{v}");
@@ -233,8 +233,8 @@ fn thinking_model_path_with_configured_markers() {
     assert_eq!(models["data"][0]["meta"]["thinking_markers"], json!(["<think>", "</think>"]));
     // Counts and cuts on the markers.
     for budget in [8u64, 40] {
-        for i in 0..4 {
-            let v = ask(&s, QUESTIONS[i], json!({"thinking_budget_tokens": budget, "seed": i}));
+        for (i, q) in QUESTIONS.iter().enumerate().take(4) {
+            let v = ask(&s, q, json!({"thinking_budget_tokens": budget, "seed": i}));
             let used = reasoning_tokens(&v);
             assert!(used <= budget && used > 0, "{v}");
             let content = v["choices"][0]["message"]["content"].as_str().unwrap();

@@ -70,7 +70,7 @@ fn requests_spread_over_replicas_and_survive_a_killed_one() {
         .collect();
     let content = common::joined(&chunks, 0, "content");
     assert!(!content.is_empty());
-    assert_eq!(chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).last(), Some("length"));
+    assert_eq!(chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).next_back(), Some("length"));
 
     // The dead replica is shown down, in /health and /metrics; requests go to the other.
     let down = replicas(&outer).into_iter().find(|r| r["url"] == killed.as_str()).unwrap();

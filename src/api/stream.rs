@@ -69,6 +69,8 @@ pub trait Render: Send + 'static {
 }
 
 /// One frame of a stream: a chunk, a progress note, or the error a failure mid-stream ends with.
+// Chunks are nearly every frame: boxing them would add an allocation to each for the rare error.
+#[allow(clippy::large_enum_variant)]
 pub enum Frame<C> {
     Chunk(Completion<C>),
     Progress(Progress),

@@ -103,8 +103,11 @@ pub enum Judge {
     /// By the serving model: the text teacher-forced after the prompt for one proposed answer.
     Fork { suffix: Box<dyn Fn(&str) -> String + Send + Sync> },
     /// By the `--verifier-model`, which must read the whole judging conversation.
-    Verifier { conversation: Box<dyn Fn(&str) -> Vec<Message> + Send + Sync> },
+    Verifier { conversation: Conversation },
 }
+
+/// The judging conversation for one proposed answer.
+pub type Conversation = Box<dyn Fn(&str) -> Vec<Message> + Send + Sync>;
 
 impl std::fmt::Debug for VotePlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

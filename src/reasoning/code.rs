@@ -59,8 +59,7 @@ pub fn entry_point(prompt: &str) -> Option<String> {
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("def "))
         .filter_map(|r| r.split_once('(').map(|(n, _)| n.trim().to_string()))
-        .filter(|n| is_identifier(n))
-        .last()
+        .rfind(|n| is_identifier(n))
 }
 
 fn is_identifier(s: &str) -> bool {

@@ -30,7 +30,7 @@ pub async fn responses(State(state): State<Service>, body: Result<Bytes, BytesRe
         chat::answer(state.clone(), Bytes::from(Value::Object(chat).to_string())).await.map_err(|e| e.rename_param(responses_param))?;
     let b = Builder::new(uuid::Uuid::new_v4().simple().to_string(), unix_now(), state.cfg.model_id(), &req);
     let mut frames = match answer {
-        Answer::Whole(chat) => return Ok(axum::Json(b.from_chat(&chat)).into_response()),
+        Answer::Whole(chat) => return Ok(axum::Json(b.completed(&chat)).into_response()),
         Answer::Stream(frames) => frames,
     };
     let mut s = Streamer::new(b);

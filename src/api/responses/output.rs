@@ -61,7 +61,7 @@ impl Builder {
     }
 
     /// A finished chat completion as a response.
-    pub fn from_chat(&self, chat: &Completion<ChatChoice>) -> ResponseObject {
+    pub fn completed(&self, chat: &Completion<ChatChoice>) -> ResponseObject {
         let mut output = Vec::new();
         let Some(choice) = chat.choices.first() else { return self.object(Status::Completed, output) };
         let msg = &choice.message;
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn tool_calls_become_function_call_items() {
         let message = AssistantMessage { role: "assistant", tool_calls: Some(calls()), ..AssistantMessage::default() };
-        let r = serde_json::to_value(builder(json!({"input": "q"})).from_chat(&chat(message, Finish::ToolCalls))).unwrap();
+        let r = serde_json::to_value(builder(json!({"input": "q"})).completed(&chat(message, Finish::ToolCalls))).unwrap();
         assert_eq!(r["status"], "completed");
         assert_eq!(r["output"].as_array().unwrap().len(), 1);
         assert_eq!(
@@ -329,7 +329,7 @@ mod tests {
             ..AssistantMessage::default()
         };
         let b = builder(json!({"input": "q", "reasoning": {"effort": "low"}, "max_output_tokens": 50}));
-        let r = serde_json::to_value(b.from_chat(&chat(message, Finish::Length))).unwrap();
+        let r = serde_json::to_value(b.completed(&chat(message, Finish::Length))).unwrap();
         assert_eq!(r["object"], "response");
         assert_eq!(r["id"], "resp_x");
         assert_eq!(r["status"], "incomplete");
