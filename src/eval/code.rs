@@ -249,52 +249,159 @@ fn pick(rule: &str, chains: &[Chain], k: usize) -> Option<usize> {
     }
 }
 
+/// One cell of the report: a rule over the first k chains.
+struct Cell {
+    label: String,
+    k: usize,
+    solved: u64,
+    tokens: f64,
+    vs: Option<(u64, u64)>,
+}
+
 fn report(a: &CodeArgs) -> anyhow::Result<String> {
     let problems = by_problem(read_chains(&a.out.join("chains.jsonl"))?);
     let n = problems.len() as u64;
-    let baseline: Option<Vec<(String, bool)>> = match &a.baseline {
-        Some(dir) => {
-            Some(by_problem(read_chains(&dir.join("chains.jsonl"))?).into_iter().map(|g| (g[0].task_id.clone(), g[0].correct)).collect())
-        }
+    let baseline: Option<Vec<Chain>> = match &a.baseline {
+        Some(dir) => Some(by_problem(read_chains(&dir.join("chains.jsonl"))?).into_iter().map(|mut g| g.remove(0)).collect()),
         None => None,
     };
-    let mut md = format!("# {} ({} problems, range {}, {} chains each)\n\n", a.out.display(), n, a.range, a.samples);
-    md.push_str("| k | rule | pass@1 | 95% Wilson | completion tokens / problem | vs baseline (b/c, exact McNemar p) |\n|---|---|---|---|---|---|\n");
+    let base_of = |id: &str| baseline.as_ref().and_then(|b| b.iter().find(|c| c.task_id == id));
     let max_k = problems.iter().map(Vec::len).min().unwrap_or(0);
-    let ks: Vec<usize> = [1, 2, 4, 8, 16].into_iter().filter(|&k| k <= max_k).collect();
-    for &k in &ks {
-        let rules: &[&str] = if k == 1 { &["first"] } else { &["first", "behaviour", "examples"] };
+    let mut cells = Vec::new();
+    if baseline.is_some() {
+        let on_these: Vec<&Chain> = problems.iter().filter_map(|g| base_of(&g[0].task_id)).collect();
+        let tokens = on_these.iter().map(|c| c.completion_tokens as f64).sum::<f64>() / n.max(1) as f64;
+        cells.push(Cell {
+            label: "greedy (baseline run)".into(),
+            k: 1,
+            solved: on_these.iter().filter(|c| c.correct).count() as u64,
+            tokens,
+            vs: None,
+        });
+    }
+    for k in [1, 2, 4, 8, 16].into_iter().filter(|&k| k <= max_k) {
+        let rules: &[&str] = if k == 1 { &["first"] } else { &["behaviour", "examples"] };
         for rule in rules {
-            let mut solved = 0u64;
-            let mut tokens = 0u64;
-            let (mut b, mut c) = (0u64, 0u64);
+            let (mut solved, mut tokens, mut b, mut c) = (0u64, 0u64, 0u64, 0u64);
             for g in &problems {
                 let ok = pick(rule, g, k).is_some_and(|i| g[i].correct);
                 solved += u64::from(ok);
                 tokens += g[..k].iter().map(|c| c.completion_tokens).sum::<u64>();
-                if let Some(base) = baseline.as_ref().and_then(|b| b.iter().find(|(id, _)| *id == g[0].task_id)) {
-                    b += u64::from(base.1 && !ok);
-                    c += u64::from(!base.1 && ok);
+                if let Some(base) = base_of(&g[0].task_id) {
+                    b += u64::from(base.correct && !ok);
+                    c += u64::from(!base.correct && ok);
                 }
             }
-            let (lo, hi) = wilson(solved, n);
-            let vs = if baseline.is_some() { format!("{b}/{c}, p = {:.3}", mcnemar_p(b, c)) } else { "".into() };
-            md.push_str(&format!(
-                "| {k} | {rule} | {:.1}% ({solved}/{n}) | {:.1}–{:.1} | {:.0} | {vs} |\n",
-                100.0 * solved as f64 / n.max(1) as f64,
-                100.0 * lo,
-                100.0 * hi,
-                tokens as f64 / n.max(1) as f64
-            ));
+            let vs = baseline.is_some().then_some((b, c));
+            cells.push(Cell { label: rule.to_string(), k, solved, tokens: tokens as f64 / n.max(1) as f64, vs });
         }
-        let ceiling: f64 =
-            problems.iter().map(|g| pass_at_k(g.len() as u64, g.iter().filter(|c| c.correct).count() as u64, k as u64)).sum::<f64>()
-                / n.max(1) as f64;
-        md.push_str(&format!("| {k} | pass@{k} (oracle, unbiased over {max_k}) | {:.1}% | | | |\n", 100.0 * ceiling));
+    }
+    let mut md = format!("# {} ({} problems, range {}, {} chains each)\n\n", a.out.display(), n, a.range, a.samples);
+    md.push_str("| k | rule | pass@1 | 95% Wilson | completion tokens / problem | vs baseline (b/c, exact McNemar p) |\n|---|---|---|---|---|---|\n");
+    for c in &cells {
+        let (lo, hi) = wilson(c.solved, n);
+        let vs = c.vs.map_or_else(String::new, |(b, cc)| format!("{b}/{cc}, p = {:.3}", mcnemar_p(b, cc)));
+        md.push_str(&format!(
+            "| {} | {} | {:.1}% ({}/{n}) | {:.1}–{:.1} | {:.0} | {vs} |\n",
+            c.k,
+            c.label,
+            100.0 * c.solved as f64 / n.max(1) as f64,
+            c.solved,
+            100.0 * lo,
+            100.0 * hi,
+            c.tokens
+        ));
+    }
+    let ceilings: Vec<(usize, f64)> = [1, 2, 4, 8, 16]
+        .into_iter()
+        .filter(|&k| k <= max_k)
+        .map(|k| {
+            let sum: f64 =
+                problems.iter().map(|g| pass_at_k(g.len() as u64, g.iter().filter(|c| c.correct).count() as u64, k as u64)).sum();
+            (k, sum / n.max(1) as f64)
+        })
+        .collect();
+    for (k, p) in &ceilings {
+        md.push_str(&format!("| {k} | pass@{k} (oracle ceiling, unbiased over {max_k}) | {:.1}% | | | |\n", 100.0 * p));
     }
     let chose = problems.iter().filter(|g| g.iter().any(|c| c.chosen && c.correct)).count();
     md.push_str(&format!(
-        "\nRules: `first` = the first chain alone; `behaviour` = the largest group of chains with equal outputs on the examples and probe inputs; `examples` = among chains passing the most docstring examples, the largest behaviour group (the server's `verifier: \"tests\"`). The server's own choice over all chains solved {chose}/{n}.\n"
+        "\nRules: `first` = the first sampled chain alone; `behaviour` = the largest group of chains with equal outputs on the docstring examples and probe inputs (no checking); `examples` = among chains passing the most docstring examples, the largest behaviour group (the server's `verifier: \"tests\"`). Tokens count every chain a rule reads. The server's own choice over all {max_k} chains solved {chose}/{n}. Plot: frontier.png.\n"
     ));
+    if n > 0 {
+        plot(&a.out.join("frontier.png"), &cells, &ceilings, n)?;
+    }
     Ok(md)
+}
+
+/// Accuracy against completion tokens per problem: a line per rule through k = 1, 2, 4, 8, and
+/// the pass@k ceiling at the tokens its k chains cost.
+fn plot(path: &Path, cells: &[Cell], ceilings: &[(usize, f64)], n: u64) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    super::report::register_font();
+    let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
+    let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("plotting: {e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let x_hi = cells.iter().map(|c| c.tokens).fold(1.0, f64::max) * 1.3;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("pass@1 vs completion tokens per problem (95% Wilson intervals)", ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d((100.0..x_hi).log_scale(), 0.0..1.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("completion tokens per problem, every chain read (log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("pass@1")
+        .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
+        .draw()
+        .map_err(err)?;
+    let first = cells.iter().find(|c| c.label == "first");
+    let mut series: Vec<(String, Vec<&Cell>)> = Vec::new();
+    for c in cells {
+        match series.iter_mut().find(|(l, _)| *l == c.label) {
+            Some((_, v)) => v.push(c),
+            None => series.push((
+                c.label.clone(),
+                first.into_iter().filter(|_| c.label != "first" && !c.label.starts_with("greedy")).chain([c]).collect(),
+            )),
+        }
+    }
+    let acc = |c: &Cell| c.solved as f64 / n as f64;
+    for (i, (label, cs)) in series.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(cs.iter().map(|c| (c.tokens, acc(c))), colour.stroke_width(2)))
+            .map_err(err)?
+            .label(label.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
+        chart
+            .draw_series(cs.iter().map(|c| {
+                let (lo, hi) = wilson(c.solved, n);
+                ErrorBar::new_vertical(c.tokens, lo, acc(c), hi, colour.stroke_width(1), 6)
+            }))
+            .map_err(err)?;
+        chart
+            .draw_series(cs.iter().map(|c| Text::new(format!("k={}", c.k), (c.tokens, acc(c) + 0.02), ("sans-serif", 12))))
+            .map_err(err)?;
+    }
+    // The ceiling at the cost of the rules that read k chains.
+    let cost = |k: usize| cells.iter().find(|c| c.k == k && !c.label.starts_with("greedy")).map(|c| c.tokens);
+    let ceiling: Vec<(f64, f64)> = ceilings.iter().filter_map(|&(k, p)| cost(k).map(|t| (t, p))).collect();
+    chart
+        .draw_series(DashedLineSeries::new(ceiling, 6, 4, BLACK.stroke_width(2)))
+        .map_err(err)?
+        .label("pass@k (oracle ceiling)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
 }
