@@ -437,6 +437,16 @@ impl Config {
         anyhow::ensure!(r.prune_keep_top > 0.0 && r.prune_keep_top <= 1.0, "reasoning.prune_keep_top must be in (0, 1]");
         anyhow::ensure!(r.prune_warmup >= 1, "reasoning.prune_warmup must be at least 1");
         anyhow::ensure!((0.0..1.0).contains(&r.auto_margin), "reasoning.auto_margin must be in [0, 1)");
+        anyhow::ensure!(self.verifier_timeout > 0.0, "verifier_timeout must be positive");
+        let sb = &self.sandbox;
+        anyhow::ensure!(
+            sb.cpu_seconds >= 1 && sb.memory_mb >= 64 && sb.processes >= 1 && sb.open_files >= 16 && sb.concurrency >= 1,
+            "sandbox limits: cpu_seconds and processes at least 1, memory_mb at least 64, open_files at least 16, concurrency at least 1"
+        );
+        anyhow::ensure!(sb.wall_seconds > 0.0 && sb.output_bytes >= 1024, "sandbox.wall_seconds must be positive and output_bytes at least 1024");
+        for (name, v) in &self.verifiers {
+            anyhow::ensure!(v.url.starts_with("http://") || v.url.starts_with("https://"), "verifiers.{name}.url must be an http(s) URL");
+        }
         for o in self.cors_origins.iter().filter(|o| *o != "*") {
             anyhow::ensure!(
                 axum::http::HeaderValue::from_str(o).is_ok() && (o.starts_with("http://") || o.starts_with("https://")),
