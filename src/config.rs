@@ -443,7 +443,10 @@ impl Config {
             sb.cpu_seconds >= 1 && sb.memory_mb >= 64 && sb.processes >= 1 && sb.open_files >= 16 && sb.concurrency >= 1,
             "sandbox limits: cpu_seconds and processes at least 1, memory_mb at least 64, open_files at least 16, concurrency at least 1"
         );
-        anyhow::ensure!(sb.wall_seconds > 0.0 && sb.output_bytes >= 1024, "sandbox.wall_seconds must be positive and output_bytes at least 1024");
+        anyhow::ensure!(
+            sb.wall_seconds > 0.0 && sb.output_bytes >= 1024,
+            "sandbox.wall_seconds must be positive and output_bytes at least 1024"
+        );
         for (name, v) in &self.verifiers {
             anyhow::ensure!(v.url.starts_with("http://") || v.url.starts_with("https://"), "verifiers.{name}.url must be an http(s) URL");
         }

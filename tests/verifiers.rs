@@ -61,6 +61,19 @@ fn tests_verifier_runs_programs_against_the_docstring_and_client_tests() {
         assert_eq!(smp["tests"]["run"], 2, "{smp}");
         assert!(smp["tests"]["passed"].as_u64().unwrap() <= 1, "{smp}");
     }
+    // Model-written tests (CodeT): the model writes asserts for add, every program runs them, and
+    // the largest set agreeing on the most tests wins.
+    let v = s.chat(&code_request(json!({"enabled": false, "samples": 3, "verifier": "tests", "tests": "generated"})));
+    let ext = &v["choices"][0]["thinkscale"];
+    let run = samples(&v).iter().filter_map(|smp| smp["tests"]["run"].as_u64()).max().unwrap_or(0);
+    assert!(run >= 2, "the model wrote asserts and they ran: {ext}");
+    assert!(ext["why"].as_str().unwrap().contains("dual execution agreement"), "{ext}");
+    // A function the prompt does not define cannot get tests written for it.
+    let (st, e) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Sort a list."}], "reasoning": {"samples": 2, "verifier": "tests", "tests": "generated"}}),
+    );
+    assert_eq!((st, e["error"]["param"].as_str()), (400, Some("reasoning.entry_point")), "{e}");
     // Streamed, the vote waits for the verifier and the last chunk carries its verdicts.
     let mut body = code_request(json!({"enabled": false, "samples": 2, "verifier": "tests"}));
     body["stream"] = json!(true);
@@ -116,7 +129,6 @@ fn checks_need_their_flag_and_valid_settings() {
         (json!({"samples": 2, "verifier": {"type": "shell"}}), "reasoning.verifier.type"),
         (json!({"samples": 2, "verifier": {"type": "http", "name": "nope"}}), "reasoning.verifier.name"),
         (json!({"samples": 2, "verifier": "none", "tests": "assert True"}), "reasoning.tests"),
-        (json!({"samples": 2, "verifier": "tests", "tests": "generated"}), "reasoning.tests"),
         (json!({"samples": 2, "verifier": "tests", "entry_point": "os.system"}), "reasoning.entry_point"),
         (json!({"samples": 2, "verifier": "tests", "tests": 7}), "reasoning.tests"),
     ] {

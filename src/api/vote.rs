@@ -32,7 +32,7 @@ pub async fn respond(state: Service, backend: Arc<dyn Backend>, id: String, mut 
     col.effort = p.plan.thinking.then_some(effort);
     let (rx, _cancel) = submit(&*backend, p.spec)?;
     let env = Envelope::new(id, state.cfg.model_id());
-    let check = p.check.take().map(|c| crate::service::verify::build(&state, c));
+    let check = p.check.take().map(|c| crate::service::verify::build(&state, &backend, c));
     let ballot = Ballots { n, group, plan, score, effort, check };
     if p.v.stream {
         let render = VoteStream { ballot, view, auto: p.auto, grade };

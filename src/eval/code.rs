@@ -135,7 +135,15 @@ async fn run(a: &CodeArgs) -> anyhow::Result<()> {
     let mut jobs = futures::stream::iter(todo.iter().map(|p| solve(a, &client, &sandbox, p))).buffer_unordered(a.concurrency.max(1));
     let mut n = 0;
     while let Some(chains) = jobs.next().await {
-        let chains = chains?;
+        // A problem that failed is left out of chains.jsonl: a rerun tries it again.
+        let chains = match chains {
+            Ok(c) => c,
+            Err(e) => {
+                bar.println(format!("skipped: {e:#}"));
+                bar.inc(1);
+                continue;
+            }
+        };
         n += 1;
         let won = chains.iter().find(|c| c.chosen).is_some_and(|c| c.correct);
         solved.fetch_add(usize::from(won), std::sync::atomic::Ordering::Relaxed);
@@ -165,7 +173,12 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
         body["reasoning"] = json!({"enabled": false});
     }
     let url = format!("{}/v1/chat/completions", a.url.trim_end_matches('/').trim_end_matches("/v1"));
-    let r = client.post(&url).json(&body).send().await?;
+    let mut r = client.post(&url).json(&body).send().await?;
+    if r.status() == reqwest::StatusCode::BAD_REQUEST && a.samples > 1 {
+        // No docstring examples to run: the samples go unchecked, and the first one stands.
+        body["reasoning"] = json!({"enabled": false, "samples": a.samples});
+        r = client.post(&url).json(&body).send().await?;
+    }
     let status = r.status();
     let v: Value = r.json().await?;
     anyhow::ensure!(status.is_success(), "{}: {status} {v}", p.task_id);

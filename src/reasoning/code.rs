@@ -67,8 +67,10 @@ fn is_identifier(s: &str) -> bool {
     c.next().is_some_and(|f| f.is_alphabetic() || f == '_') && c.all(|x| x.is_alphanumeric() || x == '_')
 }
 
-/// Examples in a prompt's docstrings: `>>> call` followed by its expected line, and lines such as
-/// `entry(args) == value`, `entry(args) ➞ value`, `entry(args) -> value` or `=> value`.
+/// Examples in a prompt's docstrings: `>>> call` followed by its expected line; lines such as
+/// `entry(args) == value`, `➞ value`, `-> value`, `=> value`, `# returns value` or `= value`;
+/// `Input: args` followed by `Output: value`; and `For x = args the output should be value`.
+/// The arguments of the last two are passed as written (`arr = [1], k = 2` becomes keywords).
 pub fn examples(prompt: &str, entry: Option<&str>) -> Vec<Example> {
     let lines: Vec<&str> = prompt.lines().collect();
     let mut out = Vec::new();
@@ -87,8 +89,15 @@ pub fn examples(prompt: &str, entry: Option<&str>) -> Vec<Example> {
                 continue;
             }
         } else if let Some(name) = entry.filter(|_| !line.starts_with("def ")) {
-            if let Some(ex) = arrow_example(line, name) {
+            if let Some(ex) = arrow_example(line, name).or_else(|| for_example(line, name)) {
                 out.push(ex);
+            } else if let Some(args) = strip_label(line, "input") {
+                let output = lines.get(i + 1).and_then(|l| strip_label(l.trim(), "output"));
+                if let (false, Some(value)) = (args.is_empty(), output) {
+                    out.push(Example { call: format!("{name}({args})"), expected: value_text(value) });
+                    i += 2;
+                    continue;
+                }
             }
         }
         i += 1;
@@ -101,7 +110,28 @@ fn is_call(s: &str) -> bool {
     s.contains('(') && s.ends_with(')') && !s.starts_with("import") && !s.contains(" = ")
 }
 
-/// `name(args) SEP value` with SEP one of `==`, `➞`, `->`, `=>`, `returns`, `should return`.
+/// `Label: text` (any case), the text trimmed.
+fn strip_label<'a>(line: &'a str, label: &str) -> Option<&'a str> {
+    let (head, rest) = line.split_once(':')?;
+    head.trim().eq_ignore_ascii_case(label).then(|| rest.trim())
+}
+
+/// An expected value as written, without a trailing comment or full stop.
+fn value_text(v: &str) -> String {
+    let v = v.split(" #").next().unwrap_or(v).trim();
+    v.trim_end_matches(['.', ',', ';']).trim().to_string()
+}
+
+/// `For x = args the output should be value` (HumanEval's other phrasing).
+fn for_example(line: &str, name: &str) -> Option<Example> {
+    let rest = line.strip_prefix("For ").or_else(|| line.strip_prefix("for "))?;
+    let (args, value) = rest.split_once(" the output should be ")?;
+    let args = args.split(", the ").next().unwrap_or(args).trim().trim_end_matches(',');
+    let value = value_text(value);
+    (args.contains('=') && !value.is_empty()).then(|| Example { call: format!("{name}({args})"), expected: value })
+}
+
+/// `name(args) SEP value` with SEP one of `==`, `➞`, `->`, `=>`, `returns`, `should return`, `=`.
 fn arrow_example(line: &str, name: &str) -> Option<Example> {
     let start = line.find(&format!("{name}("))?;
     if start > 0 && line[..start].chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
@@ -110,8 +140,8 @@ fn arrow_example(line: &str, name: &str) -> Option<Example> {
     let text = &line[start..];
     let close = matching_paren(text)?;
     let call = &text[..=close];
-    let rest = text[close + 1..].trim_start();
-    let value = ["==", "➞", "->", "=>", "should return", "returns"].iter().find_map(|sep| rest.strip_prefix(sep))?.trim();
+    let rest = text[close + 1..].trim_start().trim_start_matches('#').trim_start();
+    let value = ["==>", "==", "➞", "->", "=>", "should return", "returns", "="].iter().find_map(|sep| rest.strip_prefix(sep))?.trim();
     let value = value.trim_end_matches(['.', ',', ';']).trim();
     (!value.is_empty()).then(|| Example { call: call.to_string(), expected: value.to_string() })
 }
@@ -136,6 +166,70 @@ fn matching_paren(s: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// The top-level `assert` statements in a model's answer (its program's, or the whole text's):
+/// the tests it wrote, one per line, continuation lines kept with their assert.
+pub fn asserts(answer: &str) -> String {
+    let text = program(answer).unwrap_or_else(|| answer.to_string());
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in text.lines() {
+        if line.starts_with("assert ") {
+            out.push(line.to_string());
+            open = line.matches(['(', '[', '{']).count() > line.matches([')', ']', '}']).count();
+        } else if open && line.starts_with([' ', '\t', ')', ']', '}']) {
+            if let Some(last) = out.last_mut() {
+                last.push('\n');
+                last.push_str(line);
+                open = last.matches(['(', '[', '{']).count() > last.matches([')', ']', '}']).count();
+            }
+        } else {
+            open = false;
+        }
+    }
+    out.join("\n")
+}
+
+/// CodeT's dual execution agreement: samples that pass exactly the same generated tests form a
+/// consensus set, scored by its size times the tests it passes; the best set wins, equal scores
+/// by their most confident sample. `outcomes[i]`: which tests sample i passed (None: no program).
+pub fn dual_agreement(outcomes: &[Option<Vec<bool>>], confidence: &[f64]) -> Selection {
+    let mut keys: Vec<&Vec<bool>> = Vec::new();
+    let groups: Vec<Option<usize>> = outcomes
+        .iter()
+        .map(|o| {
+            o.as_ref().map(|v| match keys.iter().position(|k| *k == v) {
+                Some(g) => g,
+                None => {
+                    keys.push(v);
+                    keys.len() - 1
+                }
+            })
+        })
+        .collect();
+    let score = |g: usize| {
+        let size = groups.iter().filter(|x| **x == Some(g)).count();
+        (size, keys[g].iter().filter(|p| **p).count())
+    };
+    let best_conf =
+        |g: usize| (0..outcomes.len()).filter(|&i| groups[i] == Some(g)).map(|i| confidence[i]).fold(f64::NEG_INFINITY, f64::max);
+    let Some(best) = (0..keys.len()).max_by(|&a, &b| {
+        let (sa, sb) = (score(a), score(b));
+        (sa.0 * sa.1).cmp(&(sb.0 * sb.1)).then(best_conf(a).total_cmp(&best_conf(b))).then(b.cmp(&a))
+    }) else {
+        return Selection { chosen: None, groups, reason: "no sample wrote a program".into() };
+    };
+    let chosen =
+        (0..outcomes.len()).filter(|&i| groups[i] == Some(best)).max_by(|&a, &b| confidence[a].total_cmp(&confidence[b]).then(b.cmp(&a)));
+    let (size, passed) = score(best);
+    let reason = format!(
+        "dual execution agreement: its set of {size} samples passes the same {passed}/{} generated tests (score {}), the best of {} sets",
+        keys[best].len(),
+        size * passed,
+        keys.len()
+    );
+    Selection { chosen, groups, reason }
 }
 
 /// One sample's execution, as selection reads it.
@@ -232,6 +326,19 @@ mod tests {
     }
 
     #[test]
+    fn input_output_and_for_phrasings() {
+        let p = "def maximum(arr, k):\n    Example 1:\n        Input: arr = [-3, -4, 5], k = 3\n        Output: [-4, -3, 5]\n\n    Example 2:\n        Input: [4,2,3]\n        Output: [2, 1] # the smallest\n    For lst = [1,2,3] the output should be 14\n    For N = 1000, the sum of digits will be 1 the output should be \"1\".\n    can_x([1,2]) = 3\n    f(15)   # returns \"db1111db\"";
+        let ex = examples(p, Some("maximum"));
+        assert_eq!(ex[0], Example { call: "maximum(arr = [-3, -4, 5], k = 3)".into(), expected: "[-4, -3, 5]".into() });
+        assert_eq!(ex[1], Example { call: "maximum([4,2,3])".into(), expected: "[2, 1]".into() });
+        assert_eq!(ex[2], Example { call: "maximum(lst = [1,2,3])".into(), expected: "14".into() });
+        assert_eq!(ex[3], Example { call: "maximum(N = 1000)".into(), expected: "\"1\"".into() });
+        assert_eq!(ex.len(), 4);
+        assert_eq!(examples("    can_x([1,2]) = 3", Some("can_x"))[0].expected, "3");
+        assert_eq!(examples("    f(15)   # returns \"db1111db\"", Some("f"))[0].expected, "\"db1111db\"");
+    }
+
+    #[test]
     fn program_is_the_last_python_block() {
         let a = "Here:\n```python\ndef a(): pass\n```\nand\n```python\ndef b(): return 1\n```\nDone.";
         assert_eq!(program(a).as_deref(), Some("def b(): return 1\n"));
@@ -265,6 +372,25 @@ mod tests {
         let s = select(&[ex(true, 1, "x", 0.2), ex(true, 1, "y", 0.8)], 1);
         assert_eq!(s.chosen, Some(1));
         assert_eq!(select(&[ex(false, 0, "", 0.0)], 2).chosen, None);
+    }
+
+    #[test]
+    fn asserts_are_read_from_the_models_tests() {
+        let a = "Tests:\n```python\nfrom m import f\nassert f(1) == 2\nassert f(\n    2) == 3\nprint('x')\n    assert nested\n```";
+        assert_eq!(asserts(a), "assert f(1) == 2\nassert f(\n    2) == 3");
+        assert_eq!(asserts("no tests here"), "");
+    }
+
+    #[test]
+    fn dual_agreement_weighs_set_size_by_tests_passed() {
+        let t = |v: &[bool]| Some(v.to_vec());
+        // Three agree on passing 2 of 3 (score 6); one passes all 3 alone (score 3).
+        let runs = [t(&[true, true, false]), t(&[true, true, true]), t(&[true, true, false]), None, t(&[true, true, false])];
+        let s = dual_agreement(&runs, &[0.1, 0.9, 0.3, 1.0, 0.2]);
+        assert_eq!(s.chosen, Some(2));
+        assert_eq!(s.groups, vec![Some(0), Some(1), Some(0), None, Some(0)]);
+        assert!(s.reason.contains("score 6"), "{}", s.reason);
+        assert_eq!(dual_agreement(&[None], &[0.0]).chosen, None);
     }
 
     proptest::proptest! {

@@ -33,7 +33,9 @@ pub struct SamplingPlan {
 pub enum Check {
     /// `verifier: "tests"`: each sample's program runs against `tests` (client-sent Python
     /// asserts), or without them against the examples in the prompt's docstrings.
-    Tests { tests: Option<String>, entry_point: Option<String> },
+    /// `tests: "generated"`: the model writes asserts too, and samples are chosen by dual
+    /// execution agreement (CodeT).
+    Tests { tests: Option<String>, generated: bool, entry_point: Option<String> },
     /// `{"type": "regex", "pattern": ...}`: 1 when the pattern is found in the trimmed answer
     /// (anchor it with `^...$` to match the whole answer), else 0.
     Regex(String),
@@ -200,15 +202,16 @@ fn tests_check(nested: Option<&Map<String, Value>>) -> Result<Check, PlanError> 
             Some(v) => Ok(Some(string(v, &format!("reasoning.{k}"))?.to_string())),
         }
     };
-    let tests = field("tests")?;
-    if tests.as_deref() == Some("generated") {
-        return Err(err("reasoning.tests", "model-written tests ('generated') are not supported yet; send Python asserts, or omit 'tests' to use the prompt's docstring examples"));
+    let mut tests = field("tests")?;
+    let generated = tests.as_deref() == Some("generated");
+    if generated {
+        tests = None;
     }
     let entry_point = field("entry_point")?;
     if entry_point.as_deref().is_some_and(|e| e.is_empty() || !e.chars().all(|c| c.is_alphanumeric() || c == '_')) {
         return Err(err("reasoning.entry_point", "'reasoning.entry_point' must be a function name"));
     }
-    Ok(Check::Tests { tests, entry_point })
+    Ok(Check::Tests { tests, generated, entry_point })
 }
 
 /// A verifier given as an object: `{"type": "regex", "pattern": ...}`, `{"type": "http", "name":

@@ -18,6 +18,8 @@ pub struct Report {
     /// Cases in the suite (examples, asserts, or one `check`).
     pub cases: usize,
     pub passed: usize,
+    /// Each case's outcome, in order (cases a cut-short run never reached count as failed).
+    pub outcomes: Vec<bool>,
     /// The program loaded (parsed, ran its top level, defined the entry point).
     pub loaded: bool,
     /// Why it did not load, or how the run ended when not normally.
@@ -29,6 +31,12 @@ pub struct Report {
 
 /// Runs `program` against `suite`; `probes` extra inputs derived from the cases' calls.
 pub async fn run(sb: &Sandbox, program: &str, suite: &Suite, probes: usize) -> Result<Report, SandboxError> {
+    run_with(sb, program, suite, probes, false).await
+}
+
+/// `run`, where `lenient` keeps the test statements that parse when the whole does not (tests a
+/// model wrote, often cut short by its token cap).
+pub async fn run_with(sb: &Sandbox, program: &str, suite: &Suite, probes: usize, lenient: bool) -> Result<Report, SandboxError> {
     let spec = json!({
         "program": program,
         "entry_point": suite.entry_point,
@@ -37,10 +45,12 @@ pub async fn run(sb: &Sandbox, program: &str, suite: &Suite, probes: usize) -> R
         "case_seconds": (sb.limits.wall_seconds / 4.0).clamp(0.5, 3.0),
         "probe_seconds": 0.5,
         "probes": probes,
+        "lenient": lenient,
     });
     let p = Program { files: vec![("harness.py".into(), DRIVER.into())], main: "harness.py".into(), stdin: spec.to_string() };
     let run = sb.run(&p).await?;
-    let mut r = Report { cases: suite.examples.len(), passed: 0, loaded: false, error: None, behaviour: String::new() };
+    let mut r =
+        Report { cases: suite.examples.len(), passed: 0, outcomes: Vec::new(), loaded: false, error: None, behaviour: String::new() };
     for line in run.stdout.lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
         if let Some(n) = v.get("cases").and_then(Value::as_u64) {
@@ -49,11 +59,15 @@ pub async fn run(sb: &Sandbox, program: &str, suite: &Suite, probes: usize) -> R
             r.loaded = ok;
             r.error = v.get("error").and_then(Value::as_str).map(str::to_string);
         } else if let Some(out) = v.get("output").and_then(Value::as_str) {
-            r.passed += usize::from(v.get("passed").and_then(Value::as_bool) == Some(true));
+            if let Some(ok) = v.get("passed").and_then(Value::as_bool) {
+                r.passed += usize::from(ok);
+                r.outcomes.push(ok);
+            }
             r.behaviour.push_str(out);
             r.behaviour.push('\u{1f}');
         }
     }
+    r.outcomes.resize(r.cases, false);
     if r.error.is_none() && run.status != Status::Exited(0) {
         r.error = Some(match run.status {
             Status::TimedOut => "timed out".into(),

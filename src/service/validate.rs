@@ -419,11 +419,20 @@ fn check(state: &Service, check: &Option<Check>, messages: &[Message]) -> Result
     let Some(check) = check else { return Ok(None) };
     let prompt = messages.iter().rev().find(|m| m.role == "user").map(|m| m.content.clone()).unwrap_or_default();
     Ok(Some(match check {
-        Check::Tests { tests, entry_point } => {
+        Check::Tests { tests, generated, entry_point } => {
             if state.sandbox.is_none() {
                 return Err(Invalid::unsupported("verifier 'tests' runs model-written code, which this server does not do unless started with --code-exec python (config key code_exec)", "reasoning.verifier"));
             }
             let entry = entry_point.clone().or_else(|| code::entry_point(&prompt));
+            if *generated {
+                let Some(entry) = entry else {
+                    return Err(Invalid::field(
+                        "'tests': 'generated' needs the function to test: a `def` in the prompt or 'reasoning.entry_point'",
+                        Some("reasoning.entry_point"),
+                    ));
+                };
+                return Ok(Some(CheckInput::Generated { entry_point: entry, prompt }));
+            }
             let examples = if tests.is_some() { Vec::new() } else { code::examples(&prompt, entry.as_deref()) };
             let suite = Suite { entry_point: entry, examples, tests: tests.clone() };
             if suite.is_empty() {
@@ -453,8 +462,17 @@ fn check(state: &Service, check: &Option<Check>, messages: &[Message]) -> Result
 /// What a checking verifier runs with, prepared at the gate.
 pub enum CheckInput {
     Tests(Suite),
+    /// The model writes the tests for this function (CodeT).
+    Generated {
+        entry_point: String,
+        prompt: String,
+    },
     Regex(regex::Regex),
-    Http { checker: crate::config::HttpChecker, prompt: String, tests: Option<String> },
+    Http {
+        checker: crate::config::HttpChecker,
+        prompt: String,
+        tests: Option<String>,
+    },
 }
 
 pub async fn prepare_off_thread(state: &Service, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, Invalid> {

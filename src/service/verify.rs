@@ -6,7 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{join_all, BoxFuture};
+use std::time::Instant;
+
+use futures::future::{join_all, BoxFuture, Shared};
+use futures::FutureExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -14,8 +17,10 @@ use crate::config::{HttpChecker, HttpKind};
 use crate::reasoning::code::{self, Executed, Selection, Suite};
 use crate::sandbox::{harness, Sandbox};
 
-use super::validate::CheckInput;
+use super::pipeline::{collect, events, submit, Collector};
+use super::validate::{prepare_off_thread, CheckInput};
 use super::Service;
+use crate::backend::Backend;
 
 /// One sample offered to a verifier.
 #[derive(Debug, Clone)]
@@ -72,9 +77,17 @@ pub async fn checked(v: &dyn Verify, candidates: &[Candidate], timeout: Duration
     }
 }
 
-/// The verifier a request's check asks for, with its timeout.
-pub fn build(state: &Service, input: CheckInput) -> (Arc<dyn Verify>, Duration) {
+/// The verifier a request's check asks for, with its timeout. Model-written tests start
+/// generating now, beside the samples.
+pub fn build(state: &Service, backend: &Arc<dyn Backend>, input: CheckInput) -> (Arc<dyn Verify>, Duration) {
     let v: Arc<dyn Verify> = match input {
+        CheckInput::Generated { entry_point, prompt } => match &state.sandbox {
+            Some(sb) => {
+                let tests = generate_tests(state.clone(), backend.clone(), &prompt, &entry_point);
+                Arc::new(Generated { sandbox: sb.clone(), entry_point, tests })
+            }
+            None => Arc::new(Unavailable("code execution is off")),
+        },
         // The gate refused tests without a sandbox.
         CheckInput::Tests(suite) => match &state.sandbox {
             Some(sb) => Arc::new(Tests { sandbox: sb.clone(), suite }),
@@ -137,6 +150,74 @@ impl Verify for Tests {
                         error: r.error,
                     },
                     None => Verdict { score: 0.0, tests: None, error: Some(err.unwrap_or_else(|| "no program in the answer".into())) },
+                })
+                .collect();
+            Checked { verdicts, selection: Some(selection) }
+        })
+    }
+}
+
+/// The asserts the model writes for a function, as one greedy generation (the answer's text).
+type GeneratedTests = Shared<BoxFuture<'static, Result<String, String>>>;
+
+fn generate_tests(state: Service, backend: Arc<dyn Backend>, prompt: &str, entry: &str) -> GeneratedTests {
+    let ask = format!(
+        "{prompt}\n\nDo not implement `{entry}`. Write 8 different test cases for it as Python assert statements, one per line, in one ```python block."
+    );
+    let body =
+        json!({"messages": [{"role": "user", "content": ask}], "temperature": 0, "max_tokens": 384, "reasoning": {"enabled": false}});
+    let job = tokio::spawn(async move {
+        let id = format!("tests-{}", uuid::Uuid::new_v4());
+        let p =
+            prepare_off_thread(&state, &backend, &id, body.to_string().into()).await.map_err(|e| format!("writing the tests: {e:?}"))?;
+        let (rx, _cancel) = submit(&*backend, p.spec).map_err(|e| format!("writing the tests: {e:?}"))?;
+        let cols = collect(vec![Collector::new("chat", id, 1, Instant::now())], events(vec![rx]), false)
+            .await
+            .map_err(|e| format!("writing the tests: {e:?}"))?;
+        Ok(cols.into_iter().next().and_then(|c| c.choices.into_iter().next()).map(|c| c.answer).unwrap_or_default())
+    });
+    async move { job.await.unwrap_or_else(|e| Err(format!("writing the tests: {e}"))) }.boxed().shared()
+}
+
+/// `tests: "generated"`: every sample's program against the asserts the model wrote, chosen by
+/// dual execution agreement (`code::dual_agreement`).
+pub struct Generated {
+    pub sandbox: Arc<Sandbox>,
+    pub entry_point: String,
+    tests: GeneratedTests,
+}
+
+impl Verify for Generated {
+    fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked> {
+        Box::pin(async move {
+            let asserts = match self.tests.clone().await {
+                Ok(text) => code::asserts(&text),
+                Err(e) => return Checked::failed(candidates.len(), &e),
+            };
+            if asserts.is_empty() {
+                return Checked::failed(candidates.len(), "the model wrote no assert statements");
+            }
+            let suite = Suite { entry_point: Some(self.entry_point.clone()), examples: Vec::new(), tests: Some(asserts) };
+            let runs = join_all(candidates.iter().map(|c| async {
+                match code::program(&c.answer).or_else(|| code::program(&c.thinking)) {
+                    None => Err("no program in the answer".to_string()),
+                    Some(p) => harness::run_with(&self.sandbox, &p, &suite, 0, true).await.map_err(|e| e.to_string()),
+                }
+            }))
+            .await;
+            let outcomes: Vec<Option<Vec<bool>>> = runs.iter().map(|r| r.as_ref().ok().map(|r| r.outcomes.clone())).collect();
+            let confidence: Vec<f64> = candidates.iter().map(|c| c.confidence).collect();
+            let selection = code::dual_agreement(&outcomes, &confidence);
+            let verdicts = runs
+                .into_iter()
+                .zip(&selection.groups)
+                .map(|(r, group)| match r {
+                    Ok(r) => Verdict {
+                        score: if r.cases == 0 { 0.0 } else { r.passed as f64 / r.cases as f64 },
+                        tests: Some(TestsVerdict { run: r.cases, passed: r.passed, group: *group }),
+                        error: r.error,
+                    },
+                    Err(e) => Verdict { error: Some(e), ..Verdict::default() },
                 })
                 .collect();
             Checked { verdicts, selection: Some(selection) }
