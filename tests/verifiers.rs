@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use common::Server;
 use serde_json::{json, Value};
+use thinkscale::reasoning::schema;
 
 const ADD: &str = "Complete this function and reply with it in one ```python block.\n\n```python\ndef add(a, b):\n    \"\"\"Return the sum of a and b.\n    >>> add(2, 3)\n    5\n    >>> add(-1, 1)\n    0\n    \"\"\"\n```";
 
@@ -127,6 +128,11 @@ fn checks_need_their_flag_and_valid_settings() {
         (json!({"samples": 2, "verifier": {"type": "regex", "pattern": "("}}), "reasoning.verifier.pattern"),
         (json!({"samples": 2, "verifier": {"type": "regex"}}), "reasoning.verifier.pattern"),
         (json!({"samples": 2, "verifier": {"type": "shell"}}), "reasoning.verifier.type"),
+        (json!({"samples": 2, "verifier": {"type": "json_schema"}}), "reasoning.verifier.schema"),
+        (
+            json!({"samples": 2, "verifier": {"type": "json_schema", "schema": {"type": "string", "format": "email"}}}),
+            "reasoning.verifier.schema",
+        ),
         (json!({"samples": 2, "verifier": {"type": "http", "name": "nope"}}), "reasoning.verifier.name"),
         (json!({"samples": 2, "verifier": "none", "tests": "assert True"}), "reasoning.tests"),
         (json!({"samples": 2, "verifier": "tests", "entry_point": "os.system"}), "reasoning.entry_point"),
@@ -188,7 +194,7 @@ fn checker(reply: Option<&'static str>) -> (String, std::sync::mpsc::Receiver<Va
 }
 
 #[test]
-fn regex_and_http_checkers_score_and_a_hung_checker_scores_zero() {
+fn regex_json_schema_and_http_checkers_score_and_a_hung_checker_scores_zero() {
     let (good, asked) = checker(Some(r#"{"score": 0.75}"#));
     let (hung, _) = checker(None);
     let (fusion, ran) = checker(Some(r#"{"status": "Success", "run_result": {"return_code": 0}}"#));
@@ -229,6 +235,17 @@ fn regex_and_http_checkers_score_and_a_hung_checker_scores_zero() {
     for smp in samples(&v) {
         let matches = smp["content"].as_str().unwrap().contains("def add");
         assert_eq!(smp["score"], if matches { 1.0 } else { 0.0 }, "{smp}");
+    }
+    // JSON schema: 1 exactly for the answers whose JSON satisfies it.
+    let schema = json!({"type": "object", "required": ["sum"], "properties": {"sum": {"type": "integer"}}});
+    let v = s.chat(&json!({
+        "messages": [{"role": "user", "content": "Reply with only a JSON object whose key \"sum\" holds 2 + 3."}],
+        "max_tokens": 40, "temperature": 0.9, "seed": 2,
+        "reasoning": {"enabled": false, "samples": 3, "verifier": {"type": "json_schema", "schema": schema}}
+    }));
+    for smp in samples(&v) {
+        let fits = schema::answer_json(smp["content"].as_str().unwrap()).is_some_and(|j| schema::valid(&schema, &j));
+        assert_eq!(smp["score"], if fits { 1.0 } else { 0.0 }, "{smp}");
     }
     let _ = std::fs::remove_dir_all(dir);
 }

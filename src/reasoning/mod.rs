@@ -10,6 +10,7 @@ pub mod grade;
 pub mod labels;
 pub mod plan;
 pub mod sampling;
+pub mod schema;
 pub mod tools;
 pub mod verify;
 pub mod vote;

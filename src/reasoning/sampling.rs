@@ -39,6 +39,8 @@ pub enum Check {
     /// `{"type": "regex", "pattern": ...}`: 1 when the pattern is found in the trimmed answer
     /// (anchor it with `^...$` to match the whole answer), else 0.
     Regex(String),
+    /// `{"type": "json_schema", "schema": {...}}`: 1 when the answer's JSON satisfies the schema.
+    JsonSchema(Value),
     /// `{"type": "http", "name": ...}`: a checker the operator configured (`[verifiers.NAME]`);
     /// a SandboxFusion checker runs each program with `reasoning.tests` appended.
     Http { name: String, tests: Option<String> },
@@ -62,6 +64,7 @@ pub enum Verifier {
     Arithmetic,
     Tests,
     Regex,
+    JsonSchema,
     Http,
 }
 
@@ -75,6 +78,7 @@ impl Verifier {
             Self::Arithmetic => "arithmetic",
             Self::Tests => "tests",
             Self::Regex => "regex",
+            Self::JsonSchema => "json_schema",
             Self::Http => "http",
         }
     }
@@ -228,6 +232,11 @@ fn checked_verifier(o: &Map<String, Value>, p: &str, nested: Option<&Map<String,
                 .map_err(|e| err(&format!("{p}.pattern"), format!("'{p}.pattern' is not a valid regular expression: {e}")))?;
             Ok((Verifier::Regex, Some(Check::Regex(pattern))))
         }
+        "json_schema" => {
+            let schema = o.get("schema").ok_or_else(|| err(&format!("{p}.schema"), format!("'{p}.schema' is required")))?;
+            super::schema::compile(schema).map_err(|e| err(&format!("{p}.schema"), format!("'{p}.schema': {e}")))?;
+            Ok((Verifier::JsonSchema, Some(Check::JsonSchema(schema.clone()))))
+        }
         "http" => {
             let tests = match nested.and_then(|n| n.get("tests")).filter(|v| !v.is_null()) {
                 Some(t) => Some(string(t, "reasoning.tests")?.to_string()),
@@ -236,7 +245,7 @@ fn checked_verifier(o: &Map<String, Value>, p: &str, nested: Option<&Map<String,
             Ok((Verifier::Http, Some(Check::Http { name: text("name")?, tests })))
         }
         "tests" => Err(err(p, format!("send 'verifier': 'tests' with the tests in 'reasoning.tests', not as '{p}'"))),
-        other => Err(err(&format!("{p}.type"), format!("unknown verifier type '{other}'; expected regex or http"))),
+        other => Err(err(&format!("{p}.type"), format!("unknown verifier type '{other}'; expected regex, json_schema or http"))),
     }
 }
 
@@ -254,7 +263,7 @@ pub fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
         other => {
             return Err(err(
                 param,
-                format!("unknown verifier '{other}'; expected none, logprob, self, model, arithmetic or tests (or an object: regex, http)"),
+                format!("unknown verifier '{other}'; expected none, logprob, self, model, arithmetic or tests (or an object: regex, json_schema, http)"),
             ))
         }
     })

@@ -443,6 +443,7 @@ fn check(state: &Service, check: &Option<Check>, messages: &[Message]) -> Result
         Check::Regex(p) => {
             CheckInput::Regex(regex::Regex::new(p).map_err(|e| Invalid::field(e.to_string(), Some("reasoning.verifier.pattern")))?)
         }
+        Check::JsonSchema(s) => CheckInput::JsonSchema(s.clone()),
         Check::Http { name, tests } => {
             let Some(checker) = state.cfg.verifiers.get(name) else {
                 let known: Vec<&str> = state.cfg.verifiers.keys().map(String::as_str).collect();
@@ -468,6 +469,7 @@ pub enum CheckInput {
         prompt: String,
     },
     Regex(regex::Regex),
+    JsonSchema(serde_json::Value),
     Http {
         checker: crate::config::HttpChecker,
         prompt: String,

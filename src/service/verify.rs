@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::config::{HttpChecker, HttpKind};
 use crate::reasoning::code::{self, Executed, Selection, Suite};
+use crate::reasoning::schema;
 use crate::sandbox::{harness, Sandbox};
 
 use super::pipeline::{collect, events, submit, Collector};
@@ -94,6 +95,7 @@ pub fn build(state: &Service, backend: &Arc<dyn Backend>, input: CheckInput) -> 
             None => Arc::new(Unavailable("code execution is off")),
         },
         CheckInput::Regex(re) => Arc::new(Pattern(re)),
+        CheckInput::JsonSchema(s) => Arc::new(Schema(s)),
         CheckInput::Http { checker, prompt, tests } => Arc::new(Http { client: state.http.clone(), checker, prompt, tests }),
     };
     (v, Duration::from_secs_f64(state.cfg.verifier_timeout.max(0.001)))
@@ -234,6 +236,18 @@ impl Verify for Pattern {
             .iter()
             .map(|c| Verdict { score: f64::from(u8::from(self.0.is_match(c.answer.trim()))), ..Verdict::default() })
             .collect();
+        Box::pin(std::future::ready(Checked { verdicts, selection: None }))
+    }
+}
+
+/// `{"type": "json_schema", "schema": ...}`: 1 when the answer (or its last fenced block) is JSON
+/// that satisfies the schema, else 0.
+pub struct Schema(pub Value);
+
+impl Verify for Schema {
+    fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked> {
+        let ok = |c: &Candidate| schema::answer_json(&c.answer).is_some_and(|v| schema::valid(&self.0, &v));
+        let verdicts = candidates.iter().map(|c| Verdict { score: f64::from(u8::from(ok(c))), ..Verdict::default() }).collect();
         Box::pin(std::future::ready(Checked { verdicts, selection: None }))
     }
 }

@@ -229,7 +229,9 @@ fn decide_choice(
             Verifier::SelfJudge | Verifier::Model => {
                 Some(col.judged.iter().find(|(ch, a, _)| *ch == choice && Some(a) == answer.as_ref()).map_or(0.0, |j| j.2))
             }
-            Verifier::Tests | Verifier::Regex | Verifier::Http => check.as_ref().and_then(|c| c.verdict(i)).map(|v| v.score),
+            Verifier::Tests | Verifier::Regex | Verifier::JsonSchema | Verifier::Http => {
+                check.as_ref().and_then(|c| c.verdict(i)).map(|v| v.score)
+            }
         };
         let verdict = check.as_ref().and_then(|c| c.verdict(i));
         samples.push(SampleDetail {
