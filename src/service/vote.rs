@@ -263,7 +263,8 @@ fn decide_choice(
         if let Some(k) = sel.chosen {
             let chosen = c.voters[k];
             d.index = members.iter().position(|&m| m == chosen).unwrap_or(d.index);
-            d.answer = ballots.get(d.index).and_then(|b| b.answer.clone());
+            // A program's answer is what it does: name its group, as the table's rows do.
+            d.answer = sel.groups[k].map(|g| format!("behaviour group {g}"));
             d.table = behaviour_table(c, sel, &ballots);
             why = Some(sel.reason.clone());
         }
