@@ -44,6 +44,14 @@ pub struct Verdict {
     pub error: Option<String>,
 }
 
+impl Verdict {
+    /// A program's run against a suite: the share of cases passed, and its group.
+    fn of_run(r: harness::Report, group: Option<usize>) -> Self {
+        let score = if r.cases == 0 { 0.0 } else { r.passed as f64 / r.cases as f64 };
+        Self { score, tests: Some(TestsVerdict { run: r.cases, passed: r.passed, group }), error: r.error }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TestsVerdict {
     pub run: usize,
@@ -146,11 +154,7 @@ impl Verify for Tests {
                 .into_iter()
                 .zip(&selection.groups)
                 .map(|((r, err), group)| match r {
-                    Some(r) => Verdict {
-                        score: if r.cases == 0 { 0.0 } else { r.passed as f64 / r.cases as f64 },
-                        tests: Some(TestsVerdict { run: r.cases, passed: r.passed, group: *group }),
-                        error: r.error,
-                    },
+                    Some(r) => Verdict::of_run(r, *group),
                     None => Verdict { score: 0.0, tests: None, error: Some(err.unwrap_or_else(|| "no program in the answer".into())) },
                 })
                 .collect();
@@ -214,11 +218,7 @@ impl Verify for Generated {
                 .into_iter()
                 .zip(&selection.groups)
                 .map(|(r, group)| match r {
-                    Ok(r) => Verdict {
-                        score: if r.cases == 0 { 0.0 } else { r.passed as f64 / r.cases as f64 },
-                        tests: Some(TestsVerdict { run: r.cases, passed: r.passed, group: *group }),
-                        error: r.error,
-                    },
+                    Ok(r) => Verdict::of_run(r, *group),
                     Err(e) => Verdict { error: Some(e), ..Verdict::default() },
                 })
                 .collect();
