@@ -16,9 +16,8 @@ use super::request::{parse_object, typed, Common, Validated};
 use super::Service;
 use crate::backend::{Backend, ForcingRequest, JobSpec, Token};
 use crate::reasoning::chat::{Message, ToolCall};
-use crate::reasoning::code::{self, Suite};
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
-use crate::reasoning::sampling::{Check, Verifier};
+use crate::reasoning::sampling::Verifier;
 use crate::reasoning::tools::{self, Tool, ToolChoice};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -230,7 +229,7 @@ pub struct Prepared {
     /// `reasoning_effort: "auto"`: the setting chosen and why (returned in `thinkscale.auto`).
     pub auto: Option<AutoDecision>,
     /// A checking verifier's inputs (tests, pattern, checker).
-    pub check: Option<CheckInput>,
+    pub check: Option<super::verify::CheckInput>,
 }
 
 /// A chat body's own fields, validated without the model (the fuzz target runs this).
@@ -286,7 +285,7 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
     if samples > 1 && plan.sampling.verifier == Verifier::Model && !backend.capabilities().verifier_model {
         return Err(Invalid::unsupported("verifier 'model' needs the server started with --verifier-model", "verifier"));
     }
-    let check = check(state, &plan.sampling.check, &original_messages)?;
+    let check = super::verify::inputs(state, &plan.sampling.check, &original_messages)?;
     if let Some(t) = &tools {
         if plan.sampling.samples > 1 {
             return Err(Invalid::field(
@@ -411,70 +410,6 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
         auto,
         check,
     })
-}
-
-/// A check's needs met here: the sandbox for tests and something to test with, a configured
-/// checker for a name. Returns the verifier's inputs.
-fn check(state: &Service, check: &Option<Check>, messages: &[Message]) -> Result<Option<CheckInput>, Invalid> {
-    let Some(check) = check else { return Ok(None) };
-    let prompt = messages.iter().rev().find(|m| m.role == "user").map(|m| m.content.clone()).unwrap_or_default();
-    Ok(Some(match check {
-        Check::Tests { tests, generated, entry_point } => {
-            if state.sandbox.is_none() {
-                return Err(Invalid::unsupported("verifier 'tests' runs model-written code, which this server does not do unless started with --code-exec python (config key code_exec)", "reasoning.verifier"));
-            }
-            let entry = entry_point.clone().or_else(|| code::entry_point(&prompt));
-            if *generated {
-                let Some(entry) = entry else {
-                    return Err(Invalid::field(
-                        "'tests': 'generated' needs the function to test: a `def` in the prompt or 'reasoning.entry_point'",
-                        Some("reasoning.entry_point"),
-                    ));
-                };
-                return Ok(Some(CheckInput::Generated { entry_point: entry, prompt }));
-            }
-            let examples = if tests.is_some() { Vec::new() } else { code::examples(&prompt, entry.as_deref()) };
-            let suite = Suite { entry_point: entry, examples, tests: tests.clone() };
-            if suite.is_empty() {
-                return Err(Invalid::field("verifier 'tests' found no examples in the prompt (`>>> call` then its value, or `f(x) == y`); send them as 'reasoning.tests'", Some("reasoning.tests")));
-            }
-            CheckInput::Tests(suite)
-        }
-        Check::Regex(p) => {
-            CheckInput::Regex(regex::Regex::new(p).map_err(|e| Invalid::field(e.to_string(), Some("reasoning.verifier.pattern")))?)
-        }
-        Check::JsonSchema(s) => CheckInput::JsonSchema(s.clone()),
-        Check::Http { name, tests } => {
-            let Some(checker) = state.cfg.verifiers.get(name) else {
-                let known: Vec<&str> = state.cfg.verifiers.keys().map(String::as_str).collect();
-                return Err(Invalid::field(
-                    format!(
-                        "no verifier named '{name}' is configured here (known: {})",
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
-                    ),
-                    Some("reasoning.verifier.name"),
-                ));
-            };
-            CheckInput::Http { checker: checker.clone(), prompt, tests: tests.clone() }
-        }
-    }))
-}
-
-/// What a checking verifier runs with, prepared at the gate.
-pub enum CheckInput {
-    Tests(Suite),
-    /// The model writes the tests for this function (CodeT).
-    Generated {
-        entry_point: String,
-        prompt: String,
-    },
-    Regex(regex::Regex),
-    JsonSchema(serde_json::Value),
-    Http {
-        checker: crate::config::HttpChecker,
-        prompt: String,
-        tests: Option<String>,
-    },
 }
 
 pub async fn prepare_off_thread(state: &Service, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, Invalid> {

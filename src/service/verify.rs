@@ -14,12 +14,15 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::{HttpChecker, HttpKind};
+use crate::reasoning::chat::Message;
 use crate::reasoning::code::{self, Executed, Selection, Suite};
+use crate::reasoning::sampling::Check;
 use crate::reasoning::schema;
 use crate::sandbox::{harness, Sandbox};
 
+use super::invalid::Invalid;
 use super::pipeline::{collect, events, submit, Collector};
-use super::validate::{prepare_off_thread, CheckInput};
+use super::validate::prepare_off_thread;
 use super::Service;
 use crate::backend::Backend;
 
@@ -84,6 +87,71 @@ pub async fn checked(v: &dyn Verify, candidates: &[Candidate], timeout: Duration
         Ok(c) => c,
         Err(_) => Checked::failed(candidates.len(), &format!("the verifier took over {} s", timeout.as_secs_f64())),
     }
+}
+
+/// The gate's part for checking verifiers (`validate::prepare` calls it): a check's needs met —
+/// the sandbox for tests and something to test with, a configured checker for a name — and the
+/// verifier's inputs built.
+pub fn inputs(state: &Service, check: &Option<Check>, messages: &[Message]) -> Result<Option<CheckInput>, Invalid> {
+    let Some(check) = check else { return Ok(None) };
+    let prompt = messages.iter().rev().find(|m| m.role == "user").map(|m| m.content.clone()).unwrap_or_default();
+    Ok(Some(match check {
+        Check::Tests { tests, generated, entry_point } => {
+            if state.sandbox.is_none() {
+                return Err(Invalid::unsupported("verifier 'tests' runs model-written code, which this server does not do unless started with --code-exec python (config key code_exec)", "reasoning.verifier"));
+            }
+            let entry = entry_point.clone().or_else(|| code::entry_point(&prompt));
+            if *generated {
+                let Some(entry) = entry else {
+                    return Err(Invalid::field(
+                        "'tests': 'generated' needs the function to test: a `def` in the prompt or 'reasoning.entry_point'",
+                        Some("reasoning.entry_point"),
+                    ));
+                };
+                return Ok(Some(CheckInput::Generated { entry_point: entry, prompt }));
+            }
+            let examples = if tests.is_some() { Vec::new() } else { code::examples(&prompt, entry.as_deref()) };
+            let suite = Suite { entry_point: entry, examples, tests: tests.clone() };
+            if suite.is_empty() {
+                return Err(Invalid::field("verifier 'tests' found no examples in the prompt (`>>> call` then its value, or `f(x) == y`); send them as 'reasoning.tests'", Some("reasoning.tests")));
+            }
+            CheckInput::Tests(suite)
+        }
+        Check::Regex(p) => {
+            CheckInput::Regex(regex::Regex::new(p).map_err(|e| Invalid::field(e.to_string(), Some("reasoning.verifier.pattern")))?)
+        }
+        Check::JsonSchema(s) => CheckInput::JsonSchema(s.clone()),
+        Check::Http { name, tests } => {
+            let Some(checker) = state.cfg.verifiers.get(name) else {
+                let known: Vec<&str> = state.cfg.verifiers.keys().map(String::as_str).collect();
+                return Err(Invalid::field(
+                    format!(
+                        "no verifier named '{name}' is configured here (known: {})",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                    Some("reasoning.verifier.name"),
+                ));
+            };
+            CheckInput::Http { checker: checker.clone(), prompt, tests: tests.clone() }
+        }
+    }))
+}
+
+/// What a checking verifier runs with, prepared at the gate.
+pub enum CheckInput {
+    Tests(Suite),
+    /// The model writes the tests for this function (CodeT).
+    Generated {
+        entry_point: String,
+        prompt: String,
+    },
+    Regex(regex::Regex),
+    JsonSchema(serde_json::Value),
+    Http {
+        checker: crate::config::HttpChecker,
+        prompt: String,
+        tests: Option<String>,
+    },
 }
 
 /// The verifier a request's check asks for, with its timeout. Model-written tests start
