@@ -87,7 +87,7 @@ impl Default for Config {
             backend_model: None,
             backend_api_key: None,
             backend_timeout: 300,
-            cpu_wait: CpuWait::Passive,
+            cpu_wait: CpuWait::Auto,
             reasoning: ReasoningConfig::default(),
             code_exec: None,
             sandbox: Default::default(),
@@ -122,11 +122,13 @@ pub enum HttpKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuWait {
-    /// Sleep at once: on a machine shared with other work the server keeps its share
-    /// (docs/bench/2026-11-29-contention.md), at some cost when it has the machine to itself.
-    Passive,
+    /// Spin while the cores are the server's own; decode on one thread while measured contention
+    /// says the others would only wait (engine/threads.rs, docs/bench/2026-12-02-cpu-wait.md).
+    Auto,
     /// libgomp's default: spin before sleeping, faster alone, collapses beside other busy processes.
     Spin,
+    /// Sleep at once: keeps a fair share beside other work, costs 2-5x on an idle machine.
+    Passive,
 }
 
 impl CpuWait {
@@ -134,7 +136,7 @@ impl CpuWait {
     pub fn omp_env(self) -> Option<(&'static str, &'static str)> {
         match self {
             Self::Passive => Some(("OMP_WAIT_POLICY", "PASSIVE")),
-            Self::Spin => None,
+            Self::Spin | Self::Auto => None,
         }
     }
 }
@@ -311,8 +313,8 @@ pub struct ServeArgs {
     /// `reasoning_effort: "auto"` measured settings from the start
     #[arg(long, env = "THINKSCALE_AUTO_TABLE")]
     pub auto_table: Option<PathBuf>,
-    /// How compute threads wait: passive (sleep; keeps its share of a shared machine) or spin
-    /// (faster on a machine of its own) [default: passive]. OMP_WAIT_POLICY, when set, wins
+    /// How compute threads wait: auto (spin on cores of its own, one thread while the machine is
+    /// shared), spin, or passive (always sleep) [default: auto]. OMP_WAIT_POLICY, when set, wins
     #[arg(long, env = "THINKSCALE_CPU_WAIT", value_enum)]
     pub cpu_wait: Option<CpuWait>,
     /// Run model-written programs in the sandbox for `verifier: "tests"` (needs bubblewrap)

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub kv_cells_used: IntGauge,
     pub kv_cells_total: IntGauge,
+    /// 1 while `cpu_wait = "auto"` has the compute threads decoding serially (a shared machine).
+    pub cpu_serial: IntGauge,
     /// 1 while the engine thread runs, 0 once it has failed.
     pub engine_up: IntGauge,
     /// Remote backend: each replica's state, work in flight, and requests by outcome.
@@ -101,6 +103,7 @@ impl Metrics {
             queue_depth: gauge(&r, "queue_depth", "Requests waiting for a slot"),
             kv_cells_used: gauge(&r, "kv_cells_used", "KV cache cells in use (shared prompt cells counted once)"),
             kv_cells_total: gauge(&r, "kv_cells_total", "KV cache size in cells"),
+            cpu_serial: gauge(&r, "cpu_serial", "1 while cpu_wait auto decodes on one thread because the CPU is shared"),
             engine_up: gauge(
                 &r,
                 "engine_up",

@@ -9,6 +9,7 @@ mod scheduler;
 pub mod sequence;
 mod slots;
 pub mod template;
+mod threads;
 mod verifier;
 
 use std::sync::atomic::AtomicU64;
@@ -55,6 +56,11 @@ pub struct EngineStats {
     pub panic_requested: std::sync::atomic::AtomicBool,
 }
 
+/// Under `cpu_wait = "auto"`, what tells the decoding threads to go serial on a shared machine.
+fn governor(cfg: &Config, threads: i32) -> Option<Arc<threads::Governor>> {
+    (cfg.cpu_wait == crate::config::CpuWait::Auto).then(|| threads::Governor::start(threads)).flatten()
+}
+
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Job>,
@@ -93,7 +99,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel(cfg.queue_size);
         let stats = Arc::new(EngineStats::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let loop_cfg = scheduler::LoopConfig { n_ctx: cfg.ctx_size, parallel: cfg.parallel, n_batch: cfg.batch_size, threads };
+        let loop_cfg = scheduler::LoopConfig { n_ctx: cfg.ctx_size, parallel: cfg.parallel, n_batch: cfg.batch_size, threads, governor: governor(cfg, threads) };
         let (m, s) = (model.clone(), stats.clone());
         let handle =
             std::thread::Builder::new().name(THREAD.into()).spawn(move || scheduler::run(m, verifier, loop_cfg, rx, s, ready_tx))?;

@@ -35,7 +35,13 @@ pub struct Verifier {
 
 impl Verifier {
     /// Create the verifier's context (`n_ctx` cells) on its own thread; fails as start-up does.
-    pub fn start(model: Arc<Model>, n_ctx: u32, n_batch: u32, threads: i32) -> anyhow::Result<Self> {
+    pub fn start(
+        model: Arc<Model>,
+        n_ctx: u32,
+        n_batch: u32,
+        threads: i32,
+        governor: Option<Arc<super::threads::Governor>>,
+    ) -> anyhow::Result<Self> {
         let (asks, ask_rx) = channel::<Ask>();
         let (verdict_tx, verdicts) = channel();
         let (ready_tx, ready_rx) = channel();
@@ -49,8 +55,15 @@ impl Verifier {
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            let mut j =
-                Judge { model: &model, ctx, yes: model.token_ids(&JUDGE_YES), no: model.token_ids(&JUDGE_NO), n_batch: n_batch as usize };
+            let mut j = Judge {
+                model: &model,
+                ctx,
+                yes: model.token_ids(&JUDGE_YES),
+                no: model.token_ids(&JUDGE_NO),
+                n_batch: n_batch as usize,
+                governor,
+                serial: false,
+            };
             // Ends when the scheduler (the only sender) is gone.
             for ask in ask_rx {
                 let score = j.score(&ask.conversation).unwrap_or(0.5);
@@ -74,6 +87,8 @@ struct Judge<'v> {
     yes: Vec<usize>,
     no: Vec<usize>,
     n_batch: usize,
+    governor: Option<Arc<super::threads::Governor>>,
+    serial: bool,
 }
 
 impl Judge<'_> {
@@ -90,6 +105,9 @@ impl Judge<'_> {
             let last_chunk = (c + 1) * self.n_batch >= tokens.len();
             for (k, t) in chunk.iter().enumerate() {
                 batch.add(*t, (c * self.n_batch + k) as i32, &[0], last_chunk && k + 1 == chunk.len()).ok()?;
+            }
+            if let Some(g) = &self.governor {
+                g.apply(&mut self.serial);
             }
             self.ctx.decode(&mut batch).ok()?;
         }

@@ -33,6 +33,8 @@ pub(crate) struct LoopConfig {
     pub parallel: u32,
     pub n_batch: u32,
     pub threads: i32,
+    /// `cpu_wait = "auto"`: serial or parallel, decided off this thread, applied before each decode.
+    pub governor: Option<Arc<super::threads::Governor>>,
 }
 
 struct ActiveJob {
@@ -81,6 +83,8 @@ struct Scheduler<'m> {
     model: &'m Model,
     ctx: LlamaContext<'m>,
     cfg: LoopConfig,
+    /// Whether this thread's decodes currently run serially (`cpu_wait = "auto"`).
+    serial: bool,
     /// Free KV streams, and the prompt tokens each still holds.
     free: Slots,
     slots: Vec<Option<Slot>>,
@@ -114,7 +118,7 @@ pub(crate) fn run(
     };
     let n_ctx = ctx.n_ctx();
     let verifier = match verifier_model {
-        Some(vm) => match Verifier::start(vm, n_ctx / cfg.parallel, cfg.n_batch, cfg.threads) {
+        Some(vm) => match Verifier::start(vm, n_ctx / cfg.parallel, cfg.n_batch, cfg.threads, cfg.governor.clone()) {
             Ok(v) => Some(v),
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -129,6 +133,7 @@ pub(crate) fn run(
         model: &model,
         ctx,
         cfg: LoopConfig { n_ctx, ..cfg },
+        serial: false,
         free: Slots::new(parallel),
         slots: (0..parallel).map(|_| None).collect(),
         jobs: VecDeque::new(),
@@ -227,6 +232,9 @@ impl<'m> Scheduler<'m> {
             // Only prompts of one token are waiting: they need no prefill.
             self.mark_prefilled(&prefilling);
             return false;
+        }
+        if let Some(g) = &self.cfg.governor {
+            g.apply(&mut self.serial);
         }
         if let Err(e) = self.ctx.decode(batch) {
             tracing::error!(error = %e, "decode failed; failing the sequences in this batch");

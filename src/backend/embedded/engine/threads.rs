@@ -1,0 +1,241 @@
+//! `cpu_wait = "auto"`: llama.cpp's compute threads spin at their barriers (libgomp's default,
+//! the fastest on cores of their own), and step down to one thread while the machine is shared.
+//!
+//! Why: a decode is hundreds of barrier-separated steps. With more runnable threads than cores,
+//! each barrier waits for a descheduled partner, whatever the threads do while they wait (spinning
+//! loses 0.65x beside one busy process, sleeping costs 2-5x on an idle machine: docs/bench). One
+//! thread has no barrier to wait at. So a monitor thread measures, from the kernel's per-thread
+//! schedstat, what share of the CPU time our threads wanted they got; when the parallel threads
+//! together get no more than 1.5 cores' worth, it asks the decoding threads to run serially, and
+//! probes parallel again later (backing off while probes keep failing). The decoding thread applies
+//! the answer before its next decode through OpenMP's `max-active-levels` (0: every parallel region
+//! runs on the calling thread alone; ggml reads back how many threads it got and splits work by it).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the monitor reads the counters, and how much history one decision rests on.
+const TICK: Duration = Duration::from_millis(100);
+const WINDOW: Duration = Duration::from_millis(500);
+/// Parallel threads that together keep no more than this many cores' worth run slower than one.
+const PARALLEL_WORTH: f64 = 1.5;
+/// Below this demand (cores' worth of CPU wanted) the engine is idle and says nothing.
+const MIN_DEMAND: f64 = 0.3;
+const FIRST_PROBE: Duration = Duration::from_secs(1);
+const LAST_PROBE: Duration = Duration::from_secs(16);
+/// A parallel stint shorter than this that ends in contention counts as a failed probe.
+const FAILED_PROBE: Duration = Duration::from_secs(2);
+
+/// What the monitor asks of the decoding threads; each applies it before its next decode.
+#[derive(Default)]
+pub struct Governor {
+    serial: AtomicBool,
+}
+
+impl Governor {
+    /// Start monitoring this process's threads, for a context configured with `threads` threads.
+    /// None where there is nothing to govern (one thread) or no schedstat to read it from.
+    pub fn start(threads: i32) -> Option<Arc<Self>> {
+        // Linux only: schedstat, and libgomp as llama.cpp's OpenMP there.
+        if !cfg!(target_os = "linux") || threads < 2 || Counters::read().is_none() {
+            if threads >= 2 {
+                tracing::warn!("cpu_wait auto: /proc/self/task/*/schedstat is not readable; compute threads keep spinning");
+            }
+            return None;
+        }
+        let gov = Arc::new(Self::default());
+        let g = gov.clone();
+        let spawned = std::thread::Builder::new().name("cpu-governor".into()).spawn(move || {
+            let mut policy = Policy::new(threads as f64, Instant::now());
+            let mut window = std::collections::VecDeque::new();
+            while Arc::strong_count(&g) > 1 {
+                std::thread::sleep(TICK);
+                let Some(c) = Counters::read() else { continue };
+                let now = Instant::now();
+                window.push_back((now, c));
+                while window.front().is_some_and(|(t, _)| now.duration_since(*t) > WINDOW) {
+                    window.pop_front();
+                }
+                let (Some((t0, first)), Some((_, last))) = (window.front(), window.back()) else { continue };
+                let span = now.duration_since(*t0).as_secs_f64();
+                if span < WINDOW.as_secs_f64() * 0.8 {
+                    continue;
+                }
+                let (cpu, wait) = first.delta(last);
+                let serial = policy.observe(now, cpu / span, wait / span);
+                if serial != g.serial.swap(serial, Ordering::Relaxed) {
+                    tracing::debug!(serial, got = cpu / span, waited = wait / span, "cpu_wait auto: compute threads switch");
+                    crate::metrics::metrics().cpu_serial.set(serial as i64);
+                    // Measure the new mode on its own samples.
+                    window.clear();
+                }
+            }
+        });
+        match spawned {
+            Ok(_) => Some(gov),
+            Err(e) => {
+                tracing::warn!(error = %e, "cpu_wait auto: no monitor thread; compute threads keep spinning");
+                None
+            }
+        }
+    }
+
+    /// Called by a decoding thread before each decode; `applied` is that thread's current mode.
+    pub fn apply(&self, applied: &mut bool) {
+        let serial = self.serial.load(Ordering::Relaxed);
+        if serial != *applied {
+            *applied = serial;
+            // Per calling thread (an OpenMP task ICV): other contexts' threads decide for themselves.
+            // SAFETY: a plain setter of the calling thread's OpenMP state.
+            #[cfg(target_os = "linux")]
+            unsafe {
+                omp_set_max_active_levels(if serial { 0 } else { 1 })
+            };
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+extern "C" {
+    fn omp_set_max_active_levels(levels: std::os::raw::c_int);
+}
+
+/// Per thread of this process: nanoseconds run on a CPU and spent runnable waiting for one.
+struct Counters(HashMap<u32, (u64, u64)>);
+
+impl Counters {
+    fn read() -> Option<Self> {
+        let mut map = HashMap::new();
+        for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else { continue };
+            // A thread that exited between the listing and the read is simply absent.
+            let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
+            let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+            map.insert(tid, (f.next().unwrap_or(0), f.next().unwrap_or(0)));
+        }
+        (!map.is_empty()).then_some(Self(map))
+    }
+
+    /// Seconds run and waited, summed over the threads present in both readings.
+    fn delta(&self, later: &Self) -> (f64, f64) {
+        let (mut cpu, mut wait) = (0u64, 0u64);
+        for (tid, (c1, w1)) in &later.0 {
+            if let Some((c0, w0)) = self.0.get(tid) {
+                cpu += c1.saturating_sub(*c0);
+                wait += w1.saturating_sub(*w0);
+            }
+        }
+        (cpu as f64 / 1e9, wait as f64 / 1e9)
+    }
+}
+
+/// The decision, apart from the clock and the kernel, so it can be tested.
+#[derive(Debug)]
+struct Policy {
+    threads: f64,
+    serial: bool,
+    /// When the current mode began, and when a serial stint ends in a probe of parallel.
+    since: Instant,
+    probe_at: Instant,
+    backoff: Duration,
+}
+
+impl Policy {
+    fn new(threads: f64, now: Instant) -> Self {
+        Self { threads, serial: false, since: now, probe_at: now, backoff: FIRST_PROBE }
+    }
+
+    /// One window's measurement: cores' worth of CPU our threads got and waited for. Returns
+    /// whether the decoding threads should run serially.
+    fn observe(&mut self, now: Instant, got: f64, waited: f64) -> bool {
+        if self.serial {
+            if now >= self.probe_at {
+                self.serial = false;
+                self.since = now;
+            }
+            return self.serial;
+        }
+        let demand = got + waited;
+        if demand < MIN_DEMAND {
+            return false;
+        }
+        // Cores' worth the parallel threads keep: `threads` times the share of their demand met.
+        if self.threads * got / demand <= PARALLEL_WORTH {
+            let failed_probe = now.duration_since(self.since) < FAILED_PROBE;
+            self.backoff = if failed_probe { (self.backoff * 2).min(LAST_PROBE) } else { FIRST_PROBE };
+            self.serial = true;
+            self.since = now;
+            self.probe_at = now + self.backoff;
+        }
+        self.serial
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn idle_and_uncontended_stay_parallel() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(2.0, t0);
+        assert!(!p.observe(at(t0, 500), 0.01, 0.05), "an idle engine decides nothing");
+        assert!(!p.observe(at(t0, 1000), 1.95, 0.02), "two cores of their own");
+    }
+
+    #[test]
+    fn one_busy_neighbour_makes_two_threads_serial_then_probes_back_off() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(2.0, t0);
+        // Three runnable threads on two cores: ours get 2/3 of what they want.
+        assert!(p.observe(at(t0, 5000), 1.33, 0.67));
+        assert!(p.observe(at(t0, 5500), 1.0, 0.0), "serial until the probe");
+        assert!(!p.observe(at(t0, 6000), 1.0, 0.0), "probe after the first back-off");
+        // The probe fails at once: the next one waits twice as long.
+        assert!(p.observe(at(t0, 6500), 1.33, 0.67));
+        assert!(p.observe(at(t0, 8000), 1.0, 0.0));
+        assert!(!p.observe(at(t0, 8500), 1.0, 0.0));
+        assert_eq!(p.backoff, Duration::from_secs(2));
+        // The neighbour is gone: parallel holds, and a later contention starts the back-off over.
+        assert!(!p.observe(at(t0, 9000), 1.98, 0.01));
+        assert!(p.observe(at(t0, 20_000), 1.3, 0.7));
+        assert_eq!(p.backoff, FIRST_PROBE);
+    }
+
+    #[test]
+    fn back_off_is_bounded() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(2.0, t0);
+        let mut now = at(t0, 2000);
+        for _ in 0..10 {
+            assert!(p.observe(now, 1.0, 1.0));
+            now = p.probe_at;
+            assert!(!p.observe(now, 1.0, 0.0));
+            now += Duration::from_millis(500);
+        }
+        assert_eq!(p.backoff, LAST_PROBE);
+    }
+
+    #[test]
+    fn many_threads_keep_parallel_beside_one_neighbour() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(16.0, t0);
+        // 17 runnable on 16 cores: each of ours gets 16/17 of its demand.
+        assert!(!p.observe(at(t0, 1000), 15.06, 0.94));
+        // Crowded out to a core's worth: serial is as fast and frees the rest.
+        assert!(p.observe(at(t0, 2000), 1.4, 14.6));
+    }
+
+    #[test]
+    fn counters_read_this_process() {
+        let c = Counters::read().expect("/proc/self/task is readable on Linux");
+        assert!(!c.0.is_empty());
+        assert_eq!(c.delta(&c), (0.0, 0.0));
+    }
+}
