@@ -4,7 +4,10 @@ with a second server loaded at the same time, at concurrency 1 and 8 (64-token g
 end-of-generation banned). Each setting is run under each wait policy given, for each model, and
 the ratios to "alone" are taken within the run. Writes docs/bench/<date>-cpu-wait.{md,json}.
 
-  python3 bench/contention.py [--seconds 15] [--models smollm2,qwen0.5] [--policies auto,spin,passive,threads1]
+  python3 bench/contention.py [--seconds 15] [--repeat 3] [--models smollm2,qwen0.5] [--policies auto,spin,passive,threads1]
+
+With --repeat N every cell is measured N times, the policies taking turns within each round (this
+machine's speed drifts by 10-30% over minutes), and the table gives each figure's median.
 
 Policies: the server's --cpu-wait values (auto, spin, passive); "threads1": one compute thread
 (--threads 1); "spinN": spin N iterations at a barrier, then sleep (GOMP_SPINCOUNT).
@@ -14,6 +17,7 @@ import datetime
 import json
 import multiprocessing
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -83,9 +87,11 @@ def main():
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--policies", default="auto,spin,passive,threads1")
     ap.add_argument("--models", default="smollm2,qwen0.5")
+    ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-    rows = []
-    for model, policy, conc in ((m, p, c) for m in args.models.split(",") for p in args.policies.split(",") for c in (1, 8)):
+    runs = {}
+    cells = [(m, p, c) for _ in range(args.repeat) for m in args.models.split(",") for c in (1, 8) for p in args.policies.split(",")]
+    for model, policy, conc in cells:
         a, base_a = start(policy, model)
         b, base_b = start(policy, model)
         r = {}
@@ -106,10 +112,15 @@ def main():
         for p in (a, b):
             p.terminate()
             p.wait()
-        row = {"model": model, "policy": policy, "concurrency": conc, **{k: round(v, 1) for k, v in r.items()}}
-        row["hog_ratio"] = round(r["hog"] / r["alone"], 2)
-        row["two_ratio"] = round(min(r["two_a"], r["two_b"]) / r["alone"], 2)
-        print(row, file=sys.stderr, flush=True)
+        print(model, policy, conc, {k: round(v, 1) for k, v in r.items()}, file=sys.stderr, flush=True)
+        runs.setdefault((model, policy, conc), []).append(r)
+    rows = []
+    for (model, policy, conc), rs in runs.items():
+        row = {"model": model, "policy": policy, "concurrency": conc, "rounds": len(rs)}
+        for k in ("alone", "hog", "two_a", "two_b"):
+            row[k] = round(statistics.median(r[k] for r in rs), 1)
+        row["hog_ratio"] = round(statistics.median(r["hog"] / r["alone"] for r in rs), 2)
+        row["two_ratio"] = round(statistics.median(min(r["two_a"], r["two_b"]) / r["alone"] for r in rs), 2)
         rows.append(row)
     stamp = datetime.date.today().isoformat()
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
@@ -117,8 +128,8 @@ def main():
     (out / f"{stamp}-cpu-wait.json").write_text(json.dumps(rows, indent=1) + "\n")
     lines = [f"# CPU wait policies {stamp}", "",
              f"- machine: {os.cpu_count()} cores; 2 compute threads (threads1: 1), 64-token greedy requests (EOS banned); git {git}",
-             f"- each cell: completion tokens/s over {args.seconds:.0f} s of closed-loop clients; ratios against 'alone' in the same run",
-             f"- reproduce: `python3 bench/contention.py --seconds {args.seconds:g} --models {args.models} --policies {args.policies}`", "",
+             f"- each cell: completion tokens/s over {args.seconds:g} s of closed-loop clients, median of {args.repeat} round(s); ratios against 'alone' in the same round",
+             f"- reproduce: `python3 bench/contention.py --seconds {args.seconds:g} --models {args.models} --policies {args.policies} --repeat {args.repeat}`", "",
              "| model | policy | concurrency | alone tok/s | beside a busy loop | ratio | two servers (each) | ratio (lower) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

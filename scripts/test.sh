@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit + integration tests (real server, real model), then the Python
-# tests that use the official openai package — and the integration and Python tests once more in
-# remote mode, where every test server is a thinkscale running over a second thinkscale process
-# that holds the model (`serve --backend URL`). Builds in the release profile only, so llama.cpp
-# is compiled once.
+# tests that use the official openai package — and the integration and Python tests twice more in
+# remote mode, where every test server is a thinkscale running over an engine that holds the
+# model (`serve --backend URL`): a second thinkscale, then llama.cpp's own llama-server (built once
+# by scripts/llama-server.sh). Builds in the release profile only, so llama.cpp is compiled once.
 #
 #   scripts/test.sh --fast   only the tests that need no model: unit and property tests and the
 #                            sandbox's hostile-program tests (no model fetch, no server)
@@ -27,4 +27,9 @@ python3 -m pytest -q tests/python
 echo "== remote backend (thinkscale over thinkscale)"
 export THINKSCALE_TEST_BACKEND=remote
 cargo test --release --locked --test api --test confidence --test grading --test reasoning --test selfconsistency --test verifiers -- --test-threads="${TEST_THREADS:-4}"
+python3 -m pytest -q tests/python
+echo "== remote backend (thinkscale over llama.cpp's llama-server)"
+llama_server=$(scripts/llama-server.sh)
+export THINKSCALE_TEST_BACKEND=llama-server LLAMA_SERVER=$PWD/$llama_server
+cargo test --release --locked --test api --test confidence --test grading --test reasoning --test selfconsistency --test verifiers --test remote -- --test-threads="${TEST_THREADS:-4}"
 python3 -m pytest -q tests/python

@@ -29,8 +29,8 @@ fn ask(s: &Server, content: &str, max_tokens: u32) -> Value {
 
 #[test]
 fn requests_spread_over_replicas_and_survive_a_killed_one() {
-    let a = Server::embedded(&["--parallel", "2"]);
-    let mut b = Server::embedded(&["--parallel", "2"]);
+    let a = Server::replica(&["--parallel", "2"]);
+    let mut b = Server::replica(&["--parallel", "2"]);
     let outer = Server::launch(&["--backend", &a.base, "--backend", &b.base], &[]);
     // New prompts take turns; a repeated prompt goes back to the replica that holds its prefix.
     ask(&outer, "Name a colour.", 4);
@@ -85,15 +85,14 @@ fn requests_spread_over_replicas_and_survive_a_killed_one() {
 
     // The replica comes back on its address: the probe marks it up again.
     let port: u16 = killed.rsplit(':').next().unwrap().parse().unwrap();
-    let model = common::model_path().display().to_string();
-    let back = Server::launch_on(port, &["--model", &model, "--threads", "1", "--parallel", "2"], &[]);
+    let back = Server::replica_on(port, &["--parallel", "2"]);
     wait_for("the replica to be probed up", || replicas(&outer).iter().all(|r| r["up"] == true));
     drop(back);
 }
 
 #[test]
 fn with_every_replica_down_requests_get_503_and_health_says_why() {
-    let mut a = Server::embedded(&[]);
+    let mut a = Server::replica(&[]);
     let outer = Server::launch(&["--backend", &a.base], &[]);
     ask(&outer, "Hi", 2);
     let _ = a.child.kill();
@@ -112,7 +111,7 @@ fn with_every_replica_down_requests_get_503_and_health_says_why() {
 
 #[test]
 fn what_a_remote_engine_cannot_do_is_a_clear_400_and_a_schema_goes_to_the_engine() {
-    let a = Server::embedded(&[]);
+    let a = Server::replica(&[]);
     let outer = Server::launch(&["--backend", &a.base], &[]);
     let msgs = json!([{"role": "user", "content": "Give me JSON."}]);
     // A forced tool call needs a grammar compiled here against the vocabulary: not over an engine.

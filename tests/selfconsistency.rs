@@ -26,8 +26,8 @@ fn ext(v: &Value, choice: usize) -> &Value {
 #[test]
 fn samples_share_one_prefill_and_are_distinct_chains() {
     let s = Server::start(&[]);
-    let before = s.engine().metric("thinkscale_prompt_tokens_total");
-    if common::remote_mode() {
+    let before = if s.engine_is_thinkscale() { s.engine().metric("thinkscale_prompt_tokens_total") } else { 0.0 };
+    if common::remote_mode() && s.engine_is_thinkscale() {
         // Over a remote engine each sample is its own request, and each forced close a new one
         // (that prefills the forced text): without thinking, the first sample goes alone and the
         // 7 after it find the prompt, all but its last token, in the engine's cache.
@@ -35,7 +35,6 @@ fn samples_share_one_prefill_and_are_distinct_chains() {
         let p = v["usage"]["prompt_tokens"].as_f64().unwrap();
         assert_eq!(s.engine().metric("thinkscale_prompt_tokens_total") - before, p + 7.0, "the prompt was not shared");
     }
-    let before = s.engine().metric("thinkscale_prompt_tokens_total");
     let v = s.chat(&body(json!({"reasoning": {"samples": 8}, "temperature": 0.9, "seed": 3})));
     let p = v["usage"]["prompt_tokens"].as_f64().unwrap();
     if !common::remote_mode() {
@@ -137,7 +136,8 @@ fn cancelling_mid_vote_frees_every_slot() {
     }
     drop(r);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while s.engine().metric("thinkscale_active_sequences") != 0.0 || s.engine().metric("thinkscale_kv_cells_used") != 0.0 {
+    let cells = || if s.engine_is_thinkscale() { s.engine().metric("thinkscale_kv_cells_used") } else { 0.0 };
+    while s.engine().metric("thinkscale_active_sequences") != 0.0 || cells() != 0.0 {
         assert!(Instant::now() < deadline, "slots not freed after cancel");
         std::thread::sleep(Duration::from_millis(20));
     }

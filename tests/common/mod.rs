@@ -19,18 +19,32 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub client: reqwest::blocking::Client,
-    /// Remote mode: the embedded server this one runs over.
+    /// Remote mode: the engine this one runs over.
     pub inner: Option<Box<Server>>,
+    pub kind: Kind,
 }
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// `THINKSCALE_TEST_BACKEND=remote`: every test server is a thinkscale running over a second
-/// thinkscale process (`serve --backend URL`) that holds the model. The suite runs in both modes.
+/// `THINKSCALE_TEST_BACKEND`: `remote` makes every test server a thinkscale running over a second
+/// thinkscale process that holds the model (`serve --backend URL`); `llama-server` puts llama.cpp's
+/// own server there instead (`LLAMA_SERVER` names the binary, scripts/llama-server.sh builds it).
+/// The suite runs in all three modes.
 pub fn remote_mode() -> bool {
-    std::env::var("THINKSCALE_TEST_BACKEND").is_ok_and(|v| v == "remote")
+    std::env::var("THINKSCALE_TEST_BACKEND").is_ok_and(|v| v == "remote" || v == "llama-server")
+}
+
+pub fn llama_server_mode() -> bool {
+    std::env::var("THINKSCALE_TEST_BACKEND").is_ok_and(|v| v == "llama-server")
+}
+
+/// The process a test server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Thinkscale,
+    LlamaServer,
 }
 
 /// Flags (taking a value) that configure the engine: only the inner server of remote mode gets them.
@@ -59,7 +73,7 @@ impl Server {
                 outer.extend(both);
             }
         }
-        let engine = Self::embedded(&inner);
+        let engine = Self::replica(&inner);
         let mut s = Self::launch(&["--backend", &engine.base], &outer);
         s.inner = Some(Box::new(engine));
         s
@@ -67,6 +81,10 @@ impl Server {
 
     /// A server holding the test model.
     pub fn embedded(extra: &[&str]) -> Server {
+        Self::embedded_on(free_port(), extra)
+    }
+
+    fn embedded_on(port: u16, extra: &[&str]) -> Server {
         // One compute thread per server: the suite runs several servers at once on few cores, and
         // llama.cpp's threads spin at barriers, so oversubscribed cores slow every server far more
         // than their share (in CI a 200-token request took over a minute).
@@ -75,7 +93,30 @@ impl Server {
         if !extra.contains(&"--model") {
             base.extend(["--model", model.as_str()]);
         }
-        Self::launch(&base, extra)
+        Self::launch_on(port, &base, extra)
+    }
+
+    /// An engine to run remote mode over: a thinkscale holding the test model, or in llama-server
+    /// mode a llama-server on it, given the flags of ours it has (model, threads, context, slots).
+    pub fn replica(extra: &[&str]) -> Server {
+        Self::replica_on(free_port(), extra)
+    }
+
+    pub fn replica_on(port: u16, extra: &[&str]) -> Server {
+        if !llama_server_mode() {
+            return Self::embedded_on(port, extra);
+        }
+        let flag = |name: &str| extra.iter().position(|f| *f == name).and_then(|i| extra.get(i + 1)).map(|v| v.to_string());
+        let model = flag("--model").unwrap_or_else(|| model_path().display().to_string());
+        let threads = flag("--threads").unwrap_or_else(|| "1".into());
+        let bin = std::env::var("LLAMA_SERVER")
+            .unwrap_or_else(|_| format!("{}/target/llama-server/bin/llama-server", env!("CARGO_MANIFEST_DIR")));
+        let mut cmd = Command::new(&bin);
+        #[rustfmt::skip]
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "-m", &model, "-t", &threads, "-tb", &threads,
+                  "-np", &flag("--parallel").unwrap_or_else(|| "8".into()),
+                  "-c", &flag("--ctx-size").unwrap_or_else(|| "16384".into()), "--metrics", "--no-webui"]);
+        Self::spawn(cmd, port, Kind::LlamaServer)
     }
 
     /// Start `thinkscale serve` with these flags on a free port and wait for its /health.
@@ -87,6 +128,11 @@ impl Server {
         let mut args = vec!["serve".to_string(), "--port".into(), port.to_string()];
         args.extend(base.iter().chain(extra).map(|s| s.to_string()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_thinkscale"));
+        cmd.args(&args);
+        Self::spawn(cmd, port, Kind::Thinkscale)
+    }
+
+    fn spawn(mut cmd: Command, port: u16, kind: Kind) -> Server {
         // A server shared through a static is never dropped: let the kernel end it with the tests.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -94,19 +140,21 @@ impl Server {
                 Ok(())
             });
         }
+        // llama-server logs every request: keep its output for a failure's investigation only.
+        let stderr = if kind == Kind::LlamaServer { Stdio::null() } else { Stdio::inherit() };
         let child = cmd
-            .args(&args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
-            .expect("spawn thinkscale");
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e} (llama-server mode: run scripts/llama-server.sh)", cmd.get_program()));
         let s = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap(),
             inner: None,
+            kind,
         };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
@@ -199,8 +247,20 @@ impl Server {
         self.client.get(self.url("/metrics")).send().unwrap().text().unwrap()
     }
 
-    /// Value of a metric line such as `thinkscale_active_sequences`.
+    /// Whether the engine under this server is thinkscale's own (tests of what it does inside —
+    /// one prefill shared by forks, KV cells freed — have nothing to check on llama-server).
+    pub fn engine_is_thinkscale(&self) -> bool {
+        self.engine().kind == Kind::Thinkscale
+    }
+
+    /// Value of a metric line such as `thinkscale_active_sequences` (on llama-server, its own name
+    /// for the same figure).
     pub fn metric(&self, name: &str) -> f64 {
+        let name = match (self.kind, name) {
+            (Kind::Thinkscale, n) => n,
+            (Kind::LlamaServer, "thinkscale_active_sequences") => "llamacpp:requests_processing",
+            (Kind::LlamaServer, n) => panic!("llama-server has no metric for {n}"),
+        };
         self.metrics()
             .lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))

@@ -24,16 +24,26 @@ def _free_port() -> int:
 
 
 # THINKSCALE_TEST_BACKEND=remote: every server is a thinkscale over a second thinkscale process
-# that holds the model (`serve --backend URL`), so the suite runs in both modes.
-REMOTE = os.environ.get("THINKSCALE_TEST_BACKEND") == "remote"
+# that holds the model (`serve --backend URL`); =llama-server: over llama.cpp's llama-server
+# (LLAMA_SERVER names the binary; scripts/llama-server.sh builds it). The suite runs in all three.
+BACKEND = os.environ.get("THINKSCALE_TEST_BACKEND", "")
+REMOTE = BACKEND in ("remote", "llama-server")
+LLAMA_SERVER = os.environ.get("LLAMA_SERVER", str(ROOT / "target" / "llama-server" / "build" / "bin" / "llama-server"))
 # Flags (with a value) for the engine only, and for the client-facing server only.
 ENGINE_FLAGS = {"--model", "--threads", "--ctx-size", "--verifier-model"}
 CLIENT_FLAGS = {"--api-key", "--cors-origin"}
 
 
-def _launch(args: list) -> tuple:
+def _launch(args: list, llama_server: bool = False) -> tuple:
     port = _free_port()
-    proc = subprocess.Popen([str(_binary()), "serve", "--port", str(port), *args], cwd=ROOT, env={**os.environ, "RUST_LOG": "warn"})
+    if llama_server:
+        # Our engine flags, as llama-server spells them; everything else is thinkscale's alone.
+        flags = dict(zip(args[::2], args[1::2]))
+        cmd = [LLAMA_SERVER, "--host", "127.0.0.1", "--port", str(port), "-m", flags["--model"], "-t", flags.get("--threads", "1"),
+               "-np", flags.get("--parallel", "8"), "-c", flags.get("--ctx-size", "16384"), "--metrics", "--no-webui"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        proc = subprocess.Popen([str(_binary()), "serve", "--port", str(port), *args], cwd=ROOT, env={**os.environ, "RUST_LOG": "warn"})
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while True:
@@ -86,9 +96,10 @@ def start_server(*extra: str, model: Path = MODEL):
         elif flag in CLIENT_FLAGS:
             outer += pair
         else:
-            inner += pair
+            if BACKEND != "llama-server" or flag == "--parallel":
+                inner += pair
             outer += pair
-    engine, engine_base = _launch(inner)
+    engine, engine_base = _launch(inner, llama_server=BACKEND == "llama-server")
     proc, base = _launch(["--backend", engine_base, *outer])
     return Pair(proc, engine), base
 
