@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: the bare decode loop (ceiling), thinkscale, and llama-cpp-python's
-OpenAI server (peer), same GGUF, context size, threads, prompts and output length, in one run.
+"""Side-by-side benchmark: the bare decode loop (ceiling), thinkscale, and a peer server —
+llama.cpp's own llama-server (built by scripts/llama-server.sh; the default) or llama-cpp-python's
+OpenAI server — same GGUF, context size, slots, threads, prompts and output length, in one run.
 Writes a markdown table and raw JSON under docs/bench/."""
 import argparse
 import datetime
@@ -238,6 +239,7 @@ def main():
     ap.add_argument("--gpu-layers", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=3, help="runs of every level; the median run is reported")
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--peer", choices=["llama-server", "llama-cpp-python"], default="llama-server")
     ap.add_argument("--skip-ceiling", action="store_true")
     ap.add_argument("--features", default="", help="cargo features the binary was built with (recorded)")
     ap.add_argument("--out", default=str(ROOT / "docs/bench"))
@@ -262,16 +264,22 @@ def main():
     ceiling_runs = []
     servers = [("thinkscale", [str(BIN), "serve", "--model", a.model, "--parallel", str(par), "--ctx-size", str(a.ctx_size),
                                "--threads", str(a.threads), *gl], True)]
-    if not a.skip_peer:
-        servers.append(("llama-cpp-python", [sys.executable, "-m", "llama_cpp.server", "--model", a.model, "--n_ctx", str(a.ctx_size),
-                                             "--n_threads", str(a.threads), "--n_threads_batch", str(a.threads),
-                                             # queue concurrent requests instead of cutting the running one short
-                                             "--interrupt_requests", "False",
-                                             *(["--n_gpu_layers", str(a.gpu_layers)] if a.gpu_layers is not None else [])], False))
+    if not a.skip_peer and a.peer == "llama-server":
+        llama_server = subprocess.run([str(ROOT / "scripts" / "llama-server.sh")], capture_output=True, text=True, check=True).stdout.strip()
+        # -np slots as our --parallel; -c the same total context; prompt caching is its default.
+        servers.append(("peer", [str(ROOT / llama_server), "-m", a.model, "-c", str(a.ctx_size), "-np", str(par), "-t", str(a.threads),
+                                 "-tb", str(a.threads), "--no-webui", *(["-ngl", str(a.gpu_layers)] if a.gpu_layers is not None else [])], False))
+    elif not a.skip_peer:
+        servers.append(("peer", [sys.executable, "-m", "llama_cpp.server", "--model", a.model, "--n_ctx", str(a.ctx_size),
+                                 "--n_threads", str(a.threads), "--n_threads_batch", str(a.threads),
+                                 # queue concurrent requests instead of cutting the running one short
+                                 "--interrupt_requests", "False",
+                                 *(["--n_gpu_layers", str(a.gpu_layers)] if a.gpu_layers is not None else [])], False))
+    report["peer_name"] = a.peer
     for name, cmd, ours in servers:
         port = free_port()
         cmd = cmd + (["--port", str(port)] if ours else ["--port", str(port), "--host", "127.0.0.1"])
-        srv = Server(name, cmd, port, "/health" if ours else "/v1/models")
+        srv = Server(name, cmd, port, "/health" if ours or a.peer == "llama-server" else "/v1/models")
         eog = srv.models["data"][0].get("meta", {}).get("eog_token_ids") if ours else report.get("eog")
         if ours:
             report["eog"] = eog
@@ -313,13 +321,14 @@ def write(r, out):
     out.mkdir(parents=True, exist_ok=True)
     stem = r["date"][:10] + ("-gpu" if r["machine"]["gpu"] else "-cpu")
     (out / f"{stem}.json").write_text(json.dumps(r, indent=2))
-    ts, peer = r.get("thinkscale"), r.get("llama-cpp-python")
+    ts, peer = r.get("thinkscale"), r.get("peer", r.get("llama-cpp-python"))
+    peer_name = r.get("peer_name", "llama-cpp-python")
     ceil = {c["sequences"]: c for c in r.get("ceiling", [])}
     m = r["machine"]
     lines = [f"# Benchmark {r['date']}", "",
              f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB RAM" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
              f"- model: {r['model']}; {r['tokens_per_request']} generated tokens per request (greedy, end-of-generation banned); "
-             f"ctx {r['ctx_size']}; {r['threads']} threads",
+             f"ctx {r['ctx_size']}; {r['threads']} threads; peer: {peer_name}",
              f"- build: {r['build']['profile']}, features {r['build']['features']}, git {r['build']['git']}",
              "- reproduce: `bench/run.sh` (ratios are measured side by side in this one run); throughput, latency and "
              f"CPU figures are each level's median run of {r.get('repeat', 1)} (every run's tokens/s is in the JSON)", "",
@@ -360,7 +369,7 @@ def write(r, out):
     lines += ["", "## Resident memory", "", "| server | idle MB | under load (peak) MB |", "|---|---|---|",
               f"| thinkscale | {ts['rss_idle_mb']:.0f} | {ts['rss_load_mb']:.0f} |"]
     if peer:
-        lines.append(f"| llama-cpp-python | {peer['rss_idle_mb']:.0f} | {peer['rss_load_mb']:.0f} |")
+        lines.append(f"| {peer_name} | {peer['rss_idle_mb']:.0f} | {peer['rss_load_mb']:.0f} |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}/{stem}.md and .json")
 

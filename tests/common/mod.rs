@@ -140,8 +140,15 @@ impl Server {
                 Ok(())
             });
         }
-        // llama-server logs every request: keep its output for a failure's investigation only.
-        let stderr = if kind == Kind::LlamaServer { Stdio::null() } else { Stdio::inherit() };
+        // llama-server logs every request: its output goes to a file, for a failure's investigation.
+        let stderr = match kind {
+            Kind::LlamaServer => {
+                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/llama-server/logs");
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::File::create(dir.join(format!("{port}.log"))).unwrap().into()
+            }
+            Kind::Thinkscale => Stdio::inherit(),
+        };
         let child = cmd
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("RUST_LOG", "warn")

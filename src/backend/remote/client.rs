@@ -29,6 +29,17 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A request that got no answer, with the causes reqwest nests (refused, reset, timed out).
+fn unreachable(e: reqwest::Error) -> Failure {
+    let mut m = format!("unreachable: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        m.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    Failure::Replica(m)
+}
+
 /// One sampled token as the engine reports it.
 #[derive(Debug, Clone, Default)]
 pub struct Token {
@@ -76,7 +87,17 @@ impl Client {
     }
 
     async fn exchange(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
-        let resp = r.send().await.map_err(|e| Failure::Replica(format!("unreachable: {e}")))?;
+        let again = r.try_clone();
+        let resp = match (r.send().await, again) {
+            (Ok(resp), _) => resp,
+            // A kept-alive connection the engine closed just as it was reused (llama-server's HTTP
+            // library closes one after a few requests or seconds idle) fails without an answer and
+            // without a refused connect or a timeout: send once more, on a fresh connection.
+            (Err(e), Some(again)) if !e.is_connect() && !e.is_timeout() => {
+                again.send().await.map_err(unreachable)?
+            }
+            (Err(e), _) => return Err(unreachable(e)),
+        };
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

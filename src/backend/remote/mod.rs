@@ -26,6 +26,7 @@ use crate::config::Config;
 /// How long start-up waits for a replica to answer.
 const CONNECT_WAIT: Duration = Duration::from_secs(600);
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 struct Shared {
     replicas: Replicas,
@@ -156,10 +157,14 @@ async fn probe(shared: std::sync::Weak<Shared>) {
         tokio::time::sleep(PROBE_EVERY).await;
         let Some(s) = shared.upgrade() else { return };
         for r in &s.replicas.all {
-            match s.client.get(&r.url, "/health", Duration::from_secs(2)).await {
-                Ok(_) => r.mark_up(),
-                Err(Failure::Busy) => r.mark_up(),
-                Err(e) => r.mark_down(&format!("health probe: {e}")),
+            match tokio::time::timeout(PROBE_WAIT, s.client.get(&r.url, "/health", PROBE_EVERY * 10)).await {
+                Ok(Ok(_) | Err(Failure::Busy)) => r.mark_up(),
+                // An engine busy with our streams may be slow to answer (llama-server serves HTTP
+                // from a fixed pool of threads, each held by a stream): that is load, not failure.
+                // A dead one refuses, and a hung one is caught by its streams' silence timeout.
+                Err(_) if r.in_flight() > 0 => {}
+                Err(_) => r.mark_down(&format!("health probe: no answer within {} s", PROBE_WAIT.as_secs())),
+                Ok(Err(e)) => r.mark_down(&format!("health probe: {e}")),
             }
         }
         crate::metrics::metrics().engine_up.set(i64::from(s.replicas.any_up()));
