@@ -40,6 +40,14 @@ pub fn llama_server_mode() -> bool {
     std::env::var("THINKSCALE_TEST_BACKEND").is_ok_and(|v| v == "llama-server")
 }
 
+/// Whether two requests for the same greedy text get the same tokens. Over llama-server they need
+/// not: its logits depend on how the requests in flight are batched and on what its prompt cache
+/// holds (its documentation says so of `cache_prompt`), so tests compare separately generated
+/// texts only over thinkscale's engine.
+pub fn reproducible() -> bool {
+    !llama_server_mode()
+}
+
 /// The process a test server is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -182,16 +182,42 @@ struct Logprobs {
     token_logprobs: Vec<Option<f32>>,
     #[serde(default)]
     top_logprobs: Vec<Option<serde_json::Map<String, Value>>>,
+    /// llama-server's form: the chat API's entries, one per token.
+    #[serde(default)]
+    content: Vec<Entry>,
 }
 
-/// A text-completion chunk: its tokens from `logprobs` (legacy completions format) when present,
-/// else its text as one token.
+#[derive(Deserialize)]
+struct Entry {
+    token: String,
+    logprob: f32,
+    #[serde(default)]
+    top_logprobs: Vec<Alternative>,
+}
+
+#[derive(Deserialize)]
+struct Alternative {
+    token: String,
+    logprob: f32,
+}
+
+/// A text-completion chunk: its tokens from `logprobs` when present (the legacy completions format
+/// vLLM and SGLang send, or the chat API's entries llama-server sends), else its text as one token.
 pub fn parse_chunk(v: &Value) -> Chunk {
     let cached_tokens = v.get("usage").filter(|u| u.is_object()).map(|u| u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0));
     let Some(choice) = v["choices"].get(0) else { return Chunk { cached_tokens, ..Default::default() } };
     let text = choice["text"].as_str().unwrap_or_default();
     let lp: Logprobs = serde_json::from_value(choice["logprobs"].clone()).unwrap_or_default();
-    let tokens = if lp.tokens.is_empty() {
+    let tokens = if !lp.content.is_empty() {
+        lp.content
+            .into_iter()
+            .map(|e| {
+                let mut top: Vec<(String, f32)> = e.top_logprobs.into_iter().map(|a| (a.token, a.logprob)).collect();
+                top.sort_by(|a, b| b.1.total_cmp(&a.1));
+                Token { text: e.token, logprob: Some(e.logprob), top }
+            })
+            .collect()
+    } else if lp.tokens.is_empty() {
         if text.is_empty() {
             Vec::new()
         } else {
@@ -234,6 +260,13 @@ mod tests {
         assert_eq!(c.tokens[1].text, " world");
         assert_eq!(c.tokens[0].top[1], ("Hi".to_string(), -2.0));
         assert_eq!(c.tokens[0].logprob, Some(-0.1));
+        // llama-server's entries.
+        let v = json!({"choices": [{"text": ", the", "index": 0, "finish_reason": null, "logprobs": {"content": [
+            {"id": 28, "token": ",", "logprob": -2.4, "top_logprobs": [{"token": ",", "logprob": -2.4}, {"token": "-", "logprob": -0.8}]},
+            {"id": 260, "token": " the", "logprob": -2.5, "top_logprobs": []}]}}]});
+        let c = parse_chunk(&v);
+        assert_eq!(c.tokens.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(), [",", " the"]);
+        assert_eq!((c.tokens[0].logprob, &c.tokens[0].top[0]), (Some(-2.4), &("-".to_string(), -0.8)));
         let c = parse_chunk(&json!({"choices": [{"text": "ok", "finish_reason": "stop"}]}));
         assert_eq!((c.tokens[0].text.as_str(), c.finish_reason.as_deref()), ("ok", Some("stop")));
         let c = parse_chunk(&json!({"choices": [], "usage": {"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 4}}}));

@@ -237,10 +237,8 @@ async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, String> {
         let replica = job.replica();
         match job.shared.client.post(&replica.url, "/v1/completions", &body).await {
             Ok(v) => {
-                let top: Vec<(String, f32)> = v["choices"][0]["logprobs"]["top_logprobs"][0]
-                    .as_object()
-                    .map(|m| m.iter().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x as f32))).collect())
-                    .unwrap_or_default();
+                // A whole answer's choice reads as a stream chunk does, in either log-prob format.
+                let top = super::client::parse_chunk(&v).tokens.into_iter().next().map(|t| t.top).unwrap_or_default();
                 return Ok(crate::reasoning::verify::p_true_from_top(&top, &JUDGE_YES, &JUDGE_NO));
             }
             Err(Failure::Replica(m)) => job.relocate(&replica, &m)?,
