@@ -564,22 +564,29 @@ fn a_finished_request_leaves_its_prompt_cached() {
     let cached = |v: &Value| v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
     let first = ask("Name three colours of the rainbow.");
     assert_eq!(cached(&first), 0);
-    let before = s.engine().metric("thinkscale_prompt_tokens_total");
-    let cached_before = s.engine().metric("thinkscale_prompt_cached_tokens_total");
+    let counted = |name| if s.engine_is_thinkscale() { s.engine().metric(name) } else { 0.0 };
+    let before = counted("thinkscale_prompt_tokens_total");
+    let cached_before = counted("thinkscale_prompt_cached_tokens_total");
     let again = ask("Name three colours of the rainbow.");
     let p = again["usage"]["prompt_tokens"].as_u64().unwrap();
     // Everything but the last prompt token, which is fed to the sequence for its logits.
     assert_eq!(cached(&again), p - 1, "{}", again["usage"]);
-    assert_eq!(s.engine().metric("thinkscale_prompt_tokens_total") - before, 1.0);
-    assert_eq!(s.engine().metric("thinkscale_prompt_cached_tokens_total") - cached_before, (p - 1) as f64);
-    assert_eq!(again["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
+    if s.engine_is_thinkscale() {
+        assert_eq!(counted("thinkscale_prompt_tokens_total") - before, 1.0);
+        assert_eq!(counted("thinkscale_prompt_cached_tokens_total") - cached_before, (p - 1) as f64);
+    }
+    if common::reproducible() {
+        assert_eq!(again["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
+    }
     // A different question shares only the template's opening tokens.
     let other = ask("Why is the sky blue?");
     let q = other["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(cached(&other) > 0 && cached(&other) < q - 1, "{}", other["usage"]);
-    let fresh = Server::start(&[]);
-    let v = fresh.chat(&json!({"messages": [{"role": "user", "content": "Why is the sky blue?"}], "max_tokens": 12, "temperature": 0}));
-    assert_eq!(other["choices"][0]["message"]["content"], v["choices"][0]["message"]["content"]);
+    if common::reproducible() {
+        let fresh = Server::start(&[]);
+        let v = fresh.chat(&json!({"messages": [{"role": "user", "content": "Why is the sky blue?"}], "max_tokens": 12, "temperature": 0}));
+        assert_eq!(other["choices"][0]["message"]["content"], v["choices"][0]["message"]["content"]);
+    }
 }
 
 #[test]
@@ -619,8 +626,10 @@ fn a_chat_turn_reuses_the_previous_answer() {
     // the template's end-of-turn marker.
     let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
     assert!(cached + 1 >= used, "{} of {used}", second["usage"]);
-    let fresh = Server::start(&[]);
-    assert_eq!(second["choices"][0]["message"]["content"], fresh.chat(&body)["choices"][0]["message"]["content"]);
+    if common::reproducible() {
+        let fresh = Server::start(&[]);
+        assert_eq!(second["choices"][0]["message"]["content"], fresh.chat(&body)["choices"][0]["message"]["content"]);
+    }
 }
 
 #[test]
@@ -635,12 +644,19 @@ fn a_live_request_shares_its_prompt_prefix() {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(10));
         }
-        let before = s.engine().metric("thinkscale_prompt_tokens_total");
+        let counted = || if s.engine_is_thinkscale() { s.engine().metric("thinkscale_prompt_tokens_total") } else { 0.0 };
+        let before = counted();
         let short = s.chat(&body(8));
         let p = short["usage"]["prompt_tokens"].as_u64().unwrap();
         let cached = short["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+        if !s.engine_is_thinkscale() {
+            // llama-server copies a live slot's prompt into another only when it starts that slot
+            // from it; whatever it reused, it says so.
+            assert!(cached < p, "{}", short["usage"]);
+            return;
+        }
         assert_eq!(cached, p - 1, "{}", short["usage"]);
-        assert_eq!(s.engine().metric("thinkscale_prompt_tokens_total") - before, (p - cached) as f64);
+        assert_eq!(counted() - before, (p - cached) as f64);
         // Same tokens as the long request's first eight: the copied cache is exact.
         let long = long.join().unwrap();
         let a = short["choices"][0]["message"]["content"].as_str().unwrap();

@@ -119,9 +119,11 @@ impl Server {
         let threads = flag("--threads").unwrap_or_else(|| "1".into());
         let bin = std::env::var("LLAMA_SERVER")
             .unwrap_or_else(|_| format!("{}/target/llama-server/bin/llama-server", env!("CARGO_MANIFEST_DIR")));
+        // Served under the file's name, as thinkscale names a model (llama-server's default is the path).
+        let alias = std::path::Path::new(&model).file_stem().unwrap().to_string_lossy().to_string();
         let mut cmd = Command::new(&bin);
         #[rustfmt::skip]
-        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "-m", &model, "-t", &threads, "-tb", &threads,
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "-m", &model, "--alias", &alias, "-t", &threads, "-tb", &threads,
                   "-np", &flag("--parallel").unwrap_or_else(|| "8".into()),
                   "-c", &flag("--ctx-size").unwrap_or_else(|| "16384".into()), "--metrics", "--no-webui"]);
         Self::spawn(cmd, port, Kind::LlamaServer)

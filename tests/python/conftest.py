@@ -39,7 +39,8 @@ def _launch(args: list, llama_server: bool = False) -> tuple:
     if llama_server:
         # Our engine flags, as llama-server spells them; everything else is thinkscale's alone.
         flags = dict(zip(args[::2], args[1::2]))
-        cmd = [LLAMA_SERVER, "--host", "127.0.0.1", "--port", str(port), "-m", flags["--model"], "-t", flags.get("--threads", "1"),
+        cmd = [LLAMA_SERVER, "--host", "127.0.0.1", "--port", str(port), "-m", flags["--model"], "--alias", Path(flags["--model"]).stem,
+               "-t", flags.get("--threads", "1"),
                "-np", flags.get("--parallel", "8"), "-c", flags.get("--ctx-size", "16384"), "--metrics", "--no-webui"]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     else:

@@ -93,9 +93,7 @@ impl Client {
             // A kept-alive connection the engine closed just as it was reused (llama-server's HTTP
             // library closes one after a few requests or seconds idle) fails without an answer and
             // without a refused connect or a timeout: send once more, on a fresh connection.
-            (Err(e), Some(again)) if !e.is_connect() && !e.is_timeout() => {
-                again.send().await.map_err(unreachable)?
-            }
+            (Err(e), Some(again)) if !e.is_connect() && !e.is_timeout() => again.send().await.map_err(unreachable)?,
             (Err(e), _) => return Err(unreachable(e)),
         };
         let status = resp.status();

@@ -107,8 +107,17 @@ impl Remote {
                 meta["thinking_markers"].as_array().and_then(|m| Some((m.first()?.as_str()?.to_string(), m.get(1)?.as_str()?.to_string())))
             }
         };
-        let eog =
+        let mut eog: Vec<i32> =
             meta["eog_token_ids"].as_array().map(|a| a.iter().filter_map(|t| t.as_i64().map(|t| t as i32)).collect()).unwrap_or_default();
+        // llama-server names its end-of-turn token in /props: its id, for `ignore_eos` to ban.
+        if let (true, Some(eos)) = (eog.is_empty(), props["eos_token"].as_str()) {
+            let body = json!({"content": eos, "add_special": false, "parse_special": true});
+            if let Ok(v) = client.post(&first.url, "/tokenize", &body).await {
+                if let Some([id]) = v["tokens"].as_array().map(Vec::as_slice) {
+                    eog.extend(id.as_i64().map(|t| t as i32));
+                }
+            }
+        }
         let n_vocab = meta["n_vocab"].as_i64().map(|n| n as i32);
         let vocab = Arc::new(RemoteVocab {
             replicas: replicas.all.clone(),

@@ -62,7 +62,9 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
             body["stop"] = json!(spec.sampling.stop);
         }
         if let (true, Some(schema)) = (constrained, &schema) {
+            // vLLM and SGLang read `response_format` on completions; llama-server `json_schema`.
             body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}});
+            body["json_schema"] = schema.clone();
         }
         // The first sample's first request reports how much of the prompt the engine had cached.
         let want_usage = index == 0 && round == 0;

@@ -99,7 +99,13 @@ impl Engine {
         let (tx, rx) = mpsc::channel(cfg.queue_size);
         let stats = Arc::new(EngineStats::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let loop_cfg = scheduler::LoopConfig { n_ctx: cfg.ctx_size, parallel: cfg.parallel, n_batch: cfg.batch_size, threads, governor: governor(cfg, threads) };
+        let loop_cfg = scheduler::LoopConfig {
+            n_ctx: cfg.ctx_size,
+            parallel: cfg.parallel,
+            n_batch: cfg.batch_size,
+            threads,
+            governor: governor(cfg, threads),
+        };
         let (m, s) = (model.clone(), stats.clone());
         let handle =
             std::thread::Builder::new().name(THREAD.into()).spawn(move || scheduler::run(m, verifier, loop_cfg, rx, s, ready_tx))?;
