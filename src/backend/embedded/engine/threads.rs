@@ -6,8 +6,9 @@
 //! loses 0.65x beside one busy process, sleeping costs 2-5x on an idle machine: docs/bench). One
 //! thread has no barrier to wait at. So a monitor thread measures, from the kernel's per-thread
 //! schedstat, what share of the CPU time our threads wanted they got; when the parallel threads
-//! together get no more than 1.5 cores' worth, it asks the decoding threads to run serially, and
-//! probes parallel again later (backing off while probes keep failing). The decoding thread applies
+//! together get no more than 1.5 cores' worth, it asks the decoding threads to run serially. It
+//! probes parallel again once the machine shows an idle core (/proc/stat), backing off while probes
+//! keep failing (where /proc/stat counts a larger host than ours). The decoding thread applies
 //! the answer before its next decode through OpenMP's `max-active-levels` (0: every parallel region
 //! runs on the calling thread alone; ggml reads back how many threads it got and splits work by it).
 
@@ -27,6 +28,8 @@ const FIRST_PROBE: Duration = Duration::from_secs(1);
 const LAST_PROBE: Duration = Duration::from_secs(16);
 /// A parallel stint shorter than this that ends in contention counts as a failed probe.
 const FAILED_PROBE: Duration = Duration::from_secs(2);
+/// Cores' worth of idle CPU that make a probe of parallel worth its cost.
+const IDLE_TO_PROBE: f64 = 0.5;
 
 /// What the monitor asks of the decoding threads; each applies it before its next decode.
 #[derive(Default)]
@@ -63,8 +66,8 @@ impl Governor {
                 if span < WINDOW.as_secs_f64() * 0.8 {
                     continue;
                 }
-                let (cpu, wait) = first.delta(last);
-                let serial = policy.observe(now, cpu / span, wait / span);
+                let (cpu, wait, idle) = first.delta(last);
+                let serial = policy.observe(now, cpu / span, wait / span, idle / span);
                 if serial != g.serial.swap(serial, Ordering::Relaxed) {
                     tracing::debug!(serial, got = cpu / span, waited = wait / span, "cpu_wait auto: compute threads switch");
                     crate::metrics::metrics().cpu_serial.set(serial as i64);
@@ -102,8 +105,18 @@ extern "C" {
     fn omp_set_max_active_levels(levels: std::os::raw::c_int);
 }
 
-/// Per thread of this process: nanoseconds run on a CPU and spent runnable waiting for one.
-struct Counters(HashMap<u32, (u64, u64)>);
+/// Per thread of this process: nanoseconds run on a CPU and spent runnable waiting for one; and the
+/// machine's idle time (seconds, all CPUs together; None where /proc/stat cannot be read).
+struct Counters(HashMap<u32, (u64, u64)>, Option<f64>);
+
+/// Seconds all CPUs have spent idle (or waiting on I/O), from the first line of /proc/stat.
+fn idle_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // SAFETY: sysconf only reads a constant of the system.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((cpu.get(3)? + cpu.get(4).copied().unwrap_or(0)) as f64 / tick)
+}
 
 impl Counters {
     fn read() -> Option<Self> {
@@ -115,11 +128,12 @@ impl Counters {
             let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
             map.insert(tid, (f.next().unwrap_or(0), f.next().unwrap_or(0)));
         }
-        (!map.is_empty()).then_some(Self(map))
+        (!map.is_empty()).then_some(Self(map, idle_seconds()))
     }
 
-    /// Seconds run and waited, summed over the threads present in both readings.
-    fn delta(&self, later: &Self) -> (f64, f64) {
+    /// Seconds run and waited, summed over the threads present in both readings, and seconds the
+    /// machine's CPUs were idle (unknown reads as idle: probing then rests on the back-off alone).
+    fn delta(&self, later: &Self) -> (f64, f64, f64) {
         let (mut cpu, mut wait) = (0u64, 0u64);
         for (tid, (c1, w1)) in &later.0 {
             if let Some((c0, w0)) = self.0.get(tid) {
@@ -127,7 +141,11 @@ impl Counters {
                 wait += w1.saturating_sub(*w0);
             }
         }
-        (cpu as f64 / 1e9, wait as f64 / 1e9)
+        let idle = match (self.1, later.1) {
+            (Some(a), Some(b)) => (b - a).max(0.0),
+            _ => f64::INFINITY,
+        };
+        (cpu as f64 / 1e9, wait as f64 / 1e9, idle)
     }
 }
 
@@ -147,11 +165,12 @@ impl Policy {
         Self { threads, serial: false, since: now, probe_at: now, backoff: FIRST_PROBE }
     }
 
-    /// One window's measurement: cores' worth of CPU our threads got and waited for. Returns
-    /// whether the decoding threads should run serially.
-    fn observe(&mut self, now: Instant, got: f64, waited: f64) -> bool {
+    /// One window's measurement: cores' worth of CPU our threads got and waited for, and cores'
+    /// worth the machine left idle. Returns whether the decoding threads should run serially.
+    fn observe(&mut self, now: Instant, got: f64, waited: f64, idle: f64) -> bool {
         if self.serial {
-            if now >= self.probe_at {
+            // Serial beside other work leaves no core idle: parallel would only wait again.
+            if now >= self.probe_at && idle >= IDLE_TO_PROBE {
                 self.serial = false;
                 self.since = now;
             }
@@ -185,8 +204,8 @@ mod tests {
     fn idle_and_uncontended_stay_parallel() {
         let t0 = Instant::now();
         let mut p = Policy::new(2.0, t0);
-        assert!(!p.observe(at(t0, 500), 0.01, 0.05), "an idle engine decides nothing");
-        assert!(!p.observe(at(t0, 1000), 1.95, 0.02), "two cores of their own");
+        assert!(!p.observe(at(t0, 500), 0.01, 0.05, 1.0), "an idle engine decides nothing");
+        assert!(!p.observe(at(t0, 1000), 1.95, 0.02, 1.0), "two cores of their own");
     }
 
     #[test]
@@ -194,18 +213,29 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Policy::new(2.0, t0);
         // Three runnable threads on two cores: ours get 2/3 of what they want.
-        assert!(p.observe(at(t0, 5000), 1.33, 0.67));
-        assert!(p.observe(at(t0, 5500), 1.0, 0.0), "serial until the probe");
-        assert!(!p.observe(at(t0, 6000), 1.0, 0.0), "probe after the first back-off");
+        assert!(p.observe(at(t0, 5000), 1.33, 0.67, 1.0));
+        assert!(p.observe(at(t0, 5500), 1.0, 0.0, 1.0), "serial until the probe");
+        assert!(!p.observe(at(t0, 6000), 1.0, 0.0, 1.0), "probe after the first back-off");
         // The probe fails at once: the next one waits twice as long.
-        assert!(p.observe(at(t0, 6500), 1.33, 0.67));
-        assert!(p.observe(at(t0, 8000), 1.0, 0.0));
-        assert!(!p.observe(at(t0, 8500), 1.0, 0.0));
+        assert!(p.observe(at(t0, 6500), 1.33, 0.67, 1.0));
+        assert!(p.observe(at(t0, 8000), 1.0, 0.0, 1.0));
+        assert!(!p.observe(at(t0, 8500), 1.0, 0.0, 1.0));
         assert_eq!(p.backoff, Duration::from_secs(2));
         // The neighbour is gone: parallel holds, and a later contention starts the back-off over.
-        assert!(!p.observe(at(t0, 9000), 1.98, 0.01));
-        assert!(p.observe(at(t0, 20_000), 1.3, 0.7));
+        assert!(!p.observe(at(t0, 9000), 1.98, 0.01, 1.0));
+        assert!(p.observe(at(t0, 20_000), 1.3, 0.7, 1.0));
         assert_eq!(p.backoff, FIRST_PROBE);
+    }
+
+    #[test]
+    fn no_probe_while_no_core_is_idle() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(2.0, t0);
+        assert!(p.observe(at(t0, 1000), 1.33, 0.67, 0.0));
+        // Long past the back-off, the busy neighbour still takes the other core.
+        assert!(p.observe(at(t0, 30_000), 1.0, 0.0, 0.02));
+        // It stops: a core sits idle, and parallel is tried at once.
+        assert!(!p.observe(at(t0, 31_000), 1.0, 0.0, 0.98));
     }
 
     #[test]
@@ -214,9 +244,9 @@ mod tests {
         let mut p = Policy::new(2.0, t0);
         let mut now = at(t0, 2000);
         for _ in 0..10 {
-            assert!(p.observe(now, 1.0, 1.0));
+            assert!(p.observe(now, 1.0, 1.0, 1.0));
             now = p.probe_at;
-            assert!(!p.observe(now, 1.0, 0.0));
+            assert!(!p.observe(now, 1.0, 0.0, 1.0));
             now += Duration::from_millis(500);
         }
         assert_eq!(p.backoff, LAST_PROBE);
@@ -227,15 +257,15 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Policy::new(16.0, t0);
         // 17 runnable on 16 cores: each of ours gets 16/17 of its demand.
-        assert!(!p.observe(at(t0, 1000), 15.06, 0.94));
+        assert!(!p.observe(at(t0, 1000), 15.06, 0.94, 1.0));
         // Crowded out to a core's worth: serial is as fast and frees the rest.
-        assert!(p.observe(at(t0, 2000), 1.4, 14.6));
+        assert!(p.observe(at(t0, 2000), 1.4, 14.6, 1.0));
     }
 
     #[test]
     fn counters_read_this_process() {
         let c = Counters::read().expect("/proc/self/task is readable on Linux");
         assert!(!c.0.is_empty());
-        assert_eq!(c.delta(&c), (0.0, 0.0));
+        assert_eq!(c.delta(&c), (0.0, 0.0, 0.0));
     }
 }
