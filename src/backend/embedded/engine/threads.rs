@@ -5,10 +5,10 @@
 //! each barrier waits for a descheduled partner, whatever the threads do while they wait (spinning
 //! loses 0.65x beside one busy process, sleeping costs 2-5x on an idle machine: docs/bench). One
 //! thread has no barrier to wait at. So a monitor thread measures, from the kernel's per-thread
-//! schedstat, what share of the CPU time our threads wanted they got; when the parallel threads
+//! schedstat, what share of the CPU time the decoding threads wanted they got; when the parallel threads
 //! together get no more than 1.5 cores' worth, it asks the decoding threads to run serially. It
-//! probes parallel again once the machine shows an idle core (/proc/stat), backing off while probes
-//! keep failing (where /proc/stat counts a larger host than ours). The decoding thread applies
+//! probes parallel again once other processes leave 1.5 cores free (/proc/stat less our own
+//! threads), backing off while probes keep failing (where /proc/stat counts a larger host than ours). The decoding thread applies
 //! the answer before its next decode through OpenMP's `max-active-levels` (0: every parallel region
 //! runs on the calling thread alone; ggml reads back how many threads it got and splits work by it).
 
@@ -28,8 +28,6 @@ const FIRST_PROBE: Duration = Duration::from_secs(1);
 const LAST_PROBE: Duration = Duration::from_secs(16);
 /// A parallel stint shorter than this that ends in contention counts as a failed probe.
 const FAILED_PROBE: Duration = Duration::from_secs(2);
-/// Cores' worth of idle CPU that make a probe of parallel worth its cost.
-const IDLE_TO_PROBE: f64 = 0.5;
 
 /// What the monitor asks of the decoding threads; each applies it before its next decode.
 #[derive(Default)]
@@ -66,10 +64,10 @@ impl Governor {
                 if span < WINDOW.as_secs_f64() * 0.8 {
                     continue;
                 }
-                let (cpu, wait, idle) = first.delta(last);
-                let serial = policy.observe(now, cpu / span, wait / span, idle / span);
+                let w = first.window(last, span);
+                let serial = policy.observe(now, w.got, w.waited, w.free);
                 if serial != g.serial.swap(serial, Ordering::Relaxed) {
-                    tracing::debug!(serial, got = cpu / span, waited = wait / span, "cpu_wait auto: compute threads switch");
+                    tracing::debug!(serial, got = w.got, waited = w.waited, free = w.free, "cpu_wait auto: compute threads switch");
                     crate::metrics::metrics().cpu_serial.set(serial as i64);
                     // Measure the new mode on its own samples.
                     window.clear();
@@ -105,47 +103,69 @@ extern "C" {
     fn omp_set_max_active_levels(levels: std::os::raw::c_int);
 }
 
-/// Per thread of this process: nanoseconds run on a CPU and spent runnable waiting for one; and the
-/// machine's idle time (seconds, all CPUs together; None where /proc/stat cannot be read).
-struct Counters(HashMap<u32, (u64, u64)>, Option<f64>);
+/// What one reading holds: per thread of this process, nanoseconds run on a CPU and spent runnable
+/// waiting for one, and whether it decodes; and the machine's busy and total CPU seconds (all CPUs
+/// together; None where /proc/stat cannot be read).
+struct Counters {
+    threads: HashMap<u32, (u64, u64, bool)>,
+    machine: Option<(f64, f64)>,
+}
 
-/// Seconds all CPUs have spent idle (or waiting on I/O), from the first line of /proc/stat.
-fn idle_seconds() -> Option<f64> {
+/// What a window of readings says, in cores' worth.
+struct Window {
+    /// CPU the decoding threads got and waited for.
+    got: f64,
+    waited: f64,
+    /// Cores other processes leave free (infinite where unknown).
+    free: f64,
+}
+
+/// Busy and total CPU seconds of the whole machine, from the first line of /proc/stat.
+fn machine_seconds() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     // SAFETY: sysconf only reads a constant of the system.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((cpu.get(3)? + cpu.get(4).copied().unwrap_or(0)) as f64 / tick)
+    let total: u64 = cpu.iter().take(8).sum();
+    let idle = cpu.get(3)? + cpu.get(4).copied().unwrap_or(0);
+    Some(((total - idle) as f64 / tick, total as f64 / tick))
 }
 
 impl Counters {
     fn read() -> Option<Self> {
-        let mut map = HashMap::new();
+        let mut threads = HashMap::new();
         for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
             let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else { continue };
             // A thread that exited between the listing and the read is simply absent.
             let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
             let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
-            map.insert(tid, (f.next().unwrap_or(0), f.next().unwrap_or(0)));
+            // The decoding threads, and the OpenMP workers they start (which inherit the name).
+            let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            let decodes = matches!(name.trim_end(), super::THREAD | super::verifier::THREAD);
+            threads.insert(tid, (f.next().unwrap_or(0), f.next().unwrap_or(0), decodes));
         }
-        (!map.is_empty()).then_some(Self(map, idle_seconds()))
+        (!threads.is_empty()).then_some(Self { threads, machine: machine_seconds() })
     }
 
-    /// Seconds run and waited, summed over the threads present in both readings, and seconds the
-    /// machine's CPUs were idle (unknown reads as idle: probing then rests on the back-off alone).
-    fn delta(&self, later: &Self) -> (f64, f64, f64) {
-        let (mut cpu, mut wait) = (0u64, 0u64);
-        for (tid, (c1, w1)) in &later.0 {
-            if let Some((c0, w0)) = self.0.get(tid) {
-                cpu += c1.saturating_sub(*c0);
-                wait += w1.saturating_sub(*w0);
+    /// From this reading to a later one, over the threads present in both, per second of `span`.
+    fn window(&self, later: &Self, span: f64) -> Window {
+        let (mut got, mut waited, mut ours) = (0u64, 0u64, 0u64);
+        for (tid, (c1, w1, decodes)) in &later.threads {
+            if let Some((c0, w0, _)) = self.threads.get(tid) {
+                let ran = c1.saturating_sub(*c0);
+                ours += ran;
+                if *decodes {
+                    got += ran;
+                    waited += w1.saturating_sub(*w0);
+                }
             }
         }
-        let idle = match (self.1, later.1) {
-            (Some(a), Some(b)) => (b - a).max(0.0),
+        // The machine's cores, less what processes other than this one kept busy.
+        let free = match (self.machine, later.machine) {
+            (Some((b0, t0)), Some((b1, t1))) => ((t1 - t0) - ((b1 - b0) - ours as f64 / 1e9).max(0.0)) / span,
             _ => f64::INFINITY,
         };
-        (cpu as f64 / 1e9, wait as f64 / 1e9, idle)
+        Window { got: got as f64 / 1e9 / span, waited: waited as f64 / 1e9 / span, free }
     }
 }
 
@@ -165,12 +185,12 @@ impl Policy {
         Self { threads, serial: false, since: now, probe_at: now, backoff: FIRST_PROBE }
     }
 
-    /// One window's measurement: cores' worth of CPU our threads got and waited for, and cores'
-    /// worth the machine left idle. Returns whether the decoding threads should run serially.
-    fn observe(&mut self, now: Instant, got: f64, waited: f64, idle: f64) -> bool {
+    /// One window's measurement: cores' worth of CPU the decoding threads got and waited for, and
+    /// cores other processes leave free. Returns whether the decoding threads should run serially.
+    fn observe(&mut self, now: Instant, got: f64, waited: f64, free: f64) -> bool {
         if self.serial {
-            // Serial beside other work leaves no core idle: parallel would only wait again.
-            if now >= self.probe_at && idle >= IDLE_TO_PROBE {
+            // Parallel is worth a probe only where other processes leave it the cores it needs.
+            if now >= self.probe_at && free >= PARALLEL_WORTH {
                 self.serial = false;
                 self.since = now;
             }
@@ -204,8 +224,8 @@ mod tests {
     fn idle_and_uncontended_stay_parallel() {
         let t0 = Instant::now();
         let mut p = Policy::new(2.0, t0);
-        assert!(!p.observe(at(t0, 500), 0.01, 0.05, 1.0), "an idle engine decides nothing");
-        assert!(!p.observe(at(t0, 1000), 1.95, 0.02, 1.0), "two cores of their own");
+        assert!(!p.observe(at(t0, 500), 0.01, 0.05, 2.0), "an idle engine decides nothing");
+        assert!(!p.observe(at(t0, 1000), 1.95, 0.02, 2.0), "two cores of their own");
     }
 
     #[test]
@@ -213,17 +233,17 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Policy::new(2.0, t0);
         // Three runnable threads on two cores: ours get 2/3 of what they want.
-        assert!(p.observe(at(t0, 5000), 1.33, 0.67, 1.0));
-        assert!(p.observe(at(t0, 5500), 1.0, 0.0, 1.0), "serial until the probe");
-        assert!(!p.observe(at(t0, 6000), 1.0, 0.0, 1.0), "probe after the first back-off");
+        assert!(p.observe(at(t0, 5000), 1.33, 0.67, 2.0));
+        assert!(p.observe(at(t0, 5500), 1.0, 0.0, 2.0), "serial until the probe");
+        assert!(!p.observe(at(t0, 6000), 1.0, 0.0, 2.0), "probe after the first back-off");
         // The probe fails at once: the next one waits twice as long.
-        assert!(p.observe(at(t0, 6500), 1.33, 0.67, 1.0));
-        assert!(p.observe(at(t0, 8000), 1.0, 0.0, 1.0));
-        assert!(!p.observe(at(t0, 8500), 1.0, 0.0, 1.0));
+        assert!(p.observe(at(t0, 6500), 1.33, 0.67, 2.0));
+        assert!(p.observe(at(t0, 8000), 1.0, 0.0, 2.0));
+        assert!(!p.observe(at(t0, 8500), 1.0, 0.0, 2.0));
         assert_eq!(p.backoff, Duration::from_secs(2));
         // The neighbour is gone: parallel holds, and a later contention starts the back-off over.
-        assert!(!p.observe(at(t0, 9000), 1.98, 0.01, 1.0));
-        assert!(p.observe(at(t0, 20_000), 1.3, 0.7, 1.0));
+        assert!(!p.observe(at(t0, 9000), 1.98, 0.01, 2.0));
+        assert!(p.observe(at(t0, 20_000), 1.3, 0.7, 2.0));
         assert_eq!(p.backoff, FIRST_PROBE);
     }
 
@@ -233,9 +253,9 @@ mod tests {
         let mut p = Policy::new(2.0, t0);
         assert!(p.observe(at(t0, 1000), 1.33, 0.67, 0.0));
         // Long past the back-off, the busy neighbour still takes the other core.
-        assert!(p.observe(at(t0, 30_000), 1.0, 0.0, 0.02));
-        // It stops: a core sits idle, and parallel is tried at once.
-        assert!(!p.observe(at(t0, 31_000), 1.0, 0.0, 0.98));
+        assert!(p.observe(at(t0, 30_000), 1.0, 0.0, 1.0));
+        // It stops: both cores are free to us, and parallel is tried at once.
+        assert!(!p.observe(at(t0, 31_000), 1.0, 0.0, 1.95));
     }
 
     #[test]
@@ -244,9 +264,9 @@ mod tests {
         let mut p = Policy::new(2.0, t0);
         let mut now = at(t0, 2000);
         for _ in 0..10 {
-            assert!(p.observe(now, 1.0, 1.0, 1.0));
+            assert!(p.observe(now, 1.0, 1.0, 2.0));
             now = p.probe_at;
-            assert!(!p.observe(now, 1.0, 0.0, 1.0));
+            assert!(!p.observe(now, 1.0, 0.0, 2.0));
             now += Duration::from_millis(500);
         }
         assert_eq!(p.backoff, LAST_PROBE);
@@ -257,15 +277,16 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Policy::new(16.0, t0);
         // 17 runnable on 16 cores: each of ours gets 16/17 of its demand.
-        assert!(!p.observe(at(t0, 1000), 15.06, 0.94, 1.0));
+        assert!(!p.observe(at(t0, 1000), 15.06, 0.94, 2.0));
         // Crowded out to a core's worth: serial is as fast and frees the rest.
-        assert!(p.observe(at(t0, 2000), 1.4, 14.6, 1.0));
+        assert!(p.observe(at(t0, 2000), 1.4, 14.6, 2.0));
     }
 
     #[test]
     fn counters_read_this_process() {
         let c = Counters::read().expect("/proc/self/task is readable on Linux");
-        assert!(!c.0.is_empty());
-        assert_eq!(c.delta(&c), (0.0, 0.0, 0.0));
+        assert!(!c.threads.is_empty() && c.machine.is_some());
+        let w = c.window(&c, 1.0);
+        assert_eq!((w.got, w.waited, w.free), (0.0, 0.0, 0.0));
     }
 }

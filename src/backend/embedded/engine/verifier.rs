@@ -28,6 +28,9 @@ pub struct Verdict {
     pub score: f64,
 }
 
+/// The name of the thread that owns the verifier's context.
+pub const THREAD: &str = "verifier";
+
 pub struct Verifier {
     asks: Sender<Ask>,
     pub verdicts: Receiver<Verdict>,
@@ -45,7 +48,7 @@ impl Verifier {
         let (asks, ask_rx) = channel::<Ask>();
         let (verdict_tx, verdicts) = channel();
         let (ready_tx, ready_rx) = channel();
-        std::thread::Builder::new().name("verifier".into()).spawn(move || {
+        std::thread::Builder::new().name(THREAD.into()).spawn(move || {
             let params = Model::context_params(n_ctx, 1, n_batch, threads);
             let ctx = match model.model.new_context(super::model::backend_ref(), params) {
                 Ok(c) => c,
