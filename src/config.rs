@@ -123,7 +123,7 @@ pub enum HttpKind {
 #[serde(rename_all = "lowercase")]
 pub enum CpuWait {
     /// Spin while the cores are the server's own; decode on one thread while measured contention
-    /// says the others would only wait (engine/threads.rs, docs/bench/2026-12-02-cpu-wait.md).
+    /// says the others would only wait (engine/threads.rs, docs/bench/2026-12-03-cpu-wait.md).
     Auto,
     /// libgomp's default: spin before sleeping, faster alone, collapses beside other busy processes.
     Spin,
