@@ -178,19 +178,26 @@ struct Policy {
     since: Instant,
     probe_at: Instant,
     backoff: Duration,
+    /// Serial, other processes have been seen taking the cores parallel needs.
+    crowded: bool,
 }
 
 impl Policy {
     fn new(threads: f64, now: Instant) -> Self {
-        Self { threads, serial: false, since: now, probe_at: now, backoff: FIRST_PROBE }
+        Self { threads, serial: false, since: now, probe_at: now, backoff: FIRST_PROBE, crowded: false }
     }
 
     /// One window's measurement: cores' worth of CPU the decoding threads got and waited for, and
     /// cores other processes leave free. Returns whether the decoding threads should run serially.
     fn observe(&mut self, now: Instant, got: f64, waited: f64, free: f64) -> bool {
         if self.serial {
-            // Parallel is worth a probe only where other processes leave it the cores it needs.
-            if now >= self.probe_at && free >= PARALLEL_WORTH {
+            // Parallel is worth a probe only where other processes leave it the cores it needs:
+            // at once when the ones seen crowding it out have gone, else after the back-off (a
+            // /proc/stat that counts a larger host than ours may never show them).
+            if free < PARALLEL_WORTH {
+                self.crowded = true;
+            } else if self.crowded || now >= self.probe_at {
+                self.crowded = false;
                 self.serial = false;
                 self.since = now;
             }
@@ -256,6 +263,10 @@ mod tests {
         assert!(p.observe(at(t0, 30_000), 1.0, 0.0, 1.0));
         // It stops: both cores are free to us, and parallel is tried at once.
         assert!(!p.observe(at(t0, 31_000), 1.0, 0.0, 1.95));
+        // Back to serial; the neighbour seen crowding us leaves before the back-off has run out.
+        assert!(p.observe(at(t0, 31_500), 1.3, 0.7, 1.0));
+        assert!(p.observe(at(t0, 31_600), 1.0, 0.0, 1.0));
+        assert!(!p.observe(at(t0, 31_700), 1.0, 0.0, 1.9), "probe as soon as it has gone");
     }
 
     #[test]
