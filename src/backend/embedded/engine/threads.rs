@@ -82,12 +82,25 @@ impl Governor {
             }
         }
     }
+}
 
-    /// Called by a decoding thread before each decode; `applied` is that thread's current mode.
-    pub fn apply(&self, applied: &mut bool) {
-        let serial = self.serial.load(Ordering::Relaxed);
-        if serial != *applied {
-            *applied = serial;
+/// A decoding thread's side of the governor: what it was asked, and what it has applied.
+pub struct Decoding {
+    governor: Option<Arc<Governor>>,
+    serial: bool,
+}
+
+impl Decoding {
+    pub fn new(governor: Option<Arc<Governor>>) -> Self {
+        Self { governor, serial: false }
+    }
+
+    /// Called by the decoding thread before each decode.
+    pub fn apply(&mut self) {
+        let Some(g) = &self.governor else { return };
+        let serial = g.serial.load(Ordering::Relaxed);
+        if serial != self.serial {
+            self.serial = serial;
             // Per calling thread (an OpenMP task ICV): other contexts' threads decide for themselves.
             // SAFETY: a plain setter of the calling thread's OpenMP state.
             #[cfg(target_os = "linux")]

@@ -64,8 +64,7 @@ impl Verifier {
                 yes: model.token_ids(&JUDGE_YES),
                 no: model.token_ids(&JUDGE_NO),
                 n_batch: n_batch as usize,
-                governor,
-                serial: false,
+                threads: super::threads::Decoding::new(governor),
             };
             // Ends when the scheduler (the only sender) is gone.
             for ask in ask_rx {
@@ -90,8 +89,7 @@ struct Judge<'v> {
     yes: Vec<usize>,
     no: Vec<usize>,
     n_batch: usize,
-    governor: Option<Arc<super::threads::Governor>>,
-    serial: bool,
+    threads: super::threads::Decoding,
 }
 
 impl Judge<'_> {
@@ -109,9 +107,7 @@ impl Judge<'_> {
             for (k, t) in chunk.iter().enumerate() {
                 batch.add(*t, (c * self.n_batch + k) as i32, &[0], last_chunk && k + 1 == chunk.len()).ok()?;
             }
-            if let Some(g) = &self.governor {
-                g.apply(&mut self.serial);
-            }
+            self.threads.apply();
             self.ctx.decode(&mut batch).ok()?;
         }
         let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(batch.n_tokens() - 1), &self.yes, &self.no);

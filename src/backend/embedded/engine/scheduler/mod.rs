@@ -83,8 +83,8 @@ struct Scheduler<'m> {
     model: &'m Model,
     ctx: LlamaContext<'m>,
     cfg: LoopConfig,
-    /// Whether this thread's decodes currently run serially (`cpu_wait = "auto"`).
-    serial: bool,
+    /// `cpu_wait = "auto"`: serial or parallel, applied before each decode.
+    threads: super::threads::Decoding,
     /// Free KV streams, and the prompt tokens each still holds.
     free: Slots,
     slots: Vec<Option<Slot>>,
@@ -129,11 +129,12 @@ pub(crate) fn run(
     };
     let _ = ready.send(Ok(n_ctx));
     let parallel = cfg.parallel as i32;
+    let threads = super::threads::Decoding::new(cfg.governor.clone());
     let mut s = Scheduler {
         model: &model,
         ctx,
         cfg: LoopConfig { n_ctx, ..cfg },
-        serial: false,
+        threads,
         free: Slots::new(parallel),
         slots: (0..parallel).map(|_| None).collect(),
         jobs: VecDeque::new(),
@@ -233,9 +234,7 @@ impl<'m> Scheduler<'m> {
             self.mark_prefilled(&prefilling);
             return false;
         }
-        if let Some(g) = &self.cfg.governor {
-            g.apply(&mut self.serial);
-        }
+        self.threads.apply();
         if let Err(e) = self.ctx.decode(batch) {
             tracing::error!(error = %e, "decode failed; failing the sequences in this batch");
             let keys: Vec<u64> = outputs
