@@ -4,6 +4,8 @@ import concurrent.futures
 import openai
 import pytest
 
+from conftest import REPRODUCIBLE
+
 MSG = [{"role": "user", "content": "What is 3 + 4?"}]
 
 
@@ -59,7 +61,8 @@ def test_text_completions(client):
     r = client.completions.create(model="any", prompt="Once upon a time", max_tokens=8, temperature=0)
     assert r.choices[0].text
     chunks = list(client.completions.create(model="any", prompt="Once upon a time", max_tokens=8, temperature=0, stream=True))
-    assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
+    streamed = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert streamed == r.choices[0].text if REPRODUCIBLE else streamed
 
 
 def test_errors_are_raised_as_openai_exceptions(client):
@@ -82,7 +85,10 @@ def test_concurrent_clients(client):
     alone = [ask(p) for p in prompts]
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         together = list(ex.map(ask, prompts))
-    assert together == alone
+    if REPRODUCIBLE:
+        assert together == alone
+    else:
+        assert all(together) and len(together) == len(prompts)
 
 
 def test_reasoning_content_through_the_client(client):
@@ -143,7 +149,8 @@ def test_responses_api_streaming_and_not(client):
     assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") == done.output[0].content[0].text
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == done.output_text
     # Greedy: the streamed response is the non-streamed one.
-    assert done.output_text == r.output_text and done.output[0].content[0].text == chain
+    if REPRODUCIBLE:
+        assert done.output_text == r.output_text and done.output[0].content[0].text == chain
 
 
 def test_responses_api_maps_instructions_limits_and_errors(client):
