@@ -430,8 +430,8 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("reasoning.effort_verifier.{level}: {}", e.message))?;
         }
         for (level, n) in &self.reasoning.effort_samples {
-            let max = crate::reasoning::sampling::MAX_SAMPLES;
-            anyhow::ensure!((1..=max).contains(n), "reasoning.effort_samples.{level} must be in 1..={max}");
+            let r = crate::reasoning::params::SAMPLES;
+            anyhow::ensure!((r.min..=r.max).contains(&i64::from(*n)), "reasoning.effort_samples.{level} must be in {}..={}", r.min, r.max);
         }
         let r = &self.reasoning;
         anyhow::ensure!(r.confidence_top_k >= 1, "reasoning.confidence_top_k must be at least 1");

@@ -125,7 +125,7 @@ proptest! {
         for thinking_model in [false, true] {
             if let Ok(p) = plan::normalise(&req, &cfg, thinking_model) {
                 prop_assert!(p.min_thinking <= p.max_thinking.unwrap_or(u32::MAX));
-                prop_assert!(p.sampling.samples >= 1 && p.sampling.samples <= thinkscale::reasoning::sampling::MAX_SAMPLES);
+                prop_assert!(p.sampling.samples >= 1 && i64::from(p.sampling.samples) <= thinkscale::reasoning::params::SAMPLES.max);
                 // The `auto` label and the auto policy go together.
                 prop_assert_eq!(p.effort == Effort::Auto, p.auto);
             }

@@ -1,6 +1,7 @@
 //! GET /openapi.json: the API contract, generated (schemars) from the serde types the handlers
 //! parse and serialize (`openai.rs`), with the bounds that depend on the configuration (token
-//! caps, `n`) filled in. The contract test (tests/python/test_openapi.py) fuzzes the live server
+//! caps, `n`) filled in, and every reasoning field from `reasoning::params`, which the gate
+//! checks requests against. The contract test (tests/python/test_openapi.py) fuzzes the live server
 //! against it.
 
 use axum::extract::State;
@@ -82,7 +83,8 @@ fn defined_name(schema: &schemars::Schema) -> String {
     schema.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()).unwrap_or_default().to_string()
 }
 
-pub fn document(slot_ctx: u32, parallel: u32) -> Value {
+/// `efforts`: the server's effort levels (`reasoning_effort`'s values besides "auto").
+pub fn document(slot_ctx: u32, parallel: u32, efforts: &[String]) -> Value {
     let mut gen = SchemaSettings::openapi3().into_generator();
     let chat = crate::service::validate::chat_request_schema(&mut gen);
     let completion = crate::service::validate::completion_request_schema(&mut gen);
@@ -98,6 +100,7 @@ pub fn document(slot_ctx: u32, parallel: u32) -> Value {
         props["n"]["maximum"] = json!(parallel);
     }
     chat_constraints(&mut schemas);
+    schemas.insert("Reasoning".into(), crate::reasoning::params::schema(efforts));
     schemas.insert("ChatRequest".into(), chat);
     schemas.insert("CompletionRequest".into(), completion);
     // Responses: the types the handlers serialize, under the names the paths use.
@@ -128,5 +131,6 @@ pub async fn openapi(State(state): State<Service>) -> Json<Value> {
     let cfg = &state.cfg;
     // The backend's slot once it is known (a remote engine's may differ from this config's).
     let slot_ctx = state.backend.get().map_or(cfg.ctx_size / cfg.parallel, |b| b.slot_ctx());
-    Json(document(slot_ctx, cfg.parallel))
+    let efforts: Vec<String> = state.policy.effort_budgets.keys().cloned().collect();
+    Json(document(slot_ctx, cfg.parallel, &efforts))
 }

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::chat::Message;
 use super::labels::Effort;
+use super::params::{Interval, Ints, BUDGET, FORMATS, SCAFFOLDS, TOKENS};
 use super::sampling::SamplingPlan;
 use super::sampling::{sampling_given, sampling_plan};
 
@@ -103,18 +104,26 @@ pub(super) fn err(param: &str, message: impl Into<String>) -> PlanError {
     PlanError { param: param.into(), message: message.into() }
 }
 
-pub(super) fn int(v: &Value, param: &str, min: i64) -> Result<i64, PlanError> {
+pub(super) fn int(v: &Value, param: &str, range: Ints) -> Result<i64, PlanError> {
     let n = v
         .as_i64()
         .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
         .ok_or_else(|| err(param, format!("'{param}' must be an integer")))?;
-    if n < min {
-        return Err(err(param, format!("'{param}' must be at least {min}")));
+    if n < range.min {
+        return Err(err(param, format!("'{param}' must be at least {}", range.min)));
     }
-    if n > 1_000_000 {
-        return Err(err(param, format!("'{param}' must be at most 1000000")));
+    if n > range.max {
+        return Err(err(param, format!("'{param}' must be at most {}", range.max)));
     }
     Ok(n)
+}
+
+pub(super) fn number(v: &Value, param: &str, interval: Interval) -> Result<f64, PlanError> {
+    let x = v.as_f64().ok_or_else(|| err(param, format!("'{param}' must be a number")))?;
+    if !interval.contains(x) {
+        return Err(err(param, format!("'{param}' must be in {}", interval.describe())));
+    }
+    Ok(x)
 }
 
 pub(super) fn boolean(v: &Value, param: &str) -> Result<bool, PlanError> {
@@ -180,7 +189,7 @@ pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -
             set_effort(string(e, "reasoning.effort")?, "reasoning.effort", &mut effort)?;
         }
         if let Some(m) = obj.get("max_tokens").filter(|v| !v.is_null()) {
-            budget.set(int(m, "reasoning.max_tokens", 0)?, "reasoning.max_tokens")?;
+            budget.set(int(m, "reasoning.max_tokens", TOKENS)?, "reasoning.max_tokens")?;
         }
         if let Some(x) = obj.get("exclude").filter(|v| !v.is_null()) {
             exclude = boolean(x, "reasoning.exclude")?;
@@ -197,12 +206,12 @@ pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -
             _ => return Err(err("thinking.type", "'thinking.type' must be \"enabled\" or \"disabled\"")),
         }
         if let Some(b) = obj.get("budget_tokens").filter(|v| !v.is_null()) {
-            budget.set(int(b, "thinking.budget_tokens", 0)?, "thinking.budget_tokens")?;
+            budget.set(int(b, "thinking.budget_tokens", TOKENS)?, "thinking.budget_tokens")?;
         }
     }
     for key in ["thinking_budget_tokens", "reasoning_budget_tokens", "thinking_token_budget", "max_thinking_tokens"] {
         if let Some(v) = get(key) {
-            let n = int(v, key, -1)?;
+            let n = int(v, key, BUDGET)?;
             if n == -1 {
                 switch.set(true, key)?;
             } else {
@@ -224,7 +233,7 @@ pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -
         }
     }
     if let Some(v) = get("min_thinking_tokens") {
-        min_thinking = int(v, "min_thinking_tokens", 0)?;
+        min_thinking = int(v, "min_thinking_tokens", TOKENS)?;
     }
     if let Some(v) = get("reasoning_budget_message") {
         budget_message = Some(string(v, "reasoning_budget_message")?.to_string());
@@ -233,7 +242,7 @@ pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -
         separate = match string(v, "reasoning_format")? {
             "none" => false,
             "auto" | "deepseek" | "deepseek-legacy" | "parsed" => true,
-            other => return Err(err("reasoning_format", format!("unknown reasoning_format '{other}'"))),
+            other => return Err(err("reasoning_format", format!("unknown reasoning_format '{other}'; expected one of {FORMATS:?}"))),
         };
     }
 
@@ -303,7 +312,7 @@ pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -
     }
     let scaffold = match req.get("reasoning").and_then(|r| r.get("scaffold")).filter(|v| !v.is_null()) {
         Some(v) => Scaffold::parse(string(v, "reasoning.scaffold")?)
-            .ok_or_else(|| err("reasoning.scaffold", "'reasoning.scaffold' must be \"natural\" or \"instruct\""))?,
+            .ok_or_else(|| err("reasoning.scaffold", format!("'reasoning.scaffold' must be one of {SCAFFOLDS:?}")))?,
         None => cfg.scaffold,
     };
     Ok(ReasoningPlan {

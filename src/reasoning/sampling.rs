@@ -4,7 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use super::plan::{boolean, err, int, string, PlanError, Policy};
+use super::params::{AGGREGATES, CHECKERS, CONFIDENCE, KEEP_TOP, PRUNES, SAMPLES, VERIFIERS};
+use super::plan::{boolean, err, int, number, string, PlanError, Policy};
 
 /// Self-consistency: how many chains to sample and how to choose among them.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,13 +115,7 @@ pub(super) fn sampling_plan(req: &Map<String, Value>, cfg: &Policy, effort: Opti
     };
     let effort_samples = effort.as_ref().and_then(|e| cfg.effort_samples.get(e)).copied().unwrap_or(1);
     let samples = match pick("samples", &["samples", "num_samples"]) {
-        Some((v, p)) => {
-            let n = int(&v, &p, 1)?;
-            if n > MAX_SAMPLES as i64 {
-                return Err(err(&p, format!("'{p}' must be at most {MAX_SAMPLES}")));
-            }
-            n as u32
-        }
+        Some((v, p)) => int(&v, &p, SAMPLES)? as u32,
         None => effort_samples,
     };
     let verifier_default = effort.as_ref().and_then(|e| cfg.effort_verifier.get(e)).cloned().unwrap_or_else(|| "none".into());
@@ -140,7 +135,7 @@ pub(super) fn sampling_plan(req: &Map<String, Value>, cfg: &Policy, effort: Opti
             "weighted" => Aggregate::Weighted,
             "best" | "best_of_n" => Aggregate::Best,
             "confidence" => Aggregate::Confidence,
-            other => return Err(err(&p, format!("unknown aggregate '{other}'; expected majority, weighted, best or confidence"))),
+            other => return Err(err(&p, format!("unknown aggregate '{other}'; expected one of {AGGREGATES:?}"))),
         },
         None if verifier != Verifier::None => Aggregate::Weighted,
         None => Aggregate::Majority,
@@ -153,36 +148,24 @@ pub(super) fn sampling_plan(req: &Map<String, Value>, cfg: &Policy, effort: Opti
         None => false,
     };
     let confidence = match pick("confidence", &["confidence"]) {
-        Some((v, p)) => {
-            let c = v.as_f64().ok_or_else(|| err(&p, format!("'{p}' must be a number")))?;
-            if !(0.5..1.0).contains(&c) {
-                return Err(err(&p, format!("'{p}' must be in [0.5, 1)")));
-            }
-            c
-        }
+        Some((v, p)) => number(&v, &p, CONFIDENCE)?,
         None => cfg.confidence,
     };
     let prune = match pick("prune", &["prune"]) {
         Some((v, p)) => match string(&v, &p)? {
             "confidence" => true,
             "none" => false,
-            other => return Err(err(&p, format!("unknown prune '{other}'; expected confidence or none"))),
+            other => return Err(err(&p, format!("unknown prune '{other}'; expected one of {PRUNES:?}"))),
         },
         None => false,
     };
     let keep_top = match pick("keep_top", &["keep_top"]) {
-        Some((v, p)) => {
-            let k = v.as_f64().ok_or_else(|| err(&p, format!("'{p}' must be a number")))?;
-            if !(k > 0.0 && k <= 1.0) {
-                return Err(err(&p, format!("'{p}' must be in (0, 1]")));
-            }
-            Some(k)
-        }
+        Some((v, p)) => Some(number(&v, &p, KEEP_TOP)?),
         None => None,
     };
     let warmup = match pick("warmup", &["warmup"]) {
         Some((v, p)) => {
-            let w = int(&v, &p, 1)?;
+            let w = int(&v, &p, SAMPLES)?;
             if w > samples as i64 {
                 return Err(err(&p, format!("'{p}' ({w}) exceeds the samples ({samples})")));
             }
@@ -245,12 +228,9 @@ fn checked_verifier(o: &Map<String, Value>, p: &str, nested: Option<&Map<String,
             Ok((Verifier::Http, Some(Check::Http { name: text("name")?, tests })))
         }
         "tests" => Err(err(p, format!("send 'verifier': 'tests' with the tests in 'reasoning.tests', not as '{p}'"))),
-        other => Err(err(&format!("{p}.type"), format!("unknown verifier type '{other}'; expected regex, json_schema or http"))),
+        other => Err(err(&format!("{p}.type"), format!("unknown verifier type '{other}'; expected one of {CHECKERS:?}"))),
     }
 }
-
-/// Largest `samples` a request may ask for (they run in waves through the slots).
-pub const MAX_SAMPLES: u32 = 64;
 
 pub fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
     Ok(match s {
@@ -263,7 +243,7 @@ pub fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
         other => {
             return Err(err(
                 param,
-                format!("unknown verifier '{other}'; expected none, logprob, self, model, arithmetic or tests (or an object: regex, json_schema, http)"),
+                format!("unknown verifier '{other}'; expected one of {VERIFIERS:?} (or an object whose type is one of {CHECKERS:?})"),
             ))
         }
     })

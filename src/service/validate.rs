@@ -506,9 +506,11 @@ pub fn prepare_completion(state: &Service, backend: &dyn Backend, id: &str, body
     Ok(PreparedCompletion { v, texts, specs, echo: fields.echo, logprobs: top })
 }
 
-/// The request body's schema for /openapi.json: the shared sampling fields and the chat fields.
+/// The request body's schema for /openapi.json: the shared sampling fields, the chat fields and
+/// the reasoning fields (`Reasoning`, which the caller defines from `reasoning::params`).
 pub fn chat_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
-    json!({"allOf": [gen.subschema_for::<super::request::Common>(), gen.subschema_for::<ChatFields>()], "required": ["messages"]})
+    json!({"allOf": [gen.subschema_for::<super::request::Common>(), gen.subschema_for::<ChatFields>(),
+                     {"$ref": "#/components/schemas/Reasoning"}], "required": ["messages"]})
 }
 
 /// The request body's schema for /openapi.json: the shared sampling fields and the prompt.

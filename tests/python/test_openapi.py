@@ -26,6 +26,11 @@ def test_the_contract_is_generated_from_the_request_types(contract):
     assert common["temperature"]["maximum"] == 2.0 and common["top_p"]["maximum"] == 1.0
     assert "tools" in schemas["ChatFields"]["properties"] and "prompt" in schemas["CompletionFields"]["properties"]
     assert set(doc["paths"]) == {"/v1/chat/completions", "/v1/completions"}
+    # Every reasoning dialect's fields, with the bounds the gate enforces.
+    reasoning = schemas["Reasoning"]["properties"]
+    assert {"reasoning_effort", "thinking_budget_tokens", "thinking", "think", "samples", "verifier"} <= set(reasoning)
+    assert reasoning["reasoning"]["properties"]["samples"]["maximum"] == reasoning["samples"]["maximum"] == 64
+    assert "auto" in reasoning["reasoning_effort"]["enum"] and "high" in reasoning["reasoning_effort"]["enum"]
     # Every $ref resolves inside the document.
     refs = [r.split("/")[-1] for r in _refs(doc)]
     assert refs and all(r in schemas for r in refs)
