@@ -49,16 +49,23 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
+// Each knob's range, stated once: schemars writes it into /openapi.json and `validate` checks it.
+const TEMPERATURE: (f64, f64) = (0.0, 2.0);
+const UNIT: (f64, f64) = (0.0, 1.0);
+const TOP_K: (i64, i64) = (0, 1_000_000);
+const PENALTY: (f64, f64) = (-2.0, 2.0);
+const REPEAT_PENALTY: (f64, f64) = (0.0, 10.0);
+
 /// Fields common to chat and text completions.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Common {
-    #[schemars(range(min = 0.0, max = 2.0))]
+    #[schemars(range(min = TEMPERATURE.0, max = TEMPERATURE.1))]
     pub temperature: Option<f64>,
-    #[schemars(range(min = 0.0, max = 1.0))]
+    #[schemars(range(min = UNIT.0, max = UNIT.1))]
     pub top_p: Option<f64>,
-    #[schemars(range(min = 0, max = 1_000_000))]
+    #[schemars(range(min = TOP_K.0, max = TOP_K.1))]
     pub top_k: Option<i64>,
-    #[schemars(range(min = 0.0, max = 1.0))]
+    #[schemars(range(min = UNIT.0, max = UNIT.1))]
     pub min_p: Option<f64>,
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
@@ -67,11 +74,11 @@ pub struct Common {
     pub max_tokens: Option<i64>,
     #[schemars(range(min = 1))]
     pub max_completion_tokens: Option<i64>,
-    #[schemars(range(min = -2.0, max = 2.0))]
+    #[schemars(range(min = PENALTY.0, max = PENALTY.1))]
     pub presence_penalty: Option<f64>,
-    #[schemars(range(min = -2.0, max = 2.0))]
+    #[schemars(range(min = PENALTY.0, max = PENALTY.1))]
     pub frequency_penalty: Option<f64>,
-    #[schemars(range(min = 0.0, max = 10.0))]
+    #[schemars(range(min = REPEAT_PENALTY.0, max = REPEAT_PENALTY.1))]
     pub repeat_penalty: Option<f64>,
     /// At most the server's parallel slots (set in /openapi.json).
     #[schemars(range(min = 1))]
@@ -113,7 +120,7 @@ impl ResponseFormat {
     }
 }
 
-fn range(v: Option<f64>, param: &str, lo: f64, hi: f64) -> Result<Option<f64>, Invalid> {
+fn range(v: Option<f64>, param: &str, (lo, hi): (f64, f64)) -> Result<Option<f64>, Invalid> {
     match v {
         Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => {
             Err(Invalid::field(format!("'{param}' must be between {lo} and {hi}, got {x}"), Some(param)))
@@ -196,17 +203,19 @@ impl Common {
         if self.ignore_eos {
             logit_bias.extend(eog.iter().map(|t| (*t, f32::NEG_INFINITY)));
         }
-        let temperature = range(self.temperature, "temperature", 0.0, 2.0)?.unwrap_or(1.0);
-        let top_p = range(self.top_p, "top_p", 0.0, 1.0)?.unwrap_or(1.0);
-        let min_p = range(self.min_p, "min_p", 0.0, 1.0)?.unwrap_or(0.0);
-        let presence = range(self.presence_penalty, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0);
-        let frequency = range(self.frequency_penalty, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0);
-        let repeat = range(self.repeat_penalty, "repeat_penalty", 0.0, 10.0)?.unwrap_or(1.0);
+        let temperature = range(self.temperature, "temperature", TEMPERATURE)?.unwrap_or(1.0);
+        let top_p = range(self.top_p, "top_p", UNIT)?.unwrap_or(1.0);
+        let min_p = range(self.min_p, "min_p", UNIT)?.unwrap_or(0.0);
+        let presence = range(self.presence_penalty, "presence_penalty", PENALTY)?.unwrap_or(0.0);
+        let frequency = range(self.frequency_penalty, "frequency_penalty", PENALTY)?.unwrap_or(0.0);
+        let repeat = range(self.repeat_penalty, "repeat_penalty", REPEAT_PENALTY)?.unwrap_or(1.0);
         if repeat == 0.0 {
             return Err(Invalid::field("'repeat_penalty' must be greater than 0", Some("repeat_penalty")));
         }
         let top_k = match self.top_k {
-            Some(k) if !(0..=1_000_000).contains(&k) => return Err(Invalid::field("'top_k' must be between 0 and 1000000", Some("top_k"))),
+            Some(k) if !(TOP_K.0..=TOP_K.1).contains(&k) => {
+                return Err(Invalid::field(format!("'top_k' must be between {} and {}", TOP_K.0, TOP_K.1), Some("top_k")))
+            }
             Some(k) => k as i32,
             // llama-server's default: sampling from the whole 49k-token vocabulary costs a full
             // softmax per token per sequence for probability mass nobody samples.
