@@ -57,7 +57,9 @@ struct CeilingCli {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        // Request spans (service::trace) are off unless RUST_LOG names them; each prints as it closes.
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,spans=off,llama_cpp_2=warn")))
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         // Colour only for a person at a terminal: log files and collectors get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();

@@ -663,3 +663,22 @@ fn a_live_request_shares_its_prompt_prefix() {
         assert!(long["choices"][0]["message"]["content"].as_str().unwrap().starts_with(a));
     });
 }
+
+#[test]
+fn one_request_s_spans_are_in_the_log() {
+    let log = std::env::temp_dir().join(format!("thinkscale-spans-{}.log", std::process::id()));
+    let s = Server::logging("warn,spans=info", &log, &[]);
+    let verifier = json!({"type": "regex", "pattern": "\\d"});
+    let v = s.chat(&json!({"messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 120,
+                           "thinking_budget_tokens": 16, "samples": 2, "verifier": verifier}));
+    let id = v["id"].as_str().unwrap().to_string();
+    drop(s);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains(&id)).collect();
+    // Each phase's span closes under the request's `job` span, verify included.
+    for span in ["}:queue:", "}:prefill{prompt_tokens=", "}:thinking{sequence=0", "}:answer{sequence=1", "}:verify{verifier=\"regex\""] {
+        assert!(ours.iter().any(|l| l.contains(span)), "no {span} span for {id} in:\n{text}");
+    }
+    assert!(ours.iter().any(|l| l.contains("sequences=2}: spans: close")), "the job span did not close:\n{text}");
+}

@@ -207,6 +207,8 @@ pub struct SeqStats {
 
 #[derive(Debug)]
 pub enum Event {
+    /// The job left the queue: its prompt is being prefilled (or sent to a remote engine).
+    Admitted,
     /// The prompt is in the KV cache (`cached_tokens` of it reused from another request's).
     Prefilled {
         prompt_tokens: usize,

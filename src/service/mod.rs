@@ -9,6 +9,7 @@ pub mod grading;
 pub mod invalid;
 pub mod pipeline;
 pub mod request;
+pub mod trace;
 pub mod validate;
 pub mod verify;
 pub mod vote;

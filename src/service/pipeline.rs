@@ -13,6 +13,8 @@ use crate::backend::{Backend, CancelHandle, Event, FinishReason, JobSpec, Logpro
 use crate::metrics::metrics;
 use crate::reasoning::labels::Effort;
 
+use super::trace::Trace;
+
 /// Why a request could not be run or finished; the HTTP layer maps each to one OpenAI error.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
@@ -68,6 +70,8 @@ pub struct Collector {
     pub judged: Vec<(usize, String, f64)>,
     /// Online confidence filter thresholds per choice.
     pub calibrated: Vec<(usize, f64)>,
+    /// The job's spans (queue, prefill, thinking, answer, verify).
+    pub trace: Trace,
 }
 
 impl Collector {
@@ -75,7 +79,6 @@ impl Collector {
         Self {
             endpoint,
             effort: None,
-            id,
             started,
             first_token: None,
             prompt_tokens: 0,
@@ -86,10 +89,13 @@ impl Collector {
             stopped: Vec::new(),
             judged: Vec::new(),
             calibrated: Vec::new(),
+            trace: Trace::new(endpoint, &id, n),
+            id,
         }
     }
 
     pub fn absorb(&mut self, event: &Event) {
+        self.trace.observe(event);
         match event {
             Event::Prefilled { prompt_tokens, cached_tokens, prompt_ms } => {
                 self.prompt_tokens = *prompt_tokens;
@@ -123,6 +129,7 @@ impl Collector {
             Event::Stopped { choice } => self.stopped.push(*choice),
             Event::Judged { choice, answer, score } => self.judged.push((*choice, answer.clone(), *score)),
             Event::Calibrated { choice, threshold } => self.calibrated.push((*choice, *threshold)),
+            Event::Admitted => {}
         }
     }
 

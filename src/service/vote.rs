@@ -16,6 +16,8 @@ use crate::reasoning::sampling::{Aggregate, SamplingPlan, Verifier};
 use crate::reasoning::verify::{arithmetic_score, logprob_score};
 use crate::reasoning::vote::{decide, Ballot, Tally};
 
+use tracing::Instrument;
+
 use super::verify::{checked, Candidate, Checked, TestsVerdict, Verdict, Verify};
 use std::sync::Arc;
 use std::time::Duration;
@@ -363,7 +365,8 @@ impl Ballots {
                             }
                         })
                         .collect();
-                    Some(checked(&**v, &candidates, *timeout).await)
+                    let span = col.trace.verify(self.plan.verifier.as_str(), c);
+                    Some(checked(&**v, &candidates, *timeout).instrument(span).await)
                 }
                 None => None,
             };

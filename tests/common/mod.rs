@@ -126,6 +126,7 @@ impl Server {
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "-m", &model, "--alias", &alias, "-t", &threads, "-tb", &threads,
                   "-np", &flag("--parallel").unwrap_or_else(|| "8".into()),
                   "-c", &flag("--ctx-size").unwrap_or_else(|| "16384".into()), "--metrics", "--no-webui"]);
+        cmd.stdout(Stdio::null());
         Self::spawn(cmd, port, Kind::LlamaServer)
     }
 
@@ -135,10 +136,23 @@ impl Server {
     }
 
     pub fn launch_on(port: u16, base: &[&str], extra: &[&str]) -> Server {
+        Self::spawn(Self::serve(port, base, extra), port, Kind::Thinkscale)
+    }
+
+    fn serve(port: u16, base: &[&str], extra: &[&str]) -> Command {
         let mut args = vec!["serve".to_string(), "--port".into(), port.to_string()];
         args.extend(base.iter().chain(extra).map(|s| s.to_string()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_thinkscale"));
-        cmd.args(&args);
+        cmd.args(&args).env("RUST_LOG", "warn").stdout(Stdio::null());
+        cmd
+    }
+
+    /// A server holding the test model whose log (RUST_LOG = `filter`) goes to `log`.
+    pub fn logging(filter: &str, log: &std::path::Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let model = model_path().display().to_string();
+        let mut cmd = Self::serve(port, &["--threads", "1", "--model", &model], extra);
+        cmd.env("RUST_LOG", filter).stdout(std::fs::File::create(log).unwrap());
         Self::spawn(cmd, port, Kind::Thinkscale)
     }
 
@@ -161,8 +175,6 @@ impl Server {
         };
         let child = cmd
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {:?}: {e} (llama-server mode: run scripts/llama-server.sh)", cmd.get_program()));

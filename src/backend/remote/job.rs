@@ -116,6 +116,8 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
         }
         None => None,
     };
+    // The engine's own queue is out of sight: from here the prompt is on its way to it.
+    let _ = events.send(Event::Admitted);
     let mut groups = Groups::new(&spec);
     let choices = spec.n.div_ceil(spec.group());
     let job = Arc::new(JobCtx {

@@ -220,7 +220,10 @@ impl<'m> Scheduler<'m> {
                 }
                 Take::Prefill { job: ji, tokens } => {
                     let job = &mut self.jobs[ji];
-                    job.prefill_started.get_or_insert_with(Instant::now);
+                    if job.prefill_started.is_none() {
+                        job.prefill_started = Some(Instant::now());
+                        job.send(Event::Admitted);
+                    }
                     let end = job.prefilled + tokens;
                     for (pos, t) in job.job.spec.prompt[job.prefilled..end].iter().enumerate() {
                         batch.add((*t).into(), (job.prefilled + pos) as i32, &[job.anchor], false).expect("packed within the batch");
@@ -270,6 +273,7 @@ impl<'m> Scheduler<'m> {
         for job in self.jobs.iter_mut() {
             if job.prefill_started.is_none() && job.prompt_ready() {
                 job.prefill_started = Some(Instant::now());
+                job.send(Event::Admitted);
                 job.send(Event::Prefilled { prompt_tokens: job.job.spec.prompt.len(), cached_tokens: job.cached, prompt_ms: 0.0 });
             }
         }
