@@ -129,6 +129,12 @@ fn what_a_remote_engine_cannot_do_is_a_clear_400_and_a_schema_goes_to_the_engine
     let uncached = u["prompt_tokens"].as_f64().unwrap() - u["prompt_tokens_details"]["cached_tokens"].as_f64().unwrap();
     assert!(uncached > 0.0, "{v}");
     assert_eq!(outer.metric("thinkscale_prompt_tokens_total") - prefilled, uncached);
+    // One the engine cannot enforce is its to refuse (the engines' schema support differs): the
+    // client gets a 400 with the engine's reason.
+    let bad = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}});
+    let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "response_format": bad, "max_tokens": 5}));
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
     let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "samples": 2, "verifier": "model"}));
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "verifier");

@@ -205,6 +205,18 @@ pub struct SeqStats {
     pub confidence: Option<ChainScores>,
 }
 
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    /// The engine failed (a decode error, every replica gone): the server's fault.
+    #[error("{0}")]
+    Failed(String),
+    /// The engine refused the request as sent (a remote engine's 4xx, such as a JSON schema it
+    /// cannot enforce): the client's.
+    #[error("{0}")]
+    Refused(String),
+}
+
 #[derive(Debug)]
 pub enum Event {
     /// The job left the queue: its prompt is being prefilled (or sent to a remote engine).
@@ -241,9 +253,7 @@ pub enum Event {
         answer: String,
         score: f64,
     },
-    Error {
-        message: String,
-    },
+    Error(JobError),
 }
 
 #[derive(Debug)]

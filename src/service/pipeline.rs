@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::backend::{Backend, CancelHandle, Event, FinishReason, JobSpec, LogprobEntry, SeqStats, SubmitError};
+use crate::backend::{Backend, CancelHandle, Event, FinishReason, JobError, JobSpec, LogprobEntry, SeqStats, SubmitError};
 use crate::metrics::metrics;
 use crate::reasoning::labels::Effort;
 
@@ -24,6 +24,8 @@ pub enum Failure {
     Unavailable(String),
     /// The backend failed the request after taking it (500; the engine's message).
     Engine(String),
+    /// The engine refused the request as sent (400; the engine's message).
+    Refused(String),
 }
 
 pub fn submit(backend: &dyn Backend, spec: JobSpec) -> Result<(UnboundedReceiver<Event>, CancelHandle), Failure> {
@@ -64,7 +66,7 @@ pub struct Collector {
     pub cached_tokens: usize,
     pub prompt_ms: f64,
     pub choices: Vec<ChoiceResult>,
-    pub error: Option<String>,
+    pub error: Option<JobError>,
     /// Self-consistency: choices stopped early, and P(True) scores per (choice, answer).
     pub stopped: Vec<usize>,
     pub judged: Vec<(usize, String, f64)>,
@@ -125,7 +127,7 @@ impl Collector {
                 c.finish = Some(*reason);
                 c.stats = stats.clone();
             }
-            Event::Error { message } => self.error = Some(message.clone()),
+            Event::Error(e) => self.error = Some(e.clone()),
             Event::Stopped { choice } => self.stopped.push(*choice),
             Event::Judged { choice, answer, score } => self.judged.push((*choice, answer.clone(), *score)),
             Event::Calibrated { choice, threshold } => self.calibrated.push((*choice, *threshold)),
@@ -160,7 +162,7 @@ impl Collector {
             ttft_ms = self.first_token.map_or(0, |t| (t - self.started).as_millis() as u64),
             total_ms = (total * 1000.0) as u64,
             finish = ?finish,
-            error = self.error.as_deref().unwrap_or(""),
+            error = %self.error.as_ref().map(JobError::to_string).unwrap_or_default(),
             "request done"
         );
     }
@@ -192,7 +194,8 @@ impl Reader {
     /// The first failure once reading stopped, or a channel closed before every choice finished.
     pub fn failure(&self) -> Option<Failure> {
         match self.cols.iter().find_map(|c| c.error.clone()) {
-            Some(m) => Some(Failure::Engine(m)),
+            Some(JobError::Failed(m)) => Some(Failure::Engine(m)),
+            Some(JobError::Refused(m)) => Some(Failure::Refused(m)),
             None if !self.cols.iter().all(Collector::done) => Some(Failure::Engine("the engine dropped the request".into())),
             None => None,
         }
@@ -257,7 +260,7 @@ mod tests {
     #[tokio::test]
     async fn an_engine_error_ends_the_read_with_its_message() {
         let (tx, rx) = unbounded_channel();
-        tx.send(Event::Error { message: "decode failed".into() }).unwrap();
+        tx.send(Event::Error(JobError::Failed("decode failed".into()))).unwrap();
         // Not closed: the error alone ends the read.
         let r = collect(vec![job(1)], events(vec![rx]), false).await;
         assert_eq!(r.err(), Some(Failure::Engine("decode failed".into())));

@@ -150,8 +150,13 @@ impl Validated {
     pub fn constrain(&mut self, backend: &dyn Backend) -> Result<(), Invalid> {
         if let Some(schema) = &self.json_schema {
             let can = backend.capabilities();
-            if !can.grammar && !can.json_schema {
-                return Err(Invalid::unsupported("this backend cannot enforce 'response_format'", "response_format"));
+            if !can.grammar {
+                if !can.json_schema {
+                    return Err(Invalid::unsupported("this backend cannot enforce 'response_format'", "response_format"));
+                }
+                // The engine enforces the schema itself, and refuses (a 400) what it cannot.
+                self.sampling.json_schema = Some(schema.clone());
+                return Ok(());
             }
             let grammar = backend.vocabulary().json_grammar(schema).map_err(|e| {
                 Invalid::field(
@@ -159,11 +164,6 @@ impl Validated {
                     Some("response_format"),
                 )
             })?;
-            if !can.grammar {
-                // The engine enforces the schema itself.
-                self.sampling.json_schema = Some(schema.clone());
-                return Ok(());
-            }
             self.sampling.grammar = Some(grammar);
             // Were every token the grammar allows also banned (`ignore_eos` once the JSON is
             // complete, or a -100 `logit_bias`), all candidates would be -inf and the pick would

@@ -62,7 +62,7 @@ impl Trace {
                     self.phase = None;
                 }
             }
-            Event::Error { .. } => {
+            Event::Error(_) => {
                 self.phase = None;
                 self.seqs.iter_mut().for_each(|s| *s = None);
             }

@@ -29,6 +29,15 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl From<Failure> for crate::backend::JobError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Refused(..) => Self::Refused(f.to_string()),
+            _ => Self::Failed(f.to_string()),
+        }
+    }
+}
+
 /// A request that got no answer, with the causes reqwest nests (refused, reset, timed out).
 fn unreachable(e: reqwest::Error) -> Failure {
     let mut m = format!("unreachable: {e}");

@@ -13,7 +13,7 @@ use super::replicas::{Lease, Replica};
 use super::{sequence, Shared};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::{Groups, Work};
-use crate::backend::{CancelHandle, Event, FinishReason, JobSpec, Judge, SeqStats, Vocabulary, JUDGE_NO, JUDGE_YES};
+use crate::backend::{CancelHandle, Event, FinishReason, JobError, JobSpec, Judge, SeqStats, Vocabulary, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
 
 /// One job on the remote backend, shared by its sequence tasks.
@@ -95,8 +95,8 @@ impl JobCtx {
 }
 
 enum Done {
-    Sample { index: usize, result: Result<(FinishReason, SeqStats), String> },
-    Judged { choice: usize, answer: String, score: Result<f64, String> },
+    Sample { index: usize, result: Result<(FinishReason, SeqStats), JobError> },
+    Judged { choice: usize, answer: String, score: Result<f64, JobError> },
 }
 
 pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSender<Event>, cancel: CancelHandle, lease: Lease) {
@@ -109,7 +109,7 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
             match made.await.map_err(|e| e.to_string()).and_then(|r| r) {
                 Ok(jf) => Some(jf),
                 Err(e) => {
-                    let _ = events.send(Event::Error { message: format!("tokenizing the forced texts: {e}") });
+                    let _ = events.send(Event::Error(JobError::Failed(format!("tokenizing the forced texts: {e}"))));
                     return;
                 }
             }
@@ -184,10 +184,10 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
                 running.retain(|(i, _)| *i != index);
                 let (reason, stats) = match result {
                     Ok(r) => r,
-                    Err(message) => {
+                    Err(e) => {
                         if !failed {
                             failed = true;
-                            emit(Event::Error { message });
+                            emit(Event::Error(e));
                             for (_, stop) in &running {
                                 stop.store(true, Ordering::Relaxed);
                             }
@@ -209,9 +209,9 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
                 groups.judged();
                 match score {
                     Ok(score) => emit(Event::Judged { choice, answer, score }),
-                    Err(message) if !failed => {
+                    Err(e) if !failed => {
                         failed = true;
-                        emit(Event::Error { message });
+                        emit(Event::Error(e));
                     }
                     Err(_) => {}
                 }
@@ -221,7 +221,7 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
 }
 
 /// P(True) of a proposed answer: the judging text after the prompt, one token, its top log-probs.
-async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, String> {
+async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, JobError> {
     let spec = job.spec.clone();
     let answer = answer.to_string();
     // The suffix may render the judging conversation with the backend's template (blocking).
@@ -230,7 +230,9 @@ async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, String> {
         _ => Err("the remote backend judges with the serving model only".to_string()),
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(JobError::Failed)?;
     let body = json!({
         "model": job.shared.model, "prompt": format!("{}{suffix}", job.spec.text), "max_tokens": 1,
         "temperature": 0.0, "logprobs": 20, "stream": false,
@@ -243,10 +245,10 @@ async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, String> {
                 let top = super::client::parse_chunk(&v).tokens.into_iter().next().map(|t| t.top).unwrap_or_default();
                 return Ok(crate::reasoning::verify::p_true_from_top(&top, &JUDGE_YES, &JUDGE_NO));
             }
-            Err(Failure::Replica(m)) => job.relocate(&replica, &m)?,
+            Err(Failure::Replica(m)) => job.relocate(&replica, &m).map_err(JobError::Failed)?,
             Err(Failure::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(Failure::Busy.to_string())
+    Err(Failure::Busy.into())
 }

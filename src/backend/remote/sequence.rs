@@ -12,12 +12,12 @@ use serde_json::{json, Map, Value};
 use super::client::Failure;
 use super::job::JobCtx;
 use crate::backend::controller::Controller;
-use crate::backend::{FinishReason, LogprobEntry, SeqStats, TopLogprob};
+use crate::backend::{FinishReason, JobError, LogprobEntry, SeqStats, TopLogprob};
 
 /// Waits for a full replica (429) before the request fails.
 pub const BUSY_RETRIES: u32 = 100;
 
-pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(FinishReason, SeqStats), String> {
+pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(FinishReason, SeqStats), JobError> {
     let spec = &job.spec;
     let confidence = spec.vote.as_ref().and_then(|v| v.confidence);
     let mut ctl = Controller::new(index, job.forcing.as_ref(), spec.sampling.stop.clone(), spec.max_tokens, confidence.map(|c| c.window));
@@ -76,7 +76,7 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
         let mut chunks = match job.shared.client.stream(&replica.url, &body).await {
             Ok(s) => Box::pin(s),
             Err(Failure::Replica(m)) => {
-                job.relocate(&replica, &m)?;
+                job.relocate(&replica, &m).map_err(JobError::Failed)?;
                 continue;
             }
             Err(Failure::Busy) if busy < BUSY_RETRIES => {
@@ -84,7 +84,7 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let mut got = 0usize;
         // Why this request's stream was left: the sequence ended, or it continues in a new request.
@@ -96,10 +96,10 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
             let chunk = match next {
                 Some(Ok(c)) => c,
                 Some(Err(Failure::Replica(m))) => {
-                    job.relocate(&replica, &m)?;
+                    job.relocate(&replica, &m).map_err(JobError::Failed)?;
                     break 'stream None;
                 }
-                Some(Err(e)) => return Err(e.to_string()),
+                Some(Err(e)) => return Err(e.into()),
                 // Ended without a finish reason: what came is kept, and a request with nothing
                 // in it ends the sequence below.
                 None => break 'stream Some(()),

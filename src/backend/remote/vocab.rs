@@ -119,11 +119,10 @@ impl Vocabulary for RemoteVocab {
     fn think_markers(&self) -> Option<(String, String)> {
         self.markers.clone()
     }
-    /// llama.cpp's grammar for the schema (no vocabulary needed): the gate checks with it that
-    /// the engine is handed a schema it can enforce, as the embedded engine would.
-    fn json_grammar(&self, schema: &str) -> Result<Grammar, String> {
-        let gbnf = crate::backend::embedded::engine::model::schema_gbnf(schema)?;
-        Ok(Grammar { gbnf, root: "root" })
+    /// The engine takes the schema itself (`Capabilities::json_schema`) and refuses what it
+    /// cannot enforce: vLLM's and llama.cpp's schema support differ.
+    fn json_grammar(&self, _: &str) -> Result<Grammar, String> {
+        Err("the remote backend takes no grammar".into())
     }
     fn tool_grammar(&self, _: &str, _: bool) -> Result<Grammar, String> {
         Err("the remote backend takes no grammar".into())

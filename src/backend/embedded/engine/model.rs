@@ -57,7 +57,7 @@ fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// llama.cpp's GBNF grammar for a JSON schema (no model needed).
-pub fn schema_gbnf(schema: &str) -> Result<String, String> {
+fn schema_gbnf(schema: &str) -> Result<String, String> {
     llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())
 }
 

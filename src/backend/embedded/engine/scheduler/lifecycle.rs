@@ -5,7 +5,7 @@
 use llama_cpp_2::token::LlamaToken;
 
 use super::{ActiveJob, Scheduler};
-use crate::backend::{Event, FinishReason, Token};
+use crate::backend::{Event, FinishReason, JobError, Token};
 
 impl Scheduler<'_> {
     /// Take a judge out of its slot and free the slot; returns what it judged.
@@ -92,7 +92,7 @@ impl Scheduler<'_> {
         let Some(ji) = self.job_index(key) else { return };
         let job = &mut self.jobs[ji];
         job.failed = true;
-        job.send(Event::Error { message });
+        job.send(Event::Error(JobError::Failed(message)));
         job.job.cancel.cancel();
         self.reap_cancelled();
     }
