@@ -237,6 +237,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--ctx-size", type=int, default=16384)
     ap.add_argument("--gpu-layers", type=int, default=None)
+    ap.add_argument("--cache-type", choices=["q8_0", "f16"], default="q8_0",
+                    help="KV cache type, for thinkscale and llama-server alike (llama-server's own default is f16)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of every level; the median run is reported")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--peer", choices=["llama-server", "llama-cpp-python"], default="llama-server")
@@ -248,14 +250,14 @@ def main():
     par = max(levels)
     gl = [] if a.gpu_layers is None else ["--gpu-layers", str(a.gpu_layers)]
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "model": Path(a.model).name, "repeat": a.repeat, "tokens_per_request": a.tokens, "threads": a.threads, "ctx_size": a.ctx_size,
+              "model": Path(a.model).name, "repeat": a.repeat, "tokens_per_request": a.tokens, "threads": a.threads, "ctx_size": a.ctx_size, "cache_type": a.cache_type,
               "build": {"profile": "release", "features": a.features or "default (CPU)",
                         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}}
     print(json.dumps(report["machine"]))
 
     def ceiling():
         out = subprocess.run([str(BIN), "bench-ceiling", "--model", a.model, "--seqs", a.concurrency, "--tokens", str(a.tokens),
-                              "--ctx-size", str(a.ctx_size), "--parallel", str(par), "--threads", str(a.threads), *gl],
+                              "--ctx-size", str(a.ctx_size), "--parallel", str(par), "--threads", str(a.threads), "--cache-type", a.cache_type, *gl],
                              capture_output=True, text=True, check=True).stdout
         rows = json.loads(out)
         print("ceiling", [round(r["tokens_per_second"], 1) for r in rows])
@@ -263,12 +265,12 @@ def main():
 
     ceiling_runs = []
     servers = [("thinkscale", [str(BIN), "serve", "--model", a.model, "--parallel", str(par), "--ctx-size", str(a.ctx_size),
-                               "--threads", str(a.threads), *gl], True)]
+                               "--threads", str(a.threads), "--cache-type", a.cache_type, *gl], True)]
     if not a.skip_peer and a.peer == "llama-server":
         llama_server = subprocess.run([str(ROOT / "scripts" / "llama-server.sh")], capture_output=True, text=True, check=True).stdout.strip()
         # -np slots as our --parallel; -c the same total context; prompt caching is its default.
         servers.append(("peer", [str(ROOT / llama_server), "-m", a.model, "-c", str(a.ctx_size), "-np", str(par), "-t", str(a.threads),
-                                 "-tb", str(a.threads), "--no-webui", *(["-ngl", str(a.gpu_layers)] if a.gpu_layers is not None else [])], False))
+                                 "-tb", str(a.threads), "--no-webui", "-ctk", a.cache_type, "-ctv", a.cache_type, *(["-ngl", str(a.gpu_layers)] if a.gpu_layers is not None else [])], False))
     elif not a.skip_peer:
         servers.append(("peer", [sys.executable, "-m", "llama_cpp.server", "--model", a.model, "--n_ctx", str(a.ctx_size),
                                  "--n_threads", str(a.threads), "--n_threads_batch", str(a.threads),
@@ -328,7 +330,7 @@ def write(r, out):
     lines = [f"# Benchmark {r['date']}", "",
              f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB RAM" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
              f"- model: {r['model']}; {r['tokens_per_request']} generated tokens per request (greedy, end-of-generation banned); "
-             f"ctx {r['ctx_size']}; {r['threads']} threads; peer: {peer_name}",
+             f"ctx {r['ctx_size']}; {r['threads']} threads; KV cache {r.get('cache_type', 'q8_0 (thinkscale), f16 (peer)')}; peer: {peer_name}",
              f"- build: {r['build']['profile']}, features {r['build']['features']}, git {r['build']['git']}",
              "- reproduce: `bench/run.sh` (ratios are measured side by side in this one run); throughput, latency and "
              f"CPU figures are each level's median run of {r.get('repeat', 1)} (every run's tokens/s is in the JSON)", "",

@@ -45,6 +45,7 @@ pub struct Config {
     /// is taken for failed and the sequence moves on.
     pub backend_timeout: u64,
     pub cpu_wait: CpuWait,
+    pub cache_type: CacheType,
     pub reasoning: ReasoningConfig,
     /// Run model-written programs for `verifier: "tests"` (off unless set: it executes model
     /// output, inside the sandbox).
@@ -88,6 +89,7 @@ impl Default for Config {
             backend_api_key: None,
             backend_timeout: 300,
             cpu_wait: CpuWait::Auto,
+            cache_type: CacheType::Q8_0,
             reasoning: ReasoningConfig::default(),
             code_exec: None,
             sandbox: Default::default(),
@@ -139,6 +141,20 @@ impl CpuWait {
             Self::Spin | Self::Auto => None,
         }
     }
+}
+
+/// The KV cache's element type (llama-server's `--cache-type-k/-v`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheType {
+    /// Half the memory of f16, and attention always takes ggml's per-row kernel: a greedy
+    /// request decodes to the same tokens alone or batched with others.
+    #[default]
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// llama-server's default: ggml picks split-KV or tiled attention kernels by batch and cache
+    /// size, so batched greedy text can differ from the same request alone.
+    F16,
 }
 
 /// Test-time-compute defaults: effort levels, the scaffold for models without think tokens, forcing text.
@@ -317,6 +333,10 @@ pub struct ServeArgs {
     /// shared), spin, or passive (always sleep) [default: auto]. OMP_WAIT_POLICY, when set, wins
     #[arg(long, env = "THINKSCALE_CPU_WAIT", value_enum)]
     pub cpu_wait: Option<CpuWait>,
+    /// KV cache element type: q8_0 (batch-invariant greedy decoding) or f16 (llama-server's
+    /// default) [default: q8_0]
+    #[arg(long, env = "THINKSCALE_CACHE_TYPE", value_enum)]
+    pub cache_type: Option<CacheType>,
     /// Run model-written programs in the sandbox for `verifier: "tests"` (needs bubblewrap)
     #[arg(long, env = "THINKSCALE_CODE_EXEC", value_enum)]
     pub code_exec: Option<crate::sandbox::Language>,
@@ -391,6 +411,9 @@ impl Config {
         }
         if let Some(w) = args.cpu_wait {
             cfg.cpu_wait = w;
+        }
+        if let Some(c) = args.cache_type {
+            cfg.cache_type = c;
         }
         if args.no_jinja {
             cfg.jinja = false;

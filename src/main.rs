@@ -53,6 +53,9 @@ struct CeilingCli {
     batch_size: u32,
     #[arg(long)]
     gpu_layers: Option<u32>,
+    /// KV cache element type, as `serve --cache-type`
+    #[arg(long, value_enum, env = "THINKSCALE_CACHE_TYPE", default_value = "q8_0")]
+    cache_type: thinkscale::config::CacheType,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                 parallel: c.parallel,
                 threads,
                 n_batch: c.batch_size,
+                cache: c.cache_type,
             })?;
             println!("{}", serde_json::to_string_pretty(&rows)?);
             Ok(())

@@ -34,6 +34,7 @@ pub struct CeilingArgs<'a> {
     pub parallel: u32,
     pub threads: i32,
     pub n_batch: u32,
+    pub cache: crate::config::CacheType,
 }
 
 pub fn run(a: &CeilingArgs) -> anyhow::Result<Vec<CeilingRow>> {
@@ -47,7 +48,7 @@ pub fn run(a: &CeilingArgs) -> anyhow::Result<Vec<CeilingRow>> {
     // up the same way (weights paged in, buffers allocated) before it is measured.
     for (i, &n) in a.seqs.first().into_iter().chain(a.seqs).enumerate() {
         anyhow::ensure!(n as u32 <= a.parallel, "{n} sequences need --parallel >= {n}");
-        let params = Model::context_params(a.ctx_size, a.parallel, a.n_batch, a.threads);
+        let params = Model::context_params(a.ctx_size, a.parallel, a.n_batch, a.threads, a.cache);
         let mut ctx = model.model.new_context(super::model::backend_ref(), params)?;
         let mut batch = LlamaBatch::new(a.n_batch as usize, a.parallel as i32);
         let mut samplers: Vec<LlamaSampler> = (0..n)

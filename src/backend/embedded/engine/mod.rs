@@ -104,6 +104,7 @@ impl Engine {
             parallel: cfg.parallel,
             n_batch: cfg.batch_size,
             threads,
+            cache: cfg.cache_type,
             governor: governor(cfg, threads),
         };
         let (m, s) = (model.clone(), stats.clone());

@@ -14,6 +14,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::template::{Jinja, RenderError};
+use crate::config::CacheType;
 use crate::backend::{Grammar, Token};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::{self, Tool};
@@ -231,22 +232,33 @@ impl Model {
         self.model.apply_chat_template(&self.template, &chat, true).map_err(|e| format!("chat template failed: {e}"))
     }
 
-    pub fn context_params(n_ctx: u32, parallel: u32, n_batch: u32, threads: i32) -> llama_cpp_2::context::params::LlamaContextParams {
+    pub fn context_params(
+        n_ctx: u32,
+        parallel: u32,
+        n_batch: u32,
+        threads: i32,
+        cache: CacheType,
+    ) -> llama_cpp_2::context::params::LlamaContextParams {
+        let kv = match cache {
+            CacheType::Q8_0 => KvCacheType::Q8_0,
+            CacheType::F16 => KvCacheType::F16,
+        };
         llama_cpp_2::context::params::LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx))
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
             .with_n_seq_max(parallel)
-            // One KV stream per slot, and flash attention over a Q8_0 cache, which always takes
-            // ggml's per-row kernel (F16 caches switch to split-KV or tiled kernels by batch and
-            // cache size). That kernel visits a sequence's cells in cell order; in a private
-            // stream that is position order, whatever else runs or shares the batch. So a request
-            // decodes to the same tokens alone or batched with others. A unified cache would share
-            // a forked prompt's cells, but reuses freed cells out of order and breaks that.
+            // One KV stream per slot, and flash attention over a Q8_0 cache (the default), which
+            // always takes ggml's per-row kernel (F16 caches switch to split-KV or tiled kernels
+            // by batch and cache size). That kernel visits a sequence's cells in cell order; in a
+            // private stream that is position order, whatever else runs or shares the batch. So a
+            // request decodes to the same tokens alone or batched with others. A unified cache
+            // would share a forked prompt's cells, but reuses freed cells out of order and breaks
+            // that.
             .with_kv_unified(false)
             .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
-            .with_type_k(KvCacheType::Q8_0)
-            .with_type_v(KvCacheType::Q8_0)
+            .with_type_k(kv)
+            .with_type_v(kv)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
     }

@@ -43,13 +43,14 @@ impl Verifier {
         n_ctx: u32,
         n_batch: u32,
         threads: i32,
+        cache: crate::config::CacheType,
         governor: Option<Arc<super::threads::Governor>>,
     ) -> anyhow::Result<Self> {
         let (asks, ask_rx) = channel::<Ask>();
         let (verdict_tx, verdicts) = channel();
         let (ready_tx, ready_rx) = channel();
         std::thread::Builder::new().name(THREAD.into()).spawn(move || {
-            let params = Model::context_params(n_ctx, 1, n_batch, threads);
+            let params = Model::context_params(n_ctx, 1, n_batch, threads, cache);
             let ctx = match model.model.new_context(super::model::backend_ref(), params) {
                 Ok(c) => c,
                 Err(e) => {

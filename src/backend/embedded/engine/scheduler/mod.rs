@@ -33,6 +33,7 @@ pub(crate) struct LoopConfig {
     pub parallel: u32,
     pub n_batch: u32,
     pub threads: i32,
+    pub cache: crate::config::CacheType,
     /// `cpu_wait = "auto"`: serial or parallel, decided off this thread, applied before each decode.
     pub governor: Option<Arc<super::threads::Governor>>,
 }
@@ -108,7 +109,7 @@ pub(crate) fn run(
     stats: Arc<EngineStats>,
     ready: std::sync::mpsc::Sender<anyhow::Result<u32>>,
 ) {
-    let params = Model::context_params(cfg.n_ctx, cfg.parallel, cfg.n_batch, cfg.threads);
+    let params = Model::context_params(cfg.n_ctx, cfg.parallel, cfg.n_batch, cfg.threads, cfg.cache);
     let ctx = match model.model.new_context(super::model::backend_ref(), params) {
         Ok(c) => c,
         Err(e) => {
@@ -118,7 +119,7 @@ pub(crate) fn run(
     };
     let n_ctx = ctx.n_ctx();
     let verifier = match verifier_model {
-        Some(vm) => match Verifier::start(vm, n_ctx / cfg.parallel, cfg.n_batch, cfg.threads, cfg.governor.clone()) {
+        Some(vm) => match Verifier::start(vm, n_ctx / cfg.parallel, cfg.n_batch, cfg.threads, cfg.cache, cfg.governor.clone()) {
             Ok(v) => Some(v),
             Err(e) => {
                 let _ = ready.send(Err(e));
