@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::openai::List;
-use crate::reasoning::grade::{grade, summarise, Cell, Observation};
+use crate::reasoning::grade::{summarise, Cell, Observation};
 use crate::reasoning::labels::Labels;
+use crate::service::grading::{self, FeedbackError, Verdict};
 use crate::service::request::{parse_object, typed};
 use crate::service::Service;
 
@@ -24,35 +25,16 @@ struct Feedback {
 pub async fn feedback(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let obj = parse_object(&body?)?;
     let f: Feedback = typed(&obj)?;
-    if f.correct.is_some() == f.expected_answer.is_some() {
-        return Err(ApiError::bad_request("give exactly one of 'correct' and 'expected_answer'", Some("correct")));
-    }
-    let mut h = state.history();
-    let Some(s) = h.by_id.get(&f.id).cloned() else {
-        return Err(ApiError::not_found(format!("no recent request with id '{}' (the server keeps the last {})", f.id, h.cap))
-            .with_code("request_not_found"));
+    let verdict = match (f.correct, f.expected_answer) {
+        (Some(c), None) => Verdict::Correct(c),
+        (None, Some(e)) => Verdict::Expected(e),
+        _ => return Err(ApiError::bad_request("give exactly one of 'correct' and 'expected_answer'", Some("correct"))),
     };
-    if s.graded.is_some() {
-        return Err(ApiError::bad_request(format!("request '{}' is already graded", f.id), Some("id")).with_code("already_graded"));
+    match grading::feedback(&state, &f.id, verdict) {
+        Ok(graded) => Ok(axum::Json(graded).into_response()),
+        Err(e @ FeedbackError::Unknown { .. }) => Err(ApiError::not_found(e.to_string()).with_code("request_not_found")),
+        Err(e @ FeedbackError::AlreadyGraded(_)) => Err(ApiError::bad_request(e.to_string(), Some("id")).with_code("already_graded")),
     }
-    let (extracted, ok) = match (&f.correct, &f.expected_answer) {
-        (Some(c), _) => (None, *c),
-        (None, Some(exp)) => grade(&s.answer, &s.thinking, exp),
-        _ => unreachable!("checked above"),
-    };
-    h.observe(&s.labels, Observation { correct: ok, thinking_seconds: s.thinking_seconds, thinking_tokens: s.thinking_tokens });
-    if let Some(entry) = h.by_id.get_mut(&f.id) {
-        entry.graded = Some(ok);
-    }
-    Ok(axum::Json(Graded { id: f.id, correct: ok, extracted_answer: extracted, labels: s.labels }).into_response())
-}
-
-#[derive(Serialize)]
-struct Graded {
-    id: String,
-    correct: bool,
-    extracted_answer: Option<String>,
-    labels: Labels,
 }
 
 /// One cell of the accuracy-vs-compute table, with the labels it is counted under.

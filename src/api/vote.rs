@@ -16,14 +16,13 @@ use crate::reasoning::extract::final_answer;
 use crate::service::grading::{AutoDecision, Grade};
 use crate::service::pipeline::{collect, events, submit, Collector};
 use crate::service::validate::Prepared;
-use crate::service::vote::{vote_plan, Ballots};
+use crate::service::vote::Ballots;
 use crate::service::Service;
 
 pub async fn respond(state: Service, backend: Arc<dyn Backend>, id: String, mut p: Prepared, started: Instant) -> Result<Answer, ApiError> {
     let plan = p.plan.sampling.clone();
     let group = plan.samples as usize;
     let n = p.v.n;
-    p.spec.vote = Some(vote_plan(&state, &*backend, &p));
     let score = state.cfg.reasoning.confidence_score;
     let view = View::new(&p);
     let grade = Grade { service: state.clone(), id: id.clone(), plan: p.plan.clone(), expected: p.expected.clone() };

@@ -228,3 +228,46 @@ impl Grade {
         record_request(&self.service, &self.id, &self.plan, answer, thinking, secs, tokens as f64, self.expected.as_deref())
     }
 }
+
+/// A client's word on a recent request (POST /v1/feedback): its verdict, or the reference answer
+/// to grade it against.
+pub enum Verdict {
+    Correct(bool),
+    Expected(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    #[error("no recent request with id '{id}' (the server keeps the last {kept})")]
+    Unknown { id: String, kept: usize },
+    #[error("request '{0}' is already graded")]
+    AlreadyGraded(String),
+}
+
+/// A request graded after the fact, under the labels it counts for in the scaling table.
+#[derive(Debug, serde::Serialize)]
+pub struct Graded {
+    pub id: String,
+    pub correct: bool,
+    /// The answer read from the response, when it was graded against a reference.
+    pub extracted_answer: Option<String>,
+    pub labels: Labels,
+}
+
+/// Grade a recent request once: the outcome joins the accuracy-vs-compute table.
+pub fn feedback(state: &Service, id: &str, verdict: Verdict) -> Result<Graded, FeedbackError> {
+    let mut h = state.history();
+    let Some(s) = h.by_id.get(id).cloned() else { return Err(FeedbackError::Unknown { id: id.to_string(), kept: h.cap }) };
+    if s.graded.is_some() {
+        return Err(FeedbackError::AlreadyGraded(id.to_string()));
+    }
+    let (extracted_answer, correct) = match verdict {
+        Verdict::Correct(c) => (None, c),
+        Verdict::Expected(exp) => grade(&s.answer, &s.thinking, &exp),
+    };
+    h.observe(&s.labels, Observation { correct, thinking_seconds: s.thinking_seconds, thinking_tokens: s.thinking_tokens });
+    if let Some(entry) = h.by_id.get_mut(id) {
+        entry.graded = Some(correct);
+    }
+    Ok(Graded { id: id.to_string(), correct, extracted_answer, labels: s.labels })
+}

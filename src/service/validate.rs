@@ -396,7 +396,7 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
         want_logprob: samples > 1,
         vote: None,
     };
-    Ok(Prepared {
+    let mut p = Prepared {
         spec,
         plan,
         v,
@@ -409,7 +409,12 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
         expected,
         auto,
         check,
-    })
+    };
+    // A sample group's plan (waves, stopping, judge, confidence) is part of the job the gate hands on.
+    if samples > 1 {
+        p.spec.vote = Some(super::vote::vote_plan(state, backend, &p));
+    }
+    Ok(p)
 }
 
 pub async fn prepare_off_thread(state: &Service, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, Invalid> {

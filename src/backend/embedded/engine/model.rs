@@ -14,8 +14,8 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::template::{Jinja, RenderError};
-use crate::config::CacheType;
 use crate::backend::{Grammar, Token};
+use crate::config::CacheType;
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::{self, Tool};
 
