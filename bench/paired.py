@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Paired rounds over servers that are already up (each an OpenAI-compatible chat endpoint): every
-round sends the same load to each server in turn, so the ratio of each server to the first is
+round sends the same load to each server in turn (the order reversed every other round), so the ratio of each server to the first is
 taken round by round and this VM's minute-to-minute drift cancels out. Prints one JSON line per
 concurrency level: tokens/s per round, medians, and the median per-round ratio to the first
 server. Start the servers one at a time beforehand and leave them idle between rounds.
@@ -54,7 +54,10 @@ def main():
     for clients in (int(c) for c in a.concurrency.split(",")):
         runs = {name: [] for name in servers}
         for r in range(a.rounds):
-            for name, port in servers.items():
+            # Odd rounds run the servers in reverse order: whoever goes first after an idle pause
+            # (or right after another server's burst) is not always the same one.
+            order = list(servers.items())
+            for name, port in order if r % 2 == 0 else reversed(order):
                 runs[name].append(burst(port, body, clients))
             print(f"c={clients} round {r + 1}/{a.rounds}", {k: round(v[-1], 1) for k, v in runs.items()}, flush=True)
         print(json.dumps({
