@@ -67,9 +67,9 @@ pub enum Kind {
     SwitchOrEffort,
     /// A verifier's name, or a checker object (`{"type": "regex", "pattern": ...}`).
     Verifier,
-    /// An object with these fields (`required`: those it must have).
+    /// An object with the fields of these lists (`required`: those it must have).
     Object {
-        fields: &'static [Field],
+        fields: &'static [&'static [Field]],
         required: &'static [&'static str],
     },
 }
@@ -105,20 +105,13 @@ const SAMPLING: [Field; 8] = [
     f("warmup", Kind::Int(SAMPLES), "Chains in the first wave (at most `samples`)."),
 ];
 
-const REASONING: [Field; 15] = [
+/// `reasoning`'s own fields (it holds the sampling fields too).
+const REASONING: [Field; 7] = [
     f("effort", Kind::Effort, "Effort level: a thinking budget, and samples and a verifier where the server sets them."),
     f("max_tokens", Kind::Int(TOKENS), "Thinking budget in tokens (OpenRouter)."),
     f("exclude", Kind::Bool, "Leave the thinking out of the response."),
     f("enabled", Kind::Bool, "Turn thinking on or off."),
     f("scaffold", Kind::Word(SCAFFOLDS), "How a model without think tokens is made to think."),
-    SAMPLING[0],
-    SAMPLING[1],
-    SAMPLING[2],
-    SAMPLING[3],
-    SAMPLING[4],
-    SAMPLING[5],
-    SAMPLING[6],
-    SAMPLING[7],
     f(
         "tests",
         Kind::Text,
@@ -137,15 +130,15 @@ const TEMPLATE_KWARGS: [Field; 1] = [f("enable_thinking", Kind::Bool, "Turn thin
 const METADATA: [Field; 1] =
     [f("expected_answer", Kind::Text, "The reference answer: the response is graded against it (/metrics, dashboard).")];
 
-/// Every reasoning field a chat request may carry, top level.
-pub const FIELDS: &[Field] = &[
+/// The top level's own reasoning fields (it holds the sampling fields too).
+const TOP: [Field; 14] = [
     f("reasoning_effort", Kind::Effort, "Effort level (OpenAI); \"auto\" lets the server choose from measured curves."),
     f(
         "reasoning",
-        Kind::Object { fields: &REASONING, required: &[] },
+        Kind::Object { fields: &[&REASONING, &SAMPLING], required: &[] },
         "Reasoning settings (OpenRouter's object, with thinkscale's sampling fields).",
     ),
-    f("thinking", Kind::Object { fields: &THINKING, required: &["type"] }, "Thinking switch and budget (Anthropic)."),
+    f("thinking", Kind::Object { fields: &[&THINKING], required: &["type"] }, "Thinking switch and budget (Anthropic)."),
     f("thinking_budget_tokens", Kind::Int(BUDGET), "Thinking budget in tokens; -1: think without a budget."),
     f("reasoning_budget_tokens", Kind::Int(BUDGET), "Thinking budget in tokens; -1: think without a budget."),
     f("thinking_token_budget", Kind::Int(BUDGET), "Thinking budget in tokens (vLLM); -1: think without a budget."),
@@ -153,27 +146,22 @@ pub const FIELDS: &[Field] = &[
     f("min_thinking_tokens", Kind::Int(TOKENS), "Keep thinking at least this long (an early close becomes the wait text)."),
     f("reasoning_budget_message", Kind::Text, "Text injected before the close marker when the budget runs out."),
     f("reasoning_format", Kind::Word(FORMATS), "\"none\": thinking stays inline in content; otherwise it goes to reasoning_content."),
-    f("chat_template_kwargs", Kind::Object { fields: &TEMPLATE_KWARGS, required: &[] }, "Chat template switches."),
+    f("chat_template_kwargs", Kind::Object { fields: &[&TEMPLATE_KWARGS], required: &[] }, "Chat template switches."),
     f("think", Kind::SwitchOrEffort, "Turn thinking on or off, or name an effort level (Ollama)."),
-    SAMPLING[0],
     f("num_samples", Kind::Int(SAMPLES), "Same as samples."),
-    SAMPLING[1],
-    SAMPLING[2],
-    SAMPLING[3],
-    SAMPLING[4],
-    SAMPLING[5],
-    SAMPLING[6],
-    SAMPLING[7],
-    f("metadata", Kind::Object { fields: &METADATA, required: &[] }, "Request metadata; expected_answer grades the response."),
+    f("metadata", Kind::Object { fields: &[&METADATA], required: &[] }, "Request metadata; expected_answer grades the response."),
 ];
+
+/// Every reasoning field a chat request may carry, top level.
+pub const FIELDS: &[&[Field]] = &[&TOP, &SAMPLING];
 
 /// The fields as an OpenAPI 3.0 object schema. `efforts`: the server's effort levels.
 pub fn schema(efforts: &[String]) -> Value {
     object(FIELDS, &[], efforts)
 }
 
-fn object(fields: &[Field], required: &[&str], efforts: &[String]) -> Value {
-    let props: Map<String, Value> = fields.iter().map(|f| (f.name.to_string(), field(f, efforts))).collect();
+fn object(fields: &[&[Field]], required: &[&str], efforts: &[String]) -> Value {
+    let props: Map<String, Value> = fields.iter().copied().flatten().map(|f| (f.name.to_string(), field(f, efforts))).collect();
     let mut o = json!({"type": "object", "properties": props});
     if !required.is_empty() {
         o["required"] = json!(required);
@@ -262,7 +250,7 @@ mod tests {
         assert_eq!(p["reasoning_effort"]["enum"], json!(["low", "high", "auto"]));
         assert_eq!(p["thinking"]["required"], json!(["type"]));
         assert_eq!(p["reasoning"]["properties"]["confidence"]["exclusiveMaximum"], true);
-        for f in FIELDS {
+        for f in FIELDS.iter().copied().flatten() {
             assert!(!f.doc.is_empty() && p[f.name].is_object(), "{}", f.name);
         }
     }
