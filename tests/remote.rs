@@ -135,6 +135,7 @@ fn what_a_remote_engine_cannot_do_is_a_clear_400_and_a_schema_goes_to_the_engine
     let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "response_format": bad, "max_tokens": 5}));
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert_eq!(v["error"]["param"], "response_format", "{v}");
     let (status, v) = outer.post("/v1/chat/completions", &json!({"messages": msgs, "samples": 2, "verifier": "model"}));
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "verifier");

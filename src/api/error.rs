@@ -104,7 +104,7 @@ impl From<Failure> for ApiError {
             Failure::Busy => ApiError::too_many_requests(1),
             Failure::Unavailable(m) => ApiError::unavailable(m),
             Failure::Engine(m) => ApiError::internal(m),
-            Failure::Refused(m) => ApiError::bad_request(m, None),
+            Failure::Refused { message, param } => ApiError::bad_request(message, param.as_deref()),
         }
     }
 }

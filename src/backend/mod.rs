@@ -212,9 +212,9 @@ pub enum JobError {
     #[error("{0}")]
     Failed(String),
     /// The engine refused the request as sent (a remote engine's 4xx, such as a JSON schema it
-    /// cannot enforce): the client's.
-    #[error("{0}")]
-    Refused(String),
+    /// cannot enforce): the client's, with the request field at fault where known.
+    #[error("{message}")]
+    Refused { message: String, param: Option<String> },
 }
 
 #[derive(Debug)]

@@ -24,8 +24,8 @@ pub enum Failure {
     Unavailable(String),
     /// The backend failed the request after taking it (500; the engine's message).
     Engine(String),
-    /// The engine refused the request as sent (400; the engine's message).
-    Refused(String),
+    /// The engine refused the request as sent (400; the engine's message, the field at fault).
+    Refused { message: String, param: Option<String> },
 }
 
 pub fn submit(backend: &dyn Backend, spec: JobSpec) -> Result<(UnboundedReceiver<Event>, CancelHandle), Failure> {
@@ -195,7 +195,7 @@ impl Reader {
     pub fn failure(&self) -> Option<Failure> {
         match self.cols.iter().find_map(|c| c.error.clone()) {
             Some(JobError::Failed(m)) => Some(Failure::Engine(m)),
-            Some(JobError::Refused(m)) => Some(Failure::Refused(m)),
+            Some(JobError::Refused { message, param }) => Some(Failure::Refused { message, param }),
             None if !self.cols.iter().all(Collector::done) => Some(Failure::Engine("the engine dropped the request".into())),
             None => None,
         }

@@ -14,9 +14,9 @@ pub enum Failure {
     Replica(String),
     /// The replica is full (429): wait and ask again.
     Busy,
-    /// The replica refused the request itself (4xx, its message and error code): no other
-    /// replica would do better.
-    Refused(u16, String, Option<String>),
+    /// The replica refused the request itself (4xx, its message, error code and the parameter it
+    /// named): no other replica would do better.
+    Refused(u16, String, Option<String>, Option<String>),
 }
 
 impl std::fmt::Display for Failure {
@@ -24,7 +24,7 @@ impl std::fmt::Display for Failure {
         match self {
             Self::Replica(m) => write!(f, "{m}"),
             Self::Busy => write!(f, "the engine is at capacity (429)"),
-            Self::Refused(status, m, _) => write!(f, "the engine refused the request ({status}): {m}"),
+            Self::Refused(status, m, ..) => write!(f, "the engine refused the request ({status}): {m}"),
         }
     }
 }
@@ -32,7 +32,7 @@ impl std::fmt::Display for Failure {
 impl From<Failure> for crate::backend::JobError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Refused(..) => Self::Refused(f.to_string()),
+            Failure::Refused(.., ref param) => Self::Refused { param: param.clone(), message: f.to_string() },
             _ => Self::Failed(f.to_string()),
         }
     }
@@ -114,7 +114,10 @@ impl Client {
         let message = error["message"].as_str().map(str::to_string).unwrap_or_else(|| body.chars().take(300).collect());
         Err(match status.as_u16() {
             429 => Failure::Busy,
-            c @ 400..=499 => Failure::Refused(c, message, error["code"].as_str().map(str::to_string)),
+            c @ 400..=499 => {
+                let text = |k: &str| error[k].as_str().map(str::to_string);
+                Failure::Refused(c, message, text("code"), text("param"))
+            }
             c => Failure::Replica(format!("answered {c}: {message}")),
         })
     }

@@ -84,7 +84,16 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            // Everything else in the request passed our gate: a schema the engine refuses is
+            // what it refused, when it does not name the field itself.
+            Err(e) => {
+                return Err(match e.into() {
+                    JobError::Refused { message, param: None } if constrained && schema.is_some() => {
+                        JobError::Refused { message, param: Some("response_format".into()) }
+                    }
+                    other => other,
+                })
+            }
         };
         let mut got = 0usize;
         // Why this request's stream was left: the sequence ended, or it continues in a new request.

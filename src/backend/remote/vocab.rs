@@ -74,8 +74,8 @@ fn openai_message(m: &Message) -> Value {
 /// The engine refusing the input is the client's error; failing or being full is not.
 fn text_error(f: Failure) -> TextError {
     match f {
-        Failure::Refused(_, m, Some(code)) if code == "context_length_exceeded" => TextError::TooLong(m),
-        Failure::Refused(_, m, _) => TextError::Invalid(format!("the backend refused it: {m}")),
+        Failure::Refused(_, m, Some(code), _) if code == "context_length_exceeded" => TextError::TooLong(m),
+        Failure::Refused(_, m, ..) => TextError::Invalid(format!("the backend refused it: {m}")),
         other => TextError::Unavailable(other.to_string()),
     }
 }
