@@ -242,7 +242,9 @@ fn thinking_model_path_with_configured_markers() {
             let used = reasoning_tokens(&v);
             assert!(used <= budget && used > 0, "{v}");
             let content = v["choices"][0]["message"]["content"].as_str().unwrap();
-            assert!(!content.contains("</think>") && !content.contains("<think>"), "{content:?}");
+            // The close the server injects at the cut never reaches the content (SmolLM2 never
+            // writes one itself; it may write "<think>" in an answer, which is its own text).
+            assert!(!content.contains("</think>"), "{content:?}");
             assert!(!content.trim().is_empty());
         }
     }
