@@ -12,7 +12,7 @@ use crate::backend::{Event, FinishReason};
 pub const TARGET: &str = "spans";
 
 pub struct Trace {
-    pub job: Span,
+    job: Span,
     /// `queue`, then `prefill`, then nothing.
     phase: Option<Span>,
     /// Per sequence: its open span, and whether that span is `answer`.
