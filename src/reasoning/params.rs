@@ -1,6 +1,7 @@
 //! The reasoning-control request fields of every dialect, each with its bounds stated once: the
 //! gate (`plan::normalise`, `sampling::sampling_plan`) checks requests against these values and
-//! /openapi.json writes them into the contract (`schema`).
+//! /openapi.json writes them into the contract (`schema`); the readers below (`int`, `number`,
+//! ...) check one field's value against them.
 
 use serde_json::{json, Map, Value};
 
@@ -32,6 +33,47 @@ impl Interval {
         let (l, r) = (if self.open_low { '(' } else { '[' }, if self.open_high { ')' } else { ']' });
         format!("{l}{}, {}{r}", self.low, self.high)
     }
+}
+
+/// A request field the gate refuses, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    pub param: String,
+    pub message: String,
+}
+
+pub(super) fn err(param: &str, message: impl Into<String>) -> PlanError {
+    PlanError { param: param.into(), message: message.into() }
+}
+
+pub(super) fn int(v: &Value, param: &str, range: Ints) -> Result<i64, PlanError> {
+    let n = v
+        .as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
+        .ok_or_else(|| err(param, format!("'{param}' must be an integer")))?;
+    if n < range.min {
+        return Err(err(param, format!("'{param}' must be at least {}", range.min)));
+    }
+    if n > range.max {
+        return Err(err(param, format!("'{param}' must be at most {}", range.max)));
+    }
+    Ok(n)
+}
+
+pub(super) fn number(v: &Value, param: &str, interval: Interval) -> Result<f64, PlanError> {
+    let x = v.as_f64().ok_or_else(|| err(param, format!("'{param}' must be a number")))?;
+    if !interval.contains(x) {
+        return Err(err(param, format!("'{param}' must be in {}", interval.describe())));
+    }
+    Ok(x)
+}
+
+pub(super) fn boolean(v: &Value, param: &str) -> Result<bool, PlanError> {
+    v.as_bool().ok_or_else(|| err(param, format!("'{param}' must be a boolean")))
+}
+
+pub(super) fn string<'a>(v: &'a Value, param: &str) -> Result<&'a str, PlanError> {
+    v.as_str().ok_or_else(|| err(param, format!("'{param}' must be a string")))
 }
 
 /// A token count (a budget, a minimum).

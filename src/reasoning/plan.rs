@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::chat::Message;
 use super::labels::Effort;
-use super::params::{Interval, Ints, BUDGET, FORMATS, SCAFFOLDS, TOKENS};
+use super::params::{boolean, err, int, string, PlanError, BUDGET, FORMATS, SCAFFOLDS, TOKENS};
 use super::sampling::SamplingPlan;
 use super::sampling::{sampling_given, sampling_plan};
 
@@ -92,46 +92,6 @@ impl Scaffold {
             _ => None,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlanError {
-    pub param: String,
-    pub message: String,
-}
-
-pub(super) fn err(param: &str, message: impl Into<String>) -> PlanError {
-    PlanError { param: param.into(), message: message.into() }
-}
-
-pub(super) fn int(v: &Value, param: &str, range: Ints) -> Result<i64, PlanError> {
-    let n = v
-        .as_i64()
-        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
-        .ok_or_else(|| err(param, format!("'{param}' must be an integer")))?;
-    if n < range.min {
-        return Err(err(param, format!("'{param}' must be at least {}", range.min)));
-    }
-    if n > range.max {
-        return Err(err(param, format!("'{param}' must be at most {}", range.max)));
-    }
-    Ok(n)
-}
-
-pub(super) fn number(v: &Value, param: &str, interval: Interval) -> Result<f64, PlanError> {
-    let x = v.as_f64().ok_or_else(|| err(param, format!("'{param}' must be a number")))?;
-    if !interval.contains(x) {
-        return Err(err(param, format!("'{param}' must be in {}", interval.describe())));
-    }
-    Ok(x)
-}
-
-pub(super) fn boolean(v: &Value, param: &str) -> Result<bool, PlanError> {
-    v.as_bool().ok_or_else(|| err(param, format!("'{param}' must be a boolean")))
-}
-
-pub(super) fn string<'a>(v: &'a Value, param: &str) -> Result<&'a str, PlanError> {
-    v.as_str().ok_or_else(|| err(param, format!("'{param}' must be a string")))
 }
 
 /// One value from several request fields that must agree.

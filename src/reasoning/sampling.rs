@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use super::params::{AGGREGATES, CHECKERS, CONFIDENCE, KEEP_TOP, PRUNES, SAMPLES, VERIFIERS};
-use super::plan::{boolean, err, int, number, string, PlanError, Policy};
+use super::params::{boolean, err, int, number, string, PlanError, AGGREGATES, CHECKERS, CONFIDENCE, KEEP_TOP, PRUNES, SAMPLES, VERIFIERS};
+use super::plan::Policy;
 
 /// Self-consistency: how many chains to sample and how to choose among them.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,7 @@
 //! The gate's refusals: one enum, mapped to OpenAI errors in one place (`api/error.rs`).
 
 use crate::backend::TextError;
-use crate::reasoning::plan::PlanError;
+use crate::reasoning::params::PlanError;
 
 /// Why the gate refused a request. Each kind maps to one OpenAI error, in `From<Invalid> for ApiError`.
 #[derive(Debug, Clone, PartialEq)]
