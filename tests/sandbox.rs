@@ -148,7 +148,7 @@ fn the_harness_scores_programs_and_contains_hostile_tests() {
     let (rt, sb) = sandbox(Limits { wall_seconds: 6.0, ..Limits::default() });
     let prompt = "def add(a, b):\n    \"\"\"\n    >>> add(2, 3)\n    5\n    >>> add(-1, 1)\n    0\n    \"\"\"\n";
     let suite =
-        Suite { entry_point: Some("add".into()), examples: thinkscale::reasoning::code::examples(prompt, Some("add")), tests: None };
+        Suite { entry_point: Some("add".into()), examples: thinkscale::reasoning::code::examples(prompt, Some("add")), ..Suite::default() };
     let good = rt.block_on(harness::run(&sb, "def add(a, b):\n    print('noise')\n    return a + b\n", &suite, 8)).unwrap();
     assert_eq!((good.cases, good.passed, good.loaded), (2, 2, true), "{good:?}");
     let same = rt.block_on(harness::run(&sb, "def add(x, y):\n    return y + x\n", &suite, 8)).unwrap();
@@ -165,16 +165,23 @@ fn the_harness_scores_programs_and_contains_hostile_tests() {
         "x = ' ' * 10**10",
         "print(open('/etc/shadow').read())\nassert add(1, 1) == 2",
     ] {
-        let s = Suite { entry_point: Some("add".into()), examples: Vec::new(), tests: Some(hostile.into()) };
+        let s = Suite { entry_point: Some("add".into()), tests: Some(hostile.into()), ..Suite::default() };
         let r = rt.block_on(harness::run(&sb, "def add(a, b):\n    return a + b\n", &s, 0)).unwrap();
         assert_eq!(r.passed, 0, "{hostile}: {r:?}");
     }
     let asserts = Suite {
-        entry_point: None,
-        examples: Vec::new(),
         tests: Some("import math\nassert add(1, 2) == 3\nassert add(2, 2) == 5\nassert math.isfinite(add(0.5, 0.5))".into()),
+        ..Suite::default()
     };
     let r = rt.block_on(harness::run(&sb, "def add(a, b):\n    return a + b\n", &asserts, 0)).unwrap();
     assert_eq!((r.cases, r.passed), (3, 2), "{r:?}");
+    // A model's own failing assert and example call at top level sink the program as written;
+    // definitions only, with the prompt's imports before it, it loads and passes.
+    let chatty = "def add(a: List[int], b):\n    return a + b\n\nassert add(1, 1) == 3\nprint(add(2, 2))\nif __name__ == '__main__':\n    raise SystemExit(add(1, 2))\n";
+    let as_written = rt.block_on(harness::run(&sb, chatty, &suite, 0)).unwrap();
+    assert!(!as_written.loaded, "{as_written:?}");
+    let defs = Suite { prelude: "from typing import List".into(), definitions_only: true, ..suite.clone() };
+    let r = rt.block_on(harness::run(&sb, chatty, &defs, 0)).unwrap();
+    assert_eq!((r.loaded, r.passed), (true, 2), "{r:?}");
     still_works(&rt, &sb);
 }

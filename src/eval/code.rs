@@ -53,6 +53,10 @@ pub struct CodeArgs {
     /// Only rebuild report.md from chains.jsonl
     #[arg(long)]
     pub report_only: bool,
+    /// Grade only each program's imports, definitions and assignments, as EvalPlus (the harness
+    /// behind the published Qwen2.5-Coder figures) does; by default a program runs as written
+    #[arg(long)]
+    pub definitions_only: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +83,9 @@ pub struct Chain {
     /// The server chose this chain.
     pub chosen: bool,
     pub error: Option<String>,
+    /// The program graded (absent in runs recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
 }
 
 const INSTRUCTION: &str =
@@ -189,16 +196,22 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
         None => vec![json!({"index": 0, "content": choice["message"]["content"], "completion_tokens": v["usage"]["completion_tokens"]})],
     };
     let chosen = choice.pointer("/thinkscale/chosen_sample").and_then(Value::as_u64).unwrap_or(0) as usize;
-    let suite = Suite { entry_point: Some(p.entry_point.clone()), examples: Vec::new(), tests: Some(format!("{}\n", p.test)) };
+    // The prompt's imports (typing, math) are part of the function the model completes.
+    let suite = Suite {
+        entry_point: Some(p.entry_point.clone()),
+        tests: Some(format!("{}\n", p.test)),
+        prelude: code::imports(&p.prompt),
+        definitions_only: a.definitions_only,
+        ..Suite::default()
+    };
     let mut out = Vec::new();
     for s in &samples {
         let text = s["content"].as_str().unwrap_or("");
-        let (correct, error) = match code::program(text) {
+        let program = code::program(text);
+        let (correct, error) = match &program {
             None => (false, Some("no program".to_string())),
             Some(prog) => {
-                // The prompt's imports (typing, math) are part of the function the model completes.
-                let prog = format!("{}\n{prog}", imports(&p.prompt));
-                let r = harness::run(sb, &prog, &suite, 0).await?;
+                let r = harness::run(sb, prog, &suite, 0).await?;
                 (r.loaded && r.cases > 0 && r.passed == r.cases, r.error)
             }
         };
@@ -214,14 +227,10 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
             confidence: s["mean_logprob"].as_f64().unwrap_or(0.0),
             chosen: index == chosen,
             error,
+            program,
         });
     }
     Ok(out)
-}
-
-/// The prompt's import lines.
-fn imports(prompt: &str) -> String {
-    prompt.lines().filter(|l| l.starts_with("import ") || l.starts_with("from ")).collect::<Vec<_>>().join("\n")
 }
 
 pub fn read_chains(path: &Path) -> anyhow::Result<Vec<Chain>> {
@@ -310,6 +319,11 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
         }
     }
     let mut md = format!("# {} ({} problems, range {}, {} chains each)\n\n", a.out.display(), n, a.range, a.samples);
+    md.push_str(if a.definitions_only {
+        "Graded on each program's imports, definitions and assignments only (`--definitions-only`, as EvalPlus).\n\n"
+    } else {
+        "Graded on each program as written, top-level statements included.\n\n"
+    });
     md.push_str("| k | rule | pass@1 | 95% Wilson | completion tokens / problem | vs baseline (b/c, exact McNemar p) |\n|---|---|---|---|---|---|\n");
     for c in &cells {
         let (lo, hi) = wilson(c.solved, n);

@@ -19,6 +19,12 @@ pub struct Suite {
     pub examples: Vec<Example>,
     /// Python source: top-level asserts (each one case) and what they need, or a `check` function.
     pub tests: Option<String>,
+    /// Source run before the program: the prompt's own imports, which a model completing a
+    /// function often leaves out (`from typing import List`).
+    pub prelude: String,
+    /// Run only the program's imports, definitions and assignments, as EvalPlus's sanitizer does:
+    /// a model's own example calls or asserts at top level do not sink the function it wrote.
+    pub definitions_only: bool,
 }
 
 impl Suite {
@@ -53,6 +59,11 @@ pub fn program(answer: &str) -> Option<String> {
     }
 }
 
+/// The prompt's import lines, for `Suite::prelude`.
+pub fn imports(prompt: &str) -> String {
+    prompt.lines().filter(|l| l.starts_with("import ") || l.starts_with("from ")).collect::<Vec<_>>().join("\n")
+}
+
 /// The function a prompt asks for: the last `def NAME(` in it.
 pub fn entry_point(prompt: &str) -> Option<String> {
     prompt
@@ -67,7 +78,7 @@ fn is_identifier(s: &str) -> bool {
     c.next().is_some_and(|f| f.is_alphabetic() || f == '_') && c.all(|x| x.is_alphanumeric() || x == '_')
 }
 
-/// Examples in a prompt's docstrings: `>>> call` followed by its expected line; lines such as
+/// Examples in a prompt's docstrings: `>>> call` followed by its expected line, or `>>> call == value`; lines such as
 /// `entry(args) == value`, `➞ value`, `-> value`, `=> value`, `# returns value` or `= value`;
 /// `Input: args` followed by `Output: value`; and `For x = args the output should be value`.
 /// The arguments of the last two are passed as written (`arr = [1], k = 2` becomes keywords).
@@ -81,6 +92,12 @@ pub fn examples(prompt: &str, entry: Option<&str>) -> Vec<Example> {
             let call = call.trim();
             let expected =
                 lines.get(i + 1).map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with(">>>") && !l.starts_with("\"\"\""));
+            // `>>> f(x) == y` on one line (HumanEval/108), with or without a `True` line after it.
+            if let Some(ex) = entry.and_then(|name| arrow_example(call, name)) {
+                out.push(ex);
+                i += if expected == Some("True") { 2 } else { 1 };
+                continue;
+            }
             if let Some(e) = expected {
                 if is_call(call) {
                     out.push(Example { call: call.to_string(), expected: e.to_string() });
@@ -314,6 +331,15 @@ mod tests {
         assert_eq!(ex.len(), 2);
         assert_eq!(ex[0], Example { call: "has_close_elements([1.0, 2.0, 3.0], 0.5)".into(), expected: "False".into() });
         assert_eq!(ex[1].expected, "True");
+        assert_eq!(imports(PROMPT), "from typing import List");
+    }
+
+    #[test]
+    fn one_line_doctest_equalities() {
+        let p = "def count_nums(arr):\n    \"\"\"\n    >>> count_nums([]) == 0\n    >>> count_nums([-1, 11, -11]) == 1\n    >>> count_nums([1]) == 1\n    True\n    >>> count_nums([2])\n    1\n    \"\"\"";
+        let ex = examples(p, Some("count_nums"));
+        let got: Vec<(&str, &str)> = ex.iter().map(|e| (e.call.as_str(), e.expected.as_str())).collect();
+        assert_eq!(got, [("count_nums([])", "0"), ("count_nums([-1, 11, -11])", "1"), ("count_nums([1])", "1"), ("count_nums([2])", "1")]);
     }
 
     #[test]

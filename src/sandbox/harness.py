@@ -67,7 +67,12 @@ def main():
     emit(cases=len(cases))
     ns = {"__name__": "candidate"}
     try:
-        timed(lambda: exec(compile(spec["program"], "candidate.py", "exec"), ns))
+        if spec.get("prelude"):
+            timed(lambda: exec(compile(spec["prelude"], "prelude.py", "exec"), ns))
+        program = spec["program"]
+        if spec.get("definitions_only"):
+            program = definitions(program)
+        timed(lambda: exec(compile(program, "candidate.py", "exec"), ns))
         if entry and entry not in ns:
             raise NameError("the program defines no %r" % entry)
         if setup:
@@ -112,6 +117,20 @@ def main():
             emit(probe=j, output=show(got))
         except BaseException as e:
             emit(probe=j, output="raised " + type(e).__name__)
+
+
+KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+
+
+def definitions(program):
+    """The program's imports, definitions and assignments (EvalPlus's sanitizer keeps these): its
+    example calls, prints and asserts at top level are dropped. A program that does not parse is
+    left as written, to fail as written."""
+    try:
+        tree = ast.parse(program)
+    except SyntaxError:
+        return program
+    return ast.Module(body=[s for s in tree.body if isinstance(s, KEPT)], type_ignores=[])
 
 
 def probes(calls, limit):

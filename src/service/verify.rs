@@ -111,7 +111,9 @@ pub fn inputs(state: &Service, check: &Option<Check>, messages: &[Message]) -> R
                 return Ok(Some(CheckInput::Generated { entry_point: entry, prompt }));
             }
             let examples = if tests.is_some() { Vec::new() } else { code::examples(&prompt, entry.as_deref()) };
-            let suite = Suite { entry_point: entry, examples, tests: tests.clone() };
+            // The model's own top-level example calls are not what is tested: definitions only.
+            let suite =
+                Suite { entry_point: entry, examples, tests: tests.clone(), prelude: code::imports(&prompt), definitions_only: true };
             if suite.is_empty() {
                 return Err(Invalid::field("verifier 'tests' found no examples in the prompt (`>>> call` then its value, or `f(x) == y`); send them as 'reasoning.tests'", Some("reasoning.tests")));
             }
@@ -161,7 +163,7 @@ pub fn build(state: &Service, backend: &Arc<dyn Backend>, input: CheckInput) -> 
         CheckInput::Generated { entry_point, prompt } => match &state.sandbox {
             Some(sb) => {
                 let tests = generate_tests(state.clone(), backend.clone(), &prompt, &entry_point);
-                Arc::new(Generated { sandbox: sb.clone(), entry_point, tests })
+                Arc::new(Generated { sandbox: sb.clone(), entry_point, prelude: code::imports(&prompt), tests })
             }
             None => Arc::new(Unavailable("code execution is off")),
         },
@@ -258,6 +260,8 @@ fn generate_tests(state: Service, backend: Arc<dyn Backend>, prompt: &str, entry
 pub struct Generated {
     pub sandbox: Arc<Sandbox>,
     pub entry_point: String,
+    /// The prompt's imports (`Suite::prelude`).
+    pub prelude: String,
     tests: GeneratedTests,
 }
 
@@ -271,7 +275,13 @@ impl Verify for Generated {
             if asserts.is_empty() {
                 return Checked::failed(candidates.len(), "the model wrote no assert statements");
             }
-            let suite = Suite { entry_point: Some(self.entry_point.clone()), examples: Vec::new(), tests: Some(asserts) };
+            let suite = Suite {
+                entry_point: Some(self.entry_point.clone()),
+                tests: Some(asserts),
+                prelude: self.prelude.clone(),
+                definitions_only: true,
+                ..Suite::default()
+            };
             let runs = join_all(candidates.iter().map(|c| async {
                 match code::program(&c.answer).or_else(|| code::program(&c.thinking)) {
                     None => Err("no program in the answer".to_string()),
