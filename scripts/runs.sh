@@ -39,11 +39,12 @@ fetch=smollm2
 top_k=(--top-k 0)
 qwen=models/qwen2.5-coder-0.5b-instruct.gguf
 case $name in
+  # The SmolLM2 runs were recorded with the instruct scaffold, the server's default then.
   scaling) serve=(--parallel 16 --ctx-size 32768)
-           run=(--gen 200 --levels 1,2,3,4 --budgets 0,64,256,1024 --samples 1,4,8 --concurrency 16 --answer-tokens 16) ;;
-  control) run=(--gen 30 --levels 1,2,3 --budgets 0,16,64,256 --samples 1) ;;
+           run=(--gen 200 --levels 1,2,3,4 --budgets 0,64,256,1024 --samples 1,4,8 --concurrency 16 --answer-tokens 16 --scaffold instruct) ;;
+  control) run=(--gen 30 --levels 1,2,3 --budgets 0,16,64,256 --samples 1 --scaffold instruct) ;;
   sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03)
-           run=(--gen 50 --levels 1,2 --budgets 64 --samples 8)
+           run=(--gen 50 --levels 1,2 --budgets 64 --samples 8 --scaffold instruct)
            [[ $name == *adaptive* ]] && run+=(--adaptive)
            [[ $name == *t03 ]] && run+=(--temperature 0.3) ;;
   qwen-scaffold-*)

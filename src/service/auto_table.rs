@@ -105,6 +105,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_the_shipped_config_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let toml = std::fs::read_to_string(root.join("config/default.toml")).unwrap();
+        let line = toml.lines().find_map(|l| l.strip_prefix("# auto_table = ")).expect("config/default.toml shows an auto_table");
+        let path = line.split('"').nth(1).unwrap();
+        assert!(!load(&root.join(path)).unwrap().is_empty(), "{path}");
+    }
+
+    #[test]
     fn a_missing_or_empty_table_is_an_error() {
         assert!(load(Path::new("/nonexistent/derived.json")).unwrap_err().to_string().contains("does not exist"));
         let dir = std::env::temp_dir().join(format!("thinkscale-table-{}", std::process::id()));
