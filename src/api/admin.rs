@@ -7,12 +7,11 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::openai::{List, ModelCard};
-use crate::backend::Health;
 use crate::metrics::metrics;
-use crate::service::Service;
+use crate::service::{Readiness, Service};
 
 pub async fn models(State(state): State<Service>) -> Response {
-    let meta = state.backend.get().map(|b| b.meta());
+    let meta = state.model_meta();
     axum::Json(List::of(vec![ModelCard::new(state.cfg.model_id(), meta)])).into_response()
 }
 
@@ -29,33 +28,30 @@ pub async fn model(State(state): State<Service>, axum::extract::Path(name): axum
 /// GET /health: 200 `ok` with the backend's state, or 503 `loading` / `error` with the reason.
 #[derive(Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-enum HealthBody<'a> {
+enum HealthBody<H> {
     Ok {
         model: String,
         #[serde(flatten)]
-        backend: Health,
+        backend: H,
     },
     Loading,
     Error {
-        error: &'a str,
+        error: String,
     },
 }
 
 pub async fn health(State(state): State<Service>) -> Response {
-    let unavailable = |body: HealthBody| (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-    if let Some(reason) = state.engine_failure.get() {
-        return unavailable(HealthBody::Error { error: reason });
-    }
-    match state.backend.get().map(|b| b.health()) {
-        None => unavailable(HealthBody::Loading),
-        Some(Err(reason)) => unavailable(HealthBody::Error { error: &reason }),
-        Some(Ok(backend)) => axum::Json(HealthBody::Ok { model: state.cfg.model_id(), backend }).into_response(),
+    let unavailable = |body: HealthBody<()>| (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    match state.readiness() {
+        Readiness::Loading => unavailable(HealthBody::Loading),
+        Readiness::Failed(error) => unavailable(HealthBody::Error { error }),
+        Readiness::Ready(backend) => axum::Json(HealthBody::Ok { model: state.cfg.model_id(), backend }).into_response(),
     }
 }
 
 /// Test hook: the engine thread panics at its next step.
 pub async fn engine_panic(State(state): State<Service>) -> Result<Response, ApiError> {
-    state.backend()?.fail_for_test();
+    state.fail_engine_for_test()?;
     Ok(axum::Json(serde_json::json!({"requested": true})).into_response())
 }
 

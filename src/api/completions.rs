@@ -1,7 +1,5 @@
 //! POST /v1/completions: raw prompts (a string, a list of strings, or token ids), no chat template.
 
-use std::time::Instant;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -10,30 +8,19 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::openai::{Finish, TextChoice, TextLogprobs};
 use super::stream::{respond, stream, Envelope, Out, Render};
-use crate::backend::Event;
-use crate::service::pipeline::{collect, events, submit, Collector};
-use crate::service::validate::{off_thread, prepare_completion, PreparedCompletion};
+use crate::service::infer;
+use crate::service::pipeline::Update;
 use crate::service::Service;
 
 pub async fn completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let backend = state.backend()?;
-    let id = format!("cmpl-{}", uuid::Uuid::new_v4());
-    let (st, b, jid, body) = (state.clone(), backend.clone(), id.clone(), body?);
-    let PreparedCompletion { v, texts, specs, echo, logprobs } = off_thread(move || prepare_completion(&st, &*b, &jid, body)).await?;
-    let mut receivers = Vec::new();
-    let mut cols = Vec::new();
-    for spec in specs {
-        cols.push(Collector::new("completions", spec.id.clone(), v.n, started));
-        let (rx, _cancel) = submit(&*backend, spec)?;
-        receivers.push(rx);
+    let run = infer::completions(&state, body?).await?;
+    let p = run.prepared;
+    let env = Envelope::new(run.id, state.cfg.model_id());
+    let render = TextStream { n: p.v.n, texts: p.texts, echo: p.echo, logprobs: p.logprobs.is_some() };
+    if p.v.stream {
+        return Ok(respond(stream(env, run.reader, p.v.include_usage, render)));
     }
-    let env = Envelope::new(id, state.cfg.model_id());
-    let render = TextStream { n: v.n, texts, echo, logprobs: logprobs.is_some() };
-    if v.stream {
-        return Ok(respond(stream(env, cols, events(receivers), v.include_usage, render)));
-    }
-    let cols = collect(cols, events(receivers), false).await?;
+    let cols = run.reader.collect().await?;
     let mut choices = Vec::new();
     for (i, col) in cols.iter().enumerate() {
         for (j, c) in col.choices.iter().enumerate() {
@@ -71,19 +58,19 @@ impl Render for TextStream {
         out
     }
 
-    fn event(&mut self, job: usize, event: &Event) -> Vec<Out<TextChoice>> {
-        let choice = match event {
-            Event::Delta { index, answer, logprobs, .. } if !answer.is_empty() || !logprobs.is_empty() => TextChoice {
+    fn update(&mut self, job: usize, update: Update) -> Vec<Out<TextChoice>> {
+        let choice = match update {
+            Update::Text { index, answer, logprobs, .. } if !answer.is_empty() || !logprobs.is_empty() => TextChoice {
                 index: job * self.n + index,
-                text: answer.clone(),
-                logprobs: self.logprobs.then(|| TextLogprobs::new(logprobs)),
+                logprobs: self.logprobs.then(|| TextLogprobs::new(&logprobs)),
+                text: answer,
                 finish_reason: None,
             },
-            Event::Finished { index, reason, .. } => TextChoice {
+            Update::Finished { index, reason, .. } => TextChoice {
                 index: job * self.n + index,
                 text: String::new(),
                 logprobs: None,
-                finish_reason: Some(Finish::from(Some(*reason))),
+                finish_reason: Some(Finish::from(Some(reason))),
             },
             _ => return Vec::new(),
         };

@@ -4,6 +4,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::openai::{ErrorBody, ErrorObject};
+use crate::service::infer::NotStarted;
 use crate::service::invalid::Invalid;
 use crate::service::pipeline::Failure;
 
@@ -94,6 +95,15 @@ impl From<Invalid> for ApiError {
             Invalid::Unsupported { message, param } => ApiError::bad_request(message, Some(&param)).with_code("unsupported"),
             Invalid::Unavailable(m) => ApiError::unavailable(m),
             Invalid::Internal => ApiError::internal("preparing the request failed"),
+        }
+    }
+}
+
+impl From<NotStarted> for ApiError {
+    fn from(e: NotStarted) -> Self {
+        match e {
+            NotStarted::Invalid(e) => e.into(),
+            NotStarted::Failure(f) => f.into(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP layer: routes, auth, body limits, request metrics. Handlers never touch llama.cpp.
 
 mod admin;
+pub mod answer;
 pub mod chat;
 mod completions;
 pub mod error;

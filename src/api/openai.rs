@@ -5,8 +5,9 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::backend::LogprobEntry;
 use crate::reasoning::chat::ToolCall;
+use crate::reasoning::labels::FinishReason;
+use crate::reasoning::logprobs::LogprobEntry;
 use crate::service::grading::AutoDecision;
 use crate::service::pipeline::Collector;
 use crate::service::vote::VoteDetail;
@@ -22,10 +23,10 @@ pub enum Finish {
     ToolCalls,
 }
 
-impl From<Option<crate::backend::FinishReason>> for Finish {
-    fn from(f: Option<crate::backend::FinishReason>) -> Self {
+impl From<Option<FinishReason>> for Finish {
+    fn from(f: Option<FinishReason>) -> Self {
         match f {
-            Some(crate::backend::FinishReason::Length) => Self::Length,
+            Some(FinishReason::Length) => Self::Length,
             _ => Self::Stop,
         }
     }
@@ -370,7 +371,6 @@ pub struct ErrorObject<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::FinishReason;
     use serde_json::json;
 
     #[test]

@@ -130,7 +130,7 @@ pub fn document(slot_ctx: u32, parallel: u32, efforts: &[String]) -> Value {
 pub async fn openapi(State(state): State<Service>) -> Json<Value> {
     let cfg = &state.cfg;
     // The backend's slot once it is known (a remote engine's may differ from this config's).
-    let slot_ctx = state.backend.get().map_or(cfg.ctx_size / cfg.parallel, |b| b.slot_ctx());
+    let slot_ctx = state.slot_ctx().unwrap_or(cfg.ctx_size / cfg.parallel);
     let efforts: Vec<String> = state.policy.effort_budgets.keys().cloned().collect();
     Json(document(slot_ctx, cfg.parallel, &efforts))
 }

@@ -1,5 +1,5 @@
 //! The one streamer: chat, voted chat and text completions each describe their chunks with a
-//! `Render`, and `stream` turns the jobs' events into typed frames (reading the events, the error
+//! `Render`, and `stream` turns the jobs' updates into typed frames (reading the updates, the error
 //! of a failure mid-stream, the usage chunk, the log lines); `respond` sends frames as
 //! server-sent events, and the Responses endpoint reads them as they are.
 
@@ -11,8 +11,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::openai::{Completion, Progress};
 use super::sse::{self, Item};
-use crate::backend::Event;
-use crate::service::pipeline::{Collector, Events, Reader};
+use crate::service::pipeline::{Collector, Reader, Update};
 
 /// The fields every object of one response shares.
 #[derive(Clone)]
@@ -53,14 +52,12 @@ pub trait Render: Send + 'static {
     type Choice: Serialize + Send + 'static;
     /// The chunks' `object`.
     const OBJECT: &'static str;
-    /// Read until the backend closes the channel (see `Reader`).
-    const DRAIN: bool = false;
     /// Chunks before any event: role announcements, echoed prompts.
     fn opening(&mut self) -> Vec<Out<Self::Choice>> {
         Vec::new()
     }
-    /// Chunks for one event of job `job`, already absorbed into its collector.
-    fn event(&mut self, job: usize, event: &Event) -> Vec<Out<Self::Choice>>;
+    /// Chunks for one update of job `job`, already absorbed into its collector.
+    fn update(&mut self, job: usize, update: Update) -> Vec<Out<Self::Choice>>;
     /// Chunks once every job finished without error (a vote's decided answers, which may wait
     /// for a verifier); grading hooks.
     fn closing<'a>(&'a mut self, _cols: &'a [Collector]) -> BoxFuture<'a, Vec<Out<Self::Choice>>> {
@@ -81,18 +78,17 @@ pub type Frames<C> = BoxStream<'static, Frame<C>>;
 
 /// The one streamer: the chunks of chat, voted chat and text completions. A failure mid-stream
 /// ends it with an error frame; the usage chunk comes last when asked for.
-pub fn stream<R: Render>(env: Envelope, cols: Vec<Collector>, events: Events, include_usage: bool, mut render: R) -> Frames<R::Choice> {
+pub fn stream<R: Render>(env: Envelope, mut r: Reader, include_usage: bool, mut render: R) -> Frames<R::Choice> {
     let frame = |env: &Envelope, out: Out<R::Choice>| match out {
         Out::Choice(c) => Frame::Chunk(env.wrap(R::OBJECT, vec![c])),
         Out::Progress(p) => Frame::Progress(p),
     };
     let s = async_stream::stream! {
-        let mut r = Reader::new(cols, events, R::DRAIN);
         for out in render.opening() {
             yield frame(&env, out);
         }
-        while let Some((job, event)) = r.next().await {
-            for out in render.event(job, &event) {
+        while let Some((job, update)) = r.next().await {
+            for out in render.update(job, update) {
                 yield frame(&env, out);
             }
         }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use crate::service::infer;
 use crate::service::request::{parse_object, typed};
 use crate::service::Service;
 
@@ -26,13 +27,9 @@ struct TokenizeResponse {
 }
 
 pub async fn tokenize(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let backend = state.backend()?;
     let req: TokenizeRequest = typed(&parse_object(&body?)?)?;
     let text = req.content.or(req.prompt).ok_or_else(|| ApiError::bad_request("'content' is required", Some("content")))?;
     let add = req.add_special.or(req.add_special_tokens).unwrap_or(false);
-    let tokens = tokio::task::spawn_blocking(move || backend.vocabulary().tokenize(&text, add))
-        .await
-        .map_err(|_| ApiError::internal("tokenizing failed"))?
-        .map_err(|e| crate::service::invalid::Invalid::text(e, "content"))?;
-    Ok(axum::Json(TokenizeResponse { tokens: tokens.into_iter().map(|t| t.0).collect() }).into_response())
+    let tokens = infer::tokenize(&state, text, add).await?;
+    Ok(axum::Json(TokenizeResponse { tokens }).into_response())
 }

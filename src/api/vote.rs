@@ -2,45 +2,27 @@
 //! voted into one choice (`service::vote`), with the whole ballot in the `thinkscale` extension
 //! object; streamed, the samples' progress comes first as SSE comments.
 
-use std::sync::Arc;
-
 use futures::future::BoxFuture;
-use std::time::Instant;
 
-use super::chat::{chat_completion, Answer, View};
+use super::answer::{chat_completion, Answer, View};
 use super::error::ApiError;
 use super::openai::{ChatChoice, ChoiceExt, ChunkChoice, Delta, Finish, Progress};
 use super::stream::{stream, Envelope, Out, Render};
-use crate::backend::{Backend, Event, FinishReason};
-use crate::reasoning::extract::final_answer;
+use crate::reasoning::labels::FinishReason;
 use crate::service::grading::{AutoDecision, Grade};
-use crate::service::pipeline::{collect, events, submit, Collector};
-use crate::service::validate::Prepared;
+use crate::service::infer::ChatRun;
+use crate::service::pipeline::{Collector, Update};
 use crate::service::vote::Ballots;
-use crate::service::Service;
 
-pub async fn respond(state: Service, backend: Arc<dyn Backend>, id: String, mut p: Prepared, started: Instant) -> Result<Answer, ApiError> {
-    let plan = p.plan.sampling.clone();
-    let group = plan.samples as usize;
-    let n = p.v.n;
-    let score = state.cfg.reasoning.confidence_score;
-    let view = View::new(&p);
-    let grade = Grade { service: state.clone(), id: id.clone(), plan: p.plan.clone(), expected: p.expected.clone() };
-    let effort = p.plan.effort;
-    let mut col = Collector::new("chat", id.clone(), n * group, started);
-    col.effort = p.plan.thinking.then_some(effort);
-    let (rx, _cancel) = submit(&*backend, p.spec)?;
-    let env = Envelope::new(id, state.cfg.model_id());
-    let check = p.check.take().map(|c| crate::service::verify::build(&state, &backend, c));
-    let ballot = Ballots { n, group, plan, score, effort, check };
-    if p.v.stream {
-        let render = VoteStream { ballot, view, auto: p.auto, grade };
-        return Ok(Answer::Stream(stream(env, vec![col], events(vec![rx]), p.v.include_usage, render)));
+pub async fn respond(env: Envelope, view: View, run: ChatRun, ballot: Ballots) -> Result<Answer, ApiError> {
+    if run.v.stream {
+        let render = VoteStream { ballot, view, auto: run.auto, grade: run.grade };
+        return Ok(Answer::Stream(stream(env, run.reader, run.v.include_usage, render)));
     }
-    let col = collect(vec![col], events(vec![rx]), true).await?.remove(0);
-    let outcomes = ballot.decide(&col).await;
-    let graded = grade.record_vote(&col.choices[..group], &outcomes[0].answer, &outcomes[0].thinking);
-    let choices = outcomes
+    let auto = run.auto.clone();
+    let whole = run.whole(Some(&ballot)).await?;
+    let choices = whole
+        .outcomes
         .into_iter()
         .enumerate()
         .map(|(index, o)| ChatChoice {
@@ -51,7 +33,7 @@ pub async fn respond(state: Service, backend: Arc<dyn Backend>, id: String, mut 
             thinkscale: ChoiceExt::some(Some(o.ext), None),
         })
         .collect();
-    Ok(chat_completion(&env, choices, &col, graded, p.auto))
+    Ok(chat_completion(&env, choices, &whole.col, whole.graded, auto))
 }
 
 /// A streamed vote: progress as SSE comments (OpenAI clients skip them) while the samples run,
@@ -66,22 +48,17 @@ struct VoteStream {
 impl Render for VoteStream {
     type Choice = ChunkChoice;
     const OBJECT: &'static str = "chat.completion.chunk";
-    const DRAIN: bool = true;
 
-    fn event(&mut self, _job: usize, event: &Event) -> Vec<Out<ChunkChoice>> {
+    fn update(&mut self, _job: usize, update: Update) -> Vec<Out<ChunkChoice>> {
         let group = self.ballot.group;
-        let progress = match event {
-            Event::Finished { index, reason, stats } if *reason != FinishReason::Cancelled || stats.completion_tokens > 0 => {
-                Progress::Sample {
-                    choice: index / group,
-                    sample: index % group,
-                    answer: final_answer(&stats.answer, &stats.thinking),
-                    thinking_tokens: stats.thinking_tokens,
-                    finish_reason: reason.as_str(),
-                }
+        let progress = match update {
+            Update::Finished { index, reason, completion_tokens, thinking_tokens, answer }
+                if reason != FinishReason::Cancelled || completion_tokens > 0 =>
+            {
+                Progress::Sample { choice: index / group, sample: index % group, answer, thinking_tokens, finish_reason: reason.as_str() }
             }
-            Event::Stopped { choice } => Progress::Stopped { choice: *choice },
-            Event::Judged { choice, answer, score } => Progress::Judged { choice: *choice, answer: answer.clone(), score: *score },
+            Update::Stopped { choice } => Progress::Stopped { choice },
+            Update::Judged { choice, answer, score } => Progress::Judged { choice, answer, score },
             _ => return Vec::new(),
         };
         vec![Out::Progress(progress)]

@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 use crate::reasoning::chat::Message;
 use crate::reasoning::confidence::{ChainScore, ChainScores};
 use crate::reasoning::tools::Tool;
+// The contract's value types that every layer shares.
+pub use crate::reasoning::labels::FinishReason;
+pub use crate::reasoning::logprobs::{LogprobEntry, TopLogprob};
 pub use crate::reasoning::vote::StopRule;
 
 #[derive(Debug, Clone)]
@@ -146,45 +149,6 @@ impl JobSpec {
     /// Samples per choice (1 without self-consistency).
     pub fn group(&self) -> usize {
         self.vote.as_ref().map_or(1, |v| v.group.max(1))
-    }
-}
-
-#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
-pub struct TopLogprob {
-    pub token: String,
-    pub logprob: f32,
-    pub bytes: Vec<u8>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
-pub struct LogprobEntry {
-    pub token: String,
-    pub logprob: f32,
-    pub bytes: Vec<u8>,
-    pub top_logprobs: Vec<TopLogprob>,
-    /// Sampled while thinking: not part of `content` when thinking is returned apart.
-    #[serde(skip)]
-    pub thinking: bool,
-}
-
-/// Why a sequence ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    Stop,
-    Length,
-    Cancelled,
-    /// Stopped by the online confidence filter: excluded from the vote.
-    Pruned,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-            Self::Cancelled => "cancelled",
-            Self::Pruned => "pruned",
-        }
     }
 }
 

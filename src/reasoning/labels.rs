@@ -152,6 +152,27 @@ impl Labels {
     }
 }
 
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+    Cancelled,
+    /// Stopped by the online confidence filter: excluded from the vote.
+    Pruned,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::Cancelled => "cancelled",
+            Self::Pruned => "pruned",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

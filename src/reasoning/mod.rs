@@ -8,6 +8,7 @@ pub mod extract;
 pub mod forcing;
 pub mod grade;
 pub mod labels;
+pub mod logprobs;
 pub mod params;
 pub mod plan;
 pub mod sampling;

@@ -1,4 +1,5 @@
-//! The service layer between HTTP and the backends. `validate` is the only gate (a raw body becomes
+//! The service layer between HTTP and the backends. `infer` is the one entry handlers call;
+//! `validate` is the only gate (a raw body becomes
 //! a validated job or an `Invalid`, the one enum of its refusals); `pipeline` submits jobs and
 //! reads their events for every endpoint; `vote` turns a sample group into one answer; `grading`
 //! keeps what requests answered and the accuracy-vs-compute table `reasoning_effort: "auto"` reads;
@@ -6,6 +7,7 @@
 
 pub mod auto_table;
 pub mod grading;
+pub mod infer;
 pub mod invalid;
 pub mod pipeline;
 pub mod request;
@@ -77,4 +79,38 @@ impl Service {
     pub fn backend(&self) -> Result<Arc<dyn Backend>, Failure> {
         self.backend.get().cloned().ok_or_else(|| Failure::Unavailable("The model is still loading".into()))
     }
+
+    /// What /health reports: loading, failed (the engine's reason), or the backend's state.
+    pub fn readiness(&self) -> Readiness {
+        if let Some(reason) = self.engine_failure.get() {
+            return Readiness::Failed(reason.clone());
+        }
+        match self.backend.get().map(|b| b.health()) {
+            None => Readiness::Loading,
+            Some(Err(reason)) => Readiness::Failed(reason),
+            Some(Ok(h)) => Readiness::Ready(h),
+        }
+    }
+
+    /// The model's metadata for /v1/models, once loaded.
+    pub fn model_meta(&self) -> Option<serde_json::Value> {
+        self.backend.get().map(|b| b.meta())
+    }
+
+    /// Tokens of context each slot holds, once loaded.
+    pub fn slot_ctx(&self) -> Option<u32> {
+        self.backend.get().map(|b| b.slot_ctx())
+    }
+
+    /// Test hook: the engine thread panics at its next step.
+    pub fn fail_engine_for_test(&self) -> Result<(), Failure> {
+        self.backend().map(|b| b.fail_for_test())
+    }
+}
+
+/// Whether the server can answer, for /health.
+pub enum Readiness {
+    Loading,
+    Failed(String),
+    Ready(crate::backend::Health),
 }

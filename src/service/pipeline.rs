@@ -9,9 +9,11 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::backend::{Backend, CancelHandle, Event, FinishReason, JobError, JobSpec, LogprobEntry, SeqStats, SubmitError};
+use crate::backend::{Backend, CancelHandle, Event, JobError, JobSpec, SeqStats, SubmitError};
 use crate::metrics::metrics;
-use crate::reasoning::labels::Effort;
+use crate::reasoning::extract::final_answer;
+use crate::reasoning::labels::{Effort, FinishReason};
+use crate::reasoning::logprobs::LogprobEntry;
 
 use super::trace::Trace;
 
@@ -168,6 +170,38 @@ impl Collector {
     }
 }
 
+/// What a response shows of its jobs' events, as the handlers read them (the rest — prefill,
+/// admission, calibration, errors — only goes into the collectors).
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// New text of choice `index`: thinking, then answer, with the tokens' log-probabilities.
+    Text { index: usize, thinking: String, answer: String, logprobs: Vec<LogprobEntry> },
+    /// Choice `index` ended; `answer` is its final answer as a vote reads it.
+    Finished { index: usize, reason: FinishReason, completion_tokens: u32, thinking_tokens: u32, answer: Option<String> },
+    /// A self-consistency choice stopped early.
+    Stopped { choice: usize },
+    /// P(True) of one proposed answer of a choice.
+    Judged { choice: usize, answer: String, score: f64 },
+}
+
+impl Update {
+    fn of(event: Event) -> Option<Self> {
+        Some(match event {
+            Event::Delta { index, thinking, answer, logprobs } => Self::Text { index, thinking, answer, logprobs },
+            Event::Finished { index, reason, stats } => Self::Finished {
+                index,
+                reason,
+                completion_tokens: stats.completion_tokens,
+                thinking_tokens: stats.thinking_tokens,
+                answer: final_answer(&stats.answer, &stats.thinking),
+            },
+            Event::Stopped { choice } => Self::Stopped { choice },
+            Event::Judged { choice, answer, score } => Self::Judged { choice, answer, score },
+            Event::Admitted | Event::Prefilled { .. } | Event::Calibrated { .. } | Event::Error(_) => return None,
+        })
+    }
+}
+
 /// One response's events read into its collectors: until every choice finished, or, with
 /// `drain`, until the backend closes the channel (a vote's judgements follow its finishes).
 pub struct Reader {
@@ -181,14 +215,18 @@ impl Reader {
         Self { cols, events, drain }
     }
 
-    /// The next event, already absorbed into its job's collector.
-    pub async fn next(&mut self) -> Option<(usize, Event)> {
-        if !self.drain && self.cols.iter().all(Collector::done) {
-            return None;
+    /// The next update and its job, its event already absorbed into the job's collector.
+    pub async fn next(&mut self) -> Option<(usize, Update)> {
+        loop {
+            if !self.drain && self.cols.iter().all(Collector::done) {
+                return None;
+            }
+            let (i, event) = self.events.next().await?;
+            self.cols[i].absorb(&event);
+            if let Some(u) = Update::of(event) {
+                return Some((i, u));
+            }
         }
-        let (i, event) = self.events.next().await?;
-        self.cols[i].absorb(&event);
-        Some((i, event))
     }
 
     /// The first failure once reading stopped, or a channel closed before every choice finished.
@@ -204,12 +242,18 @@ impl Reader {
 
 /// A whole (non-streamed) answer: every event read, each job logged.
 pub async fn collect(cols: Vec<Collector>, events: Events, drain: bool) -> Result<Vec<Collector>, Failure> {
-    let mut r = Reader { cols, events, drain };
-    while r.next().await.is_some() {}
-    r.cols.iter().for_each(Collector::log);
-    match r.failure() {
-        Some(e) => Err(e),
-        None => Ok(r.cols),
+    Reader { cols, events, drain }.collect().await
+}
+
+impl Reader {
+    /// Every event read, each job logged.
+    pub async fn collect(mut self) -> Result<Vec<Collector>, Failure> {
+        while self.next().await.is_some() {}
+        self.cols.iter().for_each(Collector::log);
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(self.cols),
+        }
     }
 }
 

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::chat::{self, Answer};
+use super::answer::Answer;
+use super::chat;
 use super::error::ApiError;
 use super::sse::{self, Item};
 use super::stream::unix_now;

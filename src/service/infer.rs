@@ -1,0 +1,148 @@
+//! The one entry the HTTP handlers call, as TGI's `Infer`: a raw body goes through the gate and
+//! its jobs are submitted; the handler gets back a started request, read whole or one
+//! `pipeline::Update` at a time for a stream. Handlers see these types, never a backend or its
+//! events.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::grading::{AutoDecision, Grade};
+use super::invalid::Invalid;
+use super::pipeline::{events, submit, Collector, Failure, Reader};
+use super::request::Validated;
+use super::validate::{off_thread, prepare_completion, prepare_off_thread, PreparedCompletion};
+use super::vote::{Ballots, Outcome};
+use super::Service;
+use crate::reasoning::plan::ReasoningPlan;
+
+/// Why a request did not start: the gate refused it, or nothing could run it.
+#[derive(Debug)]
+pub enum NotStarted {
+    Invalid(Invalid),
+    Failure(Failure),
+}
+
+impl From<Invalid> for NotStarted {
+    fn from(e: Invalid) -> Self {
+        Self::Invalid(e)
+    }
+}
+
+impl From<Failure> for NotStarted {
+    fn from(e: Failure) -> Self {
+        Self::Failure(e)
+    }
+}
+
+/// A started chat request: what its answer is shown with, and its jobs' updates.
+pub struct ChatRun {
+    pub id: String,
+    pub v: Validated,
+    pub plan: ReasoningPlan,
+    /// The model's own thinking markers, when it has them.
+    pub native: Option<(String, String)>,
+    /// Names of the tools the model may call (its answer is parsed for calls).
+    pub tools: Option<Vec<String>>,
+    pub logprobs: bool,
+    pub auto: Option<AutoDecision>,
+    /// Grades the answer when the request carried a reference.
+    pub grade: Grade,
+    /// Self-consistency: how each choice is decided from its sample group (the handler takes it
+    /// to vote, whole or streamed).
+    pub ballot: Option<Ballots>,
+    pub reader: Reader,
+}
+
+/// A whole chat answer: the job's results, each choice voted when it sampled a group.
+pub struct ChatWhole {
+    pub col: Collector,
+    /// One per choice when the request sampled groups; empty otherwise (read `col.choices`).
+    pub outcomes: Vec<Outcome>,
+    pub graded: Option<bool>,
+}
+
+/// Validates a chat body and submits its job (a sample group per choice when it votes).
+pub async fn chat(state: &Service, body: Bytes) -> Result<ChatRun, NotStarted> {
+    let started = Instant::now();
+    let backend = state.backend()?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4());
+    let mut p = prepare_off_thread(state, &backend, &id, body).await?;
+    let group = p.plan.sampling.samples as usize;
+    let n = p.v.n;
+    let ballot = (group > 1).then(|| {
+        let check = p.check.take().map(|c| super::verify::build(state, &backend, c));
+        Ballots { n, group, plan: p.plan.sampling.clone(), score: state.cfg.reasoning.confidence_score, effort: p.plan.effort, check }
+    });
+    let mut col = Collector::new("chat", id.clone(), n * group, started);
+    col.effort = p.plan.thinking.then_some(p.plan.effort);
+    let (rx, _cancel) = submit(&*backend, p.spec)?;
+    let grade = Grade { service: state.clone(), id: id.clone(), plan: p.plan.clone(), expected: p.expected };
+    let drain = ballot.is_some();
+    Ok(ChatRun {
+        id,
+        v: p.v,
+        plan: p.plan,
+        native: p.native,
+        tools: p.tools.map(|t| t.tools.into_iter().map(|x| x.name).collect()),
+        logprobs: p.logprobs,
+        auto: p.auto,
+        grade,
+        ballot,
+        reader: Reader::new(vec![col], events(vec![rx]), drain),
+    })
+}
+
+impl ChatRun {
+    /// Reads every update, votes each sample group by `ballot`, and grades the answer.
+    pub async fn whole(self, ballot: Option<&Ballots>) -> Result<ChatWhole, Failure> {
+        let col = self.reader.collect().await?.remove(0);
+        let Some(ballot) = ballot else {
+            let graded = self.grade.record(&col);
+            return Ok(ChatWhole { col, outcomes: Vec::new(), graded });
+        };
+        let outcomes = ballot.decide(&col).await;
+        let graded = self.grade.record_vote(&col.choices[..ballot.group], &outcomes[0].answer, &outcomes[0].thinking);
+        Ok(ChatWhole { col, outcomes, graded })
+    }
+}
+
+/// A started text completion: one job per prompt.
+pub struct TextRun {
+    pub id: String,
+    pub prepared: PreparedCompletion,
+    pub reader: Reader,
+}
+
+/// Validates a text-completion body and submits one job per prompt.
+pub async fn completions(state: &Service, body: Bytes) -> Result<TextRun, NotStarted> {
+    let started = Instant::now();
+    let backend = state.backend()?;
+    let id = format!("cmpl-{}", uuid::Uuid::new_v4());
+    let (st, b, jid) = (state.clone(), backend.clone(), id.clone());
+    let mut prepared = off_thread(move || prepare_completion(&st, &*b, &jid, body)).await?;
+    let mut receivers = Vec::new();
+    let mut cols = Vec::new();
+    for spec in std::mem::take(&mut prepared.specs) {
+        cols.push(Collector::new("completions", spec.id.clone(), prepared.v.n, started));
+        let (rx, _cancel) = submit(&*backend, spec)?;
+        receivers.push(rx);
+    }
+    Ok(TextRun { id, prepared, reader: Reader::new(cols, events(receivers), false) })
+}
+
+/// The prompt text a chat body is decoded from (template, tools and scaffold included).
+pub async fn template(state: &Service, body: Bytes) -> Result<String, NotStarted> {
+    let backend = state.backend()?;
+    Ok(prepare_off_thread(state, &backend, "template", body).await?.prompt_text)
+}
+
+/// A text's token ids, as the model's vocabulary reads it.
+pub async fn tokenize(state: &Service, text: String, add_special: bool) -> Result<Vec<i32>, NotStarted> {
+    let backend = state.backend()?;
+    let tokens = tokio::task::spawn_blocking(move || backend.vocabulary().tokenize(&text, add_special))
+        .await
+        .map_err(|_| Invalid::Internal)?
+        .map_err(|e| Invalid::text(e, "content"))?;
+    Ok(tokens.into_iter().map(|t| t.0).collect())
+}
