@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 
 use thinkscale::reasoning::code::Suite;
-use thinkscale::sandbox::{harness, Language, Limits, Program, Run, Sandbox, Status};
+use thinkscale::sandbox::{harness, Language, Limits, Program, Run, RunStatus, Sandbox};
 
 fn sandbox(limits: Limits) -> (tokio::runtime::Runtime, Sandbox) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -31,9 +31,9 @@ fn still_works(rt: &tokio::runtime::Runtime, sb: &Sandbox) {
 fn time_limits_kill_loops_and_sleepers() {
     let (rt, sb) = sandbox(fast());
     let r = run(&rt, &sb, "while True:\n    pass\n");
-    assert!(matches!(r.status, Status::Signalled(_) | Status::TimedOut), "{r:?}");
+    assert!(matches!(r.status, RunStatus::Signalled(_) | RunStatus::TimedOut), "{r:?}");
     let r = run(&rt, &sb, "import time\ntime.sleep(10**6)\n");
-    assert_eq!(r.status, Status::TimedOut);
+    assert_eq!(r.status, RunStatus::TimedOut);
     assert!(r.seconds < 10.0, "{}", r.seconds);
     still_works(&rt, &sb);
 }
@@ -62,7 +62,7 @@ fn memory_and_output_are_capped() {
     let r = run(&rt, &sb, "blob = []\nwhile True:\n    blob.append(' ' * 10**7)\n");
     assert!(!r.ok(), "{r:?}");
     let r = run(&rt, &sb, "import sys\nchunk = 'x' * 2**20\nfor _ in range(1024):\n    sys.stdout.write(chunk)\n");
-    assert_eq!(r.status, Status::OutputLimit);
+    assert_eq!(r.status, RunStatus::OutputLimit);
     assert!(r.stdout.len() <= sb.limits.output_bytes);
     let r = run(&rt, &sb, "with open('big', 'w') as f:\n    f.write('x' * 100 * 2**20)\n");
     assert!(!r.ok(), "a 100 MB file passed the file-size limit: {r:?}");
@@ -139,7 +139,7 @@ fn killing_the_parent_kills_nothing_outside() {
     let (rt, sb) = sandbox(fast());
     let r = run(&rt, &sb, "import os, signal\nfor pid in (os.getppid(), 1, -1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError as e:\n        print(pid, type(e).__name__)\nprint('still here')\n");
     // Whatever it managed inside its namespace, this process and the sandbox carry on.
-    assert!(!matches!(r.status, Status::TimedOut), "{r:?}");
+    assert!(!matches!(r.status, RunStatus::TimedOut), "{r:?}");
     still_works(&rt, &sb);
 }
 

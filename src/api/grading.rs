@@ -11,12 +11,12 @@ use super::error::ApiError;
 use super::openai::List;
 use crate::reasoning::grade::{summarise, Cell, Observation};
 use crate::reasoning::labels::Labels;
-use crate::service::grading::{self, FeedbackError, Verdict};
+use crate::service::grading::{self, Feedback, FeedbackError};
 use crate::service::request::{parse_object, typed};
 use crate::service::Service;
 
 #[derive(Deserialize)]
-struct Feedback {
+struct FeedbackBody {
     id: String,
     correct: Option<bool>,
     expected_answer: Option<String>,
@@ -24,10 +24,10 @@ struct Feedback {
 
 pub async fn feedback(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let obj = parse_object(&body?)?;
-    let f: Feedback = typed(&obj)?;
+    let f: FeedbackBody = typed(&obj)?;
     let verdict = match (f.correct, f.expected_answer) {
-        (Some(c), None) => Verdict::Correct(c),
-        (None, Some(e)) => Verdict::Expected(e),
+        (Some(c), None) => Feedback::Correct(c),
+        (None, Some(e)) => Feedback::Expected(e),
         _ => return Err(ApiError::bad_request("give exactly one of 'correct' and 'expected_answer'", Some("correct"))),
     };
     match grading::feedback(&state, &f.id, verdict) {

@@ -297,19 +297,19 @@ impl<C> Completion<C> {
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestExt {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub graded: Option<Graded>,
+    pub graded: Option<GradedOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto: Option<AutoDecision>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Graded {
+pub struct GradedOut {
     pub correct: bool,
 }
 
 impl RequestExt {
     pub fn some(graded: Option<bool>, auto: Option<AutoDecision>) -> Option<Self> {
-        (graded.is_some() || auto.is_some()).then(|| Self { graded: graded.map(|correct| Graded { correct }), auto })
+        (graded.is_some() || auto.is_some()).then(|| Self { graded: graded.map(|correct| GradedOut { correct }), auto })
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{FinishReason, ForcingRequest, SeqStats, Token};
 use crate::reasoning::confidence::{token_confidence, ChainConfidence};
-use crate::reasoning::forcing::{Finish, Forcer, ForcingSpec, Injection, Phase};
+use crate::reasoning::forcing::{Ended, Forcer, ForcingSpec, Injection, Phase};
 use crate::reasoning::plan::effective_max_thinking;
 
 /// Holds bytes of a multi-byte character split across tokens until it is complete.
@@ -239,8 +239,8 @@ impl Controller {
         let (mut answer, stopped) = self.stop.push(&f.answer);
         let mut finish = match f.finish {
             _ if stopped => Some(FinishReason::Stop),
-            Some(Finish::Stop) => Some(FinishReason::Stop),
-            Some(Finish::Length) => Some(FinishReason::Length),
+            Some(Ended::Stop) => Some(FinishReason::Stop),
+            Some(Ended::Length) => Some(FinishReason::Length),
             None => None,
         };
         if finish.is_some() && !stopped {

@@ -73,7 +73,7 @@ struct Problem {
 
 /// One chain of one problem, graded (a line of chains.jsonl).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Chain {
+pub struct CodeChain {
     pub task_id: String,
     pub sample: usize,
     /// Passed the hidden tests.
@@ -171,7 +171,7 @@ async fn run(a: &CodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem) -> anyhow::Result<Vec<Chain>> {
+async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem) -> anyhow::Result<Vec<CodeChain>> {
     let content = format!("{INSTRUCTION}\n\n```python\n{}\n```", p.prompt.trim_end());
     let mut body = json!({
         "messages": [{"role": "user", "content": content}],
@@ -207,7 +207,7 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
         let program = code::program(s["content"].as_str().unwrap_or(""));
         let (correct, error) = grade(a, sb, p, program.as_deref()).await?;
         let index = s["index"].as_u64().unwrap_or(0) as usize;
-        out.push(Chain {
+        out.push(CodeChain {
             task_id: p.task_id.clone(),
             sample: index,
             correct,
@@ -265,14 +265,14 @@ async fn regrade(a: &CodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn read_chains(path: &Path) -> anyhow::Result<Vec<Chain>> {
+pub fn read_chains(path: &Path) -> anyhow::Result<Vec<CodeChain>> {
     let text = std::fs::read_to_string(path)?;
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| Ok(serde_json::from_str(l)?)).collect()
 }
 
 /// Problems in file order, each with its chains by sample index.
-fn by_problem(chains: Vec<Chain>) -> Vec<Vec<Chain>> {
-    let mut out: Vec<Vec<Chain>> = Vec::new();
+fn by_problem(chains: Vec<CodeChain>) -> Vec<Vec<CodeChain>> {
+    let mut out: Vec<Vec<CodeChain>> = Vec::new();
     for c in chains {
         match out.iter_mut().find(|g| g[0].task_id == c.task_id) {
             Some(g) => g.push(c),
@@ -286,7 +286,7 @@ fn by_problem(chains: Vec<Chain>) -> Vec<Vec<Chain>> {
 }
 
 /// Which chain of the first `k` a rule picks.
-fn pick(rule: &str, chains: &[Chain], k: usize) -> Option<usize> {
+fn pick(rule: &str, chains: &[CodeChain], k: usize) -> Option<usize> {
     let first = &chains[..k.min(chains.len())];
     let runs: Vec<Executed> = first
         .iter()
@@ -315,7 +315,7 @@ struct Cell {
 fn report(a: &CodeArgs) -> anyhow::Result<String> {
     let problems = by_problem(read_chains(&a.out.join("chains.jsonl"))?);
     let n = problems.len() as u64;
-    let baseline: Option<Vec<Chain>> = match &a.baseline {
+    let baseline: Option<Vec<CodeChain>> = match &a.baseline {
         Some(dir) => Some(by_problem(read_chains(&dir.join("chains.jsonl"))?).into_iter().map(|mut g| g.remove(0)).collect()),
         None => None,
     };
@@ -323,7 +323,7 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
     let max_k = problems.iter().map(Vec::len).min().unwrap_or(0);
     let mut cells = Vec::new();
     if baseline.is_some() {
-        let on_these: Vec<&Chain> = problems.iter().filter_map(|g| base_of(&g[0].task_id)).collect();
+        let on_these: Vec<&CodeChain> = problems.iter().filter_map(|g| base_of(&g[0].task_id)).collect();
         let tokens = on_these.iter().map(|c| c.completion_tokens as f64).sum::<f64>() / n.max(1) as f64;
         cells.push(Cell {
             label: "greedy (baseline run)".into(),

@@ -55,7 +55,7 @@ pub enum Injection {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finish {
+pub enum Ended {
     /// The model ended its answer (end-of-generation).
     Stop,
     /// The answer hit its cap.
@@ -64,7 +64,7 @@ pub enum Finish {
 
 /// The controller's decision for one sampled token.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Step {
+pub struct Action {
     /// Text to show as thinking and as answer (either may be empty).
     pub thinking: String,
     pub answer: String,
@@ -74,7 +74,7 @@ pub struct Step {
     /// marker that the model wrote before the minimum.
     pub rollback: usize,
     pub inject: Option<Injection>,
-    pub finish: Option<Finish>,
+    pub finish: Option<Ended>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,33 +120,33 @@ impl Forcer {
     }
 
     /// Feed one sampled token: its decoded text (complete UTF-8) and whether it ends generation.
-    pub fn on_token(&mut self, piece: &str, eog: bool) -> Step {
+    pub fn on_token(&mut self, piece: &str, eog: bool) -> Action {
         match self.phase {
-            Phase::Done => Step { finish: Some(Finish::Stop), ..Default::default() },
+            Phase::Done => Action { finish: Some(Ended::Stop), ..Default::default() },
             Phase::Answer => self.answer_token(piece, eog),
             Phase::Thinking => self.thinking_token(piece, eog),
         }
     }
 
-    fn answer_token(&mut self, piece: &str, eog: bool) -> Step {
+    fn answer_token(&mut self, piece: &str, eog: bool) -> Action {
         if eog {
             self.phase = Phase::Done;
-            return Step { finish: Some(Finish::Stop), ..Default::default() };
+            return Action { finish: Some(Ended::Stop), ..Default::default() };
         }
         self.answer_tokens += 1;
-        let mut step = Step { answer: piece.to_string(), feed_sampled: true, ..Default::default() };
+        let mut step = Action { answer: piece.to_string(), feed_sampled: true, ..Default::default() };
         if self.answer_tokens >= self.spec.answer_cap {
             self.phase = Phase::Done;
-            step.finish = Some(Finish::Length);
+            step.finish = Some(Ended::Length);
         }
         step
     }
 
-    fn thinking_token(&mut self, piece: &str, eog: bool) -> Step {
+    fn thinking_token(&mut self, piece: &str, eog: bool) -> Action {
         if eog {
             let thinking = std::mem::take(&mut self.held);
             self.held_pieces.clear();
-            return self.early_close(Step { thinking, ..Default::default() }, 0);
+            return self.early_close(Action { thinking, ..Default::default() }, 0);
         }
         self.thinking_tokens += 1;
         self.held.push_str(piece);
@@ -171,14 +171,14 @@ impl Forcer {
                 self.thinking_tokens -= tokens as u32;
                 self.held.clear();
                 self.held_pieces.clear();
-                return self.early_close(Step { thinking, ..Default::default() }, tokens - 1);
+                return self.early_close(Action { thinking, ..Default::default() }, tokens - 1);
             }
             // A natural close: text before the marker is thinking, text after it starts the answer.
             let thinking = self.held[..at].to_string();
             self.held.clear();
             self.held_pieces.clear();
             self.phase = Phase::Answer;
-            let mut step = Step { thinking, feed_sampled: true, ..Default::default() };
+            let mut step = Action { thinking, feed_sampled: true, ..Default::default() };
             let answer = after.trim_start().to_string();
             if !answer.is_empty() {
                 self.answer_tokens += 1;
@@ -204,7 +204,7 @@ impl Forcer {
         kept.reverse();
         self.held_pieces = kept;
 
-        let mut step = Step { thinking, feed_sampled: true, ..Default::default() };
+        let mut step = Action { thinking, feed_sampled: true, ..Default::default() };
         if self.thinking_tokens >= self.spec.max_thinking {
             // Held text was a marker prefix that never completed: it is thinking after all.
             step.thinking.push_str(&std::mem::take(&mut self.held));
@@ -221,7 +221,7 @@ impl Forcer {
     }
 
     /// The model ended its thinking (by end-of-generation or by writing the marker too soon).
-    fn early_close(&mut self, mut step: Step, rollback: usize) -> Step {
+    fn early_close(&mut self, mut step: Action, rollback: usize) -> Action {
         step.feed_sampled = false;
         step.rollback = rollback;
         if self.thinking_tokens < self.spec.min_thinking && self.can_extend() {
@@ -261,7 +261,7 @@ mod tests {
         }
     }
 
-    fn feed(f: &mut Forcer, pieces: &[&str]) -> Vec<Step> {
+    fn feed(f: &mut Forcer, pieces: &[&str]) -> Vec<Action> {
         pieces.iter().map(|p| f.on_token(p, false)).collect()
     }
 
@@ -350,9 +350,9 @@ mod tests {
         let mut f = Forcer::new(ForcingSpec::answer_only(2));
         assert_eq!(f.phase(), Phase::Answer);
         assert_eq!(f.on_token("a", false).finish, None);
-        assert_eq!(f.on_token("b", false).finish, Some(Finish::Length));
+        assert_eq!(f.on_token("b", false).finish, Some(Ended::Length));
         let mut g = Forcer::new(ForcingSpec::answer_only(9));
-        assert_eq!(g.on_token("", true).finish, Some(Finish::Stop));
+        assert_eq!(g.on_token("", true).finish, Some(Ended::Stop));
     }
 
     #[test]

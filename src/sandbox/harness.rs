@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{Program, Sandbox, SandboxError, Status};
+use super::{Program, RunStatus, Sandbox, SandboxError};
 use crate::reasoning::code::Suite;
 
 const DRIVER: &str = include_str!("harness.py");
@@ -70,12 +70,12 @@ pub async fn run_with(sb: &Sandbox, program: &str, suite: &Suite, probes: usize,
         }
     }
     r.outcomes.resize(r.cases, false);
-    if r.error.is_none() && run.status != Status::Exited(0) {
+    if r.error.is_none() && run.status != RunStatus::Exited(0) {
         r.error = Some(match run.status {
-            Status::TimedOut => "timed out".into(),
-            Status::OutputLimit => "wrote past the output limit".into(),
-            Status::Signalled(s) => format!("killed by signal {s}"),
-            Status::Exited(c) => format!("exited {c}: {}", run.stderr.lines().last().unwrap_or("")),
+            RunStatus::TimedOut => "timed out".into(),
+            RunStatus::OutputLimit => "wrote past the output limit".into(),
+            RunStatus::Signalled(s) => format!("killed by signal {s}"),
+            RunStatus::Exited(c) => format!("exited {c}: {}", run.stderr.lines().last().unwrap_or("")),
         });
     }
     Ok(r)

@@ -81,7 +81,7 @@ pub enum SandboxError {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum RunStatus {
     /// Exited with this code.
     Exited(i32),
     /// Killed by this signal (the CPU limit is SIGKILL/SIGXCPU, the memory limit often SIGKILL).
@@ -95,7 +95,7 @@ pub enum Status {
 /// A finished run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
-    pub status: Status,
+    pub status: RunStatus,
     pub stdout: String,
     pub stderr: String,
     pub seconds: f64,
@@ -103,7 +103,7 @@ pub struct Run {
 
 impl Run {
     pub fn ok(&self) -> bool {
-        self.status == Status::Exited(0)
+        self.status == RunStatus::Exited(0)
     }
 }
 
@@ -246,7 +246,7 @@ impl Sandbox {
             Ok(((), (o, over_o), (e, over_e))) if over_o || over_e => {
                 kill();
                 let _ = child.wait().await;
-                (Status::OutputLimit, o, e)
+                (RunStatus::OutputLimit, o, e)
             }
             Ok(((), (o, _), (e, _))) => {
                 // Output closed: the program ended, or gave its pipes to a child still running.
@@ -255,7 +255,7 @@ impl Sandbox {
                     _ => {
                         kill();
                         let _ = child.wait().await;
-                        Status::TimedOut
+                        RunStatus::TimedOut
                     }
                 };
                 (status, o, e)
@@ -263,7 +263,7 @@ impl Sandbox {
             Err(_) => {
                 kill();
                 let _ = child.wait().await;
-                (Status::TimedOut, Vec::new(), Vec::new())
+                (RunStatus::TimedOut, Vec::new(), Vec::new())
             }
         };
         Ok(Run {
@@ -275,14 +275,14 @@ impl Sandbox {
     }
 }
 
-fn exit_status(s: std::process::ExitStatus) -> Status {
+fn exit_status(s: std::process::ExitStatus) -> RunStatus {
     use std::os::unix::process::ExitStatusExt;
     match (s.code(), s.signal()) {
         // bwrap's init reports a program killed by a signal as the shell does: 128 + signal.
-        (Some(c), _) if (129..160).contains(&c) => Status::Signalled(c - 128),
-        (Some(c), _) => Status::Exited(c),
-        (None, Some(sig)) => Status::Signalled(sig),
-        _ => Status::Exited(-1),
+        (Some(c), _) if (129..160).contains(&c) => RunStatus::Signalled(c - 128),
+        (Some(c), _) => RunStatus::Exited(c),
+        (None, Some(sig)) => RunStatus::Signalled(sig),
+        _ => RunStatus::Exited(-1),
     }
 }
 

@@ -231,7 +231,7 @@ impl Grade {
 
 /// A client's word on a recent request (POST /v1/feedback): its verdict, or the reference answer
 /// to grade it against.
-pub enum Verdict {
+pub enum Feedback {
     Correct(bool),
     Expected(String),
 }
@@ -255,15 +255,15 @@ pub struct Graded {
 }
 
 /// Grade a recent request once: the outcome joins the accuracy-vs-compute table.
-pub fn feedback(state: &Service, id: &str, verdict: Verdict) -> Result<Graded, FeedbackError> {
+pub fn feedback(state: &Service, id: &str, verdict: Feedback) -> Result<Graded, FeedbackError> {
     let mut h = state.history();
     let Some(s) = h.by_id.get(id).cloned() else { return Err(FeedbackError::Unknown { id: id.to_string(), kept: h.cap }) };
     if s.graded.is_some() {
         return Err(FeedbackError::AlreadyGraded(id.to_string()));
     }
     let (extracted_answer, correct) = match verdict {
-        Verdict::Correct(c) => (None, c),
-        Verdict::Expected(exp) => grade(&s.answer, &s.thinking, &exp),
+        Feedback::Correct(c) => (None, c),
+        Feedback::Expected(exp) => grade(&s.answer, &s.thinking, &exp),
     };
     h.observe(&s.labels, Observation { correct, thinking_seconds: s.thinking_seconds, thinking_tokens: s.thinking_tokens });
     if let Some(entry) = h.by_id.get_mut(id) {

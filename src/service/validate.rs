@@ -233,7 +233,7 @@ pub struct Prepared {
 }
 
 /// A chat body's own fields, validated without the model (the fuzz target runs this).
-pub struct Conversation {
+pub struct ChatBody {
     pub messages: Vec<Message>,
     pub tools: Option<ToolUse>,
     pub parallel_tool_calls: bool,
@@ -241,7 +241,7 @@ pub struct Conversation {
     pub logprobs: Option<u32>,
 }
 
-pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, Invalid> {
+pub fn conversation(obj: &Map<String, Value>) -> Result<ChatBody, Invalid> {
     let fields: ChatFields = typed(obj)?;
     let top = match fields.top_logprobs {
         Some(k) if !(0..=20).contains(&k) => return Err(Invalid::field("'top_logprobs' must be between 0 and 20", Some("top_logprobs"))),
@@ -250,7 +250,7 @@ pub fn conversation(obj: &Map<String, Value>) -> Result<Conversation, Invalid> {
         }
         k => k.unwrap_or(0) as u32,
     };
-    Ok(Conversation {
+    Ok(ChatBody {
         tools: tool_use(&fields, obj)?,
         messages: messages(&fields)?,
         parallel_tool_calls: fields.parallel_tool_calls != Some(false),
@@ -265,7 +265,7 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
     let obj = parse_object(&body)?;
     let expected = super::grading::expected_answer(&obj)?;
     let common: Common = typed(&obj)?;
-    let Conversation { messages: mut msgs, tools, parallel_tool_calls, logprobs } = conversation(&obj)?;
+    let ChatBody { messages: mut msgs, tools, parallel_tool_calls, logprobs } = conversation(&obj)?;
     let want_logprobs = logprobs.is_some();
     let cfg = &state.cfg;
     let mut v = common.validate(cfg, logprobs, vocab.n_vocab(), vocab.eog(), backend.slot_ctx())?;

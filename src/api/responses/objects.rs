@@ -166,7 +166,7 @@ impl OutputText {
 /// One event of a streamed response (`type` names it; `sequence_number` is added by `Numbered`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type")]
-pub enum Event {
+pub enum StreamEvent {
     #[serde(rename = "response.created")]
     Created { response: ResponseObject },
     #[serde(rename = "response.in_progress")]
@@ -202,6 +202,6 @@ pub enum Event {
 #[derive(Debug, Clone, Serialize)]
 pub struct Numbered {
     #[serde(flatten)]
-    pub event: Event,
+    pub event: StreamEvent,
     pub sequence_number: u64,
 }

@@ -4,7 +4,8 @@
 use serde_json::{Map, Value};
 
 use super::objects::{
-    Echo, Event, IncompleteDetails, Numbered, OutputItem, OutputText, ReasoningText, ResponseError, ResponseObject, ResponseUsage, Status,
+    Echo, IncompleteDetails, Numbered, OutputItem, OutputText, ReasoningText, ResponseError, ResponseObject, ResponseUsage, Status,
+    StreamEvent,
 };
 use crate::api::error::ApiError;
 use crate::api::openai::{ChatChoice, ChoiceExt, ChunkChoice, Completion, Finish, ToolCallOut, Usage};
@@ -132,7 +133,7 @@ impl Streamer {
         }
     }
 
-    fn number(&mut self, events: Vec<Event>) -> Vec<Numbered> {
+    fn number(&mut self, events: Vec<StreamEvent>) -> Vec<Numbered> {
         events
             .into_iter()
             .map(|event| {
@@ -144,7 +145,7 @@ impl Streamer {
 
     pub fn start(&mut self) -> Vec<Numbered> {
         let pending = self.b.object(Status::InProgress, Vec::new());
-        self.number(vec![Event::Created { response: pending.clone() }, Event::InProgress { response: pending }])
+        self.number(vec![StreamEvent::Created { response: pending.clone() }, StreamEvent::InProgress { response: pending }])
     }
 
     /// Events for one frame of the chat stream.
@@ -157,7 +158,7 @@ impl Streamer {
         self.number(events)
     }
 
-    fn chunk(&mut self, c: Completion<ChunkChoice>) -> Vec<Event> {
+    fn chunk(&mut self, c: Completion<ChunkChoice>) -> Vec<StreamEvent> {
         let mut out = Vec::new();
         if c.usage.is_some() {
             self.usage = c.usage;
@@ -167,10 +168,10 @@ impl Streamer {
         if let Some(t) = delta.reasoning_content.filter(|t| !t.is_empty()) {
             if !self.reasoning_open {
                 self.reasoning_open = true;
-                out.push(Event::ItemAdded { output_index: 0, item: self.b.reasoning(None) });
+                out.push(StreamEvent::ItemAdded { output_index: 0, item: self.b.reasoning(None) });
             }
             self.chain.push_str(&t);
-            out.push(Event::ReasoningDelta { item_id: self.b.reasoning_id(), output_index: 0, content_index: 0, delta: t });
+            out.push(StreamEvent::ReasoningDelta { item_id: self.b.reasoning_id(), output_index: 0, content_index: 0, delta: t });
         }
         if let Some(t) = delta.content.filter(|t| !t.is_empty()) {
             let index = match self.message_index {
@@ -178,7 +179,7 @@ impl Streamer {
                 None => self.open_message(&mut out),
             };
             self.answer.push_str(&t);
-            out.push(Event::TextDelta {
+            out.push(StreamEvent::TextDelta {
                 item_id: self.b.message_id(),
                 output_index: index,
                 content_index: 0,
@@ -197,29 +198,29 @@ impl Streamer {
     }
 
     /// Closes the reasoning item (when there is one) and opens the message after it.
-    fn open_message(&mut self, out: &mut Vec<Event>) -> usize {
+    fn open_message(&mut self, out: &mut Vec<StreamEvent>) -> usize {
         if self.reasoning_open {
             out.extend(self.close_reasoning());
         }
         let index = usize::from(self.reasoning_open);
         self.message_index = Some(index);
-        out.push(Event::ItemAdded { output_index: index, item: self.b.message(None, Status::InProgress) });
-        out.push(Event::PartAdded { item_id: self.b.message_id(), output_index: index, content_index: 0, part: OutputText::new("") });
+        out.push(StreamEvent::ItemAdded { output_index: index, item: self.b.message(None, Status::InProgress) });
+        out.push(StreamEvent::PartAdded { item_id: self.b.message_id(), output_index: index, content_index: 0, part: OutputText::new("") });
         index
     }
 
-    fn close_reasoning(&self) -> [Event; 2] {
+    fn close_reasoning(&self) -> [StreamEvent; 2] {
         [
-            Event::ReasoningDone { item_id: self.b.reasoning_id(), output_index: 0, content_index: 0, text: self.chain.clone() },
-            Event::ItemDone { output_index: 0, item: self.b.reasoning(Some(&self.chain)) },
+            StreamEvent::ReasoningDone { item_id: self.b.reasoning_id(), output_index: 0, content_index: 0, text: self.chain.clone() },
+            StreamEvent::ItemDone { output_index: 0, item: self.b.reasoning(Some(&self.chain)) },
         ]
     }
 
-    fn fail(&mut self, e: &ApiError) -> Vec<Event> {
+    fn fail(&mut self, e: &ApiError) -> Vec<StreamEvent> {
         self.failed = true;
         let mut r = self.b.object(Status::Failed, Vec::new());
         r.error = Some(ResponseError { code: "server_error", message: e.message.clone() });
-        vec![Event::Failed { response: r }]
+        vec![StreamEvent::Failed { response: r }]
     }
 
     /// The closing events once the chat stream ended (none after a failure).
@@ -243,30 +244,34 @@ impl Streamer {
         }
         if let Some(index) = self.message_index {
             let (id, text) = (self.b.message_id(), self.answer.clone());
-            out.push(Event::TextDone {
+            out.push(StreamEvent::TextDone {
                 item_id: id.clone(),
                 output_index: index,
                 content_index: 0,
                 text: text.clone(),
                 logprobs: Vec::new(),
             });
-            out.push(Event::PartDone { item_id: id, output_index: index, content_index: 0, part: OutputText::new(&text) });
-            out.push(Event::ItemDone { output_index: index, item: self.b.message(Some(&text), status) });
+            out.push(StreamEvent::PartDone { item_id: id, output_index: index, content_index: 0, part: OutputText::new(&text) });
+            out.push(StreamEvent::ItemDone { output_index: index, item: self.b.message(Some(&text), status) });
             output.push(self.b.message(Some(&text), status));
         }
         for call in &self.calls {
             let output_index = output.len();
             let (id, f) = (call_id(call), &call.function);
-            out.push(Event::ItemAdded { output_index, item: call_item(call, Status::InProgress, false) });
-            out.push(Event::ArgumentsDelta { item_id: id.clone(), output_index, delta: f.arguments.clone() });
-            out.push(Event::ArgumentsDone { item_id: id, output_index, name: f.name.clone(), arguments: f.arguments.clone() });
-            out.push(Event::ItemDone { output_index, item: call_item(call, Status::Completed, true) });
+            out.push(StreamEvent::ItemAdded { output_index, item: call_item(call, Status::InProgress, false) });
+            out.push(StreamEvent::ArgumentsDelta { item_id: id.clone(), output_index, delta: f.arguments.clone() });
+            out.push(StreamEvent::ArgumentsDone { item_id: id, output_index, name: f.name.clone(), arguments: f.arguments.clone() });
+            out.push(StreamEvent::ItemDone { output_index, item: call_item(call, Status::Completed, true) });
             output.push(call_item(call, Status::Completed, true));
         }
         let mut done = self.b.object(status, output);
         done.usage = self.usage.as_ref().map(ResponseUsage::from);
         done.thinkscale = self.thinkscale.take();
-        out.push(if status == Status::Completed { Event::Completed { response: done } } else { Event::Incomplete { response: done } });
+        out.push(if status == Status::Completed {
+            StreamEvent::Completed { response: done }
+        } else {
+            StreamEvent::Incomplete { response: done }
+        });
         self.number(out)
     }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// Why a call to a replica failed.
 #[derive(Debug, Clone)]
-pub enum Failure {
+pub enum CallError {
     /// The replica is unreachable, failed (5xx) or broke a stream: mark it down, go elsewhere.
     Replica(String),
     /// The replica is full (429): wait and ask again.
@@ -19,7 +19,7 @@ pub enum Failure {
     Refused(u16, String, Option<String>, Option<String>),
 }
 
-impl std::fmt::Display for Failure {
+impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Replica(m) => write!(f, "{m}"),
@@ -29,29 +29,29 @@ impl std::fmt::Display for Failure {
     }
 }
 
-impl From<Failure> for crate::backend::JobError {
-    fn from(f: Failure) -> Self {
+impl From<CallError> for crate::backend::JobError {
+    fn from(f: CallError) -> Self {
         match f {
-            Failure::Refused(.., ref param) => Self::Refused { param: param.clone(), message: f.to_string() },
+            CallError::Refused(.., ref param) => Self::Refused { param: param.clone(), message: f.to_string() },
             _ => Self::Failed(f.to_string()),
         }
     }
 }
 
 /// A request that got no answer, with the causes reqwest nests (refused, reset, timed out).
-fn unreachable(e: reqwest::Error) -> Failure {
+fn unreachable(e: reqwest::Error) -> CallError {
     let mut m = format!("unreachable: {e}");
     let mut cause = std::error::Error::source(&e);
     while let Some(c) = cause {
         m.push_str(&format!(": {c}"));
         cause = c.source();
     }
-    Failure::Replica(m)
+    CallError::Replica(m)
 }
 
 /// One sampled token as the engine reports it.
 #[derive(Debug, Clone, Default)]
-pub struct Token {
+pub struct Sampled {
     pub text: String,
     pub logprob: Option<f32>,
     /// Top alternatives (token text, log-prob), most likely first.
@@ -61,7 +61,7 @@ pub struct Token {
 /// What one stream chunk carries.
 #[derive(Debug, Default)]
 pub struct Chunk {
-    pub tokens: Vec<Token>,
+    pub tokens: Vec<Sampled>,
     pub finish_reason: Option<String>,
     /// From the usage chunk (`stream_options.include_usage`): prompt tokens the engine's cache held.
     pub cached_tokens: Option<u64>,
@@ -88,14 +88,14 @@ impl Client {
     }
 
     /// Send a request to replica `base`, counted in `thinkscale_backend_replica_requests_total`.
-    async fn send(&self, base: &str, r: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+    async fn send(&self, base: &str, r: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
         let result = self.exchange(r).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         crate::metrics::metrics().replica_requests.with_label_values(&[base, outcome]).inc();
         result
     }
 
-    async fn exchange(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+    async fn exchange(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
         let again = r.try_clone();
         let resp = match (r.send().await, again) {
             (Ok(resp), _) => resp,
@@ -113,27 +113,27 @@ impl Client {
         let error = serde_json::from_str::<Value>(&body).ok().map(|v| v["error"].clone()).unwrap_or(Value::Null);
         let message = error["message"].as_str().map(str::to_string).unwrap_or_else(|| body.chars().take(300).collect());
         Err(match status.as_u16() {
-            429 => Failure::Busy,
+            429 => CallError::Busy,
             c @ 400..=499 => {
                 let text = |k: &str| error[k].as_str().map(str::to_string);
-                Failure::Refused(c, message, text("code"), text("param"))
+                CallError::Refused(c, message, text("code"), text("param"))
             }
-            c => Failure::Replica(format!("answered {c}: {message}")),
+            c => CallError::Replica(format!("answered {c}: {message}")),
         })
     }
 
-    pub async fn get(&self, base: &str, path: &str, timeout: Duration) -> Result<Value, Failure> {
+    pub async fn get(&self, base: &str, path: &str, timeout: Duration) -> Result<Value, CallError> {
         let resp = self.send(base, self.request(reqwest::Method::GET, format!("{base}{path}")).timeout(timeout)).await?;
-        resp.json().await.map_err(|e| Failure::Replica(format!("unreadable answer to {path}: {e}")))
+        resp.json().await.map_err(|e| CallError::Replica(format!("unreadable answer to {path}: {e}")))
     }
 
-    pub async fn post(&self, base: &str, path: &str, body: &Value) -> Result<Value, Failure> {
+    pub async fn post(&self, base: &str, path: &str, body: &Value) -> Result<Value, CallError> {
         let resp = self.send(base, self.request(reqwest::Method::POST, format!("{base}{path}")).json(body)).await?;
-        resp.json().await.map_err(|e| Failure::Replica(format!("unreadable answer to {path}: {e}")))
+        resp.json().await.map_err(|e| CallError::Replica(format!("unreadable answer to {path}: {e}")))
     }
 
     /// POST /v1/completions with `stream: true`: the chunks as they come.
-    pub async fn stream(&self, base: &str, body: &Value) -> Result<impl Stream<Item = Result<Chunk, Failure>>, Failure> {
+    pub async fn stream(&self, base: &str, body: &Value) -> Result<impl Stream<Item = Result<Chunk, CallError>>, CallError> {
         let resp = self.send(base, self.request(reqwest::Method::POST, format!("{base}/v1/completions")).json(body)).await?;
         let mut bytes = resp.bytes_stream();
         Ok(async_stream::stream! {
@@ -142,13 +142,13 @@ impl Client {
             let mut finished = false;
             loop {
                 let Some(piece) = bytes.next().await else {
-                    yield Err(Failure::Replica("the stream ended early".into()));
+                    yield Err(CallError::Replica("the stream ended early".into()));
                     return;
                 };
                 let piece = match piece {
                     Ok(p) => p,
                     Err(e) => {
-                        yield Err(Failure::Replica(format!("the stream broke: {e}")));
+                        yield Err(CallError::Replica(format!("the stream broke: {e}")));
                         return;
                     }
                 };
@@ -159,13 +159,13 @@ impl Client {
                     let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
                     if data == "[DONE]" {
                         if !finished {
-                            yield Err(Failure::Replica("the stream ended without a finish reason".into()));
+                            yield Err(CallError::Replica("the stream ended without a finish reason".into()));
                         }
                         return;
                     }
                     match serde_json::from_str::<Value>(data) {
                         Ok(v) if v.get("error").is_some() => {
-                            yield Err(Failure::Replica(format!("the engine failed mid-stream: {}", v["error"]["message"])));
+                            yield Err(CallError::Replica(format!("the engine failed mid-stream: {}", v["error"]["message"])));
                             return;
                         }
                         Ok(v) => {
@@ -174,7 +174,7 @@ impl Client {
                             yield Ok(chunk);
                         }
                         Err(e) => {
-                            yield Err(Failure::Replica(format!("unreadable stream chunk: {e}")));
+                            yield Err(CallError::Replica(format!("unreadable stream chunk: {e}")));
                             return;
                         }
                     }
@@ -224,14 +224,14 @@ pub fn parse_chunk(v: &Value) -> Chunk {
             .map(|e| {
                 let mut top: Vec<(String, f32)> = e.top_logprobs.into_iter().map(|a| (a.token, a.logprob)).collect();
                 top.sort_by(|a, b| b.1.total_cmp(&a.1));
-                Token { text: e.token, logprob: Some(e.logprob), top }
+                Sampled { text: e.token, logprob: Some(e.logprob), top }
             })
             .collect()
     } else if lp.tokens.is_empty() {
         if text.is_empty() {
             Vec::new()
         } else {
-            vec![Token { text: text.to_string(), ..Default::default() }]
+            vec![Sampled { text: text.to_string(), ..Default::default() }]
         }
     } else {
         lp.tokens
@@ -248,7 +248,7 @@ pub fn parse_chunk(v: &Value) -> Chunk {
                     .filter_map(|(k, v)| v.as_f64().map(|x| (k, x as f32)))
                     .collect();
                 top.sort_by(|a, b| b.1.total_cmp(&a.1));
-                Token { text: t.clone(), logprob: lp.token_logprobs.get(i).copied().flatten(), top }
+                Sampled { text: t.clone(), logprob: lp.token_logprobs.get(i).copied().flatten(), top }
             })
             .collect()
     };

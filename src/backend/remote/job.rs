@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::client::Failure;
+use super::client::CallError;
 use super::replicas::{Lease, Replica};
 use super::{sequence, Shared};
 use crate::backend::controller::JobForcing;
@@ -245,10 +245,10 @@ async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, JobError> {
                 let top = super::client::parse_chunk(&v).tokens.into_iter().next().map(|t| t.top).unwrap_or_default();
                 return Ok(crate::reasoning::verify::p_true_from_top(&top, &JUDGE_YES, &JUDGE_NO));
             }
-            Err(Failure::Replica(m)) => job.relocate(&replica, &m).map_err(JobError::Failed)?,
-            Err(Failure::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(CallError::Replica(m)) => job.relocate(&replica, &m).map_err(JobError::Failed)?,
+            Err(CallError::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Failure::Busy.into())
+    Err(CallError::Busy.into())
 }

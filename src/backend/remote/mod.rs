@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use self::client::{Client, Failure};
+use self::client::{CallError, Client};
 use self::job::run_job;
 use self::replicas::{Replica, Replicas};
 use self::vocab::RemoteVocab;
@@ -63,7 +63,7 @@ impl Remote {
                 match ready(&client, &r).await {
                     Ok(models) => return Self::finish(cfg, client, replicas, r, models).await,
                     Err(e) => {
-                        not_found += usize::from(matches!(e, Failure::Refused(404, ..)));
+                        not_found += usize::from(matches!(e, CallError::Refused(404, ..)));
                         last = format!("{}: {e}", r.url);
                     }
                 }
@@ -154,7 +154,7 @@ impl Remote {
 }
 
 /// A replica is ready when its /health says so and it lists its models.
-async fn ready(client: &Client, r: &Replica) -> Result<Value, Failure> {
+async fn ready(client: &Client, r: &Replica) -> Result<Value, CallError> {
     client.get(&r.url, "/health", Duration::from_secs(5)).await?;
     client.get(&r.url, "/v1/models", Duration::from_secs(5)).await
 }
@@ -167,7 +167,7 @@ async fn probe(shared: std::sync::Weak<Shared>) {
         let Some(s) = shared.upgrade() else { return };
         for r in &s.replicas.all {
             match tokio::time::timeout(PROBE_WAIT, s.client.get(&r.url, "/health", PROBE_EVERY * 10)).await {
-                Ok(Ok(_) | Err(Failure::Busy)) => r.mark_up(),
+                Ok(Ok(_) | Err(CallError::Busy)) => r.mark_up(),
                 // An engine busy with our streams may be slow to answer (llama-server serves HTTP
                 // from a fixed pool of threads, each held by a stream): that is load, not failure.
                 // A dead one refuses, and a hung one is caught by its streams' silence timeout.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
-use super::client::Failure;
+use super::client::CallError;
 use super::job::JobCtx;
 use crate::backend::controller::Controller;
 use crate::backend::{FinishReason, JobError, LogprobEntry, SeqStats, TopLogprob};
@@ -75,11 +75,11 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
         let replica = job.replica();
         let mut chunks = match job.shared.client.stream(&replica.url, &body).await {
             Ok(s) => Box::pin(s),
-            Err(Failure::Replica(m)) => {
+            Err(CallError::Replica(m)) => {
                 job.relocate(&replica, &m).map_err(JobError::Failed)?;
                 continue;
             }
-            Err(Failure::Busy) if busy < BUSY_RETRIES => {
+            Err(CallError::Busy) if busy < BUSY_RETRIES => {
                 busy += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -100,11 +100,11 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
         let outcome = 'stream: loop {
             let next = match tokio::time::timeout(job.shared.silence, chunks.next()).await {
                 Ok(next) => next,
-                Err(_) => Some(Err(Failure::Replica(format!("no data for {} s", job.shared.silence.as_secs())))),
+                Err(_) => Some(Err(CallError::Replica(format!("no data for {} s", job.shared.silence.as_secs())))),
             };
             let chunk = match next {
                 Some(Ok(c)) => c,
-                Some(Err(Failure::Replica(m))) => {
+                Some(Err(CallError::Replica(m))) => {
                     job.relocate(&replica, &m).map_err(JobError::Failed)?;
                     break 'stream None;
                 }
@@ -120,7 +120,7 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                 job.report_cached(cached);
             }
             let eog = chunk.finish_reason.as_deref() == Some("stop");
-            let mut tokens: Vec<(Option<super::client::Token>, bool)> = chunk.tokens.into_iter().map(|t| (Some(t), false)).collect();
+            let mut tokens: Vec<(Option<super::client::Sampled>, bool)> = chunk.tokens.into_iter().map(|t| (Some(t), false)).collect();
             if eog {
                 tokens.push((None, true));
             }
@@ -214,7 +214,7 @@ enum Probe {
 }
 
 /// The usage chunk that follows an engine's last one: how much of the prompt its cache held.
-async fn read_usage<S: futures::Stream<Item = Result<super::client::Chunk, Failure>> + Unpin>(chunks: &mut S, job: &JobCtx) {
+async fn read_usage<S: futures::Stream<Item = Result<super::client::Chunk, CallError>> + Unpin>(chunks: &mut S, job: &JobCtx) {
     while let Some(Ok(c)) = chunks.next().await {
         if let Some(cached) = c.cached_tokens {
             job.report_cached(cached);

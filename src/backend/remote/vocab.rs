@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::client::{Client, Failure};
+use super::client::{CallError, Client};
 use super::replicas::Replica;
 use crate::backend::{Grammar, TextError, Token, Vocabulary};
 use crate::reasoning::chat::Message;
@@ -24,15 +24,15 @@ pub(super) struct RemoteVocab {
 
 impl RemoteVocab {
     /// POST to the least busy replica that is up, moving on from one that fails.
-    fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+    fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
         let mut up: Vec<&Arc<Replica>> = self.replicas.iter().filter(|r| r.is_up()).collect();
         up.sort_by_key(|r| r.in_flight());
-        let mut last = Failure::Replica("no backend replica is up".into());
+        let mut last = CallError::Replica("no backend replica is up".into());
         for r in up {
             match self.rt.block_on(self.client.post(&r.url, path, body)) {
-                Err(Failure::Replica(m)) => {
+                Err(CallError::Replica(m)) => {
                     r.mark_down(&m);
-                    last = Failure::Replica(format!("no backend replica is up (last failure: {m})"));
+                    last = CallError::Replica(format!("no backend replica is up (last failure: {m})"));
                 }
                 other => return other,
             }
@@ -42,13 +42,13 @@ impl RemoteVocab {
 
     /// An engine without /apply-template (vLLM, SGLang) renders through its chat tokenizer:
     /// the conversation's tokens, then their text.
-    fn render_by_tokens(&self, body: &Value) -> Result<String, Failure> {
+    fn render_by_tokens(&self, body: &Value) -> Result<String, CallError> {
         let mut req = body.clone();
         req["add_generation_prompt"] = json!(true);
         req["add_special_tokens"] = json!(false);
         let tokens = self.post("/tokenize", &req)?;
         let text = self.post("/detokenize", &json!({"tokens": tokens["tokens"]}))?;
-        text["prompt"].as_str().map(str::to_string).ok_or_else(|| Failure::Replica("the backend's /detokenize gave no prompt".into()))
+        text["prompt"].as_str().map(str::to_string).ok_or_else(|| CallError::Replica("the backend's /detokenize gave no prompt".into()))
     }
 }
 
@@ -72,10 +72,10 @@ fn openai_message(m: &Message) -> Value {
 }
 
 /// The engine refusing the input is the client's error; failing or being full is not.
-fn text_error(f: Failure) -> TextError {
+fn text_error(f: CallError) -> TextError {
     match f {
-        Failure::Refused(_, m, Some(code), _) if code == "context_length_exceeded" => TextError::TooLong(m),
-        Failure::Refused(_, m, ..) => TextError::Invalid(format!("the backend refused it: {m}")),
+        CallError::Refused(_, m, Some(code), _) if code == "context_length_exceeded" => TextError::TooLong(m),
+        CallError::Refused(_, m, ..) => TextError::Invalid(format!("the backend refused it: {m}")),
         other => TextError::Unavailable(other.to_string()),
     }
 }
@@ -91,7 +91,7 @@ impl Vocabulary for RemoteVocab {
                 .as_str()
                 .map(str::to_string)
                 .ok_or_else(|| TextError::Unavailable("the backend's /apply-template gave no prompt".into()))?,
-            Err(Failure::Refused(404, ..)) => self.render_by_tokens(&body).map_err(text_error)?,
+            Err(CallError::Refused(404, ..)) => self.render_by_tokens(&body).map_err(text_error)?,
             Err(e) => return Err(text_error(e)),
         };
         // A thinkscale backend closes the think block of a thinking model when thinking is off;

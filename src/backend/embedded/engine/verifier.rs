@@ -21,7 +21,7 @@ pub struct Ask {
 }
 
 /// P(True) of the answer (0.5 when the conversation could not be judged: too long, or failed).
-pub struct Verdict {
+pub struct Judgement {
     pub job: u64,
     pub choice: usize,
     pub answer: String,
@@ -31,12 +31,12 @@ pub struct Verdict {
 /// The name of the thread that owns the verifier's context.
 pub const THREAD: &str = "verifier";
 
-pub struct Verifier {
+pub struct VerifierModel {
     asks: Sender<Ask>,
-    pub verdicts: Receiver<Verdict>,
+    pub verdicts: Receiver<Judgement>,
 }
 
-impl Verifier {
+impl VerifierModel {
     /// Create the verifier's context (`n_ctx` cells) on its own thread; fails as start-up does.
     pub fn start(
         model: Arc<Model>,
@@ -70,7 +70,7 @@ impl Verifier {
             // Ends when the scheduler (the only sender) is gone.
             for ask in ask_rx {
                 let score = j.score(&ask.conversation).unwrap_or(0.5);
-                if verdict_tx.send(Verdict { job: ask.job, choice: ask.choice, answer: ask.answer, score }).is_err() {
+                if verdict_tx.send(Judgement { job: ask.job, choice: ask.choice, answer: ask.answer, score }).is_err() {
                     break;
                 }
             }

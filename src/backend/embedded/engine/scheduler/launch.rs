@@ -5,7 +5,7 @@
 use super::{Scheduler, Slot};
 use crate::backend::controller::Controller;
 use crate::backend::embedded::engine::sequence::Sequence;
-use crate::backend::embedded::engine::verifier::{Ask, Verdict};
+use crate::backend::embedded::engine::verifier::{Ask, Judgement};
 use crate::backend::groups::Work;
 use crate::backend::{Event, Judge, SamplingParams};
 
@@ -72,8 +72,8 @@ impl Scheduler<'_> {
             return;
         }
         let first = if idle { v.verdicts.recv_timeout(std::time::Duration::from_millis(20)).ok() } else { v.verdicts.try_recv().ok() };
-        let verdicts: Vec<Verdict> = first.into_iter().chain(v.verdicts.try_iter()).collect();
-        for Verdict { job, choice, answer, score } in verdicts {
+        let verdicts: Vec<Judgement> = first.into_iter().chain(v.verdicts.try_iter()).collect();
+        for Judgement { job, choice, answer, score } in verdicts {
             self.asked -= 1;
             if let Some(ji) = self.job_index(job) {
                 self.jobs[ji].send(Event::Judged { choice, answer, score });

@@ -21,7 +21,7 @@ use super::batch::{pack, Take, Want};
 use super::logits::{best_non_eog, logprob_entry, top_logprobs};
 use super::sequence::Sequence;
 use super::slots::Slots;
-use super::verifier::Verifier;
+use super::verifier::VerifierModel;
 use super::{EngineStats, Job, Model};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::Groups;
@@ -92,7 +92,7 @@ struct Scheduler<'m> {
     jobs: VecDeque<ActiveJob>,
     /// A job taken from the queue that waits for a slot.
     waiting: Option<Job>,
-    verifier: Option<Verifier>,
+    verifier: Option<VerifierModel>,
     /// Verifier judgements asked and not answered yet.
     asked: usize,
     /// Token ids of the judge's "Yes" and "No" in the serving model.
@@ -119,7 +119,7 @@ pub(crate) fn run(
     };
     let n_ctx = ctx.n_ctx();
     let verifier = match verifier_model {
-        Some(vm) => match Verifier::start(vm, n_ctx / cfg.parallel, cfg.n_batch, cfg.threads, cfg.cache, cfg.governor.clone()) {
+        Some(vm) => match VerifierModel::start(vm, n_ctx / cfg.parallel, cfg.n_batch, cfg.threads, cfg.cache, cfg.governor.clone()) {
             Ok(v) => Some(v),
             Err(e) => {
                 let _ = ready.send(Err(e));
