@@ -175,7 +175,7 @@ mod tests {
     use crate::backend::{Judge, SamplingParams, StopRule, Token, VotePlan};
 
     fn spec(n: usize, group: usize, adaptive: Option<Adaptive>, judge: bool) -> JobSpec {
-        let judge = judge.then(|| Judge::Fork { suffix: Box::new(|a: &str| a.to_string()) });
+        let judge = judge.then(|| Judge::Fork { before: String::new(), after: String::new() });
         JobSpec {
             id: "t".into(),
             text: "q".into(),

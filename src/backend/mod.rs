@@ -70,6 +70,7 @@ pub struct ForcingRequest {
 }
 
 /// Self-consistency: how the backend schedules and checks a job's samples.
+#[derive(Debug)]
 pub struct VotePlan {
     /// Samples per choice: sample `i` belongs to choice `i / group`.
     pub group: usize,
@@ -101,25 +102,25 @@ pub struct ConfidenceSpec {
 }
 
 /// How proposed answers are judged (P(True): the probability of "Yes" against "No", read from
-/// the first token after the judging text).
+/// the first token after the judging text). Plain data, rendered at the gate: no template is
+/// rendered once a job has reached a backend.
+#[derive(Debug, Clone)]
 pub enum Judge {
-    /// By the serving model: the text teacher-forced after the prompt for one proposed answer.
-    Fork { suffix: Box<dyn Fn(&str) -> String + Send + Sync> },
-    /// By the `--verifier-model`, which must read the whole judging conversation.
-    Verifier { conversation: Conversation },
+    /// By the serving model: `before`, the proposed answer, then `after`, teacher-forced after
+    /// the prompt.
+    Fork { before: String, after: String },
+    /// By the `--verifier-model`, which reads the whole judging conversation
+    /// (`reasoning::chat::judging_conversation`) in its own template, on its own thread.
+    Verifier { messages: Vec<Message>, question: String },
 }
 
-/// The judging conversation for one proposed answer.
-pub type Conversation = Box<dyn Fn(&str) -> Vec<Message> + Send + Sync>;
-
-impl std::fmt::Debug for VotePlan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VotePlan")
-            .field("group", &self.group)
-            .field("adaptive", &self.adaptive)
-            .field("judge", &self.judge.is_some())
-            .field("confidence", &self.confidence)
-            .finish()
+impl Judge {
+    /// The serving model's judging text for one answer (None for a verifier-model judge).
+    pub fn fork_text(&self, answer: &str) -> Option<String> {
+        match self {
+            Self::Fork { before, after } => Some(format!("{before}{answer}{after}")),
+            Self::Verifier { .. } => None,
+        }
     }
 }
 

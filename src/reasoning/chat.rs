@@ -26,6 +26,15 @@ impl Message {
     }
 }
 
+/// A judge's conversation: the conversation so far, the proposed answer as the assistant's turn,
+/// and the judging question.
+pub fn judging_conversation(messages: &[Message], answer: &str, question: &str) -> Vec<Message> {
+    let mut conv = messages.to_vec();
+    conv.push(Message::new("assistant", format!("Final answer: {answer}")));
+    conv.push(Message::new("user", question));
+    conv
+}
+
 /// One function call; `arguments` is the JSON text as OpenAI clients send and receive it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {

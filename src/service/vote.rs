@@ -7,7 +7,7 @@ use super::validate::Prepared;
 use super::Service;
 use crate::backend::{Adaptive, Backend, ConfidenceSpec, FinishReason, Judge, StopRule, VotePlan};
 use crate::metrics::metrics;
-use crate::reasoning::chat::Message;
+use crate::reasoning::chat::judging_conversation;
 use crate::reasoning::code::Selection;
 use crate::reasoning::confidence::{keep_top, ChainScore, ChainScores};
 use crate::reasoning::extract::final_answer;
@@ -109,37 +109,28 @@ pub fn vote_plan(state: &Service, backend: &dyn Backend, p: &Prepared) -> VotePl
     VotePlan { group, adaptive, judge, confidence }
 }
 
+/// Stands for the proposed answer while the judging text is rendered once, at the gate.
+const ANSWER: &str = "\u{1}thinkscale-answer\u{1}";
+
 /// The P(True) judge: after the question prefix, the proposed answer and "Is it correct?" in the
 /// model's own chat format when the template allows continuing the prompt, else in-turn text.
-fn self_judge(backend: &dyn Backend, p: &Prepared, question_prompt: &str) -> Judge {
-    let vocab = backend.vocabulary();
-    let messages = p.messages.clone();
-    let prompt_text = p.prompt_text.clone();
-    let close = p.native.as_ref().map(|(_, c)| format!("{c}\n\n")).unwrap_or_default();
-    let question = question_prompt.to_string();
-    let suffix = move |answer: &str| -> String {
-        match vocab.render_chat(&judging_conversation(&messages, answer, &question), &[]) {
-            Ok(full) if p_is_prefix(&prompt_text, &full) => full[prompt_text.len()..].to_string(),
-            _ => format!("{close}Final answer: {answer}\n\n{question}\nAnswer:"),
-        }
-    };
-    Judge::Fork { suffix: Box::new(suffix) }
+/// The template renders here, once, around a placeholder the answer later replaces.
+fn self_judge(backend: &dyn Backend, p: &Prepared, question: &str) -> Judge {
+    let rendered = backend.vocabulary().render_chat(&judging_conversation(&p.messages, ANSWER, question), &[]);
+    let split = rendered
+        .ok()
+        .filter(|full| p_is_prefix(&p.prompt_text, full))
+        .and_then(|full| full[p.prompt_text.len()..].split_once(ANSWER).map(|(b, a)| (b.to_string(), a.to_string())));
+    let (before, after) = split.unwrap_or_else(|| {
+        let close = p.native.as_ref().map(|(_, c)| format!("{c}\n\n")).unwrap_or_default();
+        (format!("{close}Final answer: "), format!("\n\n{question}\nAnswer:"))
+    });
+    Judge::Fork { before, after }
 }
 
-/// The judging conversation for the verifier model: the user's messages (without our scaffold),
-/// the proposed answer, and the question.
-fn verifier_judge(p: &Prepared, question_prompt: &str) -> Judge {
-    let messages = p.original_messages.clone();
-    let question = question_prompt.to_string();
-    Judge::Verifier { conversation: Box::new(move |answer: &str| judging_conversation(&messages, answer, &question)) }
-}
-
-/// The conversation so far, the proposed answer as the assistant's turn, and the judging question.
-fn judging_conversation(messages: &[Message], answer: &str, question: &str) -> Vec<Message> {
-    let mut conv = messages.to_vec();
-    conv.push(Message::new("assistant", format!("Final answer: {answer}")));
-    conv.push(Message::new("user", question));
-    conv
+/// The verifier model's judge: the user's messages (without our scaffold) and the question.
+fn verifier_judge(p: &Prepared, question: &str) -> Judge {
+    Judge::Verifier { messages: p.original_messages.clone(), question: question.to_string() }
 }
 
 fn p_is_prefix(prefix: &str, full: &str) -> bool {

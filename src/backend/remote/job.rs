@@ -13,7 +13,7 @@ use super::replicas::{Lease, Replica};
 use super::{sequence, Shared};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::{Groups, Work};
-use crate::backend::{CancelHandle, Event, FinishReason, JobError, JobSpec, Judge, SeqStats, Vocabulary, JUDGE_NO, JUDGE_YES};
+use crate::backend::{CancelHandle, Event, FinishReason, JobError, JobSpec, SeqStats, Vocabulary, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
 
 /// One job on the remote backend, shared by its sequence tasks.
@@ -222,17 +222,13 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
 
 /// P(True) of a proposed answer: the judging text after the prompt, one token, its top log-probs.
 async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, JobError> {
-    let spec = job.spec.clone();
-    let answer = answer.to_string();
-    // The suffix may render the judging conversation with the backend's template (blocking).
-    let suffix = tokio::task::spawn_blocking(move || match spec.vote.as_ref().and_then(|v| v.judge.as_ref()) {
-        Some(Judge::Fork { suffix }) => Ok(suffix(&answer)),
-        _ => Err("the remote backend judges with the serving model only".to_string()),
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .map_err(JobError::Failed)?;
+    let suffix = job
+        .spec
+        .vote
+        .as_ref()
+        .and_then(|v| v.judge.as_ref())
+        .and_then(|j| j.fork_text(answer))
+        .ok_or_else(|| JobError::Failed("the remote backend judges with the serving model only".into()))?;
     let body = json!({
         "model": job.shared.model, "prompt": format!("{}{suffix}", job.spec.text), "max_tokens": 1,
         "temperature": 0.0, "logprobs": 20, "stream": false,

@@ -10,14 +10,16 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 
 use super::Model;
 use crate::backend::{JUDGE_NO, JUDGE_YES};
-use crate::reasoning::chat::Message;
+use crate::reasoning::chat::{judging_conversation, Message};
 
 /// A judging conversation for one proposed answer of a job's choice.
 pub struct Ask {
     pub job: u64,
     pub choice: usize,
     pub answer: String,
-    pub conversation: Vec<Message>,
+    /// The user's messages and the judging question (`judging_conversation` puts the answer between).
+    pub messages: Vec<Message>,
+    pub question: String,
 }
 
 /// P(True) of the answer (0.5 when the conversation could not be judged: too long, or failed).
@@ -69,7 +71,7 @@ impl VerifierModel {
             };
             // Ends when the scheduler (the only sender) is gone.
             for ask in ask_rx {
-                let score = j.score(&ask.conversation).unwrap_or(0.5);
+                let score = j.score(&judging_conversation(&ask.messages, &ask.answer, &ask.question)).unwrap_or(0.5);
                 if verdict_tx.send(Judgement { job: ask.job, choice: ask.choice, answer: ask.answer, score }).is_err() {
                     break;
                 }

@@ -30,12 +30,19 @@ impl Scheduler<'_> {
                 let events = &job.job.events;
                 let Some(work) = job.groups.next(&mut |e| drop(events.send(e))) else { break };
                 let verifier = job.job.spec.vote.as_ref().and_then(|v| v.judge.as_ref()).and_then(|j| match j {
-                    Judge::Verifier { conversation } => Some(conversation),
+                    Judge::Verifier { messages, question } => Some((messages, question)),
                     Judge::Fork { .. } => None,
                 });
-                if let (Work::Judge { choice, answer }, Some(conversation)) = (&work, verifier) {
-                    // The verifier model has its own thread and context: no slot needed.
-                    let ask = Ask { job: job.key, choice: *choice, conversation: conversation(answer), answer: answer.clone() };
+                if let (Work::Judge { choice, answer }, Some((messages, question))) = (&work, verifier) {
+                    // The verifier model has its own thread and context (and renders its own
+                    // template there): no slot needed.
+                    let ask = Ask {
+                        job: job.key,
+                        choice: *choice,
+                        messages: messages.clone(),
+                        question: question.clone(),
+                        answer: answer.clone(),
+                    };
                     match &self.verifier {
                         Some(v) => {
                             v.ask(ask);
@@ -100,7 +107,7 @@ impl Scheduler<'_> {
         self.fork(ji, seq_id);
         let job = &self.jobs[ji];
         let spec = &job.job.spec;
-        let Some(Judge::Fork { suffix }) = spec.vote.as_ref().and_then(|v| v.judge.as_ref()) else { unreachable!("fork judges only") };
+        let text = spec.vote.as_ref().and_then(|v| v.judge.as_ref()).and_then(|j| j.fork_text(&answer)).unwrap_or_default();
         let p = spec.prompt.len();
         // A judge reads one token's logits: the request's grammar does not apply to it.
         let sampling = SamplingParams { grammar: None, ..spec.sampling.clone() };
@@ -112,7 +119,7 @@ impl Scheduler<'_> {
             self.model,
             Controller::new(0, None, vec![], 1, None),
         );
-        seq.input.extend(self.model.tokenize(&suffix(&answer), false));
+        seq.input.extend(self.model.tokenize(&text, false));
         self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some((choice, answer)) });
     }
 
