@@ -4,6 +4,8 @@
 //! compilation block (a remote backend asks its engine), so `prepare_off_thread` runs it off the
 //! async workers.
 
+mod completion;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,6 +21,7 @@ use crate::reasoning::chat::{Message, ToolCall};
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
 use crate::reasoning::sampling::Verifier;
 use crate::reasoning::tools::{self, Tool, ToolChoice};
+pub use completion::{completion_request_schema, prepare_completion, PreparedCompletion};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct ChatFields {
@@ -287,104 +290,17 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
     }
     let check = super::verify::inputs(state, &plan.sampling.check, &original_messages)?;
     if let Some(t) = &tools {
-        if plan.sampling.samples > 1 {
-            return Err(Invalid::field(
-                "Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"",
-                Some("tools"),
-            ));
-        }
-        let forced: Vec<&Tool> = match &t.choice {
-            ToolChoice::Required => t.tools.iter().collect(),
-            ToolChoice::Function(name) => t.tools.iter().filter(|x| &x.name == name).collect(),
-            _ => Vec::new(),
-        };
-        if !forced.is_empty() {
-            if v.sampling.grammar.is_some() {
-                return Err(Invalid::field("A required tool call cannot be combined with 'response_format'", Some("tool_choice")));
-            }
-            // A named function is one call; "required" may be several unless parallel calls are off.
-            let parallel = t.choice == ToolChoice::Required && parallel_tool_calls;
-            if !backend.capabilities().grammar {
-                return Err(Invalid::unsupported(
-                    "A required tool call is enforced with a grammar, which the remote backend does not take; send tool_choice \"auto\"",
-                    "tool_choice",
-                ));
-            }
-            let grammar = vocab.tool_grammar(&tools::call_schema(&forced), parallel).map_err(|e| {
-                Invalid::field(format!("the tools' parameter schemas cannot be turned into a grammar ({e})"), Some("tools"))
-            })?;
-            v.sampling.grammar = Some(grammar);
-        }
+        tool_grammar(backend, t, &plan, &mut v, parallel_tool_calls)?;
     }
     let rc = &cfg.reasoning;
     if plan.thinking && native.is_none() && plan.scaffold == Scaffold::Instruct {
         plan::scaffold(&mut msgs, &rc.scaffold_instruction);
     }
     let offered = tools.as_ref().map_or(&[][..], |t| &t.tools[..]);
-    let mut text = vocab.render_chat(&msgs, offered).map_err(|e| Invalid::text(e, "messages"))?;
-    if let Some((open, close)) = &native {
-        // Thinking models: open the think block ourselves (or close it at once when thinking is off).
-        if plan.thinking {
-            text.push_str(open);
-            text.push('\n');
-        } else {
-            text.push_str(&format!("{open}\n\n{close}\n\n"));
-        }
-    }
-    let prompt = vocab.tokenize(&text, true).map_err(|e| Invalid::text(e, "messages"))?;
+    let (text, prompt) = render(backend, &msgs, offered, native.as_ref(), plan.thinking)?;
     // Every token of the slot may be used: the prompt leaves at least one for the output.
-    let slot_ctx = backend.slot_ctx();
-    let room = (slot_ctx as i64) - prompt.len() as i64;
-    if room < 1 {
-        return Err(Invalid::ContextLength {
-            message: format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), slot_ctx),
-            param: "messages".into(),
-        });
-    }
-    let forcing = plan.thinking.then(|| ForcingRequest {
-        min_thinking: plan.min_thinking,
-        max_thinking: plan.max_thinking,
-        close_marker: native.as_ref().map_or_else(|| rc.scaffold_marker.clone(), |(_, c)| c.clone()),
-        // The scaffold's marker starts a paragraph of its own, after whatever the chain ended with.
-        close_text: native.as_ref().map_or_else(|| format!("\n\n{}", rc.scaffold_marker), |(_, c)| c.clone()),
-        budget_message: plan.budget_message.clone().unwrap_or_else(|| rc.budget_message.clone()),
-        answer_cue: if native.is_some() { "\n\n".into() } else { rc.answer_cue.clone() },
-        wait_text: rc.wait_text.clone(),
-        max_extensions: rc.max_extensions,
-        answer_reserve: rc.answer_reserve,
-    });
-    let default_cap = match (plan.thinking, plan.max_thinking) {
-        (true, Some(b)) => b + 64 + rc.answer_max_tokens,
-        // Unlimited thinking may use the whole context, as llama-server and vLLM allow.
-        (true, None) => u32::MAX,
-        (false, _) => cfg.default_max_tokens,
-    };
-    let max_tokens = v.max_tokens.unwrap_or(default_cap).min(room as u32);
-    if let (Some(f), Some(cap)) = (&forcing, v.max_tokens) {
-        // A cap that leaves no thinking after the close and the answer's reserve would skip
-        // thinking without a sign: say so instead.
-        let close = vocab
-            .tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false)
-            .map_err(|e| Invalid::text(e, "messages"))?
-            .len() as u32;
-        if plan::effective_max_thinking(f.max_thinking, max_tokens, f.answer_reserve, close) == 0 {
-            return Err(Invalid::field(
-                format!(
-                    "The token cap ({cap}) leaves no room to think: thinking needs more than {} tokens (the answer's reserve and the injected close); raise the cap or turn thinking off",
-                    f.answer_reserve + close
-                ),
-                Some(v.max_tokens_param),
-            ));
-        }
-    }
-    if let Some(f) = &forcing {
-        if f.min_thinking > 0 && f.min_thinking + rc.answer_reserve > max_tokens {
-            return Err(Invalid::field(
-                format!("'min_thinking_tokens' ({}) does not fit in the token cap ({max_tokens}) with room to answer", f.min_thinking),
-                Some("min_thinking_tokens"),
-            ));
-        }
-    }
+    let room = backend.slot_ctx() as i64 - prompt.len() as i64;
+    let (forcing, max_tokens) = thinking_and_cap(state, backend, &plan, native.as_ref(), &v, room as u32)?;
     let spec = JobSpec {
         id: id.to_string(),
         text: text.clone(),
@@ -417,6 +333,137 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
     Ok(p)
 }
 
+/// A required tool call is enforced with a grammar over the forced tools' schemas.
+fn tool_grammar(
+    backend: &dyn Backend,
+    t: &ToolUse,
+    plan: &ReasoningPlan,
+    v: &mut Validated,
+    parallel_tool_calls: bool,
+) -> Result<(), Invalid> {
+    if plan.sampling.samples > 1 {
+        return Err(Invalid::field(
+            "Voting over samples cannot be combined with tools; send one sample or tool_choice \"none\"",
+            Some("tools"),
+        ));
+    }
+    let forced: Vec<&Tool> = match &t.choice {
+        ToolChoice::Required => t.tools.iter().collect(),
+        ToolChoice::Function(name) => t.tools.iter().filter(|x| &x.name == name).collect(),
+        _ => Vec::new(),
+    };
+    if forced.is_empty() {
+        return Ok(());
+    }
+    if v.sampling.grammar.is_some() {
+        return Err(Invalid::field("A required tool call cannot be combined with 'response_format'", Some("tool_choice")));
+    }
+    // A named function is one call; "required" may be several unless parallel calls are off.
+    let parallel = t.choice == ToolChoice::Required && parallel_tool_calls;
+    if !backend.capabilities().grammar {
+        return Err(Invalid::unsupported(
+            "A required tool call is enforced with a grammar, which the remote backend does not take; send tool_choice \"auto\"",
+            "tool_choice",
+        ));
+    }
+    let grammar = backend
+        .vocabulary()
+        .tool_grammar(&tools::call_schema(&forced), parallel)
+        .map_err(|e| Invalid::field(format!("the tools' parameter schemas cannot be turned into a grammar ({e})"), Some("tools")))?;
+    v.sampling.grammar = Some(grammar);
+    Ok(())
+}
+
+/// The prompt as text and tokens: the chat template, then a thinking model's think block opened
+/// (or closed at once when thinking is off). Refused when it leaves no room to answer.
+fn render(
+    backend: &dyn Backend,
+    msgs: &[Message],
+    offered: &[Tool],
+    native: Option<&(String, String)>,
+    thinking: bool,
+) -> Result<(String, Vec<Token>), Invalid> {
+    let vocab = backend.vocabulary();
+    let mut text = vocab.render_chat(msgs, offered).map_err(|e| Invalid::text(e, "messages"))?;
+    if let Some((open, close)) = native {
+        if thinking {
+            text.push_str(open);
+            text.push('\n');
+        } else {
+            text.push_str(&format!("{open}\n\n{close}\n\n"));
+        }
+    }
+    let prompt = vocab.tokenize(&text, true).map_err(|e| Invalid::text(e, "messages"))?;
+    let slot_ctx = backend.slot_ctx();
+    if prompt.len() as i64 >= slot_ctx as i64 {
+        return Err(Invalid::ContextLength {
+            message: format!("The prompt is {} tokens; the context holds {} (with room to answer)", prompt.len(), slot_ctx),
+            param: "messages".into(),
+        });
+    }
+    Ok((text, prompt))
+}
+
+/// Budget forcing's texts and limits for a thinking plan, and the job's token cap (the request's,
+/// else a default that leaves the thinking budget room to answer), within the `room` the prompt
+/// leaves. A cap too small to think, or to hold `min_thinking_tokens`, is refused.
+fn thinking_and_cap(
+    state: &Service,
+    backend: &dyn Backend,
+    plan: &ReasoningPlan,
+    native: Option<&(String, String)>,
+    v: &Validated,
+    room: u32,
+) -> Result<(Option<ForcingRequest>, u32), Invalid> {
+    let (cfg, rc) = (&state.cfg, &state.cfg.reasoning);
+    let forcing = plan.thinking.then(|| ForcingRequest {
+        min_thinking: plan.min_thinking,
+        max_thinking: plan.max_thinking,
+        close_marker: native.map_or_else(|| rc.scaffold_marker.clone(), |(_, c)| c.clone()),
+        // The scaffold's marker starts a paragraph of its own, after whatever the chain ended with.
+        close_text: native.map_or_else(|| format!("\n\n{}", rc.scaffold_marker), |(_, c)| c.clone()),
+        budget_message: plan.budget_message.clone().unwrap_or_else(|| rc.budget_message.clone()),
+        answer_cue: if native.is_some() { "\n\n".into() } else { rc.answer_cue.clone() },
+        wait_text: rc.wait_text.clone(),
+        max_extensions: rc.max_extensions,
+        answer_reserve: rc.answer_reserve,
+    });
+    let default_cap = match (plan.thinking, plan.max_thinking) {
+        (true, Some(b)) => b + 64 + rc.answer_max_tokens,
+        // Unlimited thinking may use the whole context, as llama-server and vLLM allow.
+        (true, None) => u32::MAX,
+        (false, _) => cfg.default_max_tokens,
+    };
+    let max_tokens = v.max_tokens.unwrap_or(default_cap).min(room);
+    if let (Some(f), Some(cap)) = (&forcing, v.max_tokens) {
+        // A cap that leaves no thinking after the close and the answer's reserve would skip
+        // thinking without a sign: say so instead.
+        let close = backend
+            .vocabulary()
+            .tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false)
+            .map_err(|e| Invalid::text(e, "messages"))?
+            .len() as u32;
+        if plan::effective_max_thinking(f.max_thinking, max_tokens, f.answer_reserve, close) == 0 {
+            return Err(Invalid::field(
+                format!(
+                    "The token cap ({cap}) leaves no room to think: thinking needs more than {} tokens (the answer's reserve and the injected close); raise the cap or turn thinking off",
+                    f.answer_reserve + close
+                ),
+                Some(v.max_tokens_param),
+            ));
+        }
+    }
+    if let Some(f) = &forcing {
+        if f.min_thinking > 0 && f.min_thinking + rc.answer_reserve > max_tokens {
+            return Err(Invalid::field(
+                format!("'min_thinking_tokens' ({}) does not fit in the token cap ({max_tokens}) with room to answer", f.min_thinking),
+                Some("min_thinking_tokens"),
+            ));
+        }
+    }
+    Ok((forcing, max_tokens))
+}
+
 pub async fn prepare_off_thread(state: &Service, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, Invalid> {
     let (state, backend, id) = (state.clone(), backend.clone(), id.to_string());
     off_thread(move || prepare(&state, &*backend, &id, body)).await
@@ -427,98 +474,9 @@ pub async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T, Invalid
     tokio::task::spawn_blocking(f).await.map_err(|_| Invalid::Internal)?
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(untagged)]
-enum Prompt {
-    Text(String),
-    Texts(Vec<String>),
-    Tokens(Vec<i32>),
-    TokenLists(Vec<Vec<i32>>),
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct CompletionFields {
-    prompt: Prompt,
-    logprobs: Option<i64>,
-    #[serde(default)]
-    echo: bool,
-}
-
-/// A text-completions request made into jobs, one per prompt.
-pub struct PreparedCompletion {
-    pub v: Validated,
-    /// Each prompt as sent (empty for token ids), for `echo`.
-    pub texts: Vec<String>,
-    pub specs: Vec<JobSpec>,
-    pub echo: bool,
-    /// Log-probs wanted, with this many alternatives per token.
-    pub logprobs: Option<u32>,
-}
-
-/// The gate for text completions: fields, prompts (text or token ids), the room each leaves.
-pub fn prepare_completion(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) -> Result<PreparedCompletion, Invalid> {
-    let cfg = &state.cfg;
-    let obj = parse_object(&body)?;
-    let common: Common = typed(&obj)?;
-    let fields: CompletionFields = typed(&obj)?;
-    let top = match fields.logprobs {
-        Some(k) if !(0..=20).contains(&k) => return Err(Invalid::field("'logprobs' must be between 0 and 20", Some("logprobs"))),
-        k => k.map(|k| k as u32),
-    };
-    let vocab = backend.vocabulary();
-    let slot_ctx = backend.slot_ctx();
-    let mut v = common.validate(cfg, top, vocab.n_vocab(), vocab.eog(), slot_ctx)?;
-    v.constrain(backend)?;
-    let tokenize = |t: &str| vocab.tokenize(t, true).map_err(|e| Invalid::text(e, "prompt"));
-    let (texts, prompts): (Vec<String>, Vec<Vec<Token>>) = match fields.prompt {
-        Prompt::Text(t) => (vec![t.clone()], vec![tokenize(&t)?]),
-        Prompt::Texts(ts) => (ts.clone(), ts.iter().map(|t| tokenize(t)).collect::<Result<_, _>>()?),
-        Prompt::Tokens(ids) => (vec![String::new()], vec![ids.into_iter().map(Token).collect()]),
-        Prompt::TokenLists(ls) => (vec![String::new(); ls.len()], ls.into_iter().map(|l| l.into_iter().map(Token).collect()).collect()),
-    };
-    if prompts.is_empty() || prompts.len() * v.n > cfg.parallel as usize * 4 {
-        return Err(Invalid::field("'prompt' must hold between 1 and a few prompts", Some("prompt")));
-    }
-    let n_vocab = vocab.n_vocab().unwrap_or(i32::MAX);
-    if prompts.iter().flatten().any(|t| t.0 < 0 || t.0 >= n_vocab) {
-        return Err(Invalid::field(format!("token ids in 'prompt' must be in 0..{n_vocab}"), Some("prompt")));
-    }
-    if prompts.iter().any(|p| p.is_empty()) {
-        return Err(Invalid::field("'prompt' must not be empty", Some("prompt")));
-    }
-    let mut specs = Vec::new();
-    for (i, prompt) in prompts.into_iter().enumerate() {
-        // Every token of the slot may be used: the prompt leaves at least one for the output.
-        let room = slot_ctx as i64 - prompt.len() as i64;
-        if room < 1 {
-            return Err(Invalid::ContextLength {
-                message: format!("Prompt {i} is {} tokens; the context holds {slot_ctx}", prompt.len()),
-                param: "prompt".into(),
-            });
-        }
-        specs.push(JobSpec {
-            id: format!("{id}-{i}"),
-            text: texts[i].clone(),
-            prompt,
-            n: v.n,
-            sampling: v.sampling.clone(),
-            max_tokens: v.max_tokens.unwrap_or(cfg.default_max_tokens).min(room as u32),
-            forcing: None,
-            want_logprob: false,
-            vote: None,
-        });
-    }
-    Ok(PreparedCompletion { v, texts, specs, echo: fields.echo, logprobs: top })
-}
-
 /// The request body's schema for /openapi.json: the shared sampling fields, the chat fields and
 /// the reasoning fields (`Reasoning`, which the caller defines from `reasoning::params`).
 pub fn chat_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
     json!({"allOf": [gen.subschema_for::<super::request::Common>(), gen.subschema_for::<ChatFields>(),
                      {"$ref": "#/components/schemas/Reasoning"}], "required": ["messages"]})
-}
-
-/// The request body's schema for /openapi.json: the shared sampling fields and the prompt.
-pub fn completion_request_schema(gen: &mut schemars::SchemaGenerator) -> Value {
-    json!({"allOf": [gen.subschema_for::<super::request::Common>(), gen.subschema_for::<CompletionFields>()], "required": ["prompt"]})
 }
