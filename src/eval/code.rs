@@ -50,9 +50,13 @@ pub struct CodeArgs {
     /// A greedy run's directory: its results are the baseline the McNemar test compares against
     #[arg(long)]
     pub baseline: Option<PathBuf>,
-    /// Only rebuild report.md from chains.jsonl
+    /// Only rebuild the report from chains.jsonl
     #[arg(long)]
     pub report_only: bool,
+    /// The report's file name in --out (another name keeps a second comparison, e.g. against
+    /// another model's greedy run as --baseline, beside the first)
+    #[arg(long, default_value = "report.md")]
+    pub report_name: String,
     /// Grade only each program's imports, definitions and assignments, as EvalPlus (the harness
     /// behind the published Qwen2.5-Coder figures) does; by default a program runs as written
     #[arg(long)]
@@ -102,7 +106,7 @@ pub fn main(a: CodeArgs) -> anyhow::Result<()> {
         tokio::runtime::Runtime::new()?.block_on(run(&a))?;
     }
     let text = report(&a)?;
-    std::fs::write(a.out.join("report.md"), &text)?;
+    std::fs::write(a.out.join(&a.report_name), &text)?;
     print!("{text}");
     Ok(())
 }
@@ -356,6 +360,9 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
     } else {
         "Graded on each program as written, top-level statements included.\n\n"
     });
+    if let Some(dir) = &a.baseline {
+        md.push_str(&format!("Baseline (the greedy row, and McNemar's pairs): {}.\n\n", dir.display()));
+    }
     md.push_str("| k | rule | pass@1 | 95% Wilson | completion tokens / problem | vs baseline (b/c, exact McNemar p) |\n|---|---|---|---|---|---|\n");
     for c in &cells {
         let (lo, hi) = wilson(c.solved, n);
@@ -384,11 +391,16 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
         md.push_str(&format!("| {k} | pass@{k} (oracle ceiling, unbiased over {max_k}) | {:.1}% | | | |\n", 100.0 * p));
     }
     let chose = problems.iter().filter(|g| g.iter().any(|c| c.chosen && c.correct)).count();
+    // report.md's plot is frontier.png; another report's is named after it.
+    let plot_name = match a.report_name.trim_end_matches(".md") {
+        "report" => "frontier.png".to_string(),
+        stem => format!("{stem}.png"),
+    };
     md.push_str(&format!(
-        "\nRules: `first` = the first sampled chain alone; `behaviour` = the largest group of chains with equal outputs on the docstring examples and probe inputs (no checking); `examples` = among chains passing the most docstring examples, the largest behaviour group (the server's `verifier: \"tests\"`). Tokens count every chain a rule reads. The server's own choice over all {max_k} chains solved {chose}/{n}. Plot: frontier.png.\n"
+        "\nRules: `first` = the first sampled chain alone; `behaviour` = the largest group of chains with equal outputs on the docstring examples and probe inputs (no checking); `examples` = among chains passing the most docstring examples, the largest behaviour group (the server's `verifier: \"tests\"`). Tokens count every chain a rule reads. The server's own choice over all {max_k} chains solved {chose}/{n}. Plot: {plot_name}.\n"
     ));
     if n > 0 {
-        plot(&a.out.join("frontier.png"), &cells, &ceilings, n)?;
+        plot(&a.out.join(&plot_name), &cells, &ceilings, n)?;
     }
     Ok(md)
 }
