@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod reasoning;
 pub mod sandbox;
 pub mod service;
+pub mod telemetry;

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use thinkscale::api::router;
 use thinkscale::backend::embedded::engine::Engine;
@@ -59,18 +58,21 @@ struct CeilingCli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        // Request spans (service::trace) are off unless RUST_LOG names them; each prints as it closes.
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,spans=off,llama_cpp_2=warn")))
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        // Colour only for a person at a terminal: log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     let cli = Cli::parse();
+    // The log starts once the command is known: serve's config may name an OTLP collector. The
+    // guard is held to the end: dropping it flushes the last spans.
     match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Eval(cmd) => thinkscale::eval::main(cmd),
+        Command::Serve(args) => {
+            let cfg = Config::load(&args)?;
+            let _telemetry = thinkscale::telemetry::init(cfg.otlp_endpoint.as_deref())?;
+            serve(cfg)
+        }
+        Command::Eval(cmd) => {
+            let _telemetry = thinkscale::telemetry::init(None)?;
+            thinkscale::eval::main(cmd)
+        }
         Command::BenchCeiling(c) => {
+            let _telemetry = thinkscale::telemetry::init(None)?;
             let threads = c.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4));
             let rows = thinkscale::backend::embedded::engine::ceiling::run(&thinkscale::backend::embedded::engine::ceiling::CeilingArgs {
                 model: &c.model,
@@ -109,8 +111,7 @@ fn apply_cpu_wait(_: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = Config::load(&args)?;
+fn serve(cfg: Config) -> anyhow::Result<()> {
     if !cfg.backends.is_empty() {
         return serve_remote(cfg);
     }

@@ -669,6 +669,52 @@ fn a_live_request_shares_its_prompt_prefix() {
     });
 }
 
+/// A stand-in OTLP/HTTP collector: every body POSTed to it, answered 200.
+fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() {
+                sink.lock().unwrap().extend_from_slice(&body);
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn one_request_s_spans_reach_an_otlp_collector() {
+    let (url, got) = collector();
+    let mut s = Server::start(&["--otlp-endpoint", &url]);
+    let v = s.chat(&json!({"messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 60,
+                           "thinking_budget_tokens": 16}));
+    let id = v["id"].as_str().unwrap().to_string();
+    // A clean exit flushes the spans still batched.
+    assert_eq!(s.terminate(), 0);
+    let body = got.lock().unwrap().clone();
+    let has = |t: &str| body.windows(t.len()).any(|w| w == t.as_bytes());
+    // The protobuf holds names and attribute values as plain UTF-8.
+    for t in ["thinkscale", id.as_str(), "job", "queue", "prefill", "thinking", "answer"] {
+        assert!(has(t), "{t:?} not exported ({} bytes reached the collector)", body.len());
+    }
+}
+
 #[test]
 fn one_request_s_spans_are_in_the_log() {
     let log = std::env::temp_dir().join(format!("thinkscale-spans-{}.log", std::process::id()));

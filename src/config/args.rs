@@ -98,4 +98,8 @@ pub struct ServeArgs {
     /// [default: 300]
     #[arg(long, env = "THINKSCALE_BACKEND_TIMEOUT")]
     pub backend_timeout: Option<u64>,
+    /// Export each request's spans (job, queue, prefill, thinking, answer, verify) over OTLP/HTTP
+    /// to this collector URL, e.g. http://127.0.0.1:4318/v1/traces [default: none]
+    #[arg(long, env = "THINKSCALE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }

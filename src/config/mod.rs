@@ -46,6 +46,8 @@ pub struct Config {
     /// Seconds a remote engine may stay silent on a stream (prefill included) before its replica
     /// is taken for failed and the sequence moves on.
     pub backend_timeout: u64,
+    /// Where request spans go over OTLP/HTTP (e.g. http://collector:4318/v1/traces); none when unset.
+    pub otlp_endpoint: Option<String>,
     pub cpu_wait: CpuWait,
     pub cache_type: CacheType,
     pub reasoning: ReasoningConfig,
@@ -90,6 +92,7 @@ impl Default for Config {
             backend_model: None,
             backend_api_key: None,
             backend_timeout: 300,
+            otlp_endpoint: None,
             cpu_wait: CpuWait::Auto,
             cache_type: CacheType::Q8_0,
             reasoning: ReasoningConfig::default(),
@@ -301,6 +304,9 @@ impl Config {
         );
         if args.backend_model.is_some() {
             cfg.backend_model = args.backend_model.clone();
+        }
+        if args.otlp_endpoint.is_some() {
+            cfg.otlp_endpoint = args.otlp_endpoint.clone();
         }
         if let Some(t) = args.backend_timeout {
             cfg.backend_timeout = t;
