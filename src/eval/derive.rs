@@ -181,6 +181,7 @@ fn paired_p(a: &Derived, b: &Derived) -> f64 {
     mcnemar_p(only_a, only_b)
 }
 
+// Long on purpose: builds one report top to bottom (cells, frontier, tests, files, plot).
 pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
     let path = a.dir.join("chains.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;

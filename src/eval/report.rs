@@ -42,6 +42,7 @@ pub(super) fn budget_order(b: &str) -> f64 {
     })
 }
 
+// Long on purpose: builds one report top to bottom (cells, tables, plots).
 pub fn report(dir: &Path) -> anyhow::Result<()> {
     let records = read_records(&dir.join("results.jsonl"))?;
     anyhow::ensure!(!records.is_empty(), "no results in {}", dir.display());

@@ -122,6 +122,8 @@ impl<T: PartialEq + std::fmt::Debug + Clone> Agreed<T> {
 }
 
 /// Build the plan from the request body. `thinking_model`: the model has native think tokens.
+// Long on purpose: one pass over every dialect's fields in precedence order, a few lines each;
+// the readers and bounds live in `params`.
 pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -> Result<ReasoningPlan, PlanError> {
     let mut budget = Agreed::<i64>::new("thinking budget");
     let mut effort = Agreed::<String>::new("effort level");

@@ -150,6 +150,8 @@ impl Sandbox {
 
     /// Runs a program to its end or its limits. Errors only when the machine cannot start it;
     /// whatever the program does is in the returned `Run`.
+    // Long on purpose: one sequence of steps on one child (write files, build the bwrap command,
+    // spawn, read capped output, enforce the wall clock, reap), each the next's precondition.
     pub async fn run(&self, program: &Program) -> Result<Run, SandboxError> {
         let _permit = self.permits.acquire().await.map_err(|_| SandboxError::Broken("closed".into()))?;
         let dir = WorkDir::new()?;

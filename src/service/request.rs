@@ -179,6 +179,7 @@ impl Validated {
 impl Common {
     /// `n_vocab`: the vocabulary's size where the backend knows it (logit-bias keys must be below
     /// it); `slot_ctx`: the most tokens one request may hold.
+    // Long on purpose: one check per sampling field, in the order of the fields.
     pub fn validate(
         &self,
         cfg: &Config,

@@ -180,6 +180,8 @@ impl ChoiceCheck<'_> {
     }
 }
 
+// Long on purpose: the vote of one choice in its order (voters, verifier scores, tally, the
+// chosen sample, the ballot shown), each step reading the previous ones.
 fn decide_choice(
     col: &Collector,
     choice: usize,

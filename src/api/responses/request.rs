@@ -64,6 +64,7 @@ fn text_of(content: &Value, param: &str) -> Result<String, ApiError> {
 }
 
 /// The chat request a Responses request stands for.
+// Long on purpose: one mapping per Responses field, in the order the API documents them.
 pub fn to_chat(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     if obj.get("previous_response_id").is_some_and(|v| !v.is_null()) {
         return Err(ApiError::bad_request(

@@ -99,6 +99,8 @@ enum Done {
     Judged { choice: usize, answer: String, score: Result<f64, JobError> },
 }
 
+// Long on purpose: the job's one event loop (waves of samples, early stops, judging, failover)
+// over state its branches share.
 pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSender<Event>, cancel: CancelHandle, lease: Lease) {
     let spec = Arc::new(spec);
     let forcing = match &spec.forcing {

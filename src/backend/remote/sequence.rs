@@ -17,6 +17,9 @@ use crate::backend::{FinishReason, JobError, LogprobEntry, SeqStats, TopLogprob}
 /// Waits for a full replica (429) before the request fails.
 pub const BUSY_RETRIES: u32 = 100;
 
+// Long on purpose: one streaming state machine (the controller, the text fed, pending log-probs,
+// the probe) whose early returns and restarts all read the same locals; the request body and the
+// log-prob entries are built apart.
 pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(FinishReason, SeqStats), JobError> {
     let spec = &job.spec;
     let confidence = spec.vote.as_ref().and_then(|v| v.confidence);
@@ -44,32 +47,12 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
         // schema for the engine to enforce; one that starts in thinking ends at the close.
         let constrained = schema.is_some() && ctl.answering();
         let asked = if probing { 1 } else { remaining };
-        let mut body = request(job, index, round, &fed.concat(), asked, want);
-        if probing {
-            answer_probe = Probe::Used;
-            let mut bias = body["logit_bias"].as_object().cloned().unwrap_or_default();
-            for t in &job.shared.vocab.eog {
-                bias.insert(t.to_string(), json!(-100));
-            }
-            body["logit_bias"] = Value::Object(bias);
-            // vLLM and SGLang read this; engines that report no end-of-generation ids need it.
-            body["min_tokens"] = json!(1);
-        }
-        // A plain answer's stop strings go to the engine too, so it ends there (and reports its
-        // usage) instead of generating on until the stream is dropped. While thinking they do
-        // not apply, and the close marker is the controller's to find.
-        if job.forcing.is_none() && !spec.sampling.stop.is_empty() {
-            body["stop"] = json!(spec.sampling.stop);
-        }
-        if let (true, Some(schema)) = (constrained, &schema) {
-            // vLLM and SGLang read `response_format` on completions; llama-server `json_schema`.
-            body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}});
-            body["json_schema"] = schema.clone();
-        }
         // The first sample's first request reports how much of the prompt the engine had cached.
         let want_usage = index == 0 && round == 0;
-        if want_usage {
-            body["stream_options"] = json!({"include_usage": true});
+        let ask = Ask { index, round, asked, want, probing, constrained, want_usage };
+        let body = request_body(job, &ask, &fed.concat(), schema.as_ref());
+        if probing {
+            answer_probe = Probe::Used;
         }
         round += 1;
         let replica = job.replica();
@@ -139,18 +122,7 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
                 if let Some(t) = &token {
                     ctl.observe(t.logprob, t.top.iter().take(confidence.map_or(0, |c| c.top_k)).map(|x| x.1));
                     if let (Some(k), Some(lp)) = (report, t.logprob) {
-                        pending.push(LogprobEntry {
-                            token: t.text.clone(),
-                            logprob: lp,
-                            bytes: t.text.as_bytes().to_vec(),
-                            top_logprobs: t
-                                .top
-                                .iter()
-                                .take(k as usize)
-                                .map(|(s, l)| TopLogprob { token: s.clone(), logprob: *l, bytes: s.as_bytes().to_vec() })
-                                .collect(),
-                            thinking,
-                        });
+                        pending.push(entry(t, lp, k, thinking));
                     }
                 }
                 let step = ctl.on_token(text.as_bytes(), eog, job.forcing.as_ref(), job.prune_threshold(choice));
@@ -203,6 +175,68 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
             // The engine ended at once with nothing to add (its own length limit): done.
             return Ok((FinishReason::Length, ctl.stats()));
         }
+    }
+}
+
+/// What one request of a sequence asks the engine for.
+struct Ask {
+    index: usize,
+    round: u32,
+    /// Tokens to generate.
+    asked: u32,
+    /// Log-prob alternatives per token, when anything reads them.
+    want: Option<u32>,
+    /// One token that does not end generation (`Probe`).
+    probing: bool,
+    /// The answer starts here and the request carries the schema.
+    constrained: bool,
+    want_usage: bool,
+}
+
+/// The completion request: the prompt plus what was fed so far, the probe's bias against ending,
+/// the stop strings of a plain answer, the schema, and usage on the first request.
+fn request_body(job: &JobCtx, a: &Ask, fed: &str, schema: Option<&Value>) -> Value {
+    let spec = &job.spec;
+    let mut body = request(job, a.index, a.round, fed, a.asked, a.want);
+    if a.probing {
+        let mut bias = body["logit_bias"].as_object().cloned().unwrap_or_default();
+        for t in &job.shared.vocab.eog {
+            bias.insert(t.to_string(), json!(-100));
+        }
+        body["logit_bias"] = Value::Object(bias);
+        // vLLM and SGLang read this; engines that report no end-of-generation ids need it.
+        body["min_tokens"] = json!(1);
+    }
+    // A plain answer's stop strings go to the engine too, so it ends there (and reports its
+    // usage) instead of generating on until the stream is dropped. While thinking they do
+    // not apply, and the close marker is the controller's to find.
+    if job.forcing.is_none() && !spec.sampling.stop.is_empty() {
+        body["stop"] = json!(spec.sampling.stop);
+    }
+    if let (true, Some(schema)) = (a.constrained, schema) {
+        // vLLM and SGLang read `response_format` on completions; llama-server `json_schema`.
+        body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}});
+        body["json_schema"] = schema.clone();
+    }
+    if a.want_usage {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    body
+}
+
+/// A streamed token as a log-prob entry, with `k` alternatives.
+fn entry(t: &super::client::Sampled, logprob: f32, k: u32, thinking: bool) -> LogprobEntry {
+    LogprobEntry {
+        token: t.text.clone(),
+        logprob,
+        bytes: t.text.as_bytes().to_vec(),
+        top_logprobs: t
+            .top
+            .iter()
+            .take(k as usize)
+            .map(|(s, l)| TopLogprob { token: s.clone(), logprob: *l, bytes: s.as_bytes().to_vec() })
+            .collect(),
+        thinking,
     }
 }
 
