@@ -102,7 +102,22 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--adaptive", action="store_true", help="also a thinkscale cell that stops at the first wave's consensus")
     ap.add_argument("--out", required=True, help="JSONL: one line per (problem, cell), then a summary line")
+    ap.add_argument("--summarize", action="store_true", help="only summarize --out's lines (of a run stopped early: whole problems only)")
     a = ap.parse_args()
+    if a.summarize:
+        rows = [json.loads(l) for l in open(a.out) if l.strip() and "summary" not in l]
+        # A problem counts once every server's every cell of it is in.
+        per = collections.Counter(r["problem"] for r in rows)
+        full = max(per.values(), default=0)
+        rows = [r for r in rows if per[r["problem"]] == full]
+        cells = collections.defaultdict(lambda: {"correct": 0, "tokens": 0, "seconds": 0.0, "n": 0})
+        for r in rows:
+            c = cells[(r["server"], r["cell"])]
+            c["correct"] += int(r["correct"])
+            c["tokens"] += r["completion_tokens"]
+            c["seconds"] += r["seconds"]
+            c["n"] += 1
+        return table(summarize(cells))
     servers = [(k, int(v)) for k, v in (s.split("=") for s in a.servers.split(","))]
     problems = [json.loads(l) for l in open(a.data) if l.strip()]
     cells = collections.defaultdict(lambda: {"correct": 0, "tokens": 0, "seconds": 0.0, "n": 0})
@@ -130,14 +145,23 @@ def main():
                     f.flush()
             print(f"\r{i + 1}/{len(problems)} problems", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-        summary = []
-        for (name, cell), c in cells.items():
-            lo, hi = wilson(c["correct"], c["n"])
-            summary.append({"server": name, "cell": cell, "n": c["n"], "correct": c["correct"], "accuracy": c["correct"] / c["n"],
-                            "wilson": [round(lo, 3), round(hi, 3)], "tokens_per_problem": c["tokens"] / c["n"],
-                            "tokens_per_correct": c["tokens"] / c["correct"] if c["correct"] else None,
-                            "seconds_per_problem": c["seconds"] / c["n"]})
+        summary = summarize(cells)
         f.write(json.dumps({"summary": summary}) + "\n")
+    table(summary)
+
+
+def summarize(cells):
+    summary = []
+    for (name, cell), c in cells.items():
+        lo, hi = wilson(c["correct"], c["n"])
+        summary.append({"server": name, "cell": cell, "n": c["n"], "correct": c["correct"], "accuracy": c["correct"] / c["n"],
+                        "wilson": [round(lo, 3), round(hi, 3)], "tokens_per_problem": c["tokens"] / c["n"],
+                        "tokens_per_correct": c["tokens"] / c["correct"] if c["correct"] else None,
+                        "seconds_per_problem": c["seconds"] / c["n"]})
+    return summary
+
+
+def table(summary):
     print("| server | cell | accuracy | 95% Wilson | tokens / problem | tokens / correct answer | seconds / problem |")
     print("|---|---|---|---|---|---|---|")
     for s in summary:
