@@ -1,7 +1,7 @@
 //! The service layer between HTTP and the backends. `infer` is the one entry handlers call;
 //! `validate` is the only gate (a raw body becomes
 //! a validated job or an `Invalid`, the one enum of its refusals); `pipeline` submits jobs and
-//! reads their events for every endpoint; `vote` turns a sample group into one answer; `grading`
+//! reads their events into the `Update`s handlers see; `vote` turns a sample group into one answer; `grading`
 //! keeps what requests answered and the accuracy-vs-compute table `reasoning_effort: "auto"` reads;
 //! `trace` turns a job's events into its spans. Nothing here knows HTTP or OpenAI's wire types: `api/` maps results and errors onto them.
 

@@ -1,5 +1,7 @@
-//! Loading a GGUF, its chat template, tokenizing and detokenizing. The only place outside the
-//! scheduler that calls llama.cpp; everything here is read-only after load, so handlers may share it.
+//! A loaded GGUF: its vocabulary (tokenizing, pieces, end-of-generation), grammars for schemas
+//! and tool calls, its chat template (rendered by `template.rs`), and the context parameters.
+//! Read-only after load, so handlers may share it; the contexts belong to the decode loop
+//! (`scheduler/`, `sequence.rs`, `batch.rs`) and to the verifier's thread.
 
 use std::num::NonZeroU32;
 use std::path::Path;
