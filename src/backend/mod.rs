@@ -140,7 +140,8 @@ pub struct JobSpec {
     pub sampling: SamplingParams,
     /// Cap on all tokens each sequence adds after the prompt (thinking, forced text and answer).
     pub max_tokens: u32,
-    pub forcing: Option<ForcingRequest>,
+    /// Budget forcing, its injected texts tokenized at the gate.
+    pub forcing: Option<controller::JobForcing>,
     /// Collect each sequence's mean log-probability (verifier input) even without `logprobs`.
     pub want_logprob: bool,
     pub vote: Option<VotePlan>,

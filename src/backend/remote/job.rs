@@ -13,7 +13,7 @@ use super::replicas::{Lease, Replica};
 use super::{sequence, Shared};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::{Groups, Work};
-use crate::backend::{CancelHandle, Event, FinishReason, JobError, JobSpec, SeqStats, Vocabulary, JUDGE_NO, JUDGE_YES};
+use crate::backend::{CancelHandle, Event, FinishReason, JobError, JobSpec, SeqStats, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
 
 /// One job on the remote backend, shared by its sequence tasks.
@@ -103,21 +103,7 @@ enum Done {
 // over state its branches share.
 pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSender<Event>, cancel: CancelHandle, lease: Lease) {
     let spec = Arc::new(spec);
-    let forcing = match &spec.forcing {
-        Some(f) => {
-            let (vocab, f, max) = (shared.vocab.clone(), f.clone(), spec.max_tokens);
-            let made =
-                tokio::task::spawn_blocking(move || JobForcing::new(&f, max, |t| vocab.tokenize(t, false)).map_err(|e| e.to_string()));
-            match made.await.map_err(|e| e.to_string()).and_then(|r| r) {
-                Ok(jf) => Some(jf),
-                Err(e) => {
-                    let _ = events.send(Event::Error(JobError::Failed(format!("tokenizing the forced texts: {e}"))));
-                    return;
-                }
-            }
-        }
-        None => None,
-    };
+    let forcing = spec.forcing.clone();
     // The engine's own queue is out of sight: from here the prompt is on its way to it.
     let _ = events.send(Event::Admitted);
     let mut groups = Groups::new(&spec);

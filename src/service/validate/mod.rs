@@ -16,6 +16,7 @@ use super::grading::AutoDecision;
 use super::invalid::Invalid;
 use super::request::{parse_object, typed, Common, Validated};
 use super::Service;
+use crate::backend::controller::JobForcing;
 use crate::backend::{Backend, ForcingRequest, JobSpec, Token};
 use crate::reasoning::chat::{Message, ToolCall};
 use crate::reasoning::plan::{self, ReasoningPlan, Scaffold};
@@ -406,7 +407,8 @@ fn render(
 
 /// Budget forcing's texts and limits for a thinking plan, and the job's token cap (the request's,
 /// else a default that leaves the thinking budget room to answer), within the `room` the prompt
-/// leaves. A cap too small to think, or to hold `min_thinking_tokens`, is refused.
+/// leaves. The texts forcing injects are tokenized here, once. A cap too small to think, or to
+/// hold `min_thinking_tokens`, is refused.
 fn thinking_and_cap(
     state: &Service,
     backend: &dyn Backend,
@@ -414,7 +416,7 @@ fn thinking_and_cap(
     native: Option<&(String, String)>,
     v: &Validated,
     room: u32,
-) -> Result<(Option<ForcingRequest>, u32), Invalid> {
+) -> Result<(Option<JobForcing>, u32), Invalid> {
     let (cfg, rc) = (&state.cfg, &state.cfg.reasoning);
     let forcing = plan.thinking.then(|| ForcingRequest {
         min_thinking: plan.min_thinking,
@@ -435,33 +437,27 @@ fn thinking_and_cap(
         (false, _) => cfg.default_max_tokens,
     };
     let max_tokens = v.max_tokens.unwrap_or(default_cap).min(room);
-    if let (Some(f), Some(cap)) = (&forcing, v.max_tokens) {
+    let Some(f) = forcing else { return Ok((None, max_tokens)) };
+    let vocab = backend.vocabulary();
+    let jf = JobForcing::new(&f, max_tokens, |t| vocab.tokenize(t, false)).map_err(|e| Invalid::text(e, "messages"))?;
+    if let (false, Some(cap)) = (jf.spec.thinking, v.max_tokens) {
         // A cap that leaves no thinking after the close and the answer's reserve would skip
         // thinking without a sign: say so instead.
-        let close = backend
-            .vocabulary()
-            .tokenize(&format!("{}{}{}", f.budget_message, f.close_text, f.answer_cue), false)
-            .map_err(|e| Invalid::text(e, "messages"))?
-            .len() as u32;
-        if plan::effective_max_thinking(f.max_thinking, max_tokens, f.answer_reserve, close) == 0 {
-            return Err(Invalid::field(
-                format!(
-                    "The token cap ({cap}) leaves no room to think: thinking needs more than {} tokens (the answer's reserve and the injected close); raise the cap or turn thinking off",
-                    f.answer_reserve + close
-                ),
-                Some(v.max_tokens_param),
-            ));
-        }
+        return Err(Invalid::field(
+            format!(
+                "The token cap ({cap}) leaves no room to think: thinking needs more than {} tokens (the answer's reserve and the injected close); raise the cap or turn thinking off",
+                f.answer_reserve + jf.cutoff.tokens.len() as u32
+            ),
+            Some(v.max_tokens_param),
+        ));
     }
-    if let Some(f) = &forcing {
-        if f.min_thinking > 0 && f.min_thinking + rc.answer_reserve > max_tokens {
-            return Err(Invalid::field(
-                format!("'min_thinking_tokens' ({}) does not fit in the token cap ({max_tokens}) with room to answer", f.min_thinking),
-                Some("min_thinking_tokens"),
-            ));
-        }
+    if f.min_thinking > 0 && f.min_thinking + rc.answer_reserve > max_tokens {
+        return Err(Invalid::field(
+            format!("'min_thinking_tokens' ({}) does not fit in the token cap ({max_tokens}) with room to answer", f.min_thinking),
+            Some("min_thinking_tokens"),
+        ));
     }
-    Ok((forcing, max_tokens))
+    Ok((Some(jf), max_tokens))
 }
 
 pub async fn prepare_off_thread(state: &Service, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, Invalid> {

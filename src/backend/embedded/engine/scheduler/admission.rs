@@ -4,7 +4,6 @@
 use tokio::sync::mpsc;
 
 use super::{ActiveJob, Scheduler};
-use crate::backend::controller::JobForcing;
 use crate::backend::embedded::engine::Job;
 use crate::backend::groups::Groups;
 use crate::backend::{FinishReason, Token};
@@ -43,11 +42,7 @@ impl Scheduler<'_> {
         self.take_free(anchor);
         metrics().prompt_tokens.inc_by((prompt_len as usize - cached) as u64);
         metrics().prompt_cached_tokens.inc_by(cached as u64);
-        let model = self.model;
-        let forcing = job.spec.forcing.as_ref().map(|f| {
-            JobForcing::new(f, job.spec.max_tokens, |t| Ok::<_, std::convert::Infallible>(model.tokens(t, false)))
-                .unwrap_or_else(|e| match e {})
-        });
+        let forcing = job.spec.forcing.clone();
         tracing::debug!(id = %job.spec.id, prompt_tokens = prompt_len, queued_ms = job.enqueued.elapsed().as_millis() as u64, "admitted");
         self.jobs.push_back(ActiveJob {
             groups: Groups::new(&job.spec),
