@@ -240,13 +240,8 @@ impl Reader {
     }
 }
 
-/// A whole (non-streamed) answer: every event read, each job logged.
-pub async fn collect(cols: Vec<Collector>, events: Events, drain: bool) -> Result<Vec<Collector>, Failure> {
-    Reader { cols, events, drain }.collect().await
-}
-
 impl Reader {
-    /// Every event read, each job logged.
+    /// A whole (non-streamed) answer: every event read, each job logged.
     pub async fn collect(mut self) -> Result<Vec<Collector>, Failure> {
         while self.next().await.is_some() {}
         self.cols.iter().for_each(Collector::log);
@@ -285,7 +280,7 @@ mod tests {
             tx0.send(e).unwrap();
         }
         tx1.send(finished(0, 4)).unwrap();
-        let cols = collect(vec![job(2), job(1)], events(vec![rx0, rx1]), false).await.unwrap();
+        let cols = Reader::new(vec![job(2), job(1)], events(vec![rx0, rx1]), false).collect().await.unwrap();
         assert_eq!((cols[0].choices[1].answer.as_str(), cols[1].choices[0].answer.as_str()), ("a", "b"));
         assert_eq!((cols[0].prompt_tokens, cols[0].cached_tokens), (5, 2));
         assert_eq!((cols[0].completion_tokens(), cols[1].completion_tokens()), (4, 4));
@@ -297,7 +292,7 @@ mod tests {
         tx.send(delta(0, "x")).unwrap();
         tx.send(finished(0, 1)).unwrap();
         drop(tx);
-        let r = collect(vec![job(2)], events(vec![rx]), false).await;
+        let r = Reader::new(vec![job(2)], events(vec![rx]), false).collect().await;
         assert_eq!(r.err(), Some(Failure::Engine("the engine dropped the request".into())));
     }
 
@@ -306,7 +301,7 @@ mod tests {
         let (tx, rx) = unbounded_channel();
         tx.send(Event::Error(JobError::Failed("decode failed".into()))).unwrap();
         // Not closed: the error alone ends the read.
-        let r = collect(vec![job(1)], events(vec![rx]), false).await;
+        let r = Reader::new(vec![job(1)], events(vec![rx]), false).collect().await;
         assert_eq!(r.err(), Some(Failure::Engine("decode failed".into())));
         drop(tx);
     }
@@ -319,14 +314,14 @@ mod tests {
             tx.send(e).unwrap();
         }
         drop(tx);
-        let cols = collect(vec![job(1)], events(vec![rx]), true).await.unwrap();
+        let cols = Reader::new(vec![job(1)], events(vec![rx]), true).collect().await.unwrap();
         assert_eq!(cols[0].judged, vec![(0, "4".to_string(), 0.9)]);
         // Without draining, the read stops at the last finish (the channel may stay open).
         let (tx, rx) = unbounded_channel();
         for e in [finished(0, 1), judged()] {
             tx.send(e).unwrap();
         }
-        let cols = collect(vec![job(1)], events(vec![rx]), false).await.unwrap();
+        let cols = Reader::new(vec![job(1)], events(vec![rx]), false).collect().await.unwrap();
         assert!(cols[0].judged.is_empty());
         drop(tx);
     }

@@ -21,7 +21,7 @@ use crate::reasoning::schema;
 use crate::sandbox::{harness, Sandbox};
 
 use super::invalid::Invalid;
-use super::pipeline::{collect, events, submit, Collector};
+use super::pipeline::{events, submit, Collector, Reader};
 use super::validate::prepare_off_thread;
 use super::Service;
 use crate::backend::Backend;
@@ -247,7 +247,8 @@ fn generate_tests(state: Service, backend: Arc<dyn Backend>, prompt: &str, entry
         let p =
             prepare_off_thread(&state, &backend, &id, body.to_string().into()).await.map_err(|e| format!("writing the tests: {e:?}"))?;
         let (rx, _cancel) = submit(&*backend, p.spec).map_err(|e| format!("writing the tests: {e:?}"))?;
-        let cols = collect(vec![Collector::new("chat", id, 1, Instant::now())], events(vec![rx]), false)
+        let cols = Reader::new(vec![Collector::new("chat", id, 1, Instant::now())], events(vec![rx]), false)
+            .collect()
             .await
             .map_err(|e| format!("writing the tests: {e:?}"))?;
         Ok(cols.into_iter().next().and_then(|c| c.choices.into_iter().next()).map(|c| c.answer).unwrap_or_default())
