@@ -50,6 +50,9 @@ fn requests_spread_over_replicas_and_survive_a_killed_one() {
     });
     wait_for("the request to start", || replicas(&outer).iter().any(|r| r["in_flight"] == 1));
     let busy = replicas(&outer).iter().position(|r| r["in_flight"] == 1).unwrap();
+    // The front counts the sequence it drives, as the embedded engine counts its slots.
+    let metrics = outer.metrics();
+    assert!(metrics.contains("thinkscale_active_sequences 1"), "{metrics}");
     std::thread::sleep(Duration::from_millis(300));
     let killed = if busy == 0 { a.base.clone() } else { b.base.clone() };
     if busy == 0 {
@@ -71,6 +74,7 @@ fn requests_spread_over_replicas_and_survive_a_killed_one() {
     let content = common::joined(&chunks, 0, "content");
     assert!(!content.is_empty());
     assert_eq!(chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).next_back(), Some("length"));
+    assert!(outer.metrics().contains("thinkscale_active_sequences 0"), "{}", outer.metrics());
 
     // The dead replica is shown down, in /health and /metrics; requests go to the other.
     let down = replicas(&outer).into_iter().find(|r| r["url"] == killed.as_str()).unwrap();

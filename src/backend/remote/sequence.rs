@@ -17,10 +17,28 @@ use crate::backend::{FinishReason, JobError, LogprobEntry, SeqStats, TopLogprob}
 /// Waits for a full replica (429) before the request fails.
 pub const BUSY_RETRIES: u32 = 100;
 
+/// Counts a sequence in `thinkscale_active_sequences` while it runs: the embedded engine sets that
+/// gauge from its slots; here each sequence is a task, whichever replica it is on.
+struct Active;
+
+impl Active {
+    fn new() -> Self {
+        crate::metrics::metrics().active_sequences.inc();
+        Self
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        crate::metrics::metrics().active_sequences.dec();
+    }
+}
+
 // Long on purpose: one streaming state machine (the controller, the text fed, pending log-probs,
 // the probe) whose early returns and restarts all read the same locals; the request body and the
 // log-prob entries are built apart.
 pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(FinishReason, SeqStats), JobError> {
+    let _active = Active::new();
     let spec = &job.spec;
     let confidence = spec.vote.as_ref().and_then(|v| v.confidence);
     let mut ctl = Controller::new(index, job.forcing.as_ref(), spec.sampling.stop.clone(), spec.max_tokens, confidence.map(|c| c.window));
