@@ -40,6 +40,7 @@ fn samples(v: &Value) -> &Vec<Value> {
 fn tests_verifier_runs_programs_against_the_docstring_and_client_tests() {
     let s = coder(&[]);
     let v = s.chat(&code_request(json!({"enabled": false, "samples": 3, "verifier": "tests"})));
+    let samples_prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
     let ext = &v["choices"][0]["thinkscale"];
     assert_eq!(ext["verifier"], "tests");
     for smp in samples(&v) {
@@ -69,6 +70,10 @@ fn tests_verifier_runs_programs_against_the_docstring_and_client_tests() {
     let run = samples(&v).iter().filter_map(|smp| smp["tests"]["run"].as_u64()).max().unwrap_or(0);
     assert!(run >= 2, "the model wrote asserts and they ran: {ext}");
     assert!(ext["why"].as_str().unwrap().contains("dual execution agreement"), "{ext}");
+    // Writing the tests is billed: its prompt (this one, plus the ask for asserts) and its answer.
+    let sampled: u64 = samples(&v).iter().map(|smp| smp["completion_tokens"].as_u64().unwrap()).sum();
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 2 * samples_prompt, "{}", v["usage"]);
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > sampled, "{} {sampled}", v["usage"]);
     // A function the prompt does not define cannot get tests written for it.
     let (st, e) = s.post(
         "/v1/chat/completions",

@@ -116,7 +116,7 @@ impl Render for ChatStream {
         out
     }
 
-    fn closing<'a>(&'a mut self, cols: &'a [Collector]) -> BoxFuture<'a, Vec<Out<ChunkChoice>>> {
+    fn closing<'a>(&'a mut self, cols: &'a mut [Collector]) -> BoxFuture<'a, Vec<Out<ChunkChoice>>> {
         self.grade.record(&cols[0]);
         Box::pin(std::future::ready(Vec::new()))
     }

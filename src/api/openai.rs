@@ -54,13 +54,15 @@ pub struct CompletionTokensDetails {
 impl Usage {
     /// OpenAI `usage` over the jobs of one response.
     pub fn of(cols: &[Collector]) -> Self {
-        let prompt: usize = cols.iter().map(|c| c.prompt_tokens).sum();
-        let completion: u32 = cols.iter().map(Collector::completion_tokens).sum();
+        let prompt: usize = cols.iter().map(|c| c.prompt_tokens + c.side.prompt).sum();
+        let completion: u32 = cols.iter().map(|c| c.completion_tokens() + c.side.completion).sum();
         Usage {
             prompt_tokens: prompt as u32,
             completion_tokens: completion,
             total_tokens: prompt as u32 + completion,
-            prompt_tokens_details: PromptTokensDetails { cached_tokens: cols.iter().map(|c| c.cached_tokens as u32).sum() },
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: cols.iter().map(|c| (c.cached_tokens + c.side.cached) as u32).sum(),
+            },
             completion_tokens_details: CompletionTokensDetails { reasoning_tokens: cols.iter().map(Collector::reasoning_tokens).sum() },
         }
     }

@@ -60,7 +60,7 @@ pub trait Render: Send + 'static {
     fn update(&mut self, job: usize, update: Update) -> Vec<Out<Self::Choice>>;
     /// Chunks once every job finished without error (a vote's decided answers, which may wait
     /// for a verifier); grading hooks.
-    fn closing<'a>(&'a mut self, _cols: &'a [Collector]) -> BoxFuture<'a, Vec<Out<Self::Choice>>> {
+    fn closing<'a>(&'a mut self, _cols: &'a mut [Collector]) -> BoxFuture<'a, Vec<Out<Self::Choice>>> {
         Box::pin(std::future::ready(Vec::new()))
     }
 }
@@ -95,7 +95,7 @@ pub fn stream<R: Render>(env: Envelope, mut r: Reader, include_usage: bool, mut 
         match r.failure() {
             Some(e) => yield Frame::Failed(ApiError::from(e)),
             None => {
-                for out in render.closing(&r.cols).await {
+                for out in render.closing(&mut r.cols).await {
                     yield frame(&env, out);
                 }
                 if include_usage {

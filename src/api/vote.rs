@@ -64,14 +64,14 @@ impl Render for VoteStream {
         vec![Out::Progress(progress)]
     }
 
-    fn closing<'a>(&'a mut self, cols: &'a [Collector]) -> BoxFuture<'a, Vec<Out<ChunkChoice>>> {
+    fn closing<'a>(&'a mut self, cols: &'a mut [Collector]) -> BoxFuture<'a, Vec<Out<ChunkChoice>>> {
         Box::pin(self.decided(cols))
     }
 }
 
 impl VoteStream {
-    async fn decided(&mut self, cols: &[Collector]) -> Vec<Out<ChunkChoice>> {
-        let col = &cols[0];
+    async fn decided(&mut self, cols: &mut [Collector]) -> Vec<Out<ChunkChoice>> {
+        let col = &mut cols[0];
         let outcomes = self.ballot.decide(col).await;
         self.grade.record_vote(&col.choices[..self.ballot.group], &outcomes[0].answer, &outcomes[0].thinking);
         let mut out = Vec::new();

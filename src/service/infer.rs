@@ -96,12 +96,12 @@ pub async fn chat(state: &Service, body: Bytes) -> Result<ChatRun, NotStarted> {
 impl ChatRun {
     /// Reads every update, votes each sample group by `ballot`, and grades the answer.
     pub async fn whole(self, ballot: Option<&Ballots>) -> Result<ChatWhole, Failure> {
-        let col = self.reader.collect().await?.remove(0);
+        let mut col = self.reader.collect().await?.remove(0);
         let Some(ballot) = ballot else {
             let graded = self.grade.record(&col);
             return Ok(ChatWhole { col, outcomes: Vec::new(), graded });
         };
-        let outcomes = ballot.decide(&col).await;
+        let outcomes = ballot.decide(&mut col).await;
         let graded = self.grade.record_vote(&col.choices[..ballot.group], &outcomes[0].answer, &outcomes[0].thinking);
         Ok(ChatWhole { col, outcomes, graded })
     }

@@ -76,6 +76,25 @@ pub struct Collector {
     pub calibrated: Vec<(usize, f64)>,
     /// The job's spans (queue, prefill, thinking, answer, verify).
     pub trace: Trace,
+    /// Tokens the request spent beside its samples (the model writing tests for them).
+    pub side: SideTokens,
+}
+
+/// Tokens a request spends outside its own samples: counted in its `usage`, not in the samples'
+/// timings.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SideTokens {
+    pub prompt: usize,
+    pub cached: usize,
+    pub completion: u32,
+}
+
+impl std::ops::AddAssign for SideTokens {
+    fn add_assign(&mut self, o: Self) {
+        self.prompt += o.prompt;
+        self.cached += o.cached;
+        self.completion += o.completion;
+    }
 }
 
 impl Collector {
@@ -94,6 +113,7 @@ impl Collector {
             judged: Vec::new(),
             calibrated: Vec::new(),
             trace: Trace::new(endpoint, &id, n),
+            side: SideTokens::default(),
             id,
         }
     }

@@ -21,7 +21,7 @@ use crate::reasoning::schema;
 use crate::sandbox::{harness, Sandbox};
 
 use super::invalid::Invalid;
-use super::pipeline::{events, submit, Collector, Reader};
+use super::pipeline::{events, submit, Collector, Reader, SideTokens};
 use super::validate::prepare_off_thread;
 use super::Service;
 use crate::backend::Backend;
@@ -79,6 +79,11 @@ impl Checked {
 /// A verifier that takes time.
 pub trait Verify: Send + Sync {
     fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked>;
+    /// Tokens the verifier had the model generate, once for the request however many choices it
+    /// checked (read after the last `verify`).
+    fn side_tokens(&self) -> SideTokens {
+        SideTokens::default()
+    }
 }
 
 /// Runs a verifier under its timeout; past it, every candidate scores 0.
@@ -233,8 +238,9 @@ impl Verify for Tests {
     }
 }
 
-/// The asserts the model writes for a function, as one greedy generation (the answer's text).
-type GeneratedTests = Shared<BoxFuture<'static, Result<String, String>>>;
+/// The asserts the model writes for a function, as one greedy generation (the answer's text),
+/// and what writing them cost.
+type GeneratedTests = Shared<BoxFuture<'static, Result<(String, SideTokens), String>>>;
 
 fn generate_tests(state: Service, backend: Arc<dyn Backend>, prompt: &str, entry: &str) -> GeneratedTests {
     let ask = format!(
@@ -251,7 +257,9 @@ fn generate_tests(state: Service, backend: Arc<dyn Backend>, prompt: &str, entry
             .collect()
             .await
             .map_err(|e| format!("writing the tests: {e:?}"))?;
-        Ok(cols.into_iter().next().and_then(|c| c.choices.into_iter().next()).map(|c| c.answer).unwrap_or_default())
+        let Some(col) = cols.into_iter().next() else { return Ok(Default::default()) };
+        let spent = SideTokens { prompt: col.prompt_tokens, cached: col.cached_tokens, completion: col.completion_tokens() };
+        Ok((col.choices.into_iter().next().map(|c| c.answer).unwrap_or_default(), spent))
     });
     async move { job.await.unwrap_or_else(|e| Err(format!("writing the tests: {e}"))) }.boxed().shared()
 }
@@ -270,7 +278,7 @@ impl Verify for Generated {
     fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked> {
         Box::pin(async move {
             let asserts = match self.tests.clone().await {
-                Ok(text) => code::asserts(&text),
+                Ok((text, _)) => code::asserts(&text),
                 Err(e) => return Checked::failed(candidates.len(), &e),
             };
             if asserts.is_empty() {
@@ -303,6 +311,10 @@ impl Verify for Generated {
                 .collect();
             Checked { verdicts, selection: Some(selection) }
         })
+    }
+
+    fn side_tokens(&self) -> SideTokens {
+        self.tests.peek().and_then(|r| r.as_ref().ok()).map(|(_, spent)| *spent).unwrap_or_default()
     }
 }
 

@@ -341,7 +341,8 @@ pub struct Ballots {
 }
 
 impl Ballots {
-    pub async fn decide(&self, col: &Collector) -> Vec<Outcome> {
+    /// The outcome of each choice; what the verifier spent generating is added to `col.side`.
+    pub async fn decide(&self, col: &mut Collector) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(self.n);
         for c in 0..self.n {
             let (_, voting) = voters(col, c, self.group, &self.plan, self.score);
@@ -365,6 +366,9 @@ impl Ballots {
             };
             let check = checked.as_ref().map(|checked| ChoiceCheck { voters: &voting, checked });
             outcomes.push(decide_choice(col, c, self.group, &self.plan, self.score, check));
+        }
+        if let Some((v, _)) = &self.check {
+            col.side += v.side_tokens();
         }
         for o in &outcomes {
             metrics().samples_used.with_label_values(&[self.effort.as_str()]).observe(o.used as f64);
