@@ -77,8 +77,10 @@ fn greedy_samples_agree_and_adaptive_stops_after_the_first_wave() {
 #[test]
 fn verifiers_score_in_unit_interval() {
     let s = Server::start(&[]);
+    let mut prompt_tokens = std::collections::HashMap::new();
     for (verifier, aggregate) in [("self", "weighted"), ("logprob", "best"), ("arithmetic", "weighted"), ("self", "majority")] {
         let v = s.chat(&body(json!({"reasoning": {"samples": 4, "verifier": verifier, "aggregate": aggregate}, "temperature": 0.8})));
+        prompt_tokens.insert(verifier, v["usage"]["prompt_tokens"].as_u64().unwrap());
         let x = ext(&v, 0);
         assert_eq!(x["verifier"], verifier);
         for smp in x["samples"].as_array().unwrap() {
@@ -96,6 +98,8 @@ fn verifiers_score_in_unit_interval() {
             assert!(x["samples"].as_array().unwrap().iter().any(|s| s["answer"].is_string() && s["score"].as_f64().unwrap() > 0.0), "{x}");
         }
     }
+    // What the self-judge read (each answer after the prompt, then its question) is in `usage`.
+    assert!(prompt_tokens["self"] > prompt_tokens["logprob"] + 10, "{prompt_tokens:?}");
 }
 
 #[test]

@@ -213,11 +213,13 @@ pub enum Event {
         choice: usize,
         threshold: f64,
     },
-    /// P(True) of one proposed answer of a choice.
+    /// P(True) of one proposed answer of a choice, and the prompt tokens judging it read beyond
+    /// the request's shared prompt (billed in `usage`).
     Judged {
         choice: usize,
         answer: String,
         score: f64,
+        tokens: u32,
     },
     Error(JobError),
 }

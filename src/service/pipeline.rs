@@ -151,7 +151,10 @@ impl Collector {
             }
             Event::Error(e) => self.error = Some(e.clone()),
             Event::Stopped { choice } => self.stopped.push(*choice),
-            Event::Judged { choice, answer, score } => self.judged.push((*choice, answer.clone(), *score)),
+            Event::Judged { choice, answer, score, tokens } => {
+                self.judged.push((*choice, answer.clone(), *score));
+                self.side.prompt += *tokens as usize;
+            }
             Event::Calibrated { choice, threshold } => self.calibrated.push((*choice, *threshold)),
             Event::Admitted => {}
         }
@@ -216,7 +219,7 @@ impl Update {
                 answer: final_answer(&stats.answer, &stats.thinking),
             },
             Event::Stopped { choice } => Self::Stopped { choice },
-            Event::Judged { choice, answer, score } => Self::Judged { choice, answer, score },
+            Event::Judged { choice, answer, score, .. } => Self::Judged { choice, answer, score },
             Event::Admitted | Event::Prefilled { .. } | Event::Calibrated { .. } | Event::Error(_) => return None,
         })
     }
@@ -328,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn draining_reads_what_follows_the_last_finish() {
-        let judged = || Event::Judged { choice: 0, answer: "4".into(), score: 0.9 };
+        let judged = || Event::Judged { choice: 0, answer: "4".into(), score: 0.9, tokens: 12 };
         let (tx, rx) = unbounded_channel();
         for e in [finished(0, 1), judged()] {
             tx.send(e).unwrap();

@@ -96,7 +96,7 @@ impl JobCtx {
 
 enum Done {
     Sample { index: usize, result: Result<(FinishReason, SeqStats), JobError> },
-    Judged { choice: usize, answer: String, score: Result<f64, JobError> },
+    Judged { choice: usize, answer: String, score: Result<(f64, u32), JobError> },
 }
 
 // Long on purpose: the job's one event loop (waves of samples, early stops, judging, failover)
@@ -196,7 +196,7 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
             Done::Judged { choice, answer, score } => {
                 groups.judged();
                 match score {
-                    Ok(score) => emit(Event::Judged { choice, answer, score }),
+                    Ok((score, tokens)) => emit(Event::Judged { choice, answer, score, tokens }),
                     Err(e) if !failed => {
                         failed = true;
                         emit(Event::Error(e));
@@ -208,8 +208,9 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
     }
 }
 
-/// P(True) of a proposed answer: the judging text after the prompt, one token, its top log-probs.
-async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, JobError> {
+/// P(True) of a proposed answer: the judging text after the prompt, one token, its top log-probs;
+/// and the prompt tokens the engine counted beyond the request's own.
+async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<(f64, u32), JobError> {
     let suffix = job
         .spec
         .vote
@@ -227,7 +228,8 @@ async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<f64, JobError> {
             Ok(v) => {
                 // A whole answer's choice reads as a stream chunk does, in either log-prob format.
                 let top = super::client::parse_chunk(&v).tokens.into_iter().next().map(|t| t.top).unwrap_or_default();
-                return Ok(crate::reasoning::verify::p_true_from_top(&top, &JUDGE_YES, &JUDGE_NO));
+                let read = v["usage"]["prompt_tokens"].as_u64().unwrap_or(0).saturating_sub(job.spec.prompt.len() as u64);
+                return Ok((crate::reasoning::verify::p_true_from_top(&top, &JUDGE_YES, &JUDGE_NO), read as u32));
             }
             Err(CallError::Replica(m)) => job.relocate(&replica, &m).map_err(JobError::Failed)?,
             Err(CallError::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -28,6 +28,8 @@ pub struct Judgement {
     pub choice: usize,
     pub answer: String,
     pub score: f64,
+    /// The judging conversation's tokens (the verifier model reads it whole).
+    pub tokens: u32,
 }
 
 /// The name of the thread that owns the verifier's context.
@@ -71,8 +73,8 @@ impl VerifierModel {
             };
             // Ends when the scheduler (the only sender) is gone.
             for ask in ask_rx {
-                let score = j.score(&judging_conversation(&ask.messages, &ask.answer, &ask.question)).unwrap_or(0.5);
-                if verdict_tx.send(Judgement { job: ask.job, choice: ask.choice, answer: ask.answer, score }).is_err() {
+                let (score, tokens) = j.score(&judging_conversation(&ask.messages, &ask.answer, &ask.question)).unwrap_or((0.5, 0));
+                if verdict_tx.send(Judgement { job: ask.job, choice: ask.choice, answer: ask.answer, score, tokens }).is_err() {
                     break;
                 }
             }
@@ -96,8 +98,8 @@ struct Judge<'v> {
 }
 
 impl Judge<'_> {
-    /// Prefill the conversation in chunks, read the last logits.
-    fn score(&mut self, conversation: &[Message]) -> Option<f64> {
+    /// Prefill the conversation in chunks, read the last logits: P(True) and the tokens read.
+    fn score(&mut self, conversation: &[Message]) -> Option<(f64, u32)> {
         let text = self.model.render_chat(conversation, &[]).ok()?;
         let tokens = self.model.tokenize(&text, true);
         if tokens.is_empty() || tokens.len() >= self.ctx.n_ctx() as usize {
@@ -115,6 +117,6 @@ impl Judge<'_> {
         }
         let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(batch.n_tokens() - 1), &self.yes, &self.no);
         self.ctx.clear_kv_cache();
-        Some(score)
+        Some((score, tokens.len() as u32))
     }
 }

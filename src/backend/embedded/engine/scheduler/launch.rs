@@ -2,7 +2,7 @@
 //! test-time-compute layer (`Groups`) releases them and slots allow; the verifier model's
 //! judgements go to its own thread and come back as verdicts.
 
-use super::{Scheduler, Slot};
+use super::{Judging, Scheduler, Slot};
 use crate::backend::controller::Controller;
 use crate::backend::embedded::engine::sequence::Sequence;
 use crate::backend::embedded::engine::verifier::{Ask, Judgement};
@@ -49,7 +49,7 @@ impl Scheduler<'_> {
                             self.asked += 1;
                         }
                         None => {
-                            job.send(Event::Judged { choice: ask.choice, answer: ask.answer, score: 0.5 });
+                            job.send(Event::Judged { choice: ask.choice, answer: ask.answer, score: 0.5, tokens: 0 });
                             job.groups.judged();
                         }
                     }
@@ -80,10 +80,10 @@ impl Scheduler<'_> {
         }
         let first = if idle { v.verdicts.recv_timeout(std::time::Duration::from_millis(20)).ok() } else { v.verdicts.try_recv().ok() };
         let verdicts: Vec<Judgement> = first.into_iter().chain(v.verdicts.try_iter()).collect();
-        for Judgement { job, choice, answer, score } in verdicts {
+        for Judgement { job, choice, answer, score, tokens } in verdicts {
             self.asked -= 1;
             if let Some(ji) = self.job_index(job) {
-                self.jobs[ji].send(Event::Judged { choice, answer, score });
+                self.jobs[ji].send(Event::Judged { choice, answer, score, tokens });
                 self.jobs[ji].groups.judged();
                 self.retire_if_done(ji);
             }
@@ -119,8 +119,10 @@ impl Scheduler<'_> {
             self.model,
             Controller::new(0, None, vec![], 1, None),
         );
-        seq.input.extend(self.model.tokenize(&text, false));
-        self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some((choice, answer)) });
+        let judged = self.model.tokenize(&text, false);
+        let tokens = judged.len() as u32;
+        seq.input.extend(judged);
+        self.slots[seq_id as usize] = Some(Slot { job: job.key, seq, judge: Some(Judging { choice, answer, tokens }) });
     }
 
     pub(super) fn start_seq(&mut self, ji: usize, seq_id: i32, index: usize) {

@@ -4,12 +4,12 @@
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::{ActiveJob, Scheduler};
+use super::{ActiveJob, Judging, Scheduler};
 use crate::backend::{Event, FinishReason, JobError, Token};
 
 impl Scheduler<'_> {
     /// Take a judge out of its slot and free the slot; returns what it judged.
-    pub(super) fn end_judge(&mut self, ji: usize, id: i32) -> (usize, String) {
+    pub(super) fn end_judge(&mut self, ji: usize, id: i32) -> Judging {
         let slot = self.slots[id as usize].take().expect("judge slot");
         self.jobs[ji].groups.judged();
         self.release_slot(ji, id, Vec::new());

@@ -77,7 +77,14 @@ struct Slot {
     job: u64,
     seq: Sequence,
     /// A P(True) judge (teacher-forced, one read of the logits) instead of a generating sample.
-    judge: Option<(usize, String)>,
+    judge: Option<Judging>,
+}
+
+/// What a judge's slot judges, and how many tokens it reads after the prompt.
+struct Judging {
+    choice: usize,
+    answer: String,
+    tokens: u32,
 }
 
 struct Scheduler<'m> {
@@ -340,8 +347,8 @@ impl<'m> Scheduler<'m> {
 
     fn finish_judge(&mut self, ji: usize, id: i32, idx: i32) {
         let score = crate::reasoning::verify::p_true(self.ctx.get_logits_ith(idx), &self.judge_words.0, &self.judge_words.1);
-        let (choice, answer) = self.end_judge(ji, id);
-        self.jobs[ji].send(Event::Judged { choice, answer, score });
+        let Judging { choice, answer, tokens } = self.end_judge(ji, id);
+        self.jobs[ji].send(Event::Judged { choice, answer, score, tokens });
         self.retire_if_done(ji);
     }
 }
