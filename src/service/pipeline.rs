@@ -76,7 +76,7 @@ pub struct Collector {
     pub calibrated: Vec<(usize, f64)>,
     /// The job's spans (queue, prefill, thinking, answer, verify).
     pub trace: Trace,
-    /// Tokens the request spent beside its samples (the model writing tests for them).
+    /// Tokens the request spent beside its samples (judging their answers, writing tests for them).
     pub side: SideTokens,
 }
 
