@@ -21,15 +21,22 @@ COPY --from=rust:1-bookworm /usr/local/cargo /usr/local/cargo
 COPY --from=rust:1-bookworm /usr/local/rustup /usr/local/rustup
 ENV PATH=/usr/local/cargo/bin:$PATH CARGO_HOME=/usr/local/cargo RUSTUP_HOME=/usr/local/rustup
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# .cargo/config.toml and cmake/ keep ggml's AMX kernels out; build.rs puts llama.cpp's libraries
+# and one CPU variant per instruction-set level beside the binary, so the image runs on any x86-64
+# host whatever CPU built it (the best variant is chosen when the server starts).
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo .cargo
+COPY cmake cmake
 COPY src src
 COPY config config
-RUN cargo build --release --locked $([ "$VARIANT" = cuda ] && echo --features cuda) && cp target/release/thinkscale /thinkscale
+RUN cargo build --release --locked $([ "$VARIANT" = cuda ] && echo --features cuda) \
+    && mkdir /thinkscale && cp -a target/release/thinkscale target/release/lib*.so* /thinkscale/
 
 # ---- runtime ----
 FROM runtime-base-${VARIANT}
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libgomp1 bubblewrap python3 && rm -rf /var/lib/apt/lists/*
-COPY --from=build /thinkscale /usr/local/bin/thinkscale
+COPY --from=build /thinkscale /opt/thinkscale
+RUN ln -s /opt/thinkscale/thinkscale /usr/local/bin/thinkscale
 COPY config /etc/thinkscale
 ENV THINKSCALE_CONFIG=/etc/thinkscale/default.toml \
     THINKSCALE_MODEL=/models/qwen2.5-coder-0.5b-instruct.gguf \

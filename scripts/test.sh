@@ -7,12 +7,16 @@
 #
 #   scripts/test.sh --fast   only the tests that need no model: unit and property tests and the
 #                            sandbox's hostile-program tests (no model fetch, no server)
-# Both check the formatting (cargo fmt); the whole suite also runs clippy with warnings as errors.
+# Both check the formatting (cargo fmt) and that the build holds no AMX instruction
+# (scripts/check-no-amx.sh); the whole suite also runs clippy with warnings as errors, and
+# tests/portability.rs runs the server under QEMU's emulation of older CPUs (qemu-user).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --check
 if [ "${1:-}" = "--fast" ]; then
   cargo test --release --locked --lib --test properties --test sandbox -- --test-threads="${TEST_THREADS:-4}"
+  cargo build --release --locked
+  scripts/check-no-amx.sh
   exit
 fi
 # The Qwen models serve the tool-calling and code-verifier tests (the 135M model cannot call
@@ -20,6 +24,7 @@ fi
 models/fetch.sh smollm2 qwen0.5 qwen1.5
 python3 -c "import openai, pytest, jinja2, schemathesis" 2>/dev/null || python3 -m pip install --quiet -r tests/python/requirements.txt
 cargo build --release --locked
+scripts/check-no-amx.sh
 cargo clippy --release --locked --all-targets -- -D warnings
 echo "== embedded backend"
 cargo test --release --locked -- --test-threads="${TEST_THREADS:-4}"

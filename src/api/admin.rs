@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::openai::{List, ModelCard};
 use crate::metrics::metrics;
-use crate::service::{Readiness, Service};
+use crate::service::{EngineFault, Readiness, Service};
 
 pub async fn models(State(state): State<Service>) -> Response {
     let meta = state.model_meta();
@@ -51,7 +51,16 @@ pub async fn health(State(state): State<Service>) -> Response {
 
 /// Test hook: the engine thread panics at its next step.
 pub async fn engine_panic(State(state): State<Service>) -> Result<Response, ApiError> {
-    state.fail_engine_for_test()?;
+    fail_engine(state, EngineFault::Panic)
+}
+
+/// Test hook: the engine's next decode dies of SIGSEGV.
+pub async fn engine_signal(State(state): State<Service>) -> Result<Response, ApiError> {
+    fail_engine(state, EngineFault::Signal)
+}
+
+fn fail_engine(state: Service, how: EngineFault) -> Result<Response, ApiError> {
+    state.fail_engine_for_test(how)?;
     Ok(axum::Json(serde_json::json!({"requested": true})).into_response())
 }
 

@@ -40,7 +40,10 @@ pub fn router(state: Service) -> Router {
         .route("/v1/scaling", get(grading::scaling))
         .route("/v1/scaling/observations", post(grading::post_observations))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    let hooks = Router::new().route("/debug/engine-panic", post(admin::engine_panic)).route("/debug/handler-panic", post(handler_panic));
+    let hooks = Router::new()
+        .route("/debug/engine-panic", post(admin::engine_panic))
+        .route("/debug/engine-signal", post(admin::engine_signal))
+        .route("/debug/handler-panic", post(handler_panic));
     Router::new()
         .merge(v1)
         .merge(if state.cfg.test_hooks { hooks } else { Router::new() })

@@ -311,6 +311,9 @@ pub enum Health {
         gpu_layers: u32,
         n_layer: u32,
         devices: Vec<String>,
+        /// The llama.cpp CPU kernels this process runs: the variant chosen for this CPU and its
+        /// instruction-set features.
+        cpu: Option<embedded::engine::cpu::CpuBackend>,
     },
     Remote {
         backend_model: String,
@@ -330,6 +333,16 @@ pub trait Backend: Send + Sync {
     fn meta(&self) -> serde_json::Value;
     /// Live state for `/health`: `Err` with the reason when the backend cannot serve.
     fn health(&self) -> Result<Health, String>;
-    /// Test hook: make the backend fail visibly (the embedded engine thread panics).
-    fn fail_for_test(&self) {}
+    /// Test hook: make the backend fail visibly (the embedded engine thread panics, or dies of a
+    /// signal inside a decode).
+    fn fail_for_test(&self, _how: EngineFault) {}
+}
+
+/// How the test hook makes the engine fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineFault {
+    /// The engine thread panics at its next step.
+    Panic,
+    /// SIGSEGV inside the next decode, as a faulting llama.cpp kernel would.
+    Signal,
 }

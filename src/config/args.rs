@@ -81,7 +81,8 @@ pub struct ServeArgs {
     /// Routes that make the engine or a handler fail on purpose (tests only)
     #[arg(long, hide = true)]
     pub test_hooks: bool,
-    /// Directory of ggml backend modules (dynamic-backends builds), e.g. holding libggml-cuda.so
+    /// Directory of ggml backend modules (libggml-cpu-<variant>.so, libggml-cuda.so); default: the
+    /// binary's own directory, where the build puts them
     #[arg(long, env = "THINKSCALE_BACKENDS_DIR")]
     pub backends_dir: Option<PathBuf>,
     /// Run over this OpenAI-compatible engine (vLLM, SGLang, llama-server, thinkscale) instead of

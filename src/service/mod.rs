@@ -19,6 +19,7 @@ pub mod vote;
 use std::sync::{Arc, OnceLock};
 
 use crate::backend::Backend;
+pub use crate::backend::EngineFault;
 use crate::config::Config;
 use pipeline::Failure;
 
@@ -102,9 +103,9 @@ impl Service {
         self.backend.get().map(|b| b.slot_ctx())
     }
 
-    /// Test hook: the engine thread panics at its next step.
-    pub fn fail_engine_for_test(&self) -> Result<(), Failure> {
-        self.backend().map(|b| b.fail_for_test())
+    /// Test hook: the engine fails at its next step.
+    pub fn fail_engine_for_test(&self, how: EngineFault) -> Result<(), Failure> {
+        self.backend().map(|b| b.fail_for_test(how))
     }
 }
 

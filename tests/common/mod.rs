@@ -156,7 +156,23 @@ impl Server {
         Self::spawn(cmd, port, Kind::Thinkscale)
     }
 
-    fn spawn(mut cmd: Command, port: u16, kind: Kind) -> Server {
+    /// The server on the test model run under QEMU's user-mode emulation of `cpu` (`Haswell`,
+    /// `Nehalem`): what a host with only that CPU's instruction sets runs. Emulated code is tens of
+    /// times slower, so start-up gets ten minutes.
+    pub fn emulated(cpu: &str, extra: &[&str]) -> Server {
+        let port = free_port();
+        let model = model_path().display().to_string();
+        let serve = Self::serve(port, &["--threads", "1", "--model", &model, "--parallel", "1"], extra);
+        let mut cmd = Command::new("qemu-x86_64");
+        cmd.args(["-cpu", cpu]).arg(serve.get_program()).args(serve.get_args()).env("RUST_LOG", "warn").stdout(Stdio::null());
+        Self::spawn_within(cmd, port, Kind::Thinkscale, Duration::from_secs(600))
+    }
+
+    fn spawn(cmd: Command, port: u16, kind: Kind) -> Server {
+        Self::spawn_within(cmd, port, kind, Duration::from_secs(90))
+    }
+
+    fn spawn_within(mut cmd: Command, port: u16, kind: Kind, startup: Duration) -> Server {
         // A server shared through a static is never dropped: let the kernel end it with the tests.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -185,7 +201,7 @@ impl Server {
             inner: None,
             kind,
         };
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let deadline = Instant::now() + startup;
         loop {
             if let Ok(r) = s.client.get(format!("{}/health", s.base)).send() {
                 if r.status() == 200 {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Backend, CancelHandle, Capabilities, Event, Grammar, Health, JobSpec, SubmitError, TextError, Token, Vocabulary};
+use super::{Backend, CancelHandle, Capabilities, EngineFault, Event, Grammar, Health, JobSpec, SubmitError, TextError, Token, Vocabulary};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
 use engine::{Engine, Model};
@@ -67,9 +67,14 @@ impl Backend for Engine {
             gpu_layers: self.model.gpu_layers,
             n_layer: self.model.n_layer,
             devices: engine::model::devices(),
+            cpu: engine::model::cpu_backend().cloned(),
         })
     }
-    fn fail_for_test(&self) {
-        self.stats.panic_requested.store(true, Ordering::Relaxed);
+    fn fail_for_test(&self, how: EngineFault) {
+        let flag = match how {
+            EngineFault::Panic => &self.stats.panic_requested,
+            EngineFault::Signal => &self.stats.signal_requested,
+        };
+        flag.store(true, Ordering::Relaxed);
     }
 }

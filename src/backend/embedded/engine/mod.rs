@@ -3,6 +3,8 @@
 
 mod batch;
 pub mod ceiling;
+pub mod cpu;
+mod crash;
 mod logits;
 pub mod model;
 mod scheduler;
@@ -54,6 +56,8 @@ pub struct EngineStats {
     /// Test hook (`serve --test-hooks`): the engine thread panics at its next step, so tests can
     /// check what a failed engine looks like from outside.
     pub panic_requested: std::sync::atomic::AtomicBool,
+    /// Test hook: the next decode raises SIGSEGV, as a faulting kernel would.
+    pub signal_requested: std::sync::atomic::AtomicBool,
 }
 
 /// Under `cpu_wait = "auto"`, what tells the decoding threads to go serial on a shared machine.

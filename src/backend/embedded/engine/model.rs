@@ -15,6 +15,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::cpu::CpuBackend;
 use super::template::{Jinja, RenderError};
 use crate::backend::{Grammar, Token};
 use crate::config::CacheType;
@@ -22,13 +23,18 @@ use crate::reasoning::chat::Message;
 use crate::reasoning::tools::{self, Tool};
 
 static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+static CPU: OnceLock<CpuBackend> = OnceLock::new();
 
 /// llama.cpp's backend may be initialised once per process; a verifier model shares it.
 fn backend(backends_dir: Option<&Path>) -> anyhow::Result<&'static LlamaBackend> {
     if let Some(b) = BACKEND.get() {
         return Ok(b);
     }
-    load_backend_modules(backends_dir)?;
+    let searched = load_backend_modules(backends_dir)?;
+    let cpu = CpuBackend::detect(&searched)?;
+    tracing::info!(variant = %cpu.variant, features = %cpu.features.join(" "), "llama.cpp CPU backend");
+    super::crash::install(&cpu.variant);
+    let _ = CPU.set(cpu);
     let mut b = LlamaBackend::init().context("initialising llama.cpp")?;
     if std::env::var_os("THINKSCALE_LLAMA_LOG").is_none() {
         b.void_logs();
@@ -41,22 +47,32 @@ pub(crate) fn backend_ref() -> &'static LlamaBackend {
     BACKEND.get().expect("a model is loaded before any context")
 }
 
+/// The CPU kernels in use, once a model has loaded (for /health).
+pub fn cpu_backend() -> Option<&'static CpuBackend> {
+    CPU.get()
+}
+
+/// Load ggml's backends (the CPU variants, CUDA when built with it) from `--backends-dir`, else
+/// from the binary's own directory, where build.rs puts them. Never from the build's OUT_DIR,
+/// which also holds a variant the build does not ship. Returns the directory searched.
 #[cfg(feature = "dynamic-backends")]
-fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<()> {
-    match dir {
-        Some(d) => {
-            anyhow::ensure!(d.is_dir(), "--backends-dir {} is not a directory", d.display());
-            llama_cpp_2::llama_backend::load_backends_from_path(d);
+fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<std::path::PathBuf> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let exe = std::env::current_exe().context("locating the thinkscale binary")?;
+            exe.parent().context("the binary's directory")?.to_path_buf()
         }
-        None => llama_cpp_2::llama_backend::load_backends(),
-    }
-    Ok(())
+    };
+    anyhow::ensure!(dir.is_dir(), "--backends-dir {} is not a directory", dir.display());
+    llama_cpp_2::llama_backend::load_backends_from_path(&dir);
+    Ok(dir)
 }
 
 #[cfg(not(feature = "dynamic-backends"))]
-fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<()> {
+fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<std::path::PathBuf> {
     anyhow::ensure!(dir.is_none(), "--backends-dir needs a build with `--features dynamic-backends`");
-    Ok(())
+    Ok(std::path::PathBuf::from("the binary"))
 }
 
 /// llama.cpp's GBNF grammar for a JSON schema (no model needed).

@@ -18,6 +18,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use super::batch::{pack, Take, Want};
+use super::crash::{self, Activity};
 use super::logits::{best_non_eog, logprob_entry, top_logprobs};
 use super::sequence::Sequence;
 use super::slots::Slots;
@@ -117,13 +118,17 @@ pub(crate) fn run(
     ready: std::sync::mpsc::Sender<anyhow::Result<u32>>,
 ) {
     let params = Model::context_params(cfg.n_ctx, cfg.parallel, cfg.n_batch, cfg.threads, cfg.cache);
-    let ctx = match model.model.new_context(super::model::backend_ref(), params) {
+    let mut ctx = match model.model.new_context(super::model::backend_ref(), params) {
         Ok(c) => c,
         Err(e) => {
             let _ = ready.send(Err(anyhow::anyhow!("creating llama.cpp context: {e}")));
             return;
         }
     };
+    if let Err(e) = warm_up(&model, &mut ctx, cfg.n_batch) {
+        let _ = ready.send(Err(e.context("warm-up decode failed: this build's llama.cpp kernels cannot run here")));
+        return;
+    }
     let n_ctx = ctx.n_ctx();
     let verifier = match verifier_model {
         Some(vm) => match VerifierModel::start(vm, n_ctx / cfg.parallel, cfg.n_batch, cfg.threads, cfg.cache, cfg.governor.clone()) {
@@ -173,6 +178,30 @@ pub(crate) fn run(
         }
     }
     tracing::info!("engine stopped");
+}
+
+/// Before the server reports ready, one short prefill and one single-token decode through the
+/// context the loop uses (llama-server warms up the same way): kernels that cannot run on this CPU
+/// fail here, at start, with a log line, never on a user's first request. The cache is left empty.
+fn warm_up(model: &Model, ctx: &mut LlamaContext, n_batch: u32) -> anyhow::Result<()> {
+    let mut tokens = model.tokenize("Hello! What is 17 + 25?", true);
+    tokens.truncate(n_batch as usize);
+    anyhow::ensure!(tokens.len() >= 2, "the model tokenized the warm-up text to {} tokens", tokens.len());
+    let (prompt, last) = tokens.split_at(tokens.len() - 1);
+    let mut batch = LlamaBatch::new(n_batch as usize, 1);
+    for (pos, t) in prompt.iter().enumerate() {
+        batch.add(*t, pos as i32, &[0], false)?;
+    }
+    // Several tokens at once take the matrix-matrix kernels; one token, the matrix-vector ones.
+    crash::running(Activity::WarmUp, prompt.len(), 1);
+    ctx.decode(&mut batch)?;
+    batch.clear();
+    batch.add(last[0], prompt.len() as i32, &[0], true)?;
+    ctx.decode(&mut batch)?;
+    crash::idle();
+    anyhow::ensure!(ctx.get_logits_ith(0).iter().all(|x| x.is_finite()), "the warm-up decode gave non-finite logits");
+    ctx.clear_kv_cache();
+    Ok(())
 }
 
 impl<'m> Scheduler<'m> {
@@ -246,7 +275,13 @@ impl<'m> Scheduler<'m> {
             return false;
         }
         self.threads.apply();
-        if let Err(e) = self.ctx.decode(batch) {
+        crash::running(Activity::Decode, batch.n_tokens() as usize, outputs.len() + prefilling.len());
+        if self.stats.signal_requested.load(Ordering::Relaxed) {
+            crash::fault_for_test();
+        }
+        let decoded = self.ctx.decode(batch);
+        crash::idle();
+        if let Err(e) = decoded {
             tracing::error!(error = %e, "decode failed; failing the sequences in this batch");
             let keys: Vec<u64> = outputs
                 .iter()
