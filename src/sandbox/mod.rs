@@ -1,13 +1,16 @@
 //! Untrusted code — programs a model wrote, tests a client sent — runs only here: a child process
 //! in its own session and process group, inside bubblewrap's namespaces (no network, its own PID
-//! space, only the interpreter's files read-only and a fresh working directory writable), under
-//! rlimits on CPU seconds, memory, processes, file size and open files, with a wall-clock limit
-//! that kills the whole group, capped output, and a cap on how many run at once.
+//! space, only the interpreter's files read-only and a fresh working directory writable: a tmpfs
+//! of a fixed size, so a program fills its own small space, never the host's disk), under a
+//! seccomp filter (`seccomp.rs`), rlimits on CPU seconds, memory, processes, file size and open
+//! files, with a wall-clock limit that kills the whole group, capped output, and a cap on how many
+//! run at once.
 //!
 //! Without `bwrap` (apt-get install bubblewrap) or without user namespaces, `Sandbox::new` fails
 //! with what is missing: there is no fallback to running code unisolated.
 
 pub mod harness;
+mod seccomp;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -43,6 +46,8 @@ pub struct Limits {
     /// Processes (and threads) at once in one run.
     pub processes: u64,
     pub file_size_mb: u64,
+    /// The writable working directory's size (a tmpfs): everything a run writes, together.
+    pub disk_mb: u64,
     pub open_files: u64,
     pub wall_seconds: f64,
     /// Bytes kept of stdout and of stderr; a run that writes more is killed.
@@ -58,6 +63,7 @@ impl Default for Limits {
             memory_mb: 512,
             processes: 16,
             file_size_mb: 16,
+            disk_mb: 64,
             open_files: 64,
             wall_seconds: 10.0,
             output_bytes: 1 << 20,
@@ -123,6 +129,8 @@ pub struct Sandbox {
     interpreter: PathBuf,
     /// Read-only binds beside /usr: the interpreter's install when it lives elsewhere.
     binds: Vec<PathBuf>,
+    /// The compiled seccomp filters (`seccomp.rs`).
+    filters: Vec<Vec<u8>>,
     permits: Arc<Semaphore>,
 }
 
@@ -139,13 +147,25 @@ impl Sandbox {
             Language::Python => python()?,
         };
         let permits = Arc::new(Semaphore::new(limits.concurrency.max(1)));
-        let sb = Self { language, limits, bwrap, interpreter, binds, permits };
+        let filters = seccomp::programs().map_err(|e| SandboxError::Broken(format!("compiling the seccomp filter: {e}")))?;
+        let sb = Self { language, limits, bwrap, interpreter, binds, filters, permits };
         let probe = Program { main: "main.py".into(), files: vec![("main.py".into(), "print(6 * 7)".into())], stdin: String::new() };
         let run = sb.run(&probe).await?;
         if !(run.ok() && run.stdout.trim() == "42") {
             return Err(SandboxError::Broken(format!("{:?}: {}", run.status, run.stderr.trim())));
         }
         Ok(sb)
+    }
+
+    /// What contains a run, for the start-up log.
+    pub fn guards(&self) -> String {
+        format!(
+            "bubblewrap namespaces (user, pid, net, ipc, uts, mount); seccomp deny-list of {} syscalls and namespace flags on clone; \
+             a {} MB tmpfs as the only writable place; per-run rlimits (cpu, address space, processes, file size, open files); \
+             no cgroup limits (not used)",
+            seccomp::DENIED_COUNT,
+            self.limits.disk_mb
+        )
     }
 
     /// Runs a program to its end or its limits. Errors only when the machine cannot start it;
@@ -180,17 +200,21 @@ impl Sandbox {
         for b in &self.binds {
             cmd.arg("--ro-bind").arg(b).arg(b);
         }
-        // The root bwrap builds is a tmpfs: read-only, so the working directory (on disk, under
-        // the file-size limit) is the only place a program writes; no /tmp, whose tmpfs would
-        // take memory the rlimits do not count.
-        cmd.args(["--proc", "/proc", "--dev", "/dev", "--bind"]).arg(&dir.0).args([
-            "/sandbox",
-            "--chdir",
-            "/sandbox",
-            "--remount-ro",
-            "/",
-            "--",
-        ]);
+        // The root bwrap builds is a tmpfs, remounted read-only: the working directory, a tmpfs of
+        // `disk_mb`, is the only place a program writes (no /tmp). Our files are bound into it
+        // read-only from the host directory.
+        cmd.args(["--proc", "/proc", "--dev", "/dev", "--size"])
+            .arg((self.limits.disk_mb * 1024 * 1024).to_string())
+            .args(["--tmpfs", "/sandbox"]);
+        for (name, _) in &program.files {
+            cmd.arg("--ro-bind").arg(dir.0.join(name)).arg(Path::new("/sandbox").join(name));
+        }
+        let filters = self.filters.iter().map(|f| seccomp::memfd(f)).collect::<Result<Vec<_>, _>>()?;
+        let filter_fds: Vec<i32> = filters.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        for fd in &filter_fds {
+            cmd.arg("--add-seccomp-fd").arg(fd.to_string());
+        }
+        cmd.args(["--chdir", "/sandbox", "--remount-ro", "/", "--"]);
         cmd.arg(&self.interpreter).args(["-I", "-B"]).arg(&program.main);
         cmd.env_clear().env("PATH", "/usr/bin:/bin").env("HOME", "/sandbox").env("TMPDIR", "/sandbox").env("LANG", "C.UTF-8");
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
@@ -201,6 +225,12 @@ impl Sandbox {
             cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // The filters' descriptors reach bwrap: in this child only, not close-on-exec.
+                for &fd in &filter_fds {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 let mb = 1024 * 1024;
                 let set = [
@@ -225,6 +255,7 @@ impl Sandbox {
         }
         let started = Instant::now();
         let mut child = cmd.spawn()?;
+        drop(filters); // bwrap holds its own copies
         let group = child.id().map(|p| p as i32);
         let kill = || {
             if let Some(g) = group {

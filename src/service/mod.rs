@@ -71,7 +71,7 @@ impl Service {
             let sb = crate::sandbox::Sandbox::new(lang, self.cfg.sandbox.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("--code-exec {}: {e}", lang.as_str()))?;
-            tracing::info!(language = lang.as_str(), limits = ?sb.limits, "code execution enabled in the sandbox");
+            tracing::info!(language = lang.as_str(), guards = %sb.guards(), limits = ?sb.limits, "code execution enabled in the sandbox");
             self.sandbox = Some(Arc::new(sb));
         }
         Ok(self)
