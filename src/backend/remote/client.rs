@@ -90,8 +90,7 @@ impl Client {
     /// Send a request to replica `base`, counted in `thinkscale_backend_replica_requests_total`.
     async fn send(&self, base: &str, r: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
         let result = self.exchange(r).await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        crate::metrics::metrics().replica_requests.with_label_values(&[base, outcome]).inc();
+        drop(Counted::new(base, if result.is_ok() { "ok" } else { "error" }));
         result
     }
 
@@ -132,23 +131,31 @@ impl Client {
         resp.json().await.map_err(|e| CallError::Replica(format!("unreadable answer to {path}: {e}")))
     }
 
-    /// POST /v1/completions with `stream: true`: the chunks as they come.
+    /// POST /v1/completions with `stream: true`: the chunks as they come. Counted when the stream
+    /// ends: an error when the replica cut it (it died mid-request), else ok.
     pub async fn stream(&self, base: &str, body: &Value) -> Result<impl Stream<Item = Result<Chunk, CallError>>, CallError> {
-        let resp = self.send(base, self.request(reqwest::Method::POST, format!("{base}/v1/completions")).json(body)).await?;
+        let mut counted = Counted::new(base, "ok");
+        let resp =
+            self.exchange(self.request(reqwest::Method::POST, format!("{base}/v1/completions")).json(body)).await.inspect_err(|_| {
+                counted.outcome = "error";
+            })?;
         let mut bytes = resp.bytes_stream();
         Ok(async_stream::stream! {
+            let mut counted = counted;
             let mut buf: Vec<u8> = Vec::new();
             // A stream that ends without a finish reason was cut by the engine (its engine failed).
             let mut finished = false;
             loop {
                 let Some(piece) = bytes.next().await else {
+                    counted.outcome = "error";
                     yield Err(CallError::Replica("the stream ended early".into()));
                     return;
                 };
                 let piece = match piece {
                     Ok(p) => p,
                     Err(e) => {
-                        yield Err(CallError::Replica(format!("the stream broke: {e}")));
+                        counted.outcome = "error";
+                    yield Err(CallError::Replica(format!("the stream broke: {e}")));
                         return;
                     }
                 };
@@ -159,13 +166,15 @@ impl Client {
                     let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
                     if data == "[DONE]" {
                         if !finished {
-                            yield Err(CallError::Replica("the stream ended without a finish reason".into()));
+                            counted.outcome = "error";
+                    yield Err(CallError::Replica("the stream ended without a finish reason".into()));
                         }
                         return;
                     }
                     match serde_json::from_str::<Value>(data) {
                         Ok(v) if v.get("error").is_some() => {
-                            yield Err(CallError::Replica(format!("the engine failed mid-stream: {}", v["error"]["message"])));
+                            counted.outcome = "error";
+                    yield Err(CallError::Replica(format!("the engine failed mid-stream: {}", v["error"]["message"])));
                             return;
                         }
                         Ok(v) => {
@@ -174,13 +183,33 @@ impl Client {
                             yield Ok(chunk);
                         }
                         Err(e) => {
-                            yield Err(CallError::Replica(format!("unreadable stream chunk: {e}")));
+                            counted.outcome = "error";
+                    yield Err(CallError::Replica(format!("unreadable stream chunk: {e}")));
                             return;
                         }
                     }
                 }
             }
         })
+    }
+}
+
+/// One request to a replica in `thinkscale_backend_replica_requests_total`, counted when dropped
+/// (a stream's outcome is known only at its end).
+struct Counted {
+    base: String,
+    outcome: &'static str,
+}
+
+impl Counted {
+    fn new(base: &str, outcome: &'static str) -> Self {
+        Self { base: base.to_string(), outcome }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        crate::metrics::metrics().replica_requests.with_label_values(&[&self.base, self.outcome]).inc();
     }
 }
 
