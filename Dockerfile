@@ -27,6 +27,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY .cargo .cargo
 COPY cmake cmake
+# A workspace member (the fuzz targets): its manifest must be there, though the image never builds it.
+COPY fuzz fuzz
 COPY src src
 COPY config config
 RUN cargo build --release --locked $([ "$VARIANT" = cuda ] && echo --features cuda) \

@@ -9,7 +9,8 @@
 #                            sandbox's hostile-program tests (no model fetch, no server)
 # Both check the formatting (cargo fmt) and that the build holds no AMX instruction
 # (scripts/check-no-amx.sh); the whole suite also runs clippy with warnings as errors, and
-# tests/portability.rs runs the server under QEMU's emulation of older CPUs (qemu-user).
+# tests/portability.rs runs the server under QEMU's emulation of older CPUs (qemu-user), and
+# scripts/fuzz.sh runs both fuzz targets for a minute each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --check
@@ -29,6 +30,8 @@ cargo clippy --release --locked --all-targets -- -D warnings
 echo "== embedded backend"
 cargo test --release --locked -- --test-threads="${TEST_THREADS:-4}"
 python3 -m pytest -q tests/python
+echo "== fuzz: each target for a minute from its seeds (its own instrumented build)"
+scripts/fuzz.sh 60
 echo "== remote backend (thinkscale over thinkscale)"
 export THINKSCALE_TEST_BACKEND=remote
 cargo test --release --locked --test api --test confidence --test grading --test reasoning --test selfconsistency --test verifiers -- --test-threads="${TEST_THREADS:-4}"

@@ -3,22 +3,25 @@
 //! (messages, tools, tool_choice) and the Responses-to-chat mapping. Errors are fine; panics are not.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use thinkscale::api::{chat, responses, types};
+use thinkscale::api::responses::to_chat;
 use thinkscale::config::Config;
 use thinkscale::reasoning::plan;
+use thinkscale::service::request::{parse_object, typed, Common};
+use thinkscale::service::validate::conversation;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(obj) = types::parse_object(data) else { return };
+    let Ok(obj) = parse_object(data) else { return };
     let cfg = Config::default();
+    let policy = cfg.reasoning.policy();
     for thinking_model in [false, true] {
-        let _ = plan::normalise(&obj, &cfg.reasoning.policy(), thinking_model);
+        let _ = plan::normalise(&obj, &policy, thinking_model);
     }
-    if let Ok(common) = types::typed::<types::Common>(&obj) {
-        let _ = common.validate(&cfg, Some(5), 1000, &[2]);
+    if let Ok(common) = typed::<Common>(&obj) {
+        let _ = common.validate(&cfg, Some(5), Some(1000), &[2], 2048);
     }
-    let _ = chat::conversation(&obj);
-    if let Ok(mapped) = responses::to_chat(&obj) {
-        let _ = chat::conversation(&mapped);
-        let _ = plan::normalise(&mapped, &cfg.reasoning.policy(), false);
+    let _ = conversation(&obj);
+    if let Ok(mapped) = to_chat(&obj) {
+        let _ = conversation(&mapped);
+        let _ = plan::normalise(&mapped, &policy, false);
     }
 });

@@ -17,7 +17,9 @@ use super::stream::unix_now;
 use crate::service::request::parse_object;
 use crate::service::Service;
 use output::{Builder, Streamer};
-use request::{responses_param, to_chat};
+use request::responses_param;
+/// The Responses body mapped to a chat body (public for the request fuzz target).
+pub use request::to_chat;
 
 mod objects;
 mod output;
