@@ -187,6 +187,7 @@ fn the_harness_scores_programs_and_contains_hostile_tests() {
             "import os, time\nfor _ in range(64):\n    if os.fork() == 0:\n        time.sleep(30)\n        os._exit(0)".into(),
         ),
         ("the memory limit", "x = ' ' * (2 * 10**9)".into()),
+        ("the output cap", "import sys\nfor _ in range(512):\n    sys.stdout.write('x' * 2**20)".into()),
         ("the mount namespace", format!("data = open('{}').read()", secret.display())),
         ("the network namespace", format!("import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")),
     ] {

@@ -91,25 +91,44 @@ fn tests_verifier_runs_programs_against_the_docstring_and_client_tests() {
 #[test]
 fn hostile_client_tests_are_contained_and_the_server_keeps_answering() {
     let s = coder(&[]);
+    // The control: with the honest assert alone, a sample passes (the model wrote `add`).
+    let v = s.chat(&code_request(json!({"enabled": false, "samples": 2, "verifier": "tests", "tests": "assert add(1, 2) == 3"})));
+    assert!(samples(&v).iter().any(|smp| smp["score"] == 1.0), "{v}");
+    // Each suite ends in an honest assert, so a sample scores above 0 exactly when the hostile part
+    // before it got through: what would let it is named beside it.
+    let tmp = std::env::temp_dir();
+    let secret = tmp.join(format!("thinkscale-secret-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&secret, "SECRET").unwrap();
+    let planted = tmp.join(format!("thinkscale-planted-{}", uuid::Uuid::new_v4()));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let hostile = [
-        "import os\nwhile True:\n    os.fork()",
-        "while True:\n    pass",
-        "import time\ntime.sleep(10**6)",
-        "x = bytearray(8 * 1024**3)",
-        "import sys\nsys.stdout.write('x' * 10**9)\nassert add(1, 2) == 3",
-        "print(open('/etc/shadow').read())\nassert add(1, 2) == 3",
-        "open('/usr/owned', 'w').write('x')\nassert add(1, 2) == 3",
-        "import socket\nsocket.create_connection(('127.0.0.1', 1), timeout=1)\nassert add(1, 2) == 3",
+        (
+            "no process limit",
+            "import os, time\nfor _ in range(64):\n    if os.fork() == 0:\n        time.sleep(30)\n        os._exit(0)".to_string(),
+        ),
+        ("no CPU or wall-clock limit", "n = 0\nwhile n < 10**9:\n    n += 1".into()),
+        ("no wall-clock limit", "import time\ntime.sleep(120)".into()),
+        ("no memory limit", "x = bytearray(2 * 1024**3)".into()),
+        ("no output cap", "import sys\nfor _ in range(512):\n    sys.stdout.write('x' * 2**20)".into()),
+        ("the host's files visible", format!("data = open('{}').read()", secret.display())),
+        ("the host's files writable", format!("open('{}', 'w').write('x')", planted.display())),
+        ("the host's network reachable", format!("import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")),
     ];
-    for tests in hostile {
+    for (guard, hostile) in hostile {
+        let tests = format!("{hostile}\nassert add(1, 2) == 3");
         let v = s.chat(&code_request(json!({"enabled": false, "samples": 2, "verifier": "tests", "tests": tests})));
         for smp in samples(&v) {
             // A failed candidate: what the tests tried was refused or killed, so nothing passes.
-            assert_eq!(smp["score"], 0.0, "{tests}: {smp}");
+            assert_eq!(smp["score"], 0.0, "{guard}? {hostile}: {smp}");
         }
         let health = s.client.get(s.url("/health")).send().unwrap();
-        assert_eq!(health.status(), 200, "{tests}");
+        assert_eq!(health.status(), 200, "{hostile}");
     }
+    std::fs::remove_file(&secret).unwrap();
+    assert!(!planted.exists(), "a client's test wrote to the host");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "a client's test reached the host's loopback");
     // These do nothing harmful where they run, so an honest assert after them may pass: killing
     // the parent reaches only the sandbox's own init, and a left-behind child dies with the run.
     let marker = format!("thinkscale-left-{}", std::process::id());

@@ -3,7 +3,8 @@
 # {"case": i, "passed": bool, "output": repr} per case, then {"probe": j, "output": repr} for each
 # probe: a case's call with one literal argument changed, run without an expected value, so that
 # programs that pass the same cases can still be told apart by what they do (AlphaCode's
-# clustering on generated inputs). The program's own output goes nowhere.
+# clustering on generated inputs). The program's own output goes to stderr, which the sandbox
+# captures under its output cap: a program that prints without end is killed, as a plain run is.
 import ast, copy, json, math, os, signal, sys
 
 
@@ -12,8 +13,9 @@ def main():
     out = os.fdopen(os.dup(1), "w")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
-    os.dup2(null, 1)
-    sys.stdout = sys.stdin = open(os.devnull, "r+")
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull, "r")
+    sys.stdout = sys.stderr
 
     def emit(**r):
         out.write(json.dumps(r) + "\n")
