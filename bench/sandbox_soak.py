@@ -121,7 +121,7 @@ def main():
                         "seed": i, "reasoning": {"enabled": False, "samples": a.samples, "verifier": "tests", "tests": tests}}
                 start = time.time()
                 status, v = post(port, body)
-                samples = (v.get("thinkscale") or {}).get("samples", []) if status == 200 else []
+                samples = (v["choices"][0].get("thinkscale") or {}).get("samples", []) if status == 200 else []
                 ran = [s.get("tests") for s in samples if s.get("tests")]
                 with lock:
                     results.append({"i": i, "kind": kind or "honest", "status": status, "seconds": round(time.time() - start, 2),
