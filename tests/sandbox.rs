@@ -38,10 +38,34 @@ fn time_limits_kill_loops_and_sleepers() {
     still_works(&rt, &sb);
 }
 
+/// The command lines of this host's processes.
+fn command_lines() -> Vec<String> {
+    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    String::from_utf8_lossy(&ps.stdout).lines().map(str::to_string).collect()
+}
+
 /// Processes on this host whose command line holds `marker`.
 fn processes_named(marker: &str) -> usize {
-    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    String::from_utf8_lossy(&ps.stdout).lines().filter(|l| l.contains(marker)).count()
+    command_lines().iter().filter(|l| l.contains(marker)).count()
+}
+
+/// Runs `work` while another thread samples every 20 ms; returns its result and the samples
+/// folded by `pick` (the least, the most), starting from `start`.
+fn while_sampling<R, T: Send>(work: impl FnOnce() -> R, sample: impl Fn() -> T + Sync, pick: fn(T, T) -> T, start: T) -> (R, T) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut acc = start;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                acc = pick(acc, sample());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            acc
+        });
+        let r = work();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, watcher.join().unwrap())
+    })
 }
 
 #[test]
@@ -232,21 +256,7 @@ fn a_disk_bomb_fills_only_its_own_small_tmpfs() {
     // The host's free space, watched while the program runs (its files would be gone after).
     let tmp = std::env::temp_dir();
     let before = free_bytes(&tmp);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watch = {
-        let (done, tmp) = (done.clone(), tmp.clone());
-        std::thread::spawn(move || {
-            let mut least = u64::MAX;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                least = least.min(free_bytes(&tmp));
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            least
-        })
-    };
-    let r = run(&rt, &sb, code);
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let least = watch.join().unwrap();
+    let (r, least) = while_sampling(|| run(&rt, &sb, code), || free_bytes(&tmp), u64::min, u64::MAX);
     // Other tests write a little meanwhile; 3 GB, or even the tmpfs's 64 MB, would show.
     let dropped = before.saturating_sub(least) / (1024 * 1024);
     assert!(dropped < 32, "the host's free space fell by {dropped} MB during the run: {r:?}");
@@ -304,33 +314,17 @@ print('fork ran', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 #[test]
 fn no_more_than_the_concurrency_cap_run_at_once() {
     let (rt, sb) = sandbox(Limits { concurrency: 2, ..fast() });
-    let sb = std::sync::Arc::new(sb);
     let marker = format!("capped_{}.py", std::process::id());
     let program = Program {
         files: vec![(marker.clone(), "import time\ntime.sleep(1)\nprint('done')\n".into())],
         main: marker.clone(),
         stdin: String::new(),
     };
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watch = {
-        let (done, marker) = (done.clone(), marker.clone());
-        std::thread::spawn(move || {
-            let mut most = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                // Each run is one interpreter with the program's name on its command line (and
-                // bwrap's two processes, which carry it too).
-                let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
-                let alive = String::from_utf8_lossy(&ps.stdout).lines().filter(|l| l.contains(&marker) && !l.contains("bwrap")).count();
-                most = most.max(alive);
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            most
-        })
-    };
+    // Each run is one interpreter with the program's name on its command line (and bwrap's two
+    // processes, which carry it too).
+    let alive = || command_lines().iter().filter(|l| l.contains(&marker) && !l.contains("bwrap")).count();
     let started = std::time::Instant::now();
-    let runs = rt.block_on(futures::future::join_all((0..3).map(|_| sb.run(&program))));
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let most = watch.join().unwrap();
+    let (runs, most) = while_sampling(|| rt.block_on(futures::future::join_all((0..3).map(|_| sb.run(&program)))), alive, usize::max, 0);
     for r in runs {
         let r = r.unwrap();
         assert!(r.ok() && r.stdout.contains("done"), "{r:?}");
