@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 
 use thinkscale::reasoning::code::Suite;
-use thinkscale::sandbox::{harness, Language, Limits, Program, Run, RunStatus, Sandbox};
+use thinkscale::sandbox::{harness, CgroupMode, Language, Limits, Program, Run, RunStatus, Sandbox};
 
 fn sandbox(limits: Limits) -> (tokio::runtime::Runtime, Sandbox) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -351,4 +351,45 @@ fn without_bubblewrap_the_server_refuses_to_run_code() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("bubblewrap"), "{err}");
     std::fs::remove_dir(&empty).unwrap();
+}
+
+/// Whether this host mounts cgroup v2 with the pids or memory controller (read here without the
+/// sandbox's code).
+fn host_offers_cgroup_v2() -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo.lines().filter(|l| l.contains(" - cgroup2 ")).any(|l| {
+        let root = l.split_whitespace().nth(4).unwrap();
+        let offered = std::fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
+        offered.split_whitespace().any(|c| c == "pids" || c == "memory")
+    })
+}
+
+#[test]
+fn cgroup_limits_bind_the_whole_run_where_offered_and_their_absence_is_said() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let required = Limits { cgroup: CgroupMode::Required, ..fast() };
+    match rt.block_on(Sandbox::new(Language::Python, required)) {
+        Err(e) => {
+            assert!(!host_offers_cgroup_v2(), "cgroup v2 is offered here, yet: {e}");
+            assert!(e.to_string().contains("cgroup limits are required"), "{e}");
+            // The default falls back to rlimits and says why in the start-up guards.
+            let (_rt, sb) = sandbox(fast());
+            assert!(sb.guards().contains("no cgroup limits: "), "{}", sb.guards());
+        }
+        Ok(sb) => {
+            let guards = sb.guards();
+            assert!(guards.contains("cgroup v2 limits for the whole run"), "{guards}");
+            // Sleeping children: only a process limit stops the forking.
+            let code = "import errno, os, time\nn = 0\nwhile True:\n    try:\n        pid = os.fork()\n    except OSError as e:\n        print('refused after', n, errno.errorcode[e.errno])\n        break\n    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    n += 1\n";
+            let r = run(&rt, &sb, code);
+            assert!(r.ok() && r.stdout.contains("EAGAIN"), "{r:?}");
+            // The run's cgroup is removed once it is over.
+            let parent = guards.rsplit(" under ").next().unwrap().split(';').next().unwrap().trim().to_string();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            let left: Vec<_> =
+                std::fs::read_dir(&parent).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("run-")).collect();
+            assert!(left.is_empty(), "run cgroups left under {parent}: {}", left.len());
+            still_works(&rt, &sb);
+        }
+    }
 }

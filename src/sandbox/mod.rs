@@ -9,8 +9,11 @@
 //! Without `bwrap` (apt-get install bubblewrap) or without user namespaces, `Sandbox::new` fails
 //! with what is missing: there is no fallback to running code unisolated.
 
+mod cgroup;
 pub mod harness;
 mod seccomp;
+
+pub use cgroup::CgroupMode;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -54,6 +57,11 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Runs at once; more wait their turn.
     pub concurrency: usize,
+    /// cgroup v2 limits for the whole run (`pids.max`, `memory.max`) where the host offers them.
+    pub cgroup: CgroupMode,
+    /// A delegated cgroup v2 group, holding no process, to make runs' groups under; unset: the
+    /// server's own group (it moves itself into a `server` leaf of it).
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 impl Default for Limits {
@@ -68,6 +76,8 @@ impl Default for Limits {
             wall_seconds: 10.0,
             output_bytes: 1 << 20,
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            cgroup: CgroupMode::Auto,
+            cgroup_parent: None,
         }
     }
 }
@@ -80,6 +90,8 @@ pub enum SandboxError {
     NoInterpreter(&'static str, String),
     #[error("the sandbox does not start on this machine ({0}); bubblewrap needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces > 0)")]
     Broken(String),
+    #[error("cgroup limits are required ([sandbox] cgroup = \"required\") but unavailable: {0}")]
+    NoCgroup(String),
     #[error("running the sandbox: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -131,6 +143,8 @@ pub struct Sandbox {
     binds: Vec<PathBuf>,
     /// The compiled seccomp filters (`seccomp.rs`).
     filters: Vec<Vec<u8>>,
+    /// Where runs' cgroups go, or why runs have rlimits only.
+    cgroup: Result<cgroup::Parent, String>,
     permits: Arc<Semaphore>,
 }
 
@@ -148,23 +162,47 @@ impl Sandbox {
         };
         let permits = Arc::new(Semaphore::new(limits.concurrency.max(1)));
         let filters = seccomp::programs().map_err(|e| SandboxError::Broken(format!("compiling the seccomp filter: {e}")))?;
-        let sb = Self { language, limits, bwrap, interpreter, binds, filters, permits };
-        let probe = Program { main: "main.py".into(), files: vec![("main.py".into(), "print(6 * 7)".into())], stdin: String::new() };
-        let run = sb.run(&probe).await?;
-        if !(run.ok() && run.stdout.trim() == "42") {
-            return Err(SandboxError::Broken(format!("{:?}: {}", run.status, run.stderr.trim())));
+        let cgroup = match limits.cgroup {
+            CgroupMode::Off => Err("off in the config".to_string()),
+            CgroupMode::Auto | CgroupMode::Required => cgroup::Parent::set_up(limits.cgroup_parent.as_deref()),
+        };
+        if let (CgroupMode::Required, Err(why)) = (limits.cgroup, &cgroup) {
+            return Err(SandboxError::NoCgroup(why.clone()));
         }
-        Ok(sb)
+        let mut sb = Self { language, limits, bwrap, interpreter, binds, filters, cgroup, permits };
+        let mut trouble = sb.probe().await;
+        if let (Some(why), CgroupMode::Auto, Ok(_)) = (&trouble, sb.limits.cgroup, &sb.cgroup) {
+            // A host whose cgroups look usable but are not: rlimits only, said in the log.
+            sb.cgroup = Err(format!("a run inside its cgroup failed: {why}"));
+            trouble = sb.probe().await;
+        }
+        match trouble {
+            Some(why) => Err(SandboxError::Broken(why)),
+            None => Ok(sb),
+        }
+    }
+
+    /// Runs a trivial program; what went wrong, if it did not print its answer.
+    async fn probe(&self) -> Option<String> {
+        let probe = Program { main: "main.py".into(), files: vec![("main.py".into(), "print(6 * 7)".into())], stdin: String::new() };
+        match self.run(&probe).await {
+            Ok(run) if run.ok() && run.stdout.trim() == "42" => None,
+            Ok(run) => Some(format!("{:?}: {}", run.status, run.stderr.trim())),
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     /// What contains a run, for the start-up log.
     pub fn guards(&self) -> String {
         format!(
             "bubblewrap namespaces (user, pid, net, ipc, uts, mount); seccomp deny-list of {} syscalls and namespace flags on clone; \
-             a {} MB tmpfs as the only writable place; per-run rlimits (cpu, address space, processes, file size, open files); \
-             no cgroup limits (not used)",
+             a {} MB tmpfs as the only writable place; per-process rlimits (cpu, address space, processes, file size, open files); {}",
             seccomp::DENIED_COUNT,
-            self.limits.disk_mb
+            self.limits.disk_mb,
+            match &self.cgroup {
+                Ok(p) => p.describe(self.limits.processes, self.limits.memory_mb),
+                Err(why) => format!("no cgroup limits: {why}"),
+            }
         )
     }
 
@@ -187,6 +225,14 @@ impl Sandbox {
         if as_root {
             chown_tree(&dir.0, uid)?;
         }
+        let mb = 1024 * 1024;
+        let group = match &self.cgroup {
+            Ok(parent) => {
+                Some(parent.run_group(&format!("run-{}", uuid::Uuid::new_v4()), self.limits.processes, self.limits.memory_mb * mb)?)
+            }
+            Err(_) => None,
+        };
+        let join = group.as_ref().map(|g| g.procs.clone());
         let mut cmd = tokio::process::Command::new(&self.bwrap);
         cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]);
         for top in ["bin", "lib", "lib64", "sbin"] {
@@ -232,7 +278,10 @@ impl Sandbox {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                let mb = 1024 * 1024;
+                // Into the run's cgroup while still allowed to (before dropping to the run's uid).
+                if let Some(procs) = &join {
+                    cgroup::join(procs)?;
+                }
                 let set = [
                     (libc::RLIMIT_CPU, limits.cpu_seconds),
                     (libc::RLIMIT_AS, limits.memory_mb * mb),
