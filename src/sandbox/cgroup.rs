@@ -121,9 +121,18 @@ impl Parent {
             if configured.is_none() {
                 move_self_into(&dir.join("server"))?;
             }
-            std::fs::write(dir.join("cgroup.subtree_control"), offered.enable_line()).map_err(|e| {
-                format!("enabling {} for child cgroups of {}: {e} (it must hold no process of its own; delegate one with [sandbox] cgroup_parent)", offered.enable_line(), dir.display())
-            })?;
+            if let Err(e) = std::fs::write(dir.join("cgroup.subtree_control"), offered.enable_line()) {
+                if configured.is_none() {
+                    // Back where it started: someone else shares the group (a shell, a supervisor).
+                    let _ = std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string());
+                    let _ = std::fs::remove_dir(dir.join("server"));
+                }
+                return Err(format!(
+                    "enabling {} for child cgroups of {}: {e} (it must hold no process of its own; delegate one with [sandbox] cgroup_parent)",
+                    offered.enable_line(),
+                    dir.display()
+                ));
+            }
         }
         Ok(Self { dir, controllers: offered })
     }
