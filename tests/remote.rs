@@ -148,3 +148,26 @@ fn what_a_remote_engine_cannot_do_is_a_clear_400_and_a_schema_goes_to_the_engine
     assert_eq!(models["data"][0]["id"], "SmolLM2-135M-Instruct.Q4_1");
     assert_eq!(models["data"][0]["meta"]["backend"], "remote");
 }
+
+#[test]
+fn adaptive_tests_stop_over_a_remote_engine_too() {
+    // The front runs the programs (its sandbox) and stops the replica's samples: the same rule as
+    // the embedded engine, driven from the front's job loop.
+    let a = Server::replica(&["--parallel", "4"]);
+    let outer = Server::launch(&["--backend", &a.base, "--code-exec", "python"], &[]);
+    let ask = |tests: &str| {
+        outer.chat(&json!({
+            "messages": [{"role": "user", "content": "Write a Python function add(a, b) that returns a + b, in one ```python block."}],
+            "max_tokens": 80, "temperature": 0.7, "seed": 3,
+            "reasoning": {"enabled": false, "samples": 6, "verifier": "tests", "adaptive": true, "entry_point": "add", "tests": tests}
+        }))
+    };
+    // Any program that defines add passes: the first wave settles the choice.
+    let v = ask("assert callable(add)");
+    let seqs = &v["usage"]["sequences"];
+    assert_eq!(v["choices"][0]["thinkscale"]["stopped_early"], true, "{v}");
+    assert!(seqs["run"].as_u64().unwrap() <= 2 && seqs["cancelled"].as_u64().unwrap() >= 4, "{seqs}");
+    // None passes: every wave runs, nothing waits forever for a verdict.
+    let v = ask("assert False");
+    assert_eq!(v["usage"]["sequences"], json!({"requested": 6, "run": 6, "cancelled": 0}), "{v}");
+}

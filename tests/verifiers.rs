@@ -89,6 +89,45 @@ fn tests_verifier_runs_programs_against_the_docstring_and_client_tests() {
 }
 
 #[test]
+fn adaptive_tests_stop_once_a_program_passes_and_the_usage_says_what_ran() {
+    let s = coder(&[]);
+    let adaptive = |tests: Option<&str>| {
+        let mut r = json!({"enabled": false, "samples": 8, "verifier": "tests", "adaptive": true});
+        if let Some(t) = tests {
+            r["tests"] = json!(t);
+        }
+        code_request(r)
+    };
+    // The 0.5B coder adds two numbers: the first wave (2 samples) has a program passing both
+    // examples, the choice stops there and the other six never run.
+    let v = s.chat(&adaptive(None));
+    let ext = &v["choices"][0]["thinkscale"];
+    assert_eq!(ext["stopped_early"], true, "{ext}");
+    let chosen = ext["chosen_sample"].as_u64().unwrap() as usize;
+    assert_eq!(samples(&v)[chosen]["tests"]["passed"], 2, "{ext}");
+    let seqs = &v["usage"]["sequences"];
+    assert_eq!(seqs["requested"], 8, "{}", v["usage"]);
+    assert!(seqs["run"].as_u64().unwrap() <= 2 && seqs["cancelled"].as_u64().unwrap() >= 6, "{}", v["usage"]);
+    assert_eq!(v["timings"]["sequences"], *seqs, "{}", v["timings"]);
+    let sampled: u64 = samples(&v).iter().map(|smp| smp["completion_tokens"].as_u64().unwrap()).sum();
+    assert_eq!(v["usage"]["completion_tokens"].as_u64().unwrap(), sampled, "only the chains that ran are billed");
+    // Tests no correct add passes: no wave settles it, every sample runs (the waves move on as
+    // their verdicts come) and none is cancelled.
+    let v = s.chat(&adaptive(Some("assert add(2, 2) == 5")));
+    let ext = &v["choices"][0]["thinkscale"];
+    assert_eq!(ext["stopped_early"], false, "{ext}");
+    assert_eq!(v["usage"]["sequences"], json!({"requested": 8, "run": 8, "cancelled": 0}), "{}", v["usage"]);
+    assert_eq!(samples(&v).len(), 8);
+    // Streamed: the stop shows in the progress, and the last chunk's usage counts the cancelled.
+    let mut body = adaptive(None);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let chunks = s.stream("/v1/chat/completions", &body);
+    let usage = chunks.iter().rev().find_map(|c| c.get("usage").filter(|u| !u.is_null())).unwrap();
+    assert!(usage["sequences"]["cancelled"].as_u64().unwrap() >= 6, "{usage}");
+}
+
+#[test]
 fn hostile_client_tests_are_contained_and_the_server_keeps_answering() {
     let s = coder(&[]);
     // The control: with the honest assert alone, a sample passes (the model wrote `add`).

@@ -9,7 +9,7 @@ use crate::reasoning::chat::ToolCall;
 use crate::reasoning::labels::FinishReason;
 use crate::reasoning::logprobs::LogprobEntry;
 use crate::service::grading::AutoDecision;
-use crate::service::pipeline::Collector;
+use crate::service::pipeline::{Collector, Sequences};
 use crate::service::vote::VoteDetail;
 
 /// `finish_reason` as OpenAI spells it: the closed set every endpoint answers with. A cancelled
@@ -39,6 +39,10 @@ pub struct Usage {
     pub total_tokens: u32,
     pub prompt_tokens_details: PromptTokensDetails,
     pub completion_tokens_details: CompletionTokensDetails,
+    /// Sampled sequences (self-consistency samples, or `n`): requested, run and cancelled by an
+    /// early stop. Absent for one sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequences: Option<Sequences>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -64,6 +68,11 @@ impl Usage {
                 cached_tokens: cols.iter().map(|c| (c.cached_tokens + c.side.cached) as u32).sum(),
             },
             completion_tokens_details: CompletionTokensDetails { reasoning_tokens: cols.iter().map(Collector::reasoning_tokens).sum() },
+            sequences: cols.iter().filter_map(Collector::sequences).reduce(|a, b| Sequences {
+                requested: a.requested + b.requested,
+                run: a.run + b.run,
+                cancelled: a.cancelled + b.cancelled,
+            }),
         }
     }
 }
@@ -82,6 +91,8 @@ pub struct Timings {
     pub answer_ms: f64,
     pub ttft_ms: f64,
     pub total_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequences: Option<Sequences>,
 }
 
 impl Timings {
@@ -102,6 +113,7 @@ impl Timings {
             answer_ms,
             ttft_ms: col.first_token.map_or(0.0, |t| (t - col.started).as_secs_f64() * 1000.0),
             total_ms: col.started.elapsed().as_secs_f64() * 1000.0,
+            sequences: col.sequences(),
         }
     }
 }

@@ -6,9 +6,10 @@
 
 use std::collections::VecDeque;
 
-use super::{Adaptive, Event, FinishReason, JobSpec, SeqStats};
+use super::{Adaptive, Event, FinishReason, JobSpec, SampleVerdict, SeqStats, StopRule};
 use crate::reasoning::confidence::{ChainScore, OnlineFilter};
 use crate::reasoning::extract::final_answer;
+use crate::reasoning::vote::verified_stop;
 
 /// What a backend may start for a job.
 #[derive(Debug, PartialEq)]
@@ -28,6 +29,10 @@ struct Choice {
     answers: Vec<Option<String>>,
     weights: Vec<f64>,
     stopped: bool,
+    /// `StopRule::Verified`: finished chains whose verdict has not come yet (the next wave waits
+    /// for them), and the verdicts that came: (passed, behaviour key).
+    awaiting: usize,
+    verdicts: Vec<(bool, u64)>,
     /// Online confidence filter (`prune`): calibrated by the first wave.
     filter: Option<OnlineFilter>,
 }
@@ -95,8 +100,8 @@ impl Groups {
                 emit(Event::Finished { index, reason: FinishReason::Cancelled, stats: SeqStats::default() });
                 continue;
             }
-            // A new wave starts only when the previous one is over.
-            if wave.is_some_and(|w| c.running > 0 && c.launched.is_multiple_of(w)) {
+            // A new wave starts only when the previous one is over (and checked, when verdicts decide).
+            if wave.is_some_and(|w| c.running + c.awaiting > 0 && c.launched.is_multiple_of(w)) {
                 return None;
             }
             self.pending.pop_front();
@@ -138,7 +143,12 @@ impl Groups {
         let ci = index / self.group;
         let c = &mut self.choices[ci];
         c.running -= 1;
-        let counted = !matches!(reason, FinishReason::Cancelled | FinishReason::Pruned);
+        let counted = reason.counted();
+        let verified = self.verified().is_some();
+        let c = &mut self.choices[ci];
+        if counted && verified {
+            c.awaiting += 1;
+        }
         if counted {
             c.answers.push(final_answer(&stats.answer, &stats.thinking));
             let weight = match (stats.confidence, self.score) {
@@ -156,6 +166,30 @@ impl Groups {
         }
         let a = self.adaptive?;
         if c.stopped || reason == FinishReason::Cancelled || !a.rule.should_stop(&c.answers, &c.weights, c.running) {
+            return None;
+        }
+        c.stopped = true;
+        emit(Event::Stopped { choice: ci });
+        Some(ci)
+    }
+
+    /// The agreement `StopRule::Verified` asks for, when the job's verdicts decide its stops.
+    fn verified(&self) -> Option<usize> {
+        match self.adaptive?.rule {
+            StopRule::Verified { agree } => Some(agree),
+            _ => None,
+        }
+    }
+
+    /// A finished sample's verdict came. Returns the choice to stop when its rule is now met (the
+    /// backend cancels its running samples, as for `finished`).
+    pub fn verdict(&mut self, v: SampleVerdict, emit: &mut impl FnMut(Event)) -> Option<usize> {
+        let agree = self.verified()?;
+        let ci = v.index / self.group;
+        let c = self.choices.get_mut(ci)?;
+        c.awaiting = c.awaiting.saturating_sub(1);
+        c.verdicts.push((v.passed, v.behaviour));
+        if c.stopped || !verified_stop(&c.verdicts, agree) {
             return None;
         }
         c.stopped = true;
@@ -226,6 +260,35 @@ mod tests {
         let skipped = events.iter().filter(|e| matches!(e, Event::Finished { reason: FinishReason::Cancelled, .. })).count();
         assert_eq!(skipped, 2);
         assert!(events.iter().any(|e| matches!(e, Event::Stopped { choice: 0 })));
+    }
+
+    #[test]
+    fn verdicts_gate_the_next_wave_and_a_passing_program_stops_the_choice() {
+        let adaptive = Adaptive { wave: 2, rule: StopRule::Verified { agree: 1 }, prune_keep: None };
+        let mut g = Groups::new(&spec(6, 6, Some(adaptive), false));
+        let mut events = Vec::new();
+        let mut emit = |e: Event| events.push(e);
+        let v = |index, passed| SampleVerdict { index, passed, behaviour: 9 };
+        assert_eq!(g.next(&mut emit), Some(Work::Sample(0)));
+        assert_eq!(g.next(&mut emit), Some(Work::Sample(1)));
+        assert_eq!(g.finished(0, FinishReason::Stop, &answer("a"), &mut emit), None);
+        assert_eq!(g.finished(1, FinishReason::Stop, &answer("b"), &mut emit), None);
+        // Both finished, but their programs are not checked yet: the next wave waits.
+        assert_eq!(g.next(&mut emit), None);
+        assert_eq!(g.verdict(v(0, false), &mut emit), None);
+        assert_eq!(g.next(&mut emit), None);
+        assert_eq!(g.verdict(v(1, false), &mut emit), None);
+        assert_eq!(g.next(&mut emit), Some(Work::Sample(2)));
+        assert_eq!(g.next(&mut emit), Some(Work::Sample(3)));
+        // Sample 2 passes while 3 still decodes: the choice stops (the backend cancels 3).
+        assert_eq!(g.finished(2, FinishReason::Stop, &answer("c"), &mut emit), None);
+        assert_eq!(g.verdict(v(2, true), &mut emit), Some(0));
+        assert_eq!(g.finished(3, FinishReason::Cancelled, &SeqStats::default(), &mut emit), None);
+        // 4 and 5 never start.
+        assert_eq!(g.next(&mut emit), None);
+        assert!(g.done());
+        let skipped = events.iter().filter(|e| matches!(e, Event::Finished { reason: FinishReason::Cancelled, .. })).count();
+        assert_eq!(skipped, 2);
     }
 
     #[test]

@@ -232,16 +232,50 @@ pub enum SubmitError {
     Unavailable(String),
 }
 
-/// Lets a handler stop its job (dropping the event receiver does the same).
+/// A handler's side of a running job: it may stop the job (dropping the event receiver does the
+/// same) and, for a job whose stop rule reads verdicts (`StopRule::Verified`), hand in each
+/// finished sample's verdict.
 #[derive(Clone, Default)]
-pub struct CancelHandle(Arc<AtomicBool>);
+pub struct JobHandle(Arc<Control>);
 
-impl CancelHandle {
+#[derive(Default)]
+struct Control {
+    cancelled: AtomicBool,
+    verdicts: std::sync::Mutex<Vec<SampleVerdict>>,
+    arrived: tokio::sync::Notify,
+}
+
+/// What a checking verifier found of one finished sample's program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleVerdict {
+    pub index: usize,
+    /// Passed every test it was given.
+    pub passed: bool,
+    /// Samples whose programs behave alike share this key.
+    pub behaviour: u64,
+}
+
+impl JobHandle {
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.cancelled.store(true, Ordering::Relaxed);
+        self.0.arrived.notify_one();
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.cancelled.load(Ordering::Relaxed)
+    }
+    pub fn verdict(&self, v: SampleVerdict) {
+        if let Ok(mut q) = self.0.verdicts.lock() {
+            q.push(v);
+        }
+        self.0.arrived.notify_one();
+    }
+    /// Verdicts handed in since the last call.
+    pub fn take_verdicts(&self) -> Vec<SampleVerdict> {
+        self.0.verdicts.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default()
+    }
+    /// Resolves once a verdict (or a cancel) was handed in after the last wait.
+    pub async fn arrived(&self) {
+        self.0.arrived.notified().await;
     }
 }
 
@@ -324,7 +358,7 @@ pub enum Health {
 
 /// A token generator the request pipeline can submit jobs to.
 pub trait Backend: Send + Sync {
-    fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError>;
+    fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, JobHandle), SubmitError>;
     fn vocabulary(&self) -> Arc<dyn Vocabulary>;
     /// The most tokens one request may hold (prompt and output).
     fn slot_ctx(&self) -> u32;

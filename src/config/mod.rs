@@ -200,6 +200,11 @@ pub struct ReasoningConfig {
     /// Adaptive stopping: the Beta-rule threshold and the wave size.
     pub confidence: f64,
     pub wave_size: u32,
+    /// `verifier: "tests"` with `adaptive`: samples per wave (each wave's programs are tested
+    /// before the next starts), and how many programs that pass every test and behave alike end
+    /// the choice.
+    pub tests_wave: u32,
+    pub tests_agree: u32,
     /// The question the `self` verifier asks after a proposed answer (P(True) of "Yes").
     pub self_verifier_prompt: String,
     /// Second GGUF used as `verifier: "model"`.
@@ -262,6 +267,8 @@ impl Default for ReasoningConfig {
             answer_max_tokens: 64,
             confidence: p.confidence,
             wave_size: 4,
+            tests_wave: 2,
+            tests_agree: 1,
             self_verifier_prompt: "Is that final answer correct? Answer Yes or No.".into(),
             verifier_model: None,
             history_size: 10_000,
@@ -376,6 +383,7 @@ impl Config {
         anyhow::ensure!(r.confidence_window >= 1, "reasoning.confidence_window must be at least 1");
         anyhow::ensure!(r.prune_keep_top > 0.0 && r.prune_keep_top <= 1.0, "reasoning.prune_keep_top must be in (0, 1]");
         anyhow::ensure!(r.prune_warmup >= 1, "reasoning.prune_warmup must be at least 1");
+        anyhow::ensure!(r.tests_wave >= 1 && r.tests_agree >= 1, "reasoning.tests_wave and tests_agree must be at least 1");
         anyhow::ensure!((0.0..1.0).contains(&r.auto_margin), "reasoning.auto_margin must be in [0, 1)");
         anyhow::ensure!(self.verifier_timeout > 0.0, "verifier_timeout must be positive");
         let sb = &self.sandbox;

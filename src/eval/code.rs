@@ -65,6 +65,11 @@ pub struct CodeArgs {
     /// and rewrite it, without asking the server for anything
     #[arg(long)]
     pub regrade: bool,
+    /// Let the server stop sampling once programs pass the examples (`adaptive: true` beside
+    /// `verifier: "tests"`: each finished program is tested while the others decode, in waves).
+    /// A problem without examples gets one sample, which is what the fixed rule keeps there
+    #[arg(long)]
+    pub adaptive: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +99,9 @@ pub struct CodeChain {
     /// The program graded (absent in runs recorded before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<String>,
+    /// How the chain ended ("cancelled": an early stop cut it; absent in older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish: Option<String>,
 }
 
 const INSTRUCTION: &str =
@@ -184,7 +192,8 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
     });
     if a.samples > 1 {
         body["temperature"] = json!(a.temperature);
-        body["reasoning"] = json!({"enabled": false, "samples": a.samples, "verifier": "tests", "entry_point": p.entry_point});
+        body["reasoning"] =
+            json!({"enabled": false, "samples": a.samples, "verifier": "tests", "entry_point": p.entry_point, "adaptive": a.adaptive});
     } else {
         body["temperature"] = json!(0.0);
         body["reasoning"] = json!({"enabled": false});
@@ -192,8 +201,9 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
     let url = format!("{}/v1/chat/completions", a.url.trim_end_matches('/').trim_end_matches("/v1"));
     let mut r = client.post(&url).json(&body).send().await?;
     if r.status() == reqwest::StatusCode::BAD_REQUEST && a.samples > 1 {
-        // No docstring examples to run: the samples go unchecked, and the first one stands.
-        body["reasoning"] = json!({"enabled": false, "samples": a.samples});
+        // No docstring examples to run: the samples go unchecked, and the first one stands (with
+        // --adaptive, only that one is decoded).
+        body["reasoning"] = json!({"enabled": false, "samples": if a.adaptive { 1 } else { a.samples }});
         r = client.post(&url).json(&body).send().await?;
     }
     let status = r.status();
@@ -223,6 +233,7 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
             chosen: index == chosen,
             error,
             program,
+            finish: s["finish_reason"].as_str().map(str::to_string),
         });
     }
     Ok(out)
@@ -307,6 +318,12 @@ fn pick(rule: &str, chains: &[CodeChain], k: usize) -> Option<usize> {
     }
 }
 
+/// A cell drawn as a point of its own, not a rule's line through k: the greedy baseline, the
+/// server's choice.
+fn single(c: &Cell) -> bool {
+    c.label.starts_with("greedy") || c.label.starts_with("server")
+}
+
 /// One cell of the report: a rule over the first k chains.
 struct Cell {
     label: String,
@@ -354,7 +371,28 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
             cells.push(Cell { label: rule.to_string(), k, solved, tokens: tokens as f64 / n.max(1) as f64, vs });
         }
     }
+    // The server's own choice over every chain it ran (all of them, or fewer with --adaptive).
+    let (mut solved, mut tokens, mut b, mut c) = (0u64, 0u64, 0u64, 0u64);
+    for g in &problems {
+        let ok = g.iter().any(|c| c.chosen && c.correct);
+        solved += u64::from(ok);
+        tokens += g.iter().map(|c| c.completion_tokens).sum::<u64>();
+        if let Some(base) = base_of(&g[0].task_id) {
+            b += u64::from(base.correct && !ok);
+            c += u64::from(!base.correct && ok);
+        }
+    }
+    let label = if a.adaptive { "server's choice, adaptive" } else { "server's choice" };
+    let vs = baseline.is_some().then_some((b, c));
+    cells.push(Cell { label: label.into(), k: a.samples as usize, solved, tokens: tokens as f64 / n.max(1) as f64, vs });
+    let chains: usize = problems.iter().map(Vec::len).sum();
+    let cut = problems.iter().flatten().filter(|c| c.finish.as_deref() == Some("cancelled")).count();
     let mut md = format!("# {} ({} problems, range {}, {} chains each)\n\n", a.out.display(), n, a.range, a.samples);
+    md.push_str(&format!(
+        "Chains decoded per problem: {:.2} on average ({chains} in all, {cut} of them cut by an early stop){}.\n\n",
+        chains as f64 / n.max(1) as f64,
+        if a.adaptive { "; `adaptive: true`: each wave's programs are tested before the next starts" } else { "" }
+    ));
     md.push_str(if a.definitions_only {
         "Graded on each program's imports, definitions and assignments only (`--definitions-only`, as EvalPlus).\n\n"
     } else {
@@ -390,14 +428,13 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
     for (k, p) in &ceilings {
         md.push_str(&format!("| {k} | pass@{k} (oracle ceiling, unbiased over {max_k}) | {:.1}% | | | |\n", 100.0 * p));
     }
-    let chose = problems.iter().filter(|g| g.iter().any(|c| c.chosen && c.correct)).count();
     // report.md's plot is frontier.png; another report's is named after it.
     let plot_name = match a.report_name.trim_end_matches(".md") {
         "report" => "frontier.png".to_string(),
         stem => format!("{stem}.png"),
     };
     md.push_str(&format!(
-        "\nRules: `first` = the first sampled chain alone; `behaviour` = the largest group of chains with equal outputs on the docstring examples and probe inputs (no checking); `examples` = among chains passing the most docstring examples, the largest behaviour group (the server's `verifier: \"tests\"`). Tokens count every chain a rule reads. The server's own choice over all {max_k} chains solved {chose}/{n}. Plot: {plot_name}.\n"
+        "\nRules: `first` = the first sampled chain alone; `behaviour` = the largest group of chains with equal outputs on the docstring examples and probe inputs (no checking); `examples` = among chains passing the most docstring examples, the largest behaviour group (the server's `verifier: \"tests\"`). Tokens count every chain a rule reads; the server's choice reads every chain it decoded. Plot: {plot_name}.\n"
     ));
     if n > 0 {
         plot(&a.out.join(&plot_name), &cells, &ceilings, n)?;
@@ -436,7 +473,7 @@ fn plot(path: &Path, cells: &[Cell], ceilings: &[(usize, f64)], n: u64) -> anyho
             Some((_, v)) => v.push(c),
             None => series.push((
                 c.label.clone(),
-                first.into_iter().filter(|_| c.label != "first" && !c.label.starts_with("greedy")).chain([c]).collect(),
+                first.into_iter().filter(|_| c.label != "first" && !single(c)).chain([c]).collect(),
             )),
         }
     }
@@ -459,7 +496,7 @@ fn plot(path: &Path, cells: &[Cell], ceilings: &[(usize, f64)], n: u64) -> anyho
             .map_err(err)?;
     }
     // The ceiling at the cost of the rules that read k chains.
-    let cost = |k: usize| cells.iter().find(|c| c.k == k && !c.label.starts_with("greedy")).map(|c| c.tokens);
+    let cost = |k: usize| cells.iter().find(|c| c.k == k && !single(c)).map(|c| c.tokens);
     let ceiling: Vec<(f64, f64)> = ceilings.iter().filter_map(|&(k, p)| cost(k).map(|t| (t, p))).collect();
     chart
         .draw_series(DashedLineSeries::new(ceiling, 6, 4, BLACK.stroke_width(2)))

@@ -163,6 +163,12 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
+    /// A chain that ran to its own end (or its length): its answer counts in a vote, and a
+    /// checking verifier checks it.
+    pub fn counted(self) -> bool {
+        matches!(self, Self::Stop | Self::Length)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",

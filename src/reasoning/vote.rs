@@ -131,6 +131,9 @@ pub enum StopRule {
     Consensus { level: f64, warmup: usize },
     /// `reasoning_effort: "auto"`: the first `wave` chains all agree (otherwise the search widens).
     Unanimous { wave: usize },
+    /// A checking verifier's verdicts decide (`verified_stop`), not the answers: each finished
+    /// chain's program is tested while the others decode.
+    Verified { agree: usize },
 }
 
 impl StopRule {
@@ -143,8 +146,15 @@ impl StopRule {
             Self::Unanimous { wave } => {
                 running == 0 && answers.len() >= wave && answers[0].is_some() && answers.iter().all(|a| a == &answers[0])
             }
+            Self::Verified { .. } => false,
         }
     }
+}
+
+/// `StopRule::Verified`: `agree` programs that passed every test and behave alike. `verdicts`:
+/// (passed, behaviour key) of each checked chain.
+pub fn verified_stop(verdicts: &[(bool, u64)], agree: usize) -> bool {
+    verdicts.iter().filter(|(p, _)| *p).any(|(_, key)| verdicts.iter().filter(|(p, k)| *p && k == key).count() >= agree.max(1))
 }
 
 #[cfg(test)]
@@ -167,6 +177,17 @@ mod tests {
         assert!((beta_confidence(3, 1) - 26.0 / 32.0).abs() < 1e-12);
         // a=0,b=0: uniform prior, one half.
         assert!((beta_confidence(0, 0) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn verified_stop_needs_enough_passing_programs_that_behave_alike() {
+        assert!(!verified_stop(&[], 1));
+        assert!(!verified_stop(&[(false, 1), (false, 1)], 1));
+        assert!(verified_stop(&[(false, 1), (true, 2)], 1));
+        // Two passing programs that differ elsewhere do not agree.
+        assert!(!verified_stop(&[(true, 1), (true, 2), (false, 1)], 2));
+        assert!(verified_stop(&[(true, 1), (true, 2), (true, 1)], 2));
+        assert!(!StopRule::Verified { agree: 1 }.should_stop(&[Some("1".into())], &[0.0], 0));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::request::Validated;
 use super::validate::{off_thread, prepare_completion, prepare_off_thread, PreparedCompletion};
 use super::vote::{Ballots, Outcome};
 use super::Service;
+use crate::backend::StopRule;
 use crate::reasoning::plan::ReasoningPlan;
 
 /// Why a request did not start: the gate refused it, or nothing could run it.
@@ -76,9 +77,14 @@ pub async fn chat(state: &Service, body: Bytes) -> Result<ChatRun, NotStarted> {
     });
     let mut col = Collector::new("chat", id.clone(), n * group, started);
     col.effort = p.plan.thinking.then_some(p.plan.effort);
-    let (rx, _cancel) = submit(&*backend, p.spec)?;
+    let verified = p.spec.vote.as_ref().and_then(|v| v.adaptive).is_some_and(|a| matches!(a.rule, StopRule::Verified { .. }));
+    let (rx, handle) = submit(&*backend, p.spec)?;
     let grade = Grade { service: state.clone(), id: id.clone(), plan: p.plan.clone(), expected: p.expected };
     let drain = ballot.is_some();
+    let mut reader = Reader::new(vec![col], events(vec![rx]), drain);
+    if verified {
+        reader = reader.watching(super::verify::live(ballot.as_ref().and_then(|b| b.check.clone()), handle));
+    }
     Ok(ChatRun {
         id,
         v: p.v,
@@ -89,7 +95,7 @@ pub async fn chat(state: &Service, body: Bytes) -> Result<ChatRun, NotStarted> {
         auto: p.auto,
         grade,
         ballot,
-        reader: Reader::new(vec![col], events(vec![rx]), drain),
+        reader,
     })
 }
 

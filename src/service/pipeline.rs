@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::backend::{Backend, CancelHandle, Event, JobError, JobSpec, SeqStats, SubmitError};
+use crate::backend::{Backend, JobHandle, Event, JobError, JobSpec, SeqStats, SubmitError};
 use crate::metrics::metrics;
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::labels::{Effort, FinishReason};
@@ -30,7 +30,7 @@ pub enum Failure {
     Refused { message: String, param: Option<String> },
 }
 
-pub fn submit(backend: &dyn Backend, spec: JobSpec) -> Result<(UnboundedReceiver<Event>, CancelHandle), Failure> {
+pub fn submit(backend: &dyn Backend, spec: JobSpec) -> Result<(UnboundedReceiver<Event>, JobHandle), Failure> {
     backend.submit(spec).map_err(|e| match e {
         SubmitError::QueueFull => Failure::Busy,
         SubmitError::ShuttingDown => Failure::Unavailable("The server is shutting down".into()),
@@ -78,6 +78,16 @@ pub struct Collector {
     pub trace: Trace,
     /// Tokens the request spent beside its samples (judging their answers, writing tests for them).
     pub side: SideTokens,
+}
+
+/// A response's sequences by fate (`Collector::sequences`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, schemars::JsonSchema)]
+pub struct Sequences {
+    pub requested: u32,
+    /// Decoded, to their end or until cancelled.
+    pub run: u32,
+    /// Stopped early: cut while decoding, or never started.
+    pub cancelled: u32,
 }
 
 /// Tokens a request spends outside its own samples: counted in its `usage`, not in the samples'
@@ -172,6 +182,19 @@ impl Collector {
         self.choices.iter().map(|c| c.stats.thinking_tokens).sum()
     }
 
+    /// Sequences of several (samples, or `n`): how many decoded, and how many an early stop
+    /// cancelled (while decoding, or before they started). None for a single sequence.
+    pub fn sequences(&self) -> Option<Sequences> {
+        (self.choices.len() > 1).then(|| {
+            let cancelled = |c: &&ChoiceResult| c.finish == Some(FinishReason::Cancelled);
+            Sequences {
+                requested: self.choices.len() as u32,
+                run: self.choices.iter().filter(|c| !cancelled(c) || c.stats.completion_tokens > 0).count() as u32,
+                cancelled: self.choices.iter().filter(cancelled).count() as u32,
+            }
+        })
+    }
+
     /// The one structured log line per job, plus the latency histogram.
     pub fn log(&self) {
         let total = self.started.elapsed().as_secs_f64();
@@ -231,11 +254,19 @@ pub struct Reader {
     pub cols: Vec<Collector>,
     events: Events,
     drain: bool,
+    watch: Option<Watch>,
 }
+
+/// Sees every event of a one-job response as it is read (`verify::live` checks finished samples).
+pub type Watch = Box<dyn FnMut(&Event) + Send>;
 
 impl Reader {
     pub fn new(cols: Vec<Collector>, events: Events, drain: bool) -> Self {
-        Self { cols, events, drain }
+        Self { cols, events, drain, watch: None }
+    }
+
+    pub fn watching(self, watch: Watch) -> Self {
+        Self { watch: Some(watch), ..self }
     }
 
     /// The next update and its job, its event already absorbed into the job's collector.
@@ -245,6 +276,9 @@ impl Reader {
                 return None;
             }
             let (i, event) = self.events.next().await?;
+            if let Some(w) = &mut self.watch {
+                w(&event);
+            }
             self.cols[i].absorb(&event);
             if let Some(u) = Update::of(event) {
                 return Some((i, u));

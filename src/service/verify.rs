@@ -21,10 +21,10 @@ use crate::reasoning::schema;
 use crate::sandbox::{harness, Sandbox};
 
 use super::invalid::Invalid;
-use super::pipeline::{events, submit, Collector, Reader, SideTokens};
+use super::pipeline::{events, submit, Collector, Reader, SideTokens, Watch};
 use super::validate::prepare_off_thread;
 use super::Service;
-use crate::backend::Backend;
+use crate::backend::{Backend, Event, JobHandle, SampleVerdict};
 
 /// One sample offered to a verifier.
 #[derive(Debug, Clone)]
@@ -79,11 +79,38 @@ impl Checked {
 /// A verifier that takes time.
 pub trait Verify: Send + Sync {
     fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked>;
+    /// One finished sample checked at once, while the others decode (`StopRule::Verified`):
+    /// whether it passed every test, and its behaviour key. Verifiers that judge samples only
+    /// against each other cannot, and say it fails.
+    fn check_one<'a>(&'a self, _candidate: &'a Candidate) -> BoxFuture<'a, SampleCheck> {
+        Box::pin(std::future::ready(SampleCheck::default()))
+    }
     /// Tokens the verifier had the model generate, once for the request however many choices it
     /// checked (read after the last `verify`).
     fn side_tokens(&self) -> SideTokens {
         SideTokens::default()
     }
+}
+
+/// Checks each sample of a job as it finishes and hands the verdict to the backend
+/// (`StopRule::Verified`, which waits for one on every finished sample: a sample the verifier
+/// cannot check, or checks past the timeout, is reported as failing).
+pub fn live(check: Option<(Arc<dyn Verify>, Duration)>, handle: JobHandle) -> Watch {
+    Box::new(move |event| {
+        let Event::Finished { index, reason, stats } = event else { return };
+        if !reason.counted() {
+            return;
+        }
+        let candidate = Candidate { thinking: stats.thinking.clone(), answer: stats.answer.clone(), confidence: 0.0 };
+        let (check, handle, index) = (check.clone(), handle.clone(), *index);
+        tokio::spawn(async move {
+            let found = match &check {
+                Some((v, timeout)) => tokio::time::timeout(*timeout, v.check_one(&candidate)).await.unwrap_or_default(),
+                None => SampleCheck::default(),
+            };
+            handle.verdict(SampleVerdict { index, passed: found.passed, behaviour: found.behaviour });
+        });
+    })
 }
 
 /// Runs a verifier under its timeout; past it, every candidate scores 0.
@@ -174,7 +201,7 @@ pub fn build(state: &Service, backend: &Arc<dyn Backend>, input: CheckInput) -> 
         },
         // The gate refused tests without a sandbox.
         CheckInput::Tests(suite) => match &state.sandbox {
-            Some(sb) => Arc::new(Tests { sandbox: sb.clone(), suite }),
+            Some(sb) => Arc::new(Tests::new(sb.clone(), suite)),
             None => Arc::new(Unavailable("code execution is off")),
         },
         CheckInput::Regex(re) => Arc::new(Pattern(re)),
@@ -193,23 +220,69 @@ impl Verify for Unavailable {
     }
 }
 
+/// What checking one sample found (`Verify::check_one`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SampleCheck {
+    pub passed: bool,
+    pub behaviour: u64,
+}
+
+/// A program's run against a suite, shared by whoever asks for the same program.
+type SharedRun = Shared<BoxFuture<'static, Result<harness::Report, String>>>;
+
 /// `verifier: "tests"`: each sample's program against the suite, then `code::select`.
 pub struct Tests {
     pub sandbox: Arc<Sandbox>,
     pub suite: Suite,
+    /// Runs by program text: a sample checked as it finished is not run again for the selection.
+    runs: std::sync::Mutex<std::collections::HashMap<String, SharedRun>>,
+}
+
+impl Tests {
+    pub fn new(sandbox: Arc<Sandbox>, suite: Suite) -> Self {
+        Self { sandbox, suite, runs: Default::default() }
+    }
+
+    /// The candidate's program run against the suite (None: it wrote no program).
+    async fn run(&self, c: &Candidate) -> Option<Result<harness::Report, String>> {
+        let program = code::program(&c.answer).or_else(|| code::program(&c.thinking))?;
+        let run = {
+            let mut runs = self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            runs.entry(program.clone())
+                .or_insert_with(|| {
+                    let (sandbox, suite) = (self.sandbox.clone(), self.suite.clone());
+                    async move { harness::run(&sandbox, &program, &suite, harness::PROBES).await.map_err(|e| e.to_string()) }
+                        .boxed()
+                        .shared()
+                })
+                .clone()
+        };
+        Some(run.await)
+    }
 }
 
 impl Verify for Tests {
+    fn check_one<'a>(&'a self, candidate: &'a Candidate) -> BoxFuture<'a, SampleCheck> {
+        Box::pin(async move {
+            match self.run(candidate).await {
+                Some(Ok(r)) => {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    r.behaviour.hash(&mut h);
+                    SampleCheck { passed: r.cases > 0 && r.passed == r.cases, behaviour: h.finish() }
+                }
+                _ => SampleCheck::default(),
+            }
+        })
+    }
+
     fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked> {
         Box::pin(async move {
             let runs = join_all(candidates.iter().map(|c| async move {
-                let program = code::program(&c.answer).or_else(|| code::program(&c.thinking));
-                match program {
+                match self.run(c).await {
                     None => (None, None),
-                    Some(p) => match harness::run(&self.sandbox, &p, &self.suite, harness::PROBES).await {
-                        Ok(r) => (Some(r), None),
-                        Err(e) => (None, Some(e.to_string())),
-                    },
+                    Some(Ok(r)) => (Some(r), None),
+                    Some(Err(e)) => (None, Some(e)),
                 }
             }))
             .await;

@@ -18,7 +18,7 @@ use crate::reasoning::vote::{decide, Ballot, Tally};
 
 use tracing::Instrument;
 
-use super::verify::{checked, Candidate, Checked, TestsVerdict, Verdict, Verify};
+use super::verify::{checked, Candidate, CheckInput, Checked, TestsVerdict, Verdict, Verify};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +100,10 @@ pub fn vote_plan(state: &Service, backend: &dyn Backend, p: &Prepared) -> VotePl
             rule: StopRule::Consensus { level: plan.confidence, warmup: wave },
             prune_keep: Some(plan.keep_top.unwrap_or(r.prune_keep_top)),
         })
+    } else if plan.adaptive && matches!(p.check, Some(CheckInput::Tests(_))) {
+        // Each finished program is tested while the others decode; passing ones end the choice.
+        let wave = (plan.warmup.unwrap_or(r.tests_wave).max(1) as usize).min(group);
+        Some(Adaptive { wave, rule: StopRule::Verified { agree: r.tests_agree.max(1) as usize }, prune_keep: None })
     } else {
         plan.adaptive.then_some(Adaptive { wave, rule: StopRule::Beta(plan.confidence), prune_keep: None })
     };

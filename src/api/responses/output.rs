@@ -303,6 +303,7 @@ mod tests {
             total_tokens: 14,
             prompt_tokens_details: PromptTokensDetails { cached_tokens: 2 },
             completion_tokens_details: CompletionTokensDetails { reasoning_tokens: 3 },
+            sequences: None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Backend, CancelHandle, Capabilities, EngineFault, Event, Grammar, Health, JobSpec, SubmitError, TextError, Token, Vocabulary};
+use super::{Backend, JobHandle, Capabilities, EngineFault, Event, Grammar, Health, JobSpec, SubmitError, TextError, Token, Vocabulary};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
 use engine::{Engine, Model};
@@ -39,7 +39,7 @@ impl Vocabulary for Model {
 }
 
 impl Backend for Engine {
-    fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError> {
+    fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, JobHandle), SubmitError> {
         Engine::submit(self, spec)
     }
     fn vocabulary(&self) -> Arc<dyn Vocabulary> {

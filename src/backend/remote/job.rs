@@ -13,7 +13,7 @@ use super::replicas::{Lease, Replica};
 use super::{sequence, Shared};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::{Groups, Work};
-use crate::backend::{CancelHandle, Event, FinishReason, JobError, JobSpec, SeqStats, JUDGE_NO, JUDGE_YES};
+use crate::backend::{JobHandle, Event, FinishReason, JobError, JobSpec, SeqStats, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
 
 /// One job on the remote backend, shared by its sequence tasks.
@@ -22,7 +22,7 @@ pub(super) struct JobCtx {
     pub(super) spec: Arc<JobSpec>,
     pub(super) forcing: Option<JobForcing>,
     pub(super) events: mpsc::UnboundedSender<Event>,
-    pub(super) cancel: CancelHandle,
+    pub(super) handle: JobHandle,
     /// The replica the job runs on (it moves when that one fails).
     pub(super) lease: Mutex<Lease>,
     /// The online filter's threshold per choice, once calibrated.
@@ -41,7 +41,7 @@ impl JobCtx {
     }
 
     pub(super) fn abandoned(&self) -> bool {
-        self.events.is_closed() || self.cancel.is_cancelled()
+        self.events.is_closed() || self.handle.is_cancelled()
     }
 
     pub(super) fn replica(&self) -> Arc<Replica> {
@@ -101,7 +101,7 @@ enum Done {
 
 // Long on purpose: the job's one event loop (waves of samples, early stops, judging, failover)
 // over state its branches share.
-pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSender<Event>, cancel: CancelHandle, lease: Lease) {
+pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::UnboundedSender<Event>, handle: JobHandle, lease: Lease) {
     let spec = Arc::new(spec);
     let forcing = spec.forcing.clone();
     // The engine's own queue is out of sight: from here the prompt is on its way to it.
@@ -113,7 +113,7 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
         spec: spec.clone(),
         forcing,
         events,
-        cancel,
+        handle,
         lease: Mutex::new(lease),
         thresholds: Mutex::new(vec![None; choices]),
         prefilled: AtomicBool::new(false),
@@ -165,6 +165,19 @@ pub(super) async fn run_job(shared: Arc<Shared>, spec: JobSpec, events: mpsc::Un
         let done = tokio::select! {
             done = done_rx.recv() => done,
             _ = job.first_token.notified(), if !job.prefilled.load(Ordering::Relaxed) => continue,
+            _ = job.handle.arrived() => {
+                // Verdicts on finished samples (`StopRule::Verified`): a settled choice stops.
+                for v in job.handle.take_verdicts() {
+                    if let Some(choice) = groups.verdict(v, &mut emit) {
+                        for (i, flag) in &running {
+                            if groups.choice_of(*i) == choice {
+                                flag.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
         };
         let Some(done) = done else { break };
         match done {

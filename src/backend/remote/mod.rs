@@ -20,7 +20,7 @@ use self::client::{CallError, Client};
 use self::job::run_job;
 use self::replicas::{Replica, Replicas};
 use self::vocab::RemoteVocab;
-use super::{Backend, CancelHandle, Capabilities, Event, Health, JobSpec, SubmitError, Vocabulary};
+use super::{Backend, JobHandle, Capabilities, Event, Health, JobSpec, SubmitError, Vocabulary};
 use crate::config::Config;
 
 /// How long start-up waits for a replica to answer.
@@ -181,7 +181,7 @@ async fn probe(shared: std::sync::Weak<Shared>) {
 }
 
 impl Backend for Remote {
-    fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError> {
+    fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, JobHandle), SubmitError> {
         let s = &self.shared;
         let up = s.replicas.all.iter().filter(|r| r.is_up()).count() as u64;
         let in_flight: u64 = s.replicas.all.iter().map(|r| r.in_flight()).sum();
@@ -194,7 +194,7 @@ impl Backend for Remote {
             .lease(&spec.text, &[])
             .ok_or_else(|| SubmitError::Unavailable("No backend replica is up; try again shortly".into()))?;
         let (events, rx) = mpsc::unbounded_channel();
-        let cancel = CancelHandle::default();
+        let cancel = JobHandle::default();
         tokio::spawn(run_job(self.shared.clone(), spec, events, cancel.clone(), lease));
         Ok((rx, cancel))
     }

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::backend::{CancelHandle, Event, JobSpec, SubmitError, Token};
+use crate::backend::{JobHandle, Event, JobSpec, SubmitError, Token};
 use crate::config::Config;
 pub use model::Model;
 
@@ -44,7 +44,7 @@ pub const THREAD: &str = "engine";
 pub(crate) struct Job {
     spec: JobSpec,
     events: mpsc::UnboundedSender<Event>,
-    cancel: CancelHandle,
+    handle: JobHandle,
     enqueued: Instant,
 }
 
@@ -121,10 +121,10 @@ impl Engine {
         Ok((Self { tx, model, n_ctx, slot_ctx, parallel: cfg.parallel, has_verifier, stats }, handle))
     }
 
-    pub fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, CancelHandle), SubmitError> {
+    pub fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, JobHandle), SubmitError> {
         let (events, rx) = mpsc::unbounded_channel();
-        let cancel = CancelHandle::default();
-        let job = Job { spec, events, cancel: cancel.clone(), enqueued: Instant::now() };
+        let cancel = JobHandle::default();
+        let job = Job { spec, events, handle: cancel.clone(), enqueued: Instant::now() };
         match self.tx.try_send(job) {
             Ok(()) => {
                 crate::metrics::metrics().queue_depth.set(self.queue_depth() as i64);

@@ -21,7 +21,7 @@ impl Scheduler<'_> {
                 }
             }
             let job = self.waiting.take().expect("just filled");
-            if job.events.is_closed() || job.cancel.is_cancelled() {
+            if job.events.is_closed() || job.handle.is_cancelled() {
                 continue;
             }
             if self.free.lowest_free().is_none() {

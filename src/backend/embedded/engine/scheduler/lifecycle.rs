@@ -54,18 +54,40 @@ impl Scheduler<'_> {
         job.send(Event::Finished { index, reason, stats });
         self.release_slot(ji, id, std::mem::take(&mut seq.fed));
         if let Some(choice) = stop {
-            let key = self.jobs[ji].key;
-            let hit: Vec<i32> = (0..self.slots.len() as i32)
-                .filter(|&i| {
-                    self.slots[i as usize]
-                        .as_ref()
-                        .is_some_and(|s| s.job == key && s.judge.is_none() && self.jobs[ji].groups.choice_of(s.seq.ctl.index) == choice)
-                })
-                .collect();
-            for i in hit {
-                self.finish_seq(i, FinishReason::Cancelled);
+            self.cancel_choice(ji, choice);
+        }
+    }
+
+    /// A choice whose stop rule is met: its running samples end as cancelled, freeing their slots.
+    fn cancel_choice(&mut self, ji: usize, choice: usize) {
+        let key = self.jobs[ji].key;
+        let hit: Vec<i32> = (0..self.slots.len() as i32)
+            .filter(|&i| {
+                self.slots[i as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.job == key && s.judge.is_none() && self.jobs[ji].groups.choice_of(s.seq.ctl.index) == choice)
+            })
+            .collect();
+        for i in hit {
+            self.finish_seq(i, FinishReason::Cancelled);
+        }
+    }
+
+    /// Verdicts the handlers handed in on finished samples (`StopRule::Verified`): a choice they
+    /// settle stops now, its running samples cancelled. True when any came.
+    pub(super) fn take_checks(&mut self) -> bool {
+        let mut any = false;
+        for ji in 0..self.jobs.len() {
+            for v in self.jobs[ji].job.handle.take_verdicts() {
+                any = true;
+                let job = &mut self.jobs[ji];
+                let events = &job.job.events;
+                if let Some(choice) = job.groups.verdict(v, &mut |e| drop(events.send(e))) {
+                    self.cancel_choice(ji, choice);
+                }
             }
         }
+        any
     }
 
     /// A free slot goes to a job: what its stream held is now the job's to overwrite or keep.
@@ -93,7 +115,7 @@ impl Scheduler<'_> {
         let job = &mut self.jobs[ji];
         job.failed = true;
         job.send(Event::Error(JobError::Failed(message)));
-        job.job.cancel.cancel();
+        job.job.handle.cancel();
         self.reap_cancelled();
     }
 }

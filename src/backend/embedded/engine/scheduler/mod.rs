@@ -70,7 +70,7 @@ impl ActiveJob {
         let _ = self.job.events.send(e);
     }
     fn abandoned(&self) -> bool {
-        self.job.events.is_closed() || self.job.cancel.is_cancelled()
+        self.job.events.is_closed() || self.job.handle.is_cancelled()
     }
 }
 
@@ -167,11 +167,17 @@ pub(crate) fn run(
             }
         }
         s.reap_cancelled();
+        let checked = s.take_checks();
         // Running jobs' waiting samples get freed slots before new jobs are admitted.
         s.launch();
         s.intake(&mut rx);
         let decoded = s.step(&mut batch);
         s.take_verdicts(!decoded);
+        if !decoded && !checked && s.asked == 0 && s.waiting.is_none() {
+            // Only jobs waiting for their samples' verdicts (the sandbox runs the next wave's
+            // precondition): a short nap instead of a spin.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         s.publish(&rx);
         if s.stats.panic_requested.load(Ordering::Relaxed) {
             panic!("engine failure requested by the test hook");
