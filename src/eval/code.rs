@@ -471,10 +471,7 @@ fn plot(path: &Path, cells: &[Cell], ceilings: &[(usize, f64)], n: u64) -> anyho
     for c in cells {
         match series.iter_mut().find(|(l, _)| *l == c.label) {
             Some((_, v)) => v.push(c),
-            None => series.push((
-                c.label.clone(),
-                first.into_iter().filter(|_| c.label != "first" && !single(c)).chain([c]).collect(),
-            )),
+            None => series.push((c.label.clone(), first.into_iter().filter(|_| c.label != "first" && !single(c)).chain([c]).collect())),
         }
     }
     let acc = |c: &Cell| c.solved as f64 / n as f64;

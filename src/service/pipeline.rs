@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::backend::{Backend, JobHandle, Event, JobError, JobSpec, SeqStats, SubmitError};
+use crate::backend::{Backend, Event, JobError, JobHandle, JobSpec, SeqStats, SubmitError};
 use crate::metrics::metrics;
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::labels::{Effort, FinishReason};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Backend, JobHandle, Capabilities, EngineFault, Event, Grammar, Health, JobSpec, SubmitError, TextError, Token, Vocabulary};
+use super::{Backend, Capabilities, EngineFault, Event, Grammar, Health, JobHandle, JobSpec, SubmitError, TextError, Token, Vocabulary};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
 use engine::{Engine, Model};

@@ -13,7 +13,7 @@ use super::replicas::{Lease, Replica};
 use super::{sequence, Shared};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::{Groups, Work};
-use crate::backend::{JobHandle, Event, FinishReason, JobError, JobSpec, SeqStats, JUDGE_NO, JUDGE_YES};
+use crate::backend::{Event, FinishReason, JobError, JobHandle, JobSpec, SeqStats, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
 
 /// One job on the remote backend, shared by its sequence tasks.

@@ -20,7 +20,7 @@ use self::client::{CallError, Client};
 use self::job::run_job;
 use self::replicas::{Replica, Replicas};
 use self::vocab::RemoteVocab;
-use super::{Backend, JobHandle, Capabilities, Event, Health, JobSpec, SubmitError, Vocabulary};
+use super::{Backend, Capabilities, Event, Health, JobHandle, JobSpec, SubmitError, Vocabulary};
 use crate::config::Config;
 
 /// How long start-up waits for a replica to answer.

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::backend::{JobHandle, Event, JobSpec, SubmitError, Token};
+use crate::backend::{Event, JobHandle, JobSpec, SubmitError, Token};
 use crate::config::Config;
 pub use model::Model;
 
