@@ -92,7 +92,7 @@ pub fn examples(prompt: &str, entry: Option<&str>) -> Vec<Example> {
             let call = call.trim();
             let expected =
                 lines.get(i + 1).map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with(">>>") && !l.starts_with("\"\"\""));
-            // `>>> f(x) == y` on one line (HumanEval/108), with or without a `True` line after it.
+            // `>>> f(x) == y` on one line, with or without a `True` line after it.
             if let Some(ex) = entry.and_then(|name| arrow_example(call, name)) {
                 out.push(ex);
                 i += if expected == Some("True") { 2 } else { 1 };
@@ -336,10 +336,11 @@ mod tests {
 
     #[test]
     fn one_line_doctest_equalities() {
-        let p = "def count_nums(arr):\n    \"\"\"\n    >>> count_nums([]) == 0\n    >>> count_nums([-1, 11, -11]) == 1\n    >>> count_nums([1]) == 1\n    True\n    >>> count_nums([2])\n    1\n    \"\"\"";
-        let ex = examples(p, Some("count_nums"));
+        // Made-up docstrings in the phrasings HumanEval uses (none of its prompts is quoted).
+        let p = "def odd_count(xs):\n    \"\"\"\n    >>> odd_count([]) == 0\n    >>> odd_count([3, 4, -5]) == 2\n    >>> odd_count([7]) == 1\n    True\n    >>> odd_count([8])\n    0\n    \"\"\"";
+        let ex = examples(p, Some("odd_count"));
         let got: Vec<(&str, &str)> = ex.iter().map(|e| (e.call.as_str(), e.expected.as_str())).collect();
-        assert_eq!(got, [("count_nums([])", "0"), ("count_nums([-1, 11, -11])", "1"), ("count_nums([1])", "1"), ("count_nums([2])", "1")]);
+        assert_eq!(got, [("odd_count([])", "0"), ("odd_count([3, 4, -5])", "2"), ("odd_count([7])", "1"), ("odd_count([8])", "0")]);
     }
 
     #[test]
@@ -353,15 +354,15 @@ mod tests {
 
     #[test]
     fn input_output_and_for_phrasings() {
-        let p = "def maximum(arr, k):\n    Example 1:\n        Input: arr = [-3, -4, 5], k = 3\n        Output: [-4, -3, 5]\n\n    Example 2:\n        Input: [4,2,3]\n        Output: [2, 1] # the smallest\n    For lst = [1,2,3] the output should be 14\n    For N = 1000, the sum of digits will be 1 the output should be \"1\".\n    can_x([1,2]) = 3\n    f(15)   # returns \"db1111db\"";
-        let ex = examples(p, Some("maximum"));
-        assert_eq!(ex[0], Example { call: "maximum(arr = [-3, -4, 5], k = 3)".into(), expected: "[-4, -3, 5]".into() });
-        assert_eq!(ex[1], Example { call: "maximum([4,2,3])".into(), expected: "[2, 1]".into() });
-        assert_eq!(ex[2], Example { call: "maximum(lst = [1,2,3])".into(), expected: "14".into() });
-        assert_eq!(ex[3], Example { call: "maximum(N = 1000)".into(), expected: "\"1\"".into() });
+        let p = "def top(nums, n):\n    Example 1:\n        Input: nums = [7, -2, 9], n = 2\n        Output: [9, 7]\n\n    Example 2:\n        Input: [5,1,6]\n        Output: [6, 2] # value and index\n    For xs = [2,4] the output should be 20\n    For k = 250, the digits add up to 7 the output should be \"111\".\n    last_gap([3,1,2]) = 1\n    g(6)   # returns \"ab110ab\"";
+        let ex = examples(p, Some("top"));
+        assert_eq!(ex[0], Example { call: "top(nums = [7, -2, 9], n = 2)".into(), expected: "[9, 7]".into() });
+        assert_eq!(ex[1], Example { call: "top([5,1,6])".into(), expected: "[6, 2]".into() });
+        assert_eq!(ex[2], Example { call: "top(xs = [2,4])".into(), expected: "20".into() });
+        assert_eq!(ex[3], Example { call: "top(k = 250)".into(), expected: "\"111\"".into() });
         assert_eq!(ex.len(), 4);
-        assert_eq!(examples("    can_x([1,2]) = 3", Some("can_x"))[0].expected, "3");
-        assert_eq!(examples("    f(15)   # returns \"db1111db\"", Some("f"))[0].expected, "\"db1111db\"");
+        assert_eq!(examples("    last_gap([3,1,2]) = 1", Some("last_gap"))[0].expected, "1");
+        assert_eq!(examples("    g(6)   # returns \"ab110ab\"", Some("g"))[0].expected, "\"ab110ab\"");
     }
 
     #[test]
