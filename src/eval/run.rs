@@ -93,6 +93,13 @@ fn variant(a: &RunArgs, samples: u32) -> String {
     if let (true, Some(w)) = (samples > 1, a.warmup) {
         v.push(format!("w{w}"));
     }
+    // Two passes over the same grid with different voting land in cells of their own.
+    if samples > 1 && a.verifier != "none" {
+        v.push(a.verifier.clone());
+    }
+    if samples > 1 && a.adaptive {
+        v.push("adaptive".to_string());
+    }
     v.join("+")
 }
 
