@@ -88,6 +88,30 @@ fn unescape(s: &str) -> String {
     out + rest
 }
 
+/// Why runs have rlimits only.
+#[derive(Debug, thiserror::Error)]
+pub enum NoCgroup {
+    #[error("off in the config")]
+    Off,
+    #[error("no cgroup v2 hierarchy is mounted (a cgroup v1 host)")]
+    NotMounted,
+    #[error("this process is in no cgroup v2 group")]
+    NoGroup,
+    #[error("{} offers neither the pids nor the memory controller", .0.display())]
+    NoControllers(PathBuf),
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("enabling {controllers} for child cgroups of {}: {source} (it must hold no process of its own; delegate one with [sandbox] cgroup_parent)", path.display())]
+    Busy { controllers: String, path: PathBuf, source: std::io::Error },
+    #[error("a run inside its cgroup failed: {0}")]
+    ProbeFailed(String),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NoCgroup {
+    let path = path.to_path_buf();
+    move |source| NoCgroup::Io { what, path, source }
+}
+
 /// Where runs' cgroups are made, with the controllers enabled for them.
 #[derive(Debug)]
 pub struct Parent {
@@ -98,14 +122,14 @@ pub struct Parent {
 impl Parent {
     /// The configured parent, or this process's own cgroup (after moving the process into a
     /// `server` leaf). Err says why runs get rlimits only.
-    pub fn set_up(configured: Option<&Path>) -> Result<Self, String> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("reading mountinfo: {e}"))?;
-        let mount = mount_point(&mountinfo).ok_or("no cgroup v2 hierarchy is mounted (a cgroup v1 host)")?;
+    pub fn set_up(configured: Option<&Path>) -> Result<Self, NoCgroup> {
+        let mountinfo = read(Path::new("/proc/self/mountinfo"))?;
+        let mount = mount_point(&mountinfo).ok_or(NoCgroup::NotMounted)?;
         let dir = match configured {
             Some(p) => p.to_path_buf(),
             None => {
-                let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
-                let rel = own_path(&own).ok_or("this process is in no cgroup v2 group")?;
+                let own = read(Path::new("/proc/self/cgroup"))?;
+                let rel = own_path(&own).ok_or(NoCgroup::NoGroup)?;
                 match rel.trim_start_matches('/') {
                     "" => mount,
                     rel => mount.join(rel),
@@ -114,24 +138,20 @@ impl Parent {
         };
         let offered = Controllers::parse(&read(&dir.join("cgroup.controllers"))?);
         if !offered.any() {
-            return Err(format!("{} offers neither the pids nor the memory controller", dir.display()));
+            return Err(NoCgroup::NoControllers(dir));
         }
         let enabled = Controllers::parse(&read(&dir.join("cgroup.subtree_control"))?);
         if enabled != offered {
             if configured.is_none() {
                 move_self_into(&dir.join("server"))?;
             }
-            if let Err(e) = std::fs::write(dir.join("cgroup.subtree_control"), offered.enable_line()) {
+            if let Err(source) = std::fs::write(dir.join("cgroup.subtree_control"), offered.enable_line()) {
                 if configured.is_none() {
                     // Back where it started: someone else shares the group (a shell, a supervisor).
                     let _ = std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string());
                     let _ = std::fs::remove_dir(dir.join("server"));
                 }
-                return Err(format!(
-                    "enabling {} for child cgroups of {}: {e} (it must hold no process of its own; delegate one with [sandbox] cgroup_parent)",
-                    offered.enable_line(),
-                    dir.display()
-                ));
+                return Err(NoCgroup::Busy { controllers: offered.enable_line(), path: dir, source });
             }
         }
         Ok(Self { dir, controllers: offered })
@@ -168,20 +188,19 @@ impl Parent {
     }
 }
 
-fn read(p: &Path) -> Result<String, String> {
-    std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))
+fn read(p: &Path) -> Result<String, NoCgroup> {
+    std::fs::read_to_string(p).map_err(io("reading", p))
 }
 
 /// cgroup v2 hands controllers only to children of a cgroup without processes: the server
 /// moves into a leaf of its own (all its threads go with it).
-fn move_self_into(leaf: &Path) -> Result<(), String> {
+fn move_self_into(leaf: &Path) -> Result<(), NoCgroup> {
     match std::fs::create_dir(leaf) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("creating {}: {e}", leaf.display())),
+        Err(e) => return Err(io("creating", leaf)(e)),
     }
-    std::fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())
-        .map_err(|e| format!("moving the server into {}: {e}", leaf.display()))
+    std::fs::write(leaf.join("cgroup.procs"), std::process::id().to_string()).map_err(io("moving the server into", leaf))
 }
 
 /// One run's cgroup. The child joins it between fork and exec (`join`); dropping it kills what is

@@ -91,7 +91,7 @@ pub enum SandboxError {
     #[error("the sandbox does not start on this machine ({0}); bubblewrap needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces > 0)")]
     Broken(String),
     #[error("cgroup limits are required ([sandbox] cgroup = \"required\") but unavailable: {0}")]
-    NoCgroup(String),
+    NoCgroup(#[from] cgroup::NoCgroup),
     #[error("running the sandbox: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -144,7 +144,7 @@ pub struct Sandbox {
     /// The compiled seccomp filters (`seccomp.rs`).
     filters: Vec<Vec<u8>>,
     /// Where runs' cgroups go, or why runs have rlimits only.
-    cgroup: Result<cgroup::Parent, String>,
+    cgroup: Result<cgroup::Parent, cgroup::NoCgroup>,
     permits: Arc<Semaphore>,
 }
 
@@ -163,17 +163,18 @@ impl Sandbox {
         let permits = Arc::new(Semaphore::new(limits.concurrency.max(1)));
         let filters = seccomp::programs().map_err(|e| SandboxError::Broken(format!("compiling the seccomp filter: {e}")))?;
         let cgroup = match limits.cgroup {
-            CgroupMode::Off => Err("off in the config".to_string()),
+            CgroupMode::Off => Err(cgroup::NoCgroup::Off),
             CgroupMode::Auto | CgroupMode::Required => cgroup::Parent::set_up(limits.cgroup_parent.as_deref()),
         };
-        if let (CgroupMode::Required, Err(why)) = (limits.cgroup, &cgroup) {
-            return Err(SandboxError::NoCgroup(why.clone()));
-        }
+        let cgroup = match (limits.cgroup, cgroup) {
+            (CgroupMode::Required, Err(why)) => return Err(why.into()),
+            (_, c) => c,
+        };
         let mut sb = Self { language, limits, bwrap, interpreter, binds, filters, cgroup, permits };
         let mut trouble = sb.probe().await;
         if let (Some(why), CgroupMode::Auto, Ok(_)) = (&trouble, sb.limits.cgroup, &sb.cgroup) {
             // A host whose cgroups look usable but are not: rlimits only, said in the log.
-            sb.cgroup = Err(format!("a run inside its cgroup failed: {why}"));
+            sb.cgroup = Err(cgroup::NoCgroup::ProbeFailed(why.clone()));
             trouble = sb.probe().await;
         }
         match trouble {
