@@ -72,8 +72,7 @@ impl Render for VoteStream {
 impl VoteStream {
     async fn decided(&mut self, cols: &mut [Collector]) -> Vec<Out<ChunkChoice>> {
         let col = &mut cols[0];
-        let outcomes = self.ballot.decide(col).await;
-        self.grade.record_vote(&col.choices[..self.ballot.group], &outcomes[0].answer, &outcomes[0].thinking);
+        let (outcomes, _) = self.ballot.decide_graded(col, &self.grade).await;
         let mut out = Vec::new();
         for (i, o) in outcomes.into_iter().enumerate() {
             out.push(Out::Choice(ChunkChoice::delta(i, Delta::role())));

@@ -26,6 +26,19 @@ impl Message {
     }
 }
 
+/// The text of a list of content parts whose `type` is one of `kinds` (chat's "text",
+/// Responses' "input_text"/"output_text"), joined; Err: the index of the first other part.
+pub fn text_parts(parts: &[Value], kinds: &[&str]) -> Result<String, usize> {
+    let mut text = String::new();
+    for (j, p) in parts.iter().enumerate() {
+        match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+            (Some(kind), Some(t)) if kinds.contains(&kind) => text.push_str(t),
+            _ => return Err(j),
+        }
+    }
+    Ok(text)
+}
+
 /// A judge's conversation: the conversation so far, the proposed answer as the assistant's turn,
 /// and the judging question.
 pub fn judging_conversation(messages: &[Message], answer: &str, question: &str) -> Vec<Message> {
@@ -60,6 +73,15 @@ impl Serialize for ToolCall {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn text_parts_join_the_allowed_kinds_and_name_the_first_other() {
+        let parts = [json!({"type": "text", "text": "a"}), json!({"type": "input_text", "text": "b"})];
+        assert_eq!(text_parts(&parts, &["text", "input_text"]), Ok("ab".into()));
+        assert_eq!(text_parts(&parts, &["text"]), Err(1));
+        assert_eq!(text_parts(&[json!({"type": "image_url", "image_url": {}})], &["text"]), Err(0));
+        assert_eq!(text_parts(&[], &["text"]), Ok(String::new()));
+    }
 
     #[test]
     fn tool_calls_serialise_with_parsed_arguments() {

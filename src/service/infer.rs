@@ -107,8 +107,7 @@ impl ChatRun {
             let graded = self.grade.record(&col);
             return Ok(ChatWhole { col, outcomes: Vec::new(), graded });
         };
-        let outcomes = ballot.decide(&mut col).await;
-        let graded = self.grade.record_vote(&col.choices[..ballot.group], &outcomes[0].answer, &outcomes[0].thinking);
+        let (outcomes, graded) = ballot.decide_graded(&mut col, &self.grade).await;
         Ok(ChatWhole { col, outcomes, graded })
     }
 }

@@ -345,6 +345,13 @@ pub struct Ballots {
 }
 
 impl Ballots {
+    /// `decide`, then the first choice's answer graded when the request carried a reference.
+    pub async fn decide_graded(&self, col: &mut Collector, grade: &super::grading::Grade) -> (Vec<Outcome>, Option<bool>) {
+        let outcomes = self.decide(col).await;
+        let graded = grade.record_vote(&col.choices[..self.group], &outcomes[0].answer, &outcomes[0].thinking);
+        (outcomes, graded)
+    }
+
     /// The outcome of each choice; what the verifier spent generating is added to `col.side`.
     pub async fn decide(&self, col: &mut Collector) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(self.n);

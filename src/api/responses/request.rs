@@ -44,21 +44,12 @@ pub(super) fn responses_param(chat: &str) -> String {
 fn text_of(content: &Value, param: &str) -> Result<String, ApiError> {
     match content {
         Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut text = String::new();
-            for (j, p) in parts.iter().enumerate() {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
-                    (Some("input_text" | "output_text" | "text"), Some(t)) => text.push_str(t),
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            format!("{param}[{j}]: only input_text and output_text parts are supported"),
-                            Some(&format!("{param}[{j}]")),
-                        ))
-                    }
-                }
-            }
-            Ok(text)
-        }
+        Value::Array(parts) => crate::reasoning::chat::text_parts(parts, &["input_text", "output_text", "text"]).map_err(|j| {
+            ApiError::bad_request(
+                format!("{param}[{j}]: only input_text and output_text parts are supported"),
+                Some(&format!("{param}[{j}]")),
+            )
+        }),
         _ => Err(ApiError::bad_request(format!("'{param}' must be a string or a list of text parts"), Some(param))),
     }
 }

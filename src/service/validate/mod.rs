@@ -163,21 +163,9 @@ fn messages(fields: &ChatFields) -> Result<Vec<Message>, Invalid> {
             Value::String(s) => s.clone(),
             Value::Null if role == "assistant" => String::new(),
             Value::Null if role == "tool" => String::new(),
-            Value::Array(parts) => {
-                let mut text = String::new();
-                for (j, p) in parts.iter().enumerate() {
-                    match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
-                        (Some("text"), Some(t)) => text.push_str(t),
-                        _ => {
-                            return Err(Invalid::field(
-                                format!("messages[{i}].content[{j}]: only text parts are supported"),
-                                Some(&format!("{param}[{j}]")),
-                            ))
-                        }
-                    }
-                }
-                text
-            }
+            Value::Array(parts) => crate::reasoning::chat::text_parts(parts, &["text"]).map_err(|j| {
+                Invalid::field(format!("messages[{i}].content[{j}]: only text parts are supported"), Some(&format!("{param}[{j}]")))
+            })?,
             _ => return Err(Invalid::field(format!("'{param}' must be a string or a list of text parts"), Some(&param))),
         };
         if text.contains('\0') {
