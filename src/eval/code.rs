@@ -16,9 +16,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::chart::{draw, Chart, Point, Reference, Series};
 use crate::reasoning::code::{self, Executed, Suite};
 use crate::reasoning::grade::{mcnemar_p, pass_at_k, wilson};
 use crate::sandbox::{harness, Language, Sandbox};
+use plotters::prelude::SeriesLabelPosition;
 
 #[derive(Debug, Args, Clone)]
 pub struct CodeArgs {
@@ -445,68 +447,36 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
 /// Accuracy against completion tokens per problem: a line per rule through k = 1, 2, 4, 8, and
 /// the pass@k ceiling at the tokens its k chains cost.
 fn plot(path: &Path, cells: &[Cell], ceilings: &[(usize, f64)], n: u64) -> anyhow::Result<()> {
-    use plotters::prelude::*;
-    super::report::register_font();
-    let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
-    let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("plotting: {e:?}");
-    root.fill(&WHITE).map_err(err)?;
-    let x_hi = cells.iter().map(|c| c.tokens).fold(1.0, f64::max) * 1.3;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("pass@1 vs completion tokens per problem (95% Wilson intervals)", ("sans-serif", 20))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(56)
-        .build_cartesian_2d((100.0..x_hi).log_scale(), 0.0..1.0)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("completion tokens per problem, every chain read (log scale)")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("pass@1")
-        .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
-        .draw()
-        .map_err(err)?;
+    let point = |c: &Cell| {
+        let (lo, hi) = wilson(c.solved, n);
+        Point { x: c.tokens, y: c.solved as f64 / n as f64, lo, hi, label: format!("k={}", c.k) }
+    };
     let first = cells.iter().find(|c| c.label == "first");
-    let mut series: Vec<(String, Vec<&Cell>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for c in cells {
-        match series.iter_mut().find(|(l, _)| *l == c.label) {
-            Some((_, v)) => v.push(c),
-            None => series.push((c.label.clone(), first.into_iter().filter(|_| c.label != "first" && !single(c)).chain([c]).collect())),
+        match series.iter_mut().find(|s| s.name == c.label) {
+            Some(s) => s.points.push(point(c)),
+            // A rule's line starts at the one-chain cell.
+            None => series.push(Series {
+                name: c.label.clone(),
+                points: first.into_iter().filter(|_| c.label != "first" && !single(c)).chain([c]).map(point).collect(),
+            }),
         }
-    }
-    let acc = |c: &Cell| c.solved as f64 / n as f64;
-    for (i, (label, cs)) in series.iter().enumerate() {
-        let colour = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(cs.iter().map(|c| (c.tokens, acc(c))), colour.stroke_width(2)))
-            .map_err(err)?
-            .label(label.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
-        chart
-            .draw_series(cs.iter().map(|c| {
-                let (lo, hi) = wilson(c.solved, n);
-                ErrorBar::new_vertical(c.tokens, lo, acc(c), hi, colour.stroke_width(1), 6)
-            }))
-            .map_err(err)?;
-        chart
-            .draw_series(cs.iter().map(|c| Text::new(format!("k={}", c.k), (c.tokens, acc(c) + 0.02), ("sans-serif", 12))))
-            .map_err(err)?;
     }
     // The ceiling at the cost of the rules that read k chains.
     let cost = |k: usize| cells.iter().find(|c| c.k == k && !single(c)).map(|c| c.tokens);
-    let ceiling: Vec<(f64, f64)> = ceilings.iter().filter_map(|&(k, p)| cost(k).map(|t| (t, p))).collect();
-    chart
-        .draw_series(DashedLineSeries::new(ceiling, 6, 4, BLACK.stroke_width(2)))
-        .map_err(err)?
-        .label("pass@k (oracle ceiling)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    let ceiling = Reference {
+        name: "pass@k (oracle ceiling)".into(),
+        points: ceilings.iter().filter_map(|&(k, p)| cost(k).map(|t| (t, p))).collect(),
+    };
+    let chart = Chart {
+        title: "pass@1 vs completion tokens per problem (95% Wilson intervals)",
+        x_desc: "completion tokens per problem, every chain read (log scale)",
+        y_desc: "pass@1",
+        size: (1000, 620),
+        log_x: true,
+        zoom_y: false,
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    draw(path, &chart, &series, &[ceiling])
 }

@@ -1,6 +1,7 @@
 //! `thinkscale eval`: generate problems and sweep budgets x samples against any OpenAI-compatible
 //! server, then report accuracy against thinking time (CSV, JSON, SVG and PNG plots, s1 metrics).
 
+mod chart;
 pub mod code;
 mod derive;
 pub mod gen;

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use plotters::prelude::*;
+use plotters::prelude::SeriesLabelPosition;
 use serde_json::json;
 
+use super::chart::{draw, Chart, Point, Series};
 use super::run::{read_records, Record};
 use crate::reasoning::grade::{control, scaling, summarise, Cell, Observation};
 
@@ -186,8 +187,8 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
         ("accuracy_vs_seconds", "mean thinking seconds per request", (|c: &Cell| c.mean_thinking_seconds) as fn(&Cell) -> f64),
         ("accuracy_vs_tokens", "mean thinking tokens per request (all samples)", |c: &Cell| c.mean_thinking_tokens),
     ] {
-        plot(&dir.join(format!("{stem}.svg")), &cells, label, x_of, false)?;
-        plot(&dir.join(format!("{stem}.png")), &cells, label, x_of, true)?;
+        plot(&dir.join(format!("{stem}.svg")), &cells, label, x_of)?;
+        plot(&dir.join(format!("{stem}.png")), &cells, label, x_of)?;
     }
 
     println!(
@@ -215,86 +216,30 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn register_font() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
-            .map_err(|_| ())
-            .expect("embedded font parses");
-    });
-}
-
-fn plot(path: &Path, cells: &[CellSummary], x_label: &str, x_of: fn(&Cell) -> f64, png: bool) -> anyhow::Result<()> {
-    register_font();
-    let size = (900, 560);
-    if png {
-        draw(BitMapBackend::new(path, size).into_drawing_area(), cells, x_label, x_of)
-    } else {
-        draw(SVGBackend::new(path, size).into_drawing_area(), cells, x_label, x_of)
-    }
-}
-
-fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, plotters::coord::Shift>,
-    cells: &[CellSummary],
-    x_label: &str,
-    x_of: fn(&Cell) -> f64,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("plotting: {e:?}");
-    root.fill(&WHITE).map_err(err)?;
-    let x_max = cells.iter().map(|c| x_of(&c.cell)).fold(0.0, f64::max).max(1e-3) * 1.08;
-    // Zoom the accuracy axis to the data (with headroom) so small models' curves stay readable.
-    let y_max = (cells.iter().map(|c| c.cell.ci_high).fold(0.0, f64::max) * 1.15).clamp(0.05, 1.0);
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Accuracy vs thinking (95% Wilson intervals)", ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc("accuracy")
-        .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
-    let mut by_series: BTreeMap<(u32, String), Vec<&CellSummary>> = BTreeMap::new();
+fn plot(path: &Path, cells: &[CellSummary], x_label: &str, x_of: fn(&Cell) -> f64) -> anyhow::Result<()> {
+    let mut by: BTreeMap<(u32, String), Vec<&CellSummary>> = BTreeMap::new();
     for c in cells {
-        by_series.entry((c.samples, c.series())).or_default().push(c);
+        by.entry((c.samples, c.series())).or_default().push(c);
     }
-    for (i, ((_, series), mut cs)) in by_series.into_iter().enumerate() {
-        cs.sort_by(|a, b| x_of(&a.cell).total_cmp(&x_of(&b.cell)));
-        let colour = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(cs.iter().map(|c| (x_of(&c.cell), c.cell.accuracy)), colour.stroke_width(2)))
-            .map_err(err)?
-            .label(format!("samples {series}"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-        chart
-            .draw_series(
-                cs.iter().map(|c| {
-                    ErrorBar::new_vertical(x_of(&c.cell), c.cell.ci_low, c.cell.accuracy, c.cell.ci_high, colour.stroke_width(1), 8)
-                }),
-            )
-            .map_err(err)?;
-        chart.draw_series(cs.iter().map(|c| Circle::new((x_of(&c.cell), c.cell.accuracy), 4, colour.filled()))).map_err(err)?;
-        chart
-            .draw_series(cs.iter().map(|c| Text::new(c.budget.clone(), (x_of(&c.cell), c.cell.accuracy), ("sans-serif", 12))))
-            .map_err(err)?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    let series: Vec<Series> = by
+        .into_iter()
+        .map(|((_, name), mut cs)| {
+            cs.sort_by(|a, b| x_of(&a.cell).total_cmp(&x_of(&b.cell)));
+            let points = cs
+                .iter()
+                .map(|c| Point { x: x_of(&c.cell), y: c.cell.accuracy, lo: c.cell.ci_low, hi: c.cell.ci_high, label: c.budget.clone() })
+                .collect();
+            Series { name: format!("samples {name}"), points }
+        })
+        .collect();
+    let chart = Chart {
+        title: "Accuracy vs thinking (95% Wilson intervals)",
+        x_desc: x_label,
+        y_desc: "accuracy",
+        size: (900, 560),
+        log_x: false,
+        zoom_y: true,
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    draw(path, &chart, &series, &[])
 }

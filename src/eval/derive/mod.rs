@@ -320,8 +320,8 @@ pub fn derive(a: &DeriveArgs) -> anyhow::Result<()> {
     let best_label = best.map(|b| cells[b].label());
     std::fs::write(a.dir.join("derived.json"), serde_json::to_string_pretty(&json!({"cells": rows, "best": best_label}))?)?;
     std::fs::write(a.dir.join("derived.md"), &md)?;
-    plot(&a.dir.join("derived_accuracy_vs_tokens.svg"), &cells, &on_frontier, false)?;
-    plot(&a.dir.join("derived_accuracy_vs_tokens.png"), &cells, &on_frontier, true)?;
+    plot(&a.dir.join("derived_accuracy_vs_tokens.svg"), &cells, &on_frontier)?;
+    plot(&a.dir.join("derived_accuracy_vs_tokens.png"), &cells, &on_frontier)?;
     if let Some(url) = &a.post {
         post(url, &cells)?;
     }
