@@ -43,7 +43,7 @@ pub fn init(otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let spans = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("thinkscale"))
-            .with_filter(Targets::new().with_target(crate::service::trace::TARGET, tracing::Level::INFO))
+            .with_filter(Targets::new().with_target(crate::service::TRACE_TARGET, tracing::Level::INFO))
     });
     tracing_subscriber::registry().with(log).with(spans).init();
     Ok(Telemetry(provider))

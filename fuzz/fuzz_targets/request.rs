@@ -6,8 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use thinkscale::api::responses::to_chat;
 use thinkscale::config::Config;
 use thinkscale::reasoning::plan;
-use thinkscale::service::request::{parse_object, typed, Common};
-use thinkscale::service::validate::conversation;
+use thinkscale::service::{conversation, parse_object, typed, Common};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(obj) = parse_object(data) else { return };

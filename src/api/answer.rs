@@ -8,9 +8,8 @@ use super::stream::{respond, Envelope, Frames};
 use crate::reasoning::labels::FinishReason;
 use crate::reasoning::logprobs::LogprobEntry;
 use crate::reasoning::tools;
-use crate::service::grading::AutoDecision;
 use crate::service::infer::ChatRun;
-use crate::service::pipeline::Collector;
+use crate::service::{AutoDecision, Collector};
 
 /// A chat answer: whole, or as the frames of its stream (the Responses endpoint reads either).
 // One per request, moved once: boxing the whole completion would buy nothing.

@@ -12,10 +12,8 @@ use super::error::ApiError;
 use super::openai::{ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Finish, ToolCallOut};
 use super::stream::{stream, Envelope, Out, Render};
 use crate::reasoning::tools::{self, CallStream};
-use crate::service::grading::{AutoDecision, Grade};
 use crate::service::infer;
-use crate::service::pipeline::{Collector, Update};
-use crate::service::Service;
+use crate::service::{AutoDecision, Collector, Grade, Service, Update};
 
 pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     Ok(answer(state, body?).await?.into_response())

@@ -9,8 +9,7 @@ use super::error::ApiError;
 use super::openai::{Finish, TextChoice, TextLogprobs};
 use super::stream::{respond, stream, Envelope, Out, Render};
 use crate::service::infer;
-use crate::service::pipeline::Update;
-use crate::service::Service;
+use crate::service::{Service, Update};
 
 pub async fn completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let run = infer::completions(&state, body?).await?;

@@ -5,8 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::openai::{ErrorBody, ErrorObject};
 use crate::service::infer::NotStarted;
-use crate::service::invalid::Invalid;
-use crate::service::pipeline::Failure;
+use crate::service::{Failure, Invalid};
 
 #[derive(Debug)]
 pub struct ApiError {

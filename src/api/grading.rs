@@ -11,9 +11,7 @@ use super::error::ApiError;
 use super::openai::List;
 use crate::reasoning::grade::{summarise, Cell, Observation};
 use crate::reasoning::labels::Labels;
-use crate::service::grading::{self, Feedback, FeedbackError};
-use crate::service::request::{parse_object, typed};
-use crate::service::Service;
+use crate::service::{parse_object, record_feedback, typed, Feedback, FeedbackError, Service};
 
 #[derive(Deserialize)]
 struct FeedbackBody {
@@ -30,7 +28,7 @@ pub async fn feedback(State(state): State<Service>, body: Result<Bytes, BytesRej
         (None, Some(e)) => Feedback::Expected(e),
         _ => return Err(ApiError::bad_request("give exactly one of 'correct' and 'expected_answer'", Some("correct"))),
     };
-    match grading::feedback(&state, &f.id, verdict) {
+    match record_feedback(&state, &f.id, verdict) {
         Ok(graded) => Ok(axum::Json(graded).into_response()),
         Err(e @ FeedbackError::Unknown { .. }) => Err(ApiError::not_found(e.to_string()).with_code("request_not_found")),
         Err(e @ FeedbackError::AlreadyGraded(_)) => Err(ApiError::bad_request(e.to_string(), Some("id")).with_code("already_graded")),

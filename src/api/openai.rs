@@ -8,9 +8,7 @@ use serde::Serialize;
 use crate::reasoning::chat::ToolCall;
 use crate::reasoning::labels::FinishReason;
 use crate::reasoning::logprobs::LogprobEntry;
-use crate::service::grading::AutoDecision;
-use crate::service::pipeline::{Collector, Sequences};
-use crate::service::vote::VoteDetail;
+use crate::service::{AutoDecision, Collector, Sequences, VoteDetail};
 
 /// `finish_reason` as OpenAI spells it: the closed set every endpoint answers with. A cancelled
 /// sequence (its client gone, or a sample stopped early by the vote) is a "stop" there; the

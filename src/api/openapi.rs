@@ -86,8 +86,8 @@ fn defined_name(schema: &schemars::Schema) -> String {
 /// `efforts`: the server's effort levels (`reasoning_effort`'s values besides "auto").
 pub fn document(slot_ctx: u32, parallel: u32, efforts: &[String]) -> Value {
     let mut gen = SchemaSettings::openapi3().into_generator();
-    let chat = crate::service::validate::chat_request_schema(&mut gen);
-    let completion = crate::service::validate::completion_request_schema(&mut gen);
+    let chat = crate::service::chat_request_schema(&mut gen);
+    let completion = crate::service::completion_request_schema(&mut gen);
     let chat_response = defined_name(&gen.subschema_for::<Completion<ChatChoice>>());
     let text_response = defined_name(&gen.subschema_for::<Completion<TextChoice>>());
     gen.subschema_for::<ErrorBody>();

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::openai::{Completion, Progress};
 use super::sse::{self, Item};
-use crate::service::pipeline::{Collector, Reader, Update};
+use crate::service::{Collector, Reader, Update};
 
 /// The fields every object of one response shares.
 #[derive(Clone)]

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use crate::service::infer;
-use crate::service::request::{parse_object, typed};
-use crate::service::Service;
+use crate::service::{parse_object, typed, Service};
 
 #[derive(Deserialize)]
 struct TokenizeRequest {

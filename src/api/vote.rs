@@ -9,10 +9,8 @@ use super::error::ApiError;
 use super::openai::{ChatChoice, ChoiceExt, ChunkChoice, Delta, Finish, Progress};
 use super::stream::{stream, Envelope, Out, Render};
 use crate::reasoning::labels::FinishReason;
-use crate::service::grading::{AutoDecision, Grade};
 use crate::service::infer::ChatRun;
-use crate::service::pipeline::{Collector, Update};
-use crate::service::vote::Ballots;
+use crate::service::{AutoDecision, Ballots, Collector, Grade, Update};
 
 pub async fn respond(env: Envelope, view: View, run: ChatRun, ballot: Ballots) -> Result<Answer, ApiError> {
     if run.v.stream {

@@ -5,23 +5,31 @@
 //! keeps what requests answered and the accuracy-vs-compute table `reasoning_effort: "auto"` reads;
 //! `trace` turns a job's events into its spans. Nothing here knows HTTP or OpenAI's wire types: `api/` maps results and errors onto them.
 
-pub mod auto_table;
-pub mod grading;
+mod auto_table;
+mod grading;
 pub mod infer;
-pub mod invalid;
-pub mod pipeline;
-pub mod request;
-pub mod trace;
-pub mod validate;
-pub mod verify;
-pub mod vote;
+mod invalid;
+mod pipeline;
+mod request;
+mod trace;
+mod validate;
+mod verify;
+mod vote;
+
+// The one door beside `infer`: what `api/` (and the fuzz targets) see of the service.
+pub use grading::{feedback as record_feedback, AutoDecision, Feedback, FeedbackError, Grade};
+pub use invalid::Invalid;
+pub use pipeline::{Collector, Failure, Reader, Sequences, Update};
+pub use request::{parse_object, typed, Common};
+pub use trace::TARGET as TRACE_TARGET;
+pub use validate::{chat_request_schema, completion_request_schema, conversation};
+pub use vote::{Ballots, VoteDetail};
 
 use std::sync::{Arc, OnceLock};
 
 use crate::backend::Backend;
 pub use crate::backend::EngineFault;
 use crate::config::Config;
-use pipeline::Failure;
 
 /// What every request is served with: the configuration, the backend once it is up, the grading
 /// history and the measured settings for `auto`.

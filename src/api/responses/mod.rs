@@ -14,8 +14,7 @@ use super::chat;
 use super::error::ApiError;
 use super::sse::{self, Item};
 use super::stream::unix_now;
-use crate::service::request::parse_object;
-use crate::service::Service;
+use crate::service::{parse_object, Service};
 use output::{Builder, Streamer};
 use request::responses_param;
 /// The Responses body mapped to a chat body (public for the request fuzz target).
