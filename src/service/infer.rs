@@ -5,15 +5,21 @@
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use futures::FutureExt;
+use serde_json::json;
 
 use super::grading::{AutoDecision, Grade};
 use super::invalid::Invalid;
-use super::pipeline::{events, submit, Collector, Failure, Reader};
+use super::pipeline::{events, submit, Collector, Failure, Reader, SideTokens};
 use super::request::Validated;
 use super::validate::{off_thread, prepare_completion, prepare_off_thread, PreparedCompletion};
+use super::verify::GeneratedTests;
 use super::vote::{Ballots, Outcome};
 use super::Service;
+use crate::backend::Backend;
 use crate::backend::StopRule;
 use crate::reasoning::plan::ReasoningPlan;
 
@@ -72,7 +78,10 @@ pub async fn chat(state: &Service, body: Bytes) -> Result<ChatRun, NotStarted> {
     let group = p.plan.sampling.samples as usize;
     let n = p.v.n;
     let ballot = (group > 1).then(|| {
-        let check = p.check.take().map(|c| super::verify::build(state, &backend, c));
+        let check = p
+            .check
+            .take()
+            .map(|c| super::verify::build(state, c, |prompt, entry| generate_tests(state.clone(), backend.clone(), prompt, entry)));
         Ballots { n, group, plan: p.plan.sampling.clone(), score: state.cfg.reasoning.confidence_score, effort: p.plan.effort, check }
     });
     let mut col = Collector::new("chat", id.clone(), n * group, started);
@@ -150,4 +159,26 @@ pub async fn tokenize(state: &Service, text: String, add_special: bool) -> Resul
         .map_err(|_| Invalid::Internal)?
         .map_err(|e| Invalid::text(e, "content"))?;
     Ok(tokens.into_iter().map(|t| t.0).collect())
+}
+
+fn generate_tests(state: Service, backend: Arc<dyn Backend>, prompt: &str, entry: &str) -> GeneratedTests {
+    let ask = format!(
+        "{prompt}\n\nDo not implement `{entry}`. Write 8 different test cases for it as Python assert statements, one per line, in one ```python block."
+    );
+    let body =
+        json!({"messages": [{"role": "user", "content": ask}], "temperature": 0, "max_tokens": 384, "reasoning": {"enabled": false}});
+    let job = tokio::spawn(async move {
+        let id = format!("tests-{}", uuid::Uuid::new_v4());
+        let p =
+            prepare_off_thread(&state, &backend, &id, body.to_string().into()).await.map_err(|e| format!("writing the tests: {e:?}"))?;
+        let (rx, _cancel) = submit(&*backend, p.spec).map_err(|e| format!("writing the tests: {e:?}"))?;
+        let cols = Reader::new(vec![Collector::new("chat", id, 1, Instant::now())], events(vec![rx]), false)
+            .collect()
+            .await
+            .map_err(|e| format!("writing the tests: {e:?}"))?;
+        let Some(col) = cols.into_iter().next() else { return Ok(Default::default()) };
+        let spent = SideTokens { prompt: col.prompt_tokens, cached: col.cached_tokens, completion: col.completion_tokens() };
+        Ok((col.choices.into_iter().next().map(|c| c.answer).unwrap_or_default(), spent))
+    });
+    async move { job.await.unwrap_or_else(|e| Err(format!("writing the tests: {e}"))) }.boxed().shared()
 }

@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::time::Instant;
-
 use futures::future::{join_all, BoxFuture, Shared};
 use futures::FutureExt;
 use serde::Serialize;
@@ -21,10 +19,9 @@ use crate::reasoning::schema;
 use crate::sandbox::{harness, Sandbox};
 
 use super::invalid::Invalid;
-use super::pipeline::{events, submit, Collector, Reader, SideTokens, Watch};
-use super::validate::prepare_off_thread;
+use super::pipeline::{SideTokens, Watch};
 use super::Service;
-use crate::backend::{Backend, Event, JobHandle, SampleVerdict};
+use crate::backend::{Event, JobHandle, SampleVerdict};
 
 /// One sample offered to a verifier.
 #[derive(Debug, Clone)]
@@ -188,13 +185,13 @@ pub enum CheckInput {
     },
 }
 
-/// The verifier a request's check asks for, with its timeout. Model-written tests start
-/// generating now, beside the samples.
-pub fn build(state: &Service, backend: &Arc<dyn Backend>, input: CheckInput) -> (Arc<dyn Verify>, Duration) {
+/// The verifier a request's check asks for, with its timeout. `generate` starts writing the
+/// tests for `tests: "generated"` (prompt, entry point), beside the samples.
+pub fn build(state: &Service, input: CheckInput, generate: impl FnOnce(&str, &str) -> GeneratedTests) -> (Arc<dyn Verify>, Duration) {
     let v: Arc<dyn Verify> = match input {
         CheckInput::Generated { entry_point, prompt } => match &state.sandbox {
             Some(sb) => {
-                let tests = generate_tests(state.clone(), backend.clone(), &prompt, &entry_point);
+                let tests = generate(&prompt, &entry_point);
                 Arc::new(Generated { sandbox: sb.clone(), entry_point, prelude: code::imports(&prompt), tests })
             }
             None => Arc::new(Unavailable("code execution is off")),
@@ -313,29 +310,7 @@ impl Verify for Tests {
 
 /// The asserts the model writes for a function, as one greedy generation (the answer's text),
 /// and what writing them cost.
-type GeneratedTests = Shared<BoxFuture<'static, Result<(String, SideTokens), String>>>;
-
-fn generate_tests(state: Service, backend: Arc<dyn Backend>, prompt: &str, entry: &str) -> GeneratedTests {
-    let ask = format!(
-        "{prompt}\n\nDo not implement `{entry}`. Write 8 different test cases for it as Python assert statements, one per line, in one ```python block."
-    );
-    let body =
-        json!({"messages": [{"role": "user", "content": ask}], "temperature": 0, "max_tokens": 384, "reasoning": {"enabled": false}});
-    let job = tokio::spawn(async move {
-        let id = format!("tests-{}", uuid::Uuid::new_v4());
-        let p =
-            prepare_off_thread(&state, &backend, &id, body.to_string().into()).await.map_err(|e| format!("writing the tests: {e:?}"))?;
-        let (rx, _cancel) = submit(&*backend, p.spec).map_err(|e| format!("writing the tests: {e:?}"))?;
-        let cols = Reader::new(vec![Collector::new("chat", id, 1, Instant::now())], events(vec![rx]), false)
-            .collect()
-            .await
-            .map_err(|e| format!("writing the tests: {e:?}"))?;
-        let Some(col) = cols.into_iter().next() else { return Ok(Default::default()) };
-        let spent = SideTokens { prompt: col.prompt_tokens, cached: col.cached_tokens, completion: col.completion_tokens() };
-        Ok((col.choices.into_iter().next().map(|c| c.answer).unwrap_or_default(), spent))
-    });
-    async move { job.await.unwrap_or_else(|e| Err(format!("writing the tests: {e}"))) }.boxed().shared()
-}
+pub type GeneratedTests = Shared<BoxFuture<'static, Result<(String, SideTokens), String>>>;
 
 /// `tests: "generated"`: every sample's program against the asserts the model wrote, chosen by
 /// dual execution agreement (`code::dual_agreement`).

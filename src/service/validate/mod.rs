@@ -5,6 +5,7 @@
 //! async workers.
 
 mod completion;
+mod vote_plan;
 
 use std::sync::Arc;
 
@@ -317,7 +318,7 @@ pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) ->
     };
     // A sample group's plan (waves, stopping, judge, confidence) is part of the job the gate hands on.
     if samples > 1 {
-        p.spec.vote = Some(super::vote::vote_plan(state, backend, &p));
+        p.spec.vote = Some(vote_plan::vote_plan(state, backend, &p));
     }
     Ok(p)
 }
