@@ -45,6 +45,26 @@ pub struct SamplingParams {
     pub json_schema: Option<String>,
 }
 
+/// Why no grammar could be had (the message is what the client is shown, inside the gate's).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GrammarError {
+    /// llama.cpp cannot turn the schema into GBNF.
+    #[error("{0}")]
+    Schema(String),
+    /// The grammar does not load against the model's vocabulary.
+    #[error("{0}")]
+    Load(String),
+    #[error("the remote backend takes no grammar")]
+    Remote,
+}
+
+/// Why a backend cannot serve now (`/health` answers 503 with it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("no backend replica is up ({})", .0.join(", "))]
+    NoReplica(Vec<String>),
+}
+
 /// A GBNF grammar and the rule it starts from.
 #[derive(Debug, Clone)]
 pub struct Grammar {
@@ -326,9 +346,9 @@ pub trait Vocabulary: Send + Sync {
     fn eog(&self) -> &[i32];
     fn think_markers(&self) -> Option<(String, String)>;
     /// A grammar for a JSON schema, checked against this vocabulary.
-    fn json_grammar(&self, schema: &str) -> Result<Grammar, String>;
+    fn json_grammar(&self, schema: &str) -> Result<Grammar, GrammarError>;
     /// A grammar for tool calls following `schema` (one call, or several when `parallel`).
-    fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, String>;
+    fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, GrammarError>;
 }
 
 /// What `/health` shows of a backend that can serve, named by `backend`.
@@ -366,7 +386,7 @@ pub trait Backend: Send + Sync {
     /// Model and engine facts for `/v1/models` (`meta`).
     fn meta(&self) -> serde_json::Value;
     /// Live state for `/health`: `Err` with the reason when the backend cannot serve.
-    fn health(&self) -> Result<Health, String>;
+    fn health(&self) -> Result<Health, Unhealthy>;
     /// Test hook: make the backend fail visibly (the embedded engine thread panics, or dies of a
     /// signal inside a decode).
     fn fail_for_test(&self, _how: EngineFault) {}

@@ -96,7 +96,7 @@ impl Service {
         }
         match self.backend.get().map(|b| b.health()) {
             None => Readiness::Loading,
-            Some(Err(reason)) => Readiness::Failed(reason),
+            Some(Err(reason)) => Readiness::Failed(reason.to_string()),
             Some(Ok(h)) => Readiness::Ready(h),
         }
     }

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Backend, Capabilities, EngineFault, Event, Grammar, Health, JobHandle, JobSpec, SubmitError, TextError, Token, Vocabulary};
+use super::{
+    Backend, Capabilities, EngineFault, Event, Grammar, GrammarError, Health, JobHandle, JobSpec, SubmitError, TextError, Token, Unhealthy,
+    Vocabulary,
+};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
 use engine::{Engine, Model};
@@ -30,10 +33,10 @@ impl Vocabulary for Model {
     fn think_markers(&self) -> Option<(String, String)> {
         self.think_markers.clone()
     }
-    fn json_grammar(&self, schema: &str) -> Result<Grammar, String> {
+    fn json_grammar(&self, schema: &str) -> Result<Grammar, GrammarError> {
         Model::json_grammar(self, schema)
     }
-    fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, String> {
+    fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, GrammarError> {
         Model::tool_grammar(self, schema, parallel)
     }
 }
@@ -56,7 +59,7 @@ impl Backend for Engine {
         json!({"backend": "embedded", "n_ctx": self.n_ctx, "slot_ctx": self.slot_ctx, "n_ctx_train": m.n_ctx_train(), "n_vocab": m.n_vocab,
                "thinking_markers": m.think_markers, "parallel": self.parallel, "eog_token_ids": m.eog})
     }
-    fn health(&self) -> Result<Health, String> {
+    fn health(&self) -> Result<Health, Unhealthy> {
         Ok(Health::Embedded {
             slots_total: self.parallel,
             slots_busy: self.stats.active_sequences.load(Ordering::Relaxed),

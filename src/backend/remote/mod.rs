@@ -20,7 +20,7 @@ use self::client::{CallError, Client};
 use self::job::run_job;
 use self::replicas::{Replica, Replicas};
 use self::vocab::RemoteVocab;
-use super::{Backend, Capabilities, Event, Health, JobHandle, JobSpec, SubmitError, Vocabulary};
+use super::{Backend, Capabilities, Event, Health, JobHandle, JobSpec, SubmitError, Unhealthy, Vocabulary};
 use crate::config::Config;
 
 /// How long start-up waits for a replica to answer.
@@ -210,10 +210,10 @@ impl Backend for Remote {
     fn meta(&self) -> Value {
         self.shared.meta.clone()
     }
-    fn health(&self) -> Result<Health, String> {
+    fn health(&self) -> Result<Health, Unhealthy> {
         let replicas: Vec<_> = self.shared.replicas.all.iter().map(|r| r.status()).collect();
         if !self.shared.replicas.any_up() {
-            return Err(format!("no backend replica is up ({})", replicas.iter().map(|r| r.url.as_str()).collect::<Vec<_>>().join(", ")));
+            return Err(Unhealthy::NoReplica(replicas.iter().map(|r| r.url.clone()).collect()));
         }
         Ok(Health::Remote { backend_model: self.shared.model.clone(), slot_ctx: self.shared.slot_ctx, replicas })
     }

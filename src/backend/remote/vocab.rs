@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::client::{CallError, Client};
 use super::replicas::Replica;
-use crate::backend::{Grammar, TextError, Token, Vocabulary};
+use crate::backend::{Grammar, GrammarError, TextError, Token, Vocabulary};
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::Tool;
 
@@ -121,10 +121,10 @@ impl Vocabulary for RemoteVocab {
     }
     /// The engine takes the schema itself (`Capabilities::json_schema`) and refuses what it
     /// cannot enforce: vLLM's and llama.cpp's schema support differ.
-    fn json_grammar(&self, _: &str) -> Result<Grammar, String> {
-        Err("the remote backend takes no grammar".into())
+    fn json_grammar(&self, _: &str) -> Result<Grammar, GrammarError> {
+        Err(GrammarError::Remote)
     }
-    fn tool_grammar(&self, _: &str, _: bool) -> Result<Grammar, String> {
-        Err("the remote backend takes no grammar".into())
+    fn tool_grammar(&self, _: &str, _: bool) -> Result<Grammar, GrammarError> {
+        Err(GrammarError::Remote)
     }
 }

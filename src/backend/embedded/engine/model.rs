@@ -17,7 +17,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::cpu::CpuBackend;
 use super::template::{Jinja, RenderError};
-use crate::backend::{Grammar, Token};
+use crate::backend::{Grammar, GrammarError, Token};
 use crate::config::CacheType;
 use crate::reasoning::chat::Message;
 use crate::reasoning::tools::{self, Tool};
@@ -76,8 +76,8 @@ fn load_backend_modules(dir: Option<&Path>) -> anyhow::Result<std::path::PathBuf
 }
 
 /// llama.cpp's GBNF grammar for a JSON schema (no model needed).
-fn schema_gbnf(schema: &str) -> Result<String, String> {
-    llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| e.to_string())
+fn schema_gbnf(schema: &str) -> Result<String, GrammarError> {
+    llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| GrammarError::Schema(e.to_string()))
 }
 
 /// The devices llama.cpp found (CPU, CUDA, ...), for /health and the start-up log.
@@ -188,14 +188,14 @@ impl Model {
     }
 
     /// llama.cpp's grammar for a JSON schema, checked to load against this vocabulary.
-    pub fn json_grammar(&self, schema: &str) -> Result<Grammar, String> {
+    pub fn json_grammar(&self, schema: &str) -> Result<Grammar, GrammarError> {
         let gbnf = schema_gbnf(schema)?;
         self.checked(Grammar { gbnf, root: "root" })
     }
 
     /// A grammar for calls in the Hermes format (`<tool_call>` JSON `</tool_call>`), each call's
     /// JSON following `schema`; one call, or several on separate lines when `parallel`.
-    pub fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, String> {
+    pub fn tool_grammar(&self, schema: &str, parallel: bool) -> Result<Grammar, GrammarError> {
         let json = schema_gbnf(schema)?;
         let more = if parallel { r#" ("\n" thinkscale-call)*"# } else { "" };
         let gbnf = format!(
@@ -207,8 +207,8 @@ impl Model {
     }
 
     /// The grammar, once it has loaded against this vocabulary.
-    fn checked(&self, g: Grammar) -> Result<Grammar, String> {
-        LlamaSampler::grammar(&self.model, &g.gbnf, g.root).map_err(|e| e.to_string())?;
+    fn checked(&self, g: Grammar) -> Result<Grammar, GrammarError> {
+        LlamaSampler::grammar(&self.model, &g.gbnf, g.root).map_err(|e| GrammarError::Load(e.to_string()))?;
         Ok(g)
     }
 
