@@ -33,25 +33,30 @@ const KNOWN: &[&str] = &[
     "examples",
 ];
 
+/// What makes a schema uncheckable here (the first problem found).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(String);
+
 /// Checks a schema once: an object (or boolean) made only of keywords this module knows, with
 /// valid patterns. Err names the first problem.
-pub fn compile(schema: &Value) -> Result<(), String> {
+pub fn compile(schema: &Value) -> Result<(), Unsupported> {
     match schema {
         Value::Bool(_) => Ok(()),
         Value::Object(o) => {
             if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-                return Err(format!("the keyword '{k}' is not supported by this checker"));
+                return Err(Unsupported(format!("the keyword '{k}' is not supported by this checker")));
             }
             if let Some(p) = o.get("pattern") {
-                let p = p.as_str().ok_or("'pattern' must be a string")?;
-                regex::Regex::new(p).map_err(|e| format!("'pattern' is not a valid regular expression: {e}"))?;
+                let p = p.as_str().ok_or_else(|| Unsupported("'pattern' must be a string".into()))?;
+                regex::Regex::new(p).map_err(|e| Unsupported(format!("'pattern' is not a valid regular expression: {e}")))?;
             }
             let subs = o.get("properties").and_then(Value::as_object).into_iter().flat_map(|p| p.values());
             let lists = ["anyOf", "oneOf", "allOf"].into_iter().filter_map(|k| o.get(k)).flat_map(|v| v.as_array().into_iter().flatten());
             let single = ["items", "additionalProperties"].into_iter().filter_map(|k| o.get(k));
             subs.chain(lists).chain(single).try_for_each(compile)
         }
-        _ => Err("a schema must be an object or a boolean".into()),
+        _ => Err(Unsupported("a schema must be an object or a boolean".into())),
     }
 }
 
