@@ -16,7 +16,7 @@ use super::invalid::Invalid;
 use super::pipeline::{events, submit, Collector, Failure, Reader, SideTokens};
 use super::request::Validated;
 use super::validate::{off_thread, prepare_completion, prepare_off_thread, PreparedCompletion};
-use super::verify::GeneratedTests;
+use super::verify::{GeneratedTests, WritingTests};
 use super::vote::{Ballots, Outcome};
 use super::Service;
 use crate::backend::Backend;
@@ -169,16 +169,15 @@ fn generate_tests(state: Service, backend: Arc<dyn Backend>, prompt: &str, entry
         json!({"messages": [{"role": "user", "content": ask}], "temperature": 0, "max_tokens": 384, "reasoning": {"enabled": false}});
     let job = tokio::spawn(async move {
         let id = format!("tests-{}", uuid::Uuid::new_v4());
-        let p =
-            prepare_off_thread(&state, &backend, &id, body.to_string().into()).await.map_err(|e| format!("writing the tests: {e:?}"))?;
-        let (rx, _cancel) = submit(&*backend, p.spec).map_err(|e| format!("writing the tests: {e:?}"))?;
+        let p = prepare_off_thread(&state, &backend, &id, body.to_string().into()).await.map_err(WritingTests::Refused)?;
+        let (rx, _cancel) = submit(&*backend, p.spec).map_err(WritingTests::Failed)?;
         let cols = Reader::new(vec![Collector::new("chat", id, 1, Instant::now())], events(vec![rx]), false)
             .collect()
             .await
-            .map_err(|e| format!("writing the tests: {e:?}"))?;
+            .map_err(WritingTests::Failed)?;
         let Some(col) = cols.into_iter().next() else { return Ok(Default::default()) };
         let spent = SideTokens { prompt: col.prompt_tokens, cached: col.cached_tokens, completion: col.completion_tokens() };
         Ok((col.choices.into_iter().next().map(|c| c.answer).unwrap_or_default(), spent))
     });
-    async move { job.await.unwrap_or_else(|e| Err(format!("writing the tests: {e}"))) }.boxed().shared()
+    async move { job.await.unwrap_or_else(|e| Err(WritingTests::Stopped(e.to_string()))) }.boxed().shared()
 }

@@ -225,7 +225,7 @@ pub struct SampleCheck {
 }
 
 /// A program's run against a suite, shared by whoever asks for the same program.
-type SharedRun = Shared<BoxFuture<'static, Result<harness::Report, String>>>;
+type SharedRun = Shared<BoxFuture<'static, Result<harness::Report, Arc<crate::sandbox::SandboxError>>>>;
 
 /// `verifier: "tests"`: each sample's program against the suite, then `code::select`.
 pub struct Tests {
@@ -241,16 +241,14 @@ impl Tests {
     }
 
     /// The candidate's program run against the suite (None: it wrote no program).
-    async fn run(&self, c: &Candidate) -> Option<Result<harness::Report, String>> {
+    async fn run(&self, c: &Candidate) -> Option<Result<harness::Report, Arc<crate::sandbox::SandboxError>>> {
         let program = code::program(&c.answer).or_else(|| code::program(&c.thinking))?;
         let run = {
             let mut runs = self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             runs.entry(program.clone())
                 .or_insert_with(|| {
                     let (sandbox, suite) = (self.sandbox.clone(), self.suite.clone());
-                    async move { harness::run(&sandbox, &program, &suite, harness::PROBES).await.map_err(|e| e.to_string()) }
-                        .boxed()
-                        .shared()
+                    async move { harness::run(&sandbox, &program, &suite, harness::PROBES).await.map_err(Arc::new) }.boxed().shared()
                 })
                 .clone()
         };
@@ -279,7 +277,7 @@ impl Verify for Tests {
                 match self.run(c).await {
                     None => (None, None),
                     Some(Ok(r)) => (Some(r), None),
-                    Some(Err(e)) => (None, Some(e)),
+                    Some(Err(e)) => (None, Some(e.to_string())),
                 }
             }))
             .await;
@@ -310,7 +308,33 @@ impl Verify for Tests {
 
 /// The asserts the model writes for a function, as one greedy generation (the answer's text),
 /// and what writing them cost.
-pub type GeneratedTests = Shared<BoxFuture<'static, Result<(String, SideTokens), String>>>;
+pub type GeneratedTests = Shared<BoxFuture<'static, Result<(String, SideTokens), WritingTests>>>;
+
+/// Why the model's tests were not written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WritingTests {
+    #[error("writing the tests: {0:?}")]
+    Refused(super::invalid::Invalid),
+    #[error("writing the tests: {0:?}")]
+    Failed(super::pipeline::Failure),
+    #[error("writing the tests: {0}")]
+    Stopped(String),
+}
+
+/// Why an HTTP checker gave no score.
+#[derive(Debug, thiserror::Error)]
+enum CheckerError {
+    #[error("no program in the answer")]
+    NoProgram,
+    #[error("the checker did not answer: {0}")]
+    Unreachable(reqwest::Error),
+    #[error("the checker answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("the checker's answer is not JSON: {0}")]
+    NotJson(reqwest::Error),
+    #[error("the checker's answer has no 'score' in [0, 1]")]
+    NoScore,
+}
 
 /// `tests: "generated"`: every sample's program against the asserts the model wrote, chosen by
 /// dual execution agreement (`code::dual_agreement`).
@@ -327,7 +351,7 @@ impl Verify for Generated {
         Box::pin(async move {
             let asserts = match self.tests.clone().await {
                 Ok((text, _)) => code::asserts(&text),
-                Err(e) => return Checked::failed(candidates.len(), &e),
+                Err(e) => return Checked::failed(candidates.len(), &e.to_string()),
             };
             if asserts.is_empty() {
                 return Checked::failed(candidates.len(), "the model wrote no assert statements");
@@ -354,7 +378,7 @@ impl Verify for Generated {
                 .zip(&selection.groups)
                 .map(|(r, group)| match r {
                     Ok(r) => Verdict::of_run(r, *group),
-                    Err(e) => Verdict { error: Some(e), ..Verdict::default() },
+                    Err(e) => Verdict { error: Some(e.to_string()), ..Verdict::default() },
                 })
                 .collect();
             Checked { verdicts, selection: Some(selection) }
@@ -402,11 +426,11 @@ pub struct Http {
 }
 
 impl Http {
-    async fn one(&self, c: &Candidate) -> Result<f64, String> {
+    async fn one(&self, c: &Candidate) -> Result<f64, CheckerError> {
         let body = match self.checker.kind {
             HttpKind::Score => json!({"prompt": self.prompt, "answer": c.answer, "reasoning": c.thinking}),
             HttpKind::SandboxFusion => {
-                let program = code::program(&c.answer).ok_or("no program in the answer")?;
+                let program = code::program(&c.answer).ok_or(CheckerError::NoProgram)?;
                 let code = match &self.tests {
                     Some(t) => format!("{program}\n\n{t}\n"),
                     None => program,
@@ -414,17 +438,13 @@ impl Http {
                 json!({"code": code, "language": "python"})
             }
         };
-        let r = self.client.post(&self.checker.url).json(&body).send().await.map_err(|e| format!("the checker did not answer: {e}"))?;
+        let r = self.client.post(&self.checker.url).json(&body).send().await.map_err(CheckerError::Unreachable)?;
         if !r.status().is_success() {
-            return Err(format!("the checker answered {}", r.status()));
+            return Err(CheckerError::Status(r.status()));
         }
-        let v: Value = r.json().await.map_err(|e| format!("the checker's answer is not JSON: {e}"))?;
+        let v: Value = r.json().await.map_err(CheckerError::NotJson)?;
         match self.checker.kind {
-            HttpKind::Score => v
-                .get("score")
-                .and_then(Value::as_f64)
-                .filter(|s| (0.0..=1.0).contains(s))
-                .ok_or_else(|| "the checker's answer has no 'score' in [0, 1]".into()),
+            HttpKind::Score => v.get("score").and_then(Value::as_f64).filter(|s| (0.0..=1.0).contains(s)).ok_or(CheckerError::NoScore),
             // SandboxFusion's /run_code: {"status": "Success", "run_result": {"return_code": 0, ...}}
             HttpKind::SandboxFusion => {
                 let ok = v.get("status").and_then(Value::as_str) == Some("Success")
@@ -441,7 +461,7 @@ impl Verify for Http {
             let verdicts = join_all(candidates.iter().map(|c| async move {
                 match self.one(c).await {
                     Ok(score) => Verdict { score, ..Verdict::default() },
-                    Err(e) => Verdict { error: Some(e), ..Verdict::default() },
+                    Err(e) => Verdict { error: Some(e.to_string()), ..Verdict::default() },
                 }
             }))
             .await;

@@ -19,7 +19,7 @@ use engine::{Engine, Model};
 
 impl Vocabulary for Model {
     fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, TextError> {
-        Model::render_chat(self, messages, tools).map_err(TextError::Invalid)
+        Model::render_chat(self, messages, tools).map_err(|e| TextError::Invalid(e.to_string()))
     }
     fn tokenize(&self, text: &str, add_bos: bool) -> Result<Vec<Token>, TextError> {
         Ok(Model::tokens(self, text, add_bos))

@@ -49,9 +49,10 @@ impl JobCtx {
     }
 
     /// The replica failed this job: mark it down and move the job to another one, if any.
-    pub(super) fn relocate(&self, failed: &Replica, why: &str) -> Result<(), String> {
+    /// Err: none is up.
+    pub(super) fn relocate(&self, failed: &Replica, why: &str) -> Result<(), NoReplica> {
         failed.mark_down(why);
-        let mut lease = self.lease.lock().map_err(|_| "lease poisoned".to_string())?;
+        let mut lease = self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if lease.replica.url != failed.url {
             return Ok(()); // another sequence moved the job already
         }
@@ -61,7 +62,7 @@ impl JobCtx {
                 *lease = next;
                 Ok(())
             }
-            None => Err(format!("no backend replica is up (last failure: {why})")),
+            None => Err(NoReplica(why.to_string())),
         }
     }
 
@@ -98,6 +99,11 @@ enum Done {
     Sample { index: usize, result: Result<(FinishReason, SeqStats), JobError> },
     Judged { choice: usize, answer: String, score: Result<(f64, u32), JobError> },
 }
+
+/// Every replica is down: the job has nowhere to go (with the failure that took the last one).
+#[derive(Debug, thiserror::Error)]
+#[error("no backend replica is up (last failure: {0})")]
+pub(super) struct NoReplica(String);
 
 // Long on purpose: the job's one event loop (waves of samples, early stops, judging, failover)
 // over state its branches share.
@@ -244,7 +250,7 @@ async fn judge(job: &Arc<JobCtx>, answer: &str) -> Result<(f64, u32), JobError> 
                 let read = v["usage"]["prompt_tokens"].as_u64().unwrap_or(0).saturating_sub(job.spec.prompt.len() as u64);
                 return Ok((crate::reasoning::verify::p_true_from_top(&top, &JUDGE_YES, &JUDGE_NO), read as u32));
             }
-            Err(CallError::Replica(m)) => job.relocate(&replica, &m).map_err(JobError::Failed)?,
+            Err(CallError::Replica(m)) => job.relocate(&replica, &m).map_err(|e| JobError::Failed(e.to_string()))?,
             Err(CallError::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(e) => return Err(e.into()),
         }

@@ -77,7 +77,7 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
         let mut chunks = match job.shared.client.stream(&replica.url, &body).await {
             Ok(s) => Box::pin(s),
             Err(CallError::Replica(m)) => {
-                job.relocate(&replica, &m).map_err(JobError::Failed)?;
+                job.relocate(&replica, &m).map_err(|e| JobError::Failed(e.to_string()))?;
                 continue;
             }
             Err(CallError::Busy) if busy < BUSY_RETRIES => {
@@ -106,7 +106,7 @@ pub async fn run(job: &JobCtx, index: usize, stop: &AtomicBool) -> Result<(Finis
             let chunk = match next {
                 Some(Ok(c)) => c,
                 Some(Err(CallError::Replica(m))) => {
-                    job.relocate(&replica, &m).map_err(JobError::Failed)?;
+                    job.relocate(&replica, &m).map_err(|e| JobError::Failed(e.to_string()))?;
                     break 'stream None;
                 }
                 Some(Err(e)) => return Err(e.into()),

@@ -39,7 +39,7 @@ pub struct CeilingArgs<'a> {
 
 pub fn run(a: &CeilingArgs) -> anyhow::Result<Vec<CeilingRow>> {
     let model = Model::load(a.model, a.gpu_layers, "chatml", true, None, None)?;
-    let text = model.render_chat(&[Message::new("user", a.prompt)], &[]).map_err(anyhow::Error::msg)?;
+    let text = model.render_chat(&[Message::new("user", a.prompt)], &[])?;
     let prompt = model.tokenize(&text, true);
     let p = prompt.len();
     let banned: Vec<LlamaLogitBias> = model.eog.iter().map(|t| LlamaLogitBias::new(LlamaToken(*t), f32::NEG_INFINITY)).collect();

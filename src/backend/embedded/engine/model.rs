@@ -80,6 +80,19 @@ fn schema_gbnf(schema: &str) -> Result<String, GrammarError> {
     llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| GrammarError::Schema(e.to_string()))
 }
 
+/// Why a conversation could not be rendered into a prompt (the client's conversation, or the
+/// template).
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// The client's conversation broke the template's own rules (it raised).
+    #[error("the model's chat template rejects these messages: {0}")]
+    Rejected(String),
+    #[error("chat template failed: {0}")]
+    Failed(String),
+    #[error("message content must not contain NUL characters")]
+    Nul,
+}
+
 /// The devices llama.cpp found (CPU, CUDA, ...), for /health and the start-up log.
 pub fn devices() -> Vec<String> {
     llama_cpp_2::list_llama_ggml_backend_devices().into_iter().map(|d| format!("{} ({}, {})", d.name, d.backend, d.description)).collect()
@@ -218,7 +231,7 @@ impl Model {
 
     /// Render a conversation (and the tools it may call) with the model's template and open the
     /// assistant's turn. Templates that know no tools get them, the calls and the results as text.
-    pub fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, String> {
+    pub fn render_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<String, TemplateError> {
         let structured = !tools.is_empty() || messages.iter().any(|m| m.role == "tool" || !m.tool_calls.is_empty());
         if let Some(j) = &self.jinja {
             let rendered = if j.knows_tools || !structured {
@@ -230,8 +243,8 @@ impl Model {
             match rendered {
                 Ok(text) => return Ok(text),
                 // The client's conversation broke the template's own rules (it raised): say so.
-                Err(e @ RenderError::Rejected(_)) => return Err(format!("the model's chat template rejects these messages: {e}")),
-                Err(e) if structured => return Err(format!("chat template failed: {e}")),
+                Err(e @ RenderError::Rejected(_)) => return Err(TemplateError::Rejected(e.to_string())),
+                Err(e) if structured => return Err(TemplateError::Failed(e.to_string())),
                 Err(e) => tracing::warn!("the model's chat template failed ({e}); using llama.cpp's matcher"),
             }
         }
@@ -246,8 +259,8 @@ impl Model {
             .iter()
             .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| "message content must not contain NUL characters".to_string())?;
-        self.model.apply_chat_template(&self.template, &chat, true).map_err(|e| format!("chat template failed: {e}"))
+            .map_err(|_| TemplateError::Nul)?;
+        self.model.apply_chat_template(&self.template, &chat, true).map_err(|e| TemplateError::Failed(e.to_string()))
     }
 
     pub fn context_params(

@@ -81,7 +81,7 @@ impl From<Error> for RenderError {
 }
 
 impl Jinja {
-    pub fn new(source: &str, bos: String, eos: String) -> Result<Self, String> {
+    pub fn new(source: &str, bos: String, eos: String) -> Result<Self, Error> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -94,7 +94,7 @@ impl Jinja {
             let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             date(&fmt, civil_from_days((secs / 86_400) as i64))
         });
-        env.add_template_owned(NAME, source.to_string()).map_err(|e| e.to_string())?;
+        env.add_template_owned(NAME, source.to_string())?;
         Ok(Self { env, bos, eos, knows_tools: source.contains("tools") })
     }
 
