@@ -69,7 +69,8 @@ pub struct CodeArgs {
     pub regrade: bool,
     /// Let the server stop sampling once programs pass the examples (`adaptive: true` beside
     /// `verifier: "tests"`: each finished program is tested while the others decode, in waves).
-    /// A problem without examples gets one sample, which is what the fixed rule keeps there
+    /// A problem without examples gets one sample: with nothing to test, more would only be voted
+    /// on as text
     #[arg(long)]
     pub adaptive: bool,
 }
@@ -203,8 +204,8 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
     let url = format!("{}/v1/chat/completions", a.url.trim_end_matches('/').trim_end_matches("/v1"));
     let mut r = client.post(&url).json(&body).send().await?;
     if r.status() == reqwest::StatusCode::BAD_REQUEST && a.samples > 1 {
-        // No docstring examples to run: the samples go unchecked, and the first one stands (with
-        // --adaptive, only that one is decoded).
+        // No docstring examples to run: the samples go unchecked and are voted on as text (with
+        // --adaptive, one sample is decoded and stands).
         body["reasoning"] = json!({"enabled": false, "samples": if a.adaptive { 1 } else { a.samples }});
         r = client.post(&url).json(&body).send().await?;
     }
