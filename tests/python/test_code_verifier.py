@@ -1,5 +1,6 @@
 """verifier "tests" through the official openai client: chat and Responses, the client's own
-asserts, a hostile test that is contained, and the 400 a server without --code-exec gives."""
+asserts, a hostile test that is contained, adaptive selection's early stop as `usage` reports it,
+and the 400 a server without --code-exec gives."""
 from pathlib import Path
 
 import openai
@@ -46,6 +47,16 @@ def test_client_asserts_and_a_hostile_test_are_run_contained(coder):
     assert all(s["score"] == 0 for s in r.choices[0].model_extra["thinkscale"]["samples"])
     # The server is still there and answers.
     assert ask(coder).choices[0].message.content
+
+
+def test_adaptive_selection_stops_once_a_program_passes(coder):
+    r = ask(coder, samples=8, adaptive=True)
+    ext = r.choices[0].model_extra["thinkscale"]
+    seqs = r.usage.model_extra["sequences"]
+    assert ext["stopped_early"] and ext["samples"][ext["chosen_sample"]]["tests"]["passed"] == 2, ext
+    assert seqs["requested"] == 8 and seqs["run"] <= 2 and seqs["cancelled"] >= 6, seqs
+    # Only what ran is billed.
+    assert r.usage.completion_tokens == sum(s["completion_tokens"] for s in ext["samples"])
 
 
 def test_responses_api_carries_the_same_controls(coder):
