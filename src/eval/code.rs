@@ -344,7 +344,9 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
         None => None,
     };
     let base_of = |id: &str| baseline.as_ref().and_then(|b| b.iter().find(|c| c.task_id == id));
-    let max_k = problems.iter().map(Vec::len).min().unwrap_or(0);
+    // Rules over the first k chains read a fixed-k run; an adaptive run's chains stop where its
+    // verdicts did (and its first chain may be one an early stop cut), so it has none.
+    let max_k = if a.adaptive { 0 } else { problems.iter().map(Vec::len).min().unwrap_or(0) };
     let mut cells = Vec::new();
     if baseline.is_some() {
         let on_these: Vec<&CodeChain> = problems.iter().filter_map(|g| base_of(&g[0].task_id)).collect();
