@@ -79,8 +79,11 @@ case $name in
            fetch=qwen0.5 top_k=() serve=(--model "${MODEL:-$qwen}" --parallel 8 --ctx-size 16384)
            common=(--source gsm8k --split "${name#gsm8k-}" --max-tokens 512 --scaffold natural)
            run=("${common[@]}" --budgets plain,128,256,512 --samples 1 --temperature 0 --concurrency 8)
-           then=("${common[@]}" --budgets plain --samples 8 --verifier arithmetic --aggregate weighted --record --concurrency 2)
-           then2=("${common[@]}" --budgets plain --samples 8 --verifier arithmetic --aggregate weighted --adaptive --concurrency 2) ;;
+           # Adaptive first: it is the cell chosen on dev. Test's auto uses dev's derived table.
+           then=("${common[@]}" --budgets plain --samples 8 --verifier arithmetic --aggregate weighted --adaptive --concurrency 2)
+           [[ $name == gsm8k-test ]] && auto_table=docs/gsm8k/qwen0.5b-dev/derived.json \
+             && auto=("${common[@]}" --budgets auto --samples 1 --temperature 0.7 --concurrency 4)
+           then2=("${common[@]}" --budgets plain --samples 8 --verifier arithmetic --aggregate weighted --record --concurrency 2) ;;
   humaneval*) fetch=qwen0.5 serve=(--model "${MODEL:-$qwen}" --parallel 8 --ctx-size 16384 --code-exec python) ;;
   *) echo "unknown run '$name'" >&2; exit 2 ;;
 esac
@@ -136,7 +139,7 @@ fi
 # auto: a server whose policy is the first pass's derived table, on the same questions.
 if (( ${#auto[@]} )); then
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  start "${serve[@]}" --auto-table "$out/derived.json"
+  start "${serve[@]}" --auto-table "${auto_table:-$out/derived.json}"
   "$bin" eval run --url "http://127.0.0.1:$port" --seed 1 "${top_k[@]}" "${auto[@]}" --out "$out" "$@"
 fi
 if (( ${#then2[@]} )); then
