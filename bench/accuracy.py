@@ -10,11 +10,14 @@ other by orders of magnitude); the problems run one after another, each server i
 
     thinkscale eval gen --count 30 --levels 1,2,3,4 --seed 7 --out problems.jsonl
     python3 bench/accuracy.py --servers thinkscale=8080,llama-server=8081 --data problems.jsonl --out docs/bench/X.jsonl
+
+An --out that exists is resumed: its whole problems are kept and the rest are asked.
 """
 import argparse
 import collections
 import json
 import math
+import os
 import re
 import sys
 import threading
@@ -104,25 +107,26 @@ def main():
     ap.add_argument("--out", required=True, help="JSONL: one line per (problem, cell), then a summary line")
     ap.add_argument("--summarize", action="store_true", help="only summarize --out's lines (of a run stopped early: whole problems only)")
     a = ap.parse_args()
-    if a.summarize:
-        rows = [json.loads(l) for l in open(a.out) if l.strip() and "summary" not in l]
-        # A problem counts once every server's every cell of it is in.
-        per = collections.Counter(r["problem"] for r in rows)
-        full = max(per.values(), default=0)
-        rows = [r for r in rows if per[r["problem"]] == full]
-        cells = collections.defaultdict(lambda: {"correct": 0, "tokens": 0, "seconds": 0.0, "n": 0})
-        for r in rows:
-            c = cells[(r["server"], r["cell"])]
-            c["correct"] += int(r["correct"])
-            c["tokens"] += r["completion_tokens"]
-            c["seconds"] += r["seconds"]
-            c["n"] += 1
-        return table(summarize(cells))
     servers = [(k, int(v)) for k, v in (s.split("=") for s in a.servers.split(","))]
-    problems = [json.loads(l) for l in open(a.data) if l.strip()]
+    rows = [json.loads(l) for l in open(a.out)] if os.path.exists(a.out) else []
+    rows = [r for r in rows if "summary" not in r]
+    # A run resumes where it stopped: a problem is done once every server's every cell of it is in.
+    per = collections.Counter(r["problem"] for r in rows)
+    full = sum(2 + (a.adaptive and n.startswith("thinkscale")) for n, _ in servers)
+    rows = [r for r in rows if per[r["problem"]] == full]
+    done = {r["problem"] for r in rows}
     cells = collections.defaultdict(lambda: {"correct": 0, "tokens": 0, "seconds": 0.0, "n": 0})
+    for r in rows:
+        add(cells, r)
+    if a.summarize:
+        return table(summarize(cells))
+    problems = [json.loads(l) for l in open(a.data) if l.strip()]
     with open(a.out, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
         for i, p in enumerate(problems):
+            if p.get("id", i) in done:
+                continue
             expected = last_number(p["answer"].split("####")[-1])
             for name, port in servers:
                 runs = [("greedy", lambda: greedy(port, p["question"], a.max_tokens))]
@@ -135,19 +139,24 @@ def main():
                     runs.append((f"{a.samples} voted by the client", lambda: voted_by_client(port, p["question"], a.samples, a.max_tokens)))
                 for cell, run in runs:
                     got, tokens, seconds = run()
-                    c = cells[(name, cell)]
-                    c["correct"] += int(got == expected)
-                    c["tokens"] += tokens
-                    c["seconds"] += seconds
-                    c["n"] += 1
-                    f.write(json.dumps({"problem": p.get("id", i), "server": name, "cell": cell, "expected": expected, "answer": got,
-                                        "correct": got == expected, "completion_tokens": tokens, "seconds": round(seconds, 3)}) + "\n")
+                    r = {"problem": p.get("id", i), "server": name, "cell": cell, "expected": expected, "answer": got,
+                         "correct": got == expected, "completion_tokens": tokens, "seconds": round(seconds, 3)}
+                    add(cells, r)
+                    f.write(json.dumps(r) + "\n")
                     f.flush()
             print(f"\r{i + 1}/{len(problems)} problems", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         summary = summarize(cells)
         f.write(json.dumps({"summary": summary}) + "\n")
     table(summary)
+
+
+def add(cells, r):
+    c = cells[(r["server"], r["cell"])]
+    c["correct"] += int(r["correct"])
+    c["tokens"] += r["completion_tokens"]
+    c["seconds"] += r["seconds"]
+    c["n"] += 1
 
 
 def summarize(cells):

