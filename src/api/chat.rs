@@ -5,7 +5,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use futures::future::BoxFuture;
 
 use super::answer::{chat_completion, Answer, View};
 use super::error::ApiError;
@@ -13,7 +12,7 @@ use super::openai::{ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Fin
 use super::stream::{stream, Envelope, Out, Render};
 use crate::reasoning::tools::{self, CallStream};
 use crate::service::infer;
-use crate::service::{AutoDecision, Collector, Grade, Service, Update};
+use crate::service::{AutoDecision, Service, Update};
 
 pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     Ok(answer(state, body?).await?.into_response())
@@ -21,11 +20,11 @@ pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, 
 
 /// Runs one chat request, voted or not, from its raw body.
 pub async fn answer(state: Service, body: Bytes) -> Result<Answer, ApiError> {
-    let mut run = infer::chat(&state, body).await?;
+    let run = infer::chat(&state, body).await?;
     let env = Envelope::new(run.id.clone(), state.cfg.model_id());
     let view = View::new(&run);
-    if let Some(ballot) = run.ballot.take() {
-        return super::vote::respond(env, view, run, ballot).await;
+    if let Some(group) = run.group {
+        return super::vote::respond(env, view, run, group).await;
     }
     if run.v.stream {
         let n = run.v.n;
@@ -35,12 +34,11 @@ pub async fn answer(state: Service, body: Bytes) -> Result<Answer, ApiError> {
             answering: vec![false; n],
             calls: (0..n).map(|_| CallStream::default()).collect(),
             auto: run.auto,
-            grade: run.grade,
         };
         return Ok(Answer::Stream(stream(env, run.reader, run.v.include_usage, render)));
     }
     let (logprobs, auto) = (run.logprobs, run.auto.clone());
-    let whole = run.whole(None).await?;
+    let whole = run.whole().await?;
     let choices = whole
         .col
         .choices
@@ -63,7 +61,6 @@ struct ChatStream {
     answering: Vec<bool>,
     calls: Vec<CallStream>,
     auto: Option<AutoDecision>,
-    grade: Grade,
 }
 
 impl Render for ChatStream {
@@ -112,11 +109,6 @@ impl Render for ChatStream {
             _ => {}
         }
         out
-    }
-
-    fn closing<'a>(&'a mut self, cols: &'a mut [Collector]) -> BoxFuture<'a, Vec<Out<ChunkChoice>>> {
-        self.grade.record(&cols[0]);
-        Box::pin(std::future::ready(Vec::new()))
     }
 }
 

@@ -4,7 +4,6 @@
 //! server-sent events, and the Responses endpoint reads them as they are.
 
 use axum::response::Response;
-use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 
@@ -56,13 +55,9 @@ pub trait Render: Send + 'static {
     fn opening(&mut self) -> Vec<Out<Self::Choice>> {
         Vec::new()
     }
-    /// Chunks for one update of job `job`, already absorbed into its collector.
+    /// Chunks for one update of job `job`, already absorbed into its collector (the last of a
+    /// chat request, `Update::Decided`, comes once the service voted and graded).
     fn update(&mut self, job: usize, update: Update) -> Vec<Out<Self::Choice>>;
-    /// Chunks once every job finished without error (a vote's decided answers, which may wait
-    /// for a verifier); grading hooks.
-    fn closing<'a>(&'a mut self, _cols: &'a mut [Collector]) -> BoxFuture<'a, Vec<Out<Self::Choice>>> {
-        Box::pin(std::future::ready(Vec::new()))
-    }
 }
 
 /// One frame of a stream: a chunk, a progress note, or the error a failure mid-stream ends with.
@@ -94,14 +89,8 @@ pub fn stream<R: Render>(env: Envelope, mut r: Reader, include_usage: bool, mut 
         }
         match r.failure() {
             Some(e) => yield Frame::Failed(ApiError::from(e)),
-            None => {
-                for out in render.closing(&mut r.cols).await {
-                    yield frame(&env, out);
-                }
-                if include_usage {
-                    yield Frame::Chunk(env.wrap::<R::Choice>(R::OBJECT, Vec::new()).with_usage(&r.cols));
-                }
-            }
+            None if include_usage => yield Frame::Chunk(env.wrap::<R::Choice>(R::OBJECT, Vec::new()).with_usage(&r.cols)),
+            None => {}
         }
         r.cols.iter().for_each(Collector::log);
     };

@@ -1,8 +1,6 @@
 //! Self-consistency responses: `samples` chains forked from one prefill, scored by a verifier,
-//! voted into one choice (`service::vote`), with the whole ballot in the `thinkscale` extension
+//! voted into one choice by the service, with the whole ballot in the `thinkscale` extension
 //! object; streamed, the samples' progress comes first as SSE comments.
-
-use futures::future::BoxFuture;
 
 use super::answer::{chat_completion, Answer, View};
 use super::error::ApiError;
@@ -10,15 +8,15 @@ use super::openai::{ChatChoice, ChoiceExt, ChunkChoice, Delta, Finish, Progress}
 use super::stream::{stream, Envelope, Out, Render};
 use crate::reasoning::labels::FinishReason;
 use crate::service::infer::ChatRun;
-use crate::service::{AutoDecision, Ballots, Collector, Grade, Update};
+use crate::service::{AutoDecision, Outcome, Update};
 
-pub async fn respond(env: Envelope, view: View, run: ChatRun, ballot: Ballots) -> Result<Answer, ApiError> {
+pub async fn respond(env: Envelope, view: View, run: ChatRun, group: usize) -> Result<Answer, ApiError> {
     if run.v.stream {
-        let render = VoteStream { ballot, view, auto: run.auto, grade: run.grade };
+        let render = VoteStream { group, view, auto: run.auto };
         return Ok(Answer::Stream(stream(env, run.reader, run.v.include_usage, render)));
     }
     let auto = run.auto.clone();
-    let whole = run.whole(Some(&ballot)).await?;
+    let whole = run.whole().await?;
     let choices = whole
         .outcomes
         .into_iter()
@@ -37,10 +35,9 @@ pub async fn respond(env: Envelope, view: View, run: ChatRun, ballot: Ballots) -
 /// A streamed vote: progress as SSE comments (OpenAI clients skip them) while the samples run,
 /// then each voted answer as one choice's deltas.
 struct VoteStream {
-    ballot: Ballots,
+    group: usize,
     view: View,
     auto: Option<AutoDecision>,
-    grade: Grade,
 }
 
 impl Render for VoteStream {
@@ -48,7 +45,7 @@ impl Render for VoteStream {
     const OBJECT: &'static str = "chat.completion.chunk";
 
     fn update(&mut self, _job: usize, update: Update) -> Vec<Out<ChunkChoice>> {
-        let group = self.ballot.group;
+        let group = self.group;
         let progress = match update {
             Update::Finished { index, reason, completion_tokens, thinking_tokens, answer }
                 if reason != FinishReason::Cancelled || completion_tokens > 0 =>
@@ -57,20 +54,15 @@ impl Render for VoteStream {
             }
             Update::Stopped { choice } => Progress::Stopped { choice },
             Update::Judged { choice, answer, score } => Progress::Judged { choice, answer, score },
+            Update::Decided { outcomes, .. } => return self.decided(outcomes),
             _ => return Vec::new(),
         };
         vec![Out::Progress(progress)]
     }
-
-    fn closing<'a>(&'a mut self, cols: &'a mut [Collector]) -> BoxFuture<'a, Vec<Out<ChunkChoice>>> {
-        Box::pin(self.decided(cols))
-    }
 }
 
 impl VoteStream {
-    async fn decided(&mut self, cols: &mut [Collector]) -> Vec<Out<ChunkChoice>> {
-        let col = &mut cols[0];
-        let (outcomes, _) = self.ballot.decide_graded(col, &self.grade).await;
+    fn decided(&self, outcomes: Vec<Outcome>) -> Vec<Out<ChunkChoice>> {
         let mut out = Vec::new();
         for (i, o) in outcomes.into_iter().enumerate() {
             out.push(Out::Choice(ChunkChoice::delta(i, Delta::role())));

@@ -8,16 +8,18 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::json;
 
+use super::ballot::Outcome;
 use super::grading::{AutoDecision, Grade};
 use super::invalid::Invalid;
-use super::pipeline::{events, submit, Collector, Failure, Reader, SideTokens};
+use super::pipeline::{events, submit, Collector, Failure, Finish, Reader, SideTokens, Update};
 use super::request::Validated;
 use super::validate::{off_thread, prepare_completion, prepare_off_thread, PreparedCompletion};
 use super::verify::{GeneratedTests, WritingTests};
-use super::vote::{Ballots, Outcome};
+use super::vote::Ballots;
 use super::Service;
 use crate::backend::Backend;
 use crate::backend::StopRule;
@@ -53,12 +55,31 @@ pub struct ChatRun {
     pub tools: Option<Vec<String>>,
     pub logprobs: bool,
     pub auto: Option<AutoDecision>,
-    /// Grades the answer when the request carried a reference.
-    pub grade: Grade,
-    /// Self-consistency: how each choice is decided from its sample group (the handler takes it
-    /// to vote, whole or streamed).
-    pub ballot: Option<Ballots>,
+    /// Self-consistency: the samples each choice is decided from (its progress is per sample;
+    /// the decided choices come with `Update::Decided`).
+    pub group: Option<usize>,
+    /// The jobs' updates, ending with `Update::Decided` once the service voted and graded.
     pub reader: Reader,
+}
+
+/// How a chat request is finished once its samples are in: each choice voted from its group,
+/// and the answer graded against the request's reference.
+struct Finishing {
+    ballot: Option<Ballots>,
+    grade: Grade,
+}
+
+impl Finish for Finishing {
+    fn finish(self: Box<Self>, cols: &mut [Collector]) -> BoxFuture<'_, Update> {
+        Box::pin(async move {
+            let col = &mut cols[0];
+            let Some(ballot) = &self.ballot else {
+                return Update::Decided { outcomes: Vec::new(), graded: self.grade.record(col) };
+            };
+            let (outcomes, graded) = ballot.decide_graded(col, &self.grade).await;
+            Update::Decided { outcomes, graded }
+        })
+    }
 }
 
 /// A whole chat answer: the job's results, each choice voted when it sampled a group.
@@ -89,11 +110,12 @@ pub async fn chat(state: &Service, body: Bytes) -> Result<ChatRun, NotStarted> {
     let verified = p.spec.vote.as_ref().and_then(|v| v.adaptive).is_some_and(|a| matches!(a.rule, StopRule::Verified { .. }));
     let (rx, handle) = submit(&*backend, p.spec)?;
     let grade = Grade { service: state.clone(), id: id.clone(), plan: p.plan.clone(), expected: p.expected };
-    let drain = ballot.is_some();
-    let mut reader = Reader::new(vec![col], events(vec![rx]), drain);
+    let group = ballot.as_ref().map(|b| b.group);
+    let mut reader = Reader::new(vec![col], events(vec![rx]), group.is_some());
     if verified {
         reader = reader.watching(super::verify::live(ballot.as_ref().and_then(|b| b.check.clone()), handle));
     }
+    let reader = reader.finishing(Box::new(Finishing { ballot, grade }));
     Ok(ChatRun {
         id,
         v: p.v,
@@ -102,21 +124,22 @@ pub async fn chat(state: &Service, body: Bytes) -> Result<ChatRun, NotStarted> {
         tools: p.tools.map(|t| t.tools.into_iter().map(|x| x.name).collect()),
         logprobs: p.logprobs,
         auto: p.auto,
-        grade,
-        ballot,
+        group,
         reader,
     })
 }
 
 impl ChatRun {
-    /// Reads every update, votes each sample group by `ballot`, and grades the answer.
-    pub async fn whole(self, ballot: Option<&Ballots>) -> Result<ChatWhole, Failure> {
-        let mut col = self.reader.collect().await?.remove(0);
-        let Some(ballot) = ballot else {
-            let graded = self.grade.record(&col);
-            return Ok(ChatWhole { col, outcomes: Vec::new(), graded });
-        };
-        let (outcomes, graded) = ballot.decide_graded(&mut col, &self.grade).await;
+    /// Reads every update: the answer voted (when it sampled groups) and graded.
+    pub async fn whole(mut self) -> Result<ChatWhole, Failure> {
+        let mut decided = None;
+        while let Some((_, u)) = self.reader.next().await {
+            if let Update::Decided { outcomes, graded } = u {
+                decided = Some((outcomes, graded));
+            }
+        }
+        let col = self.reader.collect().await?.remove(0);
+        let (outcomes, graded) = decided.unwrap_or_default();
         Ok(ChatWhole { col, outcomes, graded })
     }
 }

@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -15,6 +16,7 @@ use crate::reasoning::extract::final_answer;
 use crate::reasoning::labels::{Effort, FinishReason};
 use crate::reasoning::logprobs::LogprobEntry;
 
+use super::ballot::Outcome;
 use super::trace::Trace;
 
 /// Why a request could not be run or finished; the HTTP layer maps each to one OpenAI error.
@@ -228,6 +230,9 @@ pub enum Update {
     Stopped { choice: usize },
     /// P(True) of one proposed answer of a choice.
     Judged { choice: usize, answer: String, score: f64 },
+    /// The last update of a chat request that read without failure: each choice decided from its
+    /// sample group (empty when it sampled none), and the grade when it carried a reference.
+    Decided { outcomes: Vec<Outcome>, graded: Option<bool> },
 }
 
 impl Update {
@@ -255,27 +260,42 @@ pub struct Reader {
     events: Events,
     drain: bool,
     watch: Option<Watch>,
+    finish: Option<Box<dyn Finish>>,
 }
 
 /// Sees every event of a one-job response as it is read (`verify::live` checks finished samples).
 pub type Watch = Box<dyn FnMut(&Event) + Send>;
 
+/// What a request does once its jobs are read without failure (`infer`: vote, then grade); its
+/// update is the last one read.
+pub trait Finish: Send {
+    fn finish(self: Box<Self>, cols: &mut [Collector]) -> BoxFuture<'_, Update>;
+}
+
 impl Reader {
     pub fn new(cols: Vec<Collector>, events: Events, drain: bool) -> Self {
-        Self { cols, events, drain, watch: None }
+        Self { cols, events, drain, watch: None, finish: None }
     }
 
     pub fn watching(self, watch: Watch) -> Self {
         Self { watch: Some(watch), ..self }
     }
 
+    pub fn finishing(self, finish: Box<dyn Finish>) -> Self {
+        Self { finish: Some(finish), ..self }
+    }
+
     /// The next update and its job, its event already absorbed into the job's collector.
     pub async fn next(&mut self) -> Option<(usize, Update)> {
         loop {
-            if !self.drain && self.cols.iter().all(Collector::done) {
-                return None;
-            }
-            let (i, event) = self.events.next().await?;
+            let read = match !self.drain && self.cols.iter().all(Collector::done) {
+                true => None,
+                false => self.events.next().await,
+            };
+            let Some((i, event)) = read else {
+                let finish = self.finish.take().filter(|_| self.failure().is_none())?;
+                return Some((0, finish.finish(&mut self.cols).await));
+            };
             if let Some(w) = &mut self.watch {
                 w(&event);
             }

@@ -18,6 +18,7 @@ use crate::reasoning::sampling::Check;
 use crate::reasoning::schema;
 use crate::sandbox::{harness, Sandbox};
 
+use super::ballot::TestsVerdict;
 use super::invalid::Invalid;
 use super::pipeline::{SideTokens, Watch};
 use super::Service;
@@ -50,14 +51,6 @@ impl Verdict {
         let score = if r.cases == 0 { 0.0 } else { r.passed as f64 / r.cases as f64 };
         Self { score, tests: Some(TestsVerdict { run: r.cases, passed: r.passed, group }), error: r.error }
     }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TestsVerdict {
-    pub run: usize,
-    pub passed: usize,
-    /// Samples with equal outputs on every case and probe input share a group; None: no program.
-    pub group: Option<usize>,
 }
 
 /// A verifier's verdicts on a group, and the choice it makes when it chooses by itself.

@@ -2,11 +2,12 @@
 //! `validate::vote_plan` set how they run), with the whole ballot kept for the response's
 //! `thinkscale` object.
 
+use super::ballot::{Outcome, SampleDetail, VoteDetail, VoteRow};
 use super::pipeline::Collector;
 use crate::backend::FinishReason;
 use crate::metrics::metrics;
 use crate::reasoning::code::Selection;
-use crate::reasoning::confidence::{keep_top, ChainScore, ChainScores};
+use crate::reasoning::confidence::{keep_top, ChainScore};
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::labels::Effort;
 use crate::reasoning::sampling::{SamplingPlan, Verifier};
@@ -15,73 +16,9 @@ use crate::reasoning::vote::{decide, Ballot, Tally};
 
 use tracing::Instrument;
 
-use super::verify::{checked, Candidate, Checked, TestsVerdict, Verdict, Verify};
+use super::verify::{checked, Candidate, Checked, Verdict, Verify};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A self-consistency choice's ballot.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct VoteDetail {
-    pub answer: Option<String>,
-    pub samples_requested: usize,
-    /// Chains decoded (pruned and dropped ones included: their tokens were spent), and voting.
-    pub samples_used: usize,
-    pub samples_voted: usize,
-    pub stopped_early: bool,
-    pub aggregate: &'static str,
-    pub verifier: &'static str,
-    pub adaptive: bool,
-    pub prune: &'static str,
-    pub keep_top: Option<f64>,
-    pub prune_threshold: Option<f64>,
-    pub pruned: usize,
-    pub votes: Vec<VoteRow>,
-    pub chosen_sample: Option<usize>,
-    /// Why the chosen sample won, when a verifier chose by itself (`tests`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub why: Option<String>,
-    pub samples: Vec<SampleDetail>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct VoteRow {
-    pub answer: String,
-    pub votes: usize,
-    pub weight: f64,
-    pub confidence: f64,
-    pub mean_logprob: f64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SampleDetail {
-    pub index: usize,
-    pub answer: Option<String>,
-    pub thinking_tokens: u32,
-    pub completion_tokens: u32,
-    pub mean_logprob: f64,
-    pub score: Option<f64>,
-    pub finish_reason: Option<&'static str>,
-    pub confidence: Option<ChainScores>,
-    pub voted: bool,
-    /// `verifier: "tests"`: cases run and passed, behaviour group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tests: Option<TestsVerdict>,
-    /// Why a checking verifier could not score this sample (it scored 0).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verifier_error: Option<String>,
-    pub reasoning: String,
-    pub content: String,
-}
-
-/// One choice decided from its samples.
-pub struct Outcome {
-    pub thinking: String,
-    pub answer: String,
-    pub finish: Option<FinishReason>,
-    pub ext: VoteDetail,
-    pub stopped_early: bool,
-    pub used: usize,
-}
 
 /// The samples of a choice that vote: finished ones, and with `keep_top` (without prune) only the
 /// most confident share of them (with prune it set the online threshold instead, and every
