@@ -99,10 +99,8 @@ pub async fn chat(state: &Service, body: Bytes) -> Result<ChatRun, NotStarted> {
     let group = p.plan.sampling.samples as usize;
     let n = p.v.n;
     let ballot = (group > 1).then(|| {
-        let check = p
-            .check
-            .take()
-            .map(|c| super::verify::build(state, c, |prompt, entry| generate_tests(state.clone(), backend.clone(), prompt, entry)));
+        let generate = |prompt: &str, entry: &str| generate_tests(state.clone(), backend.clone(), prompt, entry);
+        let check = super::verify::build(state, p.plan.sampling.verifier, p.check.take(), generate);
         Ballots { n, group, plan: p.plan.sampling.clone(), score: state.cfg.reasoning.confidence_score, effort: p.plan.effort, check }
     });
     let mut col = Collector::new("chat", id.clone(), n * group, started);

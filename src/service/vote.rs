@@ -10,13 +10,12 @@ use crate::reasoning::code::Selection;
 use crate::reasoning::confidence::{keep_top, ChainScore};
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::labels::Effort;
-use crate::reasoning::sampling::{SamplingPlan, Verifier};
-use crate::reasoning::verify::{arithmetic_score, logprob_score};
+use crate::reasoning::sampling::SamplingPlan;
 use crate::reasoning::vote::{decide, Ballot, Tally};
 
 use tracing::Instrument;
 
-use super::verify::{checked, Candidate, Checked, Verdict, Verify};
+use super::verify::{checked, Candidate, Checked, Verdict, Verifier};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,20 +87,8 @@ fn decide_choice(
             metrics().chain_confidence.with_label_values(&[fate]).observe(conf);
         }
         let answer = final_answer(&c.stats.answer, &c.stats.thinking);
-        let score = match plan.verifier {
-            Verifier::None => None,
-            Verifier::Logprob => Some(logprob_score(c.stats.mean_logprob)),
-            Verifier::Arithmetic => {
-                Some(arithmetic_score(&format!("{}\n{}", c.stats.thinking, c.stats.answer), answer.as_deref()).unwrap_or(0.5))
-            }
-            Verifier::SelfJudge | Verifier::Model => {
-                Some(col.judged.iter().find(|(ch, a, _)| *ch == choice && Some(a) == answer.as_ref()).map_or(0.0, |j| j.2))
-            }
-            Verifier::Tests | Verifier::Regex | Verifier::JsonSchema | Verifier::Http => {
-                check.as_ref().and_then(|c| c.verdict(i)).map(|v| v.score)
-            }
-        };
         let verdict = check.as_ref().and_then(|c| c.verdict(i));
+        let score = verdict.map(|v| v.score);
         samples.push(SampleDetail {
             index: i - choice * group,
             answer: answer.clone(),
@@ -209,8 +196,8 @@ pub struct Ballots {
     pub plan: SamplingPlan,
     pub score: ChainScore,
     pub effort: Effort,
-    /// A checking verifier (tests, regex, HTTP), run once a group has finished.
-    pub check: Option<(Arc<dyn Verify>, Duration)>,
+    /// The request's verifier (`verify::build`), run over each group's voters once it finished.
+    pub check: Option<(Arc<dyn Verifier>, Duration)>,
 }
 
 impl Ballots {
@@ -232,10 +219,13 @@ impl Ballots {
                         .iter()
                         .map(|&i| {
                             let s = &col.choices[i].stats;
+                            let answer = final_answer(&s.answer, &s.thinking);
                             Candidate {
                                 thinking: s.thinking.clone(),
                                 answer: s.answer.clone(),
                                 confidence: confidence(col, i, self.score).unwrap_or(s.mean_logprob),
+                                mean_logprob: s.mean_logprob,
+                                judged: col.judged.iter().find(|(ch, a, _)| *ch == c && Some(a) == answer.as_ref()).map(|j| j.2),
                             }
                         })
                         .collect();
