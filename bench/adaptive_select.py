@@ -40,12 +40,15 @@ def select(finished):
     return max(finished, key=lambda c: (c["examples_passed"], size.get(c["group"], 0), c["confidence"]))
 
 
-def replay(chains, wave, agree):
-    """(correct, completion tokens, chains decoded) of one problem under the adaptive rule."""
+def replay(chains, wave, agree, cap=None):
+    """(correct, completion tokens, chains decoded) of one problem under the adaptive rule; with
+    `cap`, no wave starts once `cap` chains decoded without a passing program (giving up)."""
     if chains[0]["examples_run"] == 0:
         return chains[0]["correct"], chains[0]["completion_tokens"], 1
     finished, tokens, decoded = [], 0, 0
     for start in range(0, len(chains), wave):
+        if cap is not None and decoded >= cap:
+            break
         batch = sorted(chains[start : start + wave], key=lambda c: c["completion_tokens"])
         decoded += len(batch)
         for i, c in enumerate(batch):
@@ -64,6 +67,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=pathlib.Path)
     ap.add_argument("--greedy", type=pathlib.Path, help="a greedy run's directory, for tokens against greedy")
+    ap.add_argument("--wave", type=int, default=2, help="for the give-up table: samples per wave")
     a = ap.parse_args()
     problems = load(a.run / "chains.jsonl")
     n = len(problems)
@@ -87,6 +91,15 @@ def main():
             decoded = sum(r[2] for r in runs) / n
             vs_greedy = f"{tokens / greedy[0]:.2f}x" if greedy else ""
             print(f"| {wave} | {agree} | {correct}/{n} | {tokens:.0f} | {tokens / fixed_tokens:.2f}x | {vs_greedy} | {decoded:.2f} |")
+    print(f"\nGiving up: waves of {a.wave}, agreement 1, no new wave once this many chains failed\n")
+    print("| give up after | correct | tokens / problem | vs fixed | vs greedy |")
+    print("|---|---|---|---|---|")
+    for cap in (2, 4, 6, 8):
+        runs = [replay(ch, a.wave, 1, cap) for ch in problems.values()]
+        correct = sum(r[0] for r in runs)
+        tokens = sum(r[1] for r in runs) / n
+        vs_greedy = f"{tokens / greedy[0]:.2f}x" if greedy else ""
+        print(f"| {cap} | {correct}/{n} | {tokens:.0f} | {tokens / fixed_tokens:.2f}x | {vs_greedy} |")
 
 
 if __name__ == "__main__":
