@@ -1,4 +1,5 @@
-//! The reasoning-control request fields of every dialect, each with its bounds stated once: the
+//! Every bound a request field has, stated once — the sampling knobs and the reasoning-control
+//! fields of every dialect. For the latter the
 //! gate (`plan::normalise`, `sampling::sampling_plan`) checks requests against these values and
 //! /openapi.json writes them into the contract (`schema`); the readers below (`int`, `number`,
 //! ...) check one field's value against them.
@@ -75,6 +76,21 @@ pub(super) fn boolean(v: &Value, param: &str) -> Result<bool, PlanError> {
 pub(super) fn string<'a>(v: &'a Value, param: &str) -> Result<&'a str, PlanError> {
     v.as_str().ok_or_else(|| err(param, format!("'{param}' must be a string")))
 }
+
+/// A closed interval, as the sampling knobs use.
+const fn closed(low: f64, high: f64) -> Interval {
+    Interval { low, high, open_low: false, open_high: false }
+}
+
+/// Sampling knobs every generation request shares (`service::request::Common` checks them and
+/// writes them into /openapi.json).
+pub const TEMPERATURE: Interval = closed(0.0, 2.0);
+/// top_p, min_p.
+pub const UNIT: Interval = closed(0.0, 1.0);
+pub const TOP_K: Ints = Ints { min: 0, max: 1_000_000 };
+/// presence_penalty, frequency_penalty.
+pub const PENALTY: Interval = closed(-2.0, 2.0);
+pub const REPEAT_PENALTY: Interval = closed(0.0, 10.0);
 
 /// A token count (a budget, a minimum).
 pub const TOKENS: Ints = Ints { min: 0, max: 1_000_000 };

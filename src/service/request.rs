@@ -9,6 +9,9 @@ use serde_json::{Map, Value};
 use super::invalid::Invalid;
 use crate::backend::{Backend, SamplingParams};
 use crate::config::Config;
+// Each knob's range comes from the one bounds table: schemars writes it into /openapi.json and
+// `validate` checks it.
+use crate::reasoning::params::{Interval, PENALTY, REPEAT_PENALTY, TEMPERATURE, TOP_K, UNIT};
 
 /// Parse a body into a JSON object.
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Invalid> {
@@ -49,23 +52,16 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-// Each knob's range, stated once: schemars writes it into /openapi.json and `validate` checks it.
-const TEMPERATURE: (f64, f64) = (0.0, 2.0);
-const UNIT: (f64, f64) = (0.0, 1.0);
-const TOP_K: (i64, i64) = (0, 1_000_000);
-const PENALTY: (f64, f64) = (-2.0, 2.0);
-const REPEAT_PENALTY: (f64, f64) = (0.0, 10.0);
-
 /// Fields common to chat and text completions.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Common {
-    #[schemars(range(min = TEMPERATURE.0, max = TEMPERATURE.1))]
+    #[schemars(range(min = TEMPERATURE.low, max = TEMPERATURE.high))]
     pub temperature: Option<f64>,
-    #[schemars(range(min = UNIT.0, max = UNIT.1))]
+    #[schemars(range(min = UNIT.low, max = UNIT.high))]
     pub top_p: Option<f64>,
-    #[schemars(range(min = TOP_K.0, max = TOP_K.1))]
+    #[schemars(range(min = TOP_K.min, max = TOP_K.max))]
     pub top_k: Option<i64>,
-    #[schemars(range(min = UNIT.0, max = UNIT.1))]
+    #[schemars(range(min = UNIT.low, max = UNIT.high))]
     pub min_p: Option<f64>,
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
@@ -74,11 +70,11 @@ pub struct Common {
     pub max_tokens: Option<i64>,
     #[schemars(range(min = 1))]
     pub max_completion_tokens: Option<i64>,
-    #[schemars(range(min = PENALTY.0, max = PENALTY.1))]
+    #[schemars(range(min = PENALTY.low, max = PENALTY.high))]
     pub presence_penalty: Option<f64>,
-    #[schemars(range(min = PENALTY.0, max = PENALTY.1))]
+    #[schemars(range(min = PENALTY.low, max = PENALTY.high))]
     pub frequency_penalty: Option<f64>,
-    #[schemars(range(min = REPEAT_PENALTY.0, max = REPEAT_PENALTY.1))]
+    #[schemars(range(min = REPEAT_PENALTY.low, max = REPEAT_PENALTY.high))]
     pub repeat_penalty: Option<f64>,
     /// At most the server's parallel slots (set in /openapi.json).
     #[schemars(range(min = 1))]
@@ -120,10 +116,10 @@ impl ResponseFormat {
     }
 }
 
-fn range(v: Option<f64>, param: &str, (lo, hi): (f64, f64)) -> Result<Option<f64>, Invalid> {
+fn range(v: Option<f64>, param: &str, bounds: Interval) -> Result<Option<f64>, Invalid> {
     match v {
-        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => {
-            Err(Invalid::field(format!("'{param}' must be between {lo} and {hi}, got {x}"), Some(param)))
+        Some(x) if !bounds.contains(x) || x.is_nan() => {
+            Err(Invalid::field(format!("'{param}' must be between {} and {}, got {x}", bounds.low, bounds.high), Some(param)))
         }
         _ => Ok(v),
     }
@@ -214,8 +210,8 @@ impl Common {
             return Err(Invalid::field("'repeat_penalty' must be greater than 0", Some("repeat_penalty")));
         }
         let top_k = match self.top_k {
-            Some(k) if !(TOP_K.0..=TOP_K.1).contains(&k) => {
-                return Err(Invalid::field(format!("'top_k' must be between {} and {}", TOP_K.0, TOP_K.1), Some("top_k")))
+            Some(k) if !(TOP_K.min..=TOP_K.max).contains(&k) => {
+                return Err(Invalid::field(format!("'top_k' must be between {} and {}", TOP_K.min, TOP_K.max), Some("top_k")))
             }
             Some(k) => k as i32,
             // llama-server's default: sampling from the whole 49k-token vocabulary costs a full
