@@ -12,14 +12,14 @@ use super::openai::{ChatChoice, ChatLogprobs, ChoiceExt, ChunkChoice, Delta, Fin
 use super::stream::{stream, Envelope, Out, Render};
 use crate::reasoning::tools::{self, CallStream};
 use crate::service::infer;
-use crate::service::{AutoDecision, Service, Update};
+use crate::service::{AutoDecision, Body, Service, Update};
 
 pub async fn chat_completions(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    Ok(answer(state, body?).await?.into_response())
+    Ok(answer(state, Body::Raw(body?)).await?.into_response())
 }
 
-/// Runs one chat request, voted or not, from its raw body.
-pub async fn answer(state: Service, body: Bytes) -> Result<Answer, ApiError> {
+/// Runs one chat request, voted or not, from its body (raw, or built by another endpoint).
+pub async fn answer(state: Service, body: Body) -> Result<Answer, ApiError> {
     let run = infer::chat(&state, body).await?;
     let env = Envelope::new(run.id.clone(), state.cfg.model_id());
     let view = View::new(&run);

@@ -17,7 +17,7 @@ use super::grading::{AutoDecision, Grade};
 use super::invalid::Invalid;
 use super::pipeline::{events, submit, Collector, Failure, Finish, Reader, SideTokens, Update};
 use super::request::Validated;
-use super::validate::{off_thread, prepare_completion, prepare_off_thread, PreparedCompletion};
+use super::validate::{off_thread, prepare_completion, prepare_off_thread, Body, PreparedCompletion};
 use super::verify::{GeneratedTests, WritingTests};
 use super::vote::Ballots;
 use super::Service;
@@ -91,7 +91,7 @@ pub struct ChatWhole {
 }
 
 /// Validates a chat body and submits its job (a sample group per choice when it votes).
-pub async fn chat(state: &Service, body: Bytes) -> Result<ChatRun, NotStarted> {
+pub async fn chat(state: &Service, body: Body) -> Result<ChatRun, NotStarted> {
     let started = Instant::now();
     let backend = state.backend()?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4());
@@ -169,7 +169,7 @@ pub async fn completions(state: &Service, body: Bytes) -> Result<TextRun, NotSta
 /// The prompt text a chat body is decoded from (template, tools and scaffold included).
 pub async fn template(state: &Service, body: Bytes) -> Result<String, NotStarted> {
     let backend = state.backend()?;
-    Ok(prepare_off_thread(state, &backend, "template", body).await?.prompt_text)
+    Ok(prepare_off_thread(state, &backend, "template", Body::Raw(body)).await?.prompt_text)
 }
 
 /// A text's token ids, as the model's vocabulary reads it.
@@ -188,9 +188,10 @@ fn generate_tests(state: Service, backend: Arc<dyn Backend>, prompt: &str, entry
     );
     let body =
         json!({"messages": [{"role": "user", "content": ask}], "temperature": 0, "max_tokens": 384, "reasoning": {"enabled": false}});
+    let body = body.as_object().cloned().unwrap_or_default();
     let job = tokio::spawn(async move {
         let id = format!("tests-{}", uuid::Uuid::new_v4());
-        let p = prepare_off_thread(&state, &backend, &id, body.to_string().into()).await.map_err(WritingTests::Refused)?;
+        let p = prepare_off_thread(&state, &backend, &id, Body::Object(body)).await.map_err(WritingTests::Refused)?;
         let (rx, _cancel) = submit(&*backend, p.spec).map_err(WritingTests::Failed)?;
         let cols = Reader::new(vec![Collector::new("chat", id, 1, Instant::now())], events(vec![rx]), false)
             .collect()

@@ -24,7 +24,7 @@ pub use invalid::Invalid;
 pub use pipeline::{Collector, Failure, Reader, Sequences, Update};
 pub use request::{parse_object, typed, Common};
 pub use trace::TARGET as TRACE_TARGET;
-pub use validate::{chat_request_schema, completion_request_schema, conversation};
+pub use validate::{chat_request_schema, completion_request_schema, conversation, Body};
 
 use std::sync::{Arc, OnceLock};
 

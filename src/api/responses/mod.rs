@@ -7,14 +7,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::Value;
 
 use super::answer::Answer;
 use super::chat;
 use super::error::ApiError;
 use super::sse::{self, Item};
 use super::stream::unix_now;
-use crate::service::{parse_object, Service};
+use crate::service::{parse_object, Body, Service};
 use output::{Builder, Streamer};
 use request::responses_param;
 /// The Responses body mapped to a chat body (public for the request fuzz target).
@@ -27,9 +26,9 @@ mod request;
 pub async fn responses(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req = parse_object(&body?)?;
     let chat = to_chat(&req)?;
-    // The chat request goes through the gate like any other (its raw body, renamed fields).
-    let answer =
-        chat::answer(state.clone(), Bytes::from(Value::Object(chat).to_string())).await.map_err(|e| e.rename_param(responses_param))?;
+    // The chat request goes through the gate like any other, as the object it was mapped to;
+    // errors name the Responses fields.
+    let answer = chat::answer(state.clone(), Body::Object(chat)).await.map_err(|e| e.rename_param(responses_param))?;
     let b = Builder::new(uuid::Uuid::new_v4().simple().to_string(), unix_now(), state.cfg.model_id(), &req);
     let mut frames = match answer {
         Answer::Whole(chat) => return Ok(axum::Json(b.completed(&chat)).into_response()),

@@ -253,9 +253,12 @@ pub fn conversation(obj: &Map<String, Value>) -> Result<ChatBody, Invalid> {
 
 /// Blocks (templating, tokenizing, grammar compilation, and a remote backend's requests): run it
 /// with `prepare_off_thread` from async code.
-pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Bytes) -> Result<Prepared, Invalid> {
+pub fn prepare(state: &Service, backend: &dyn Backend, id: &str, body: Body) -> Result<Prepared, Invalid> {
     let vocab = backend.vocabulary();
-    let obj = parse_object(&body)?;
+    let obj = match body {
+        Body::Raw(bytes) => parse_object(&bytes)?,
+        Body::Object(obj) => obj,
+    };
     let expected = super::grading::expected_answer(&obj)?;
     let common: Common = typed(&obj)?;
     let ChatBody { messages: mut msgs, tools, parallel_tool_calls, logprobs } = conversation(&obj)?;
@@ -449,7 +452,14 @@ fn thinking_and_cap(
     Ok((Some(jf), max_tokens))
 }
 
-pub async fn prepare_off_thread(state: &Service, backend: &Arc<dyn Backend>, id: &str, body: Bytes) -> Result<Prepared, Invalid> {
+/// A chat request as it reaches the gate: the client's raw body, or an object another endpoint
+/// built (`/v1/responses` maps its request onto chat; the verifier asks the model for tests).
+pub enum Body {
+    Raw(Bytes),
+    Object(Map<String, Value>),
+}
+
+pub async fn prepare_off_thread(state: &Service, backend: &Arc<dyn Backend>, id: &str, body: Body) -> Result<Prepared, Invalid> {
     let (state, backend, id) = (state.clone(), backend.clone(), id.to_string());
     off_thread(move || prepare(&state, &*backend, &id, body)).await
 }
