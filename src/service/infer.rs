@@ -136,6 +136,7 @@ impl ChatRun {
                 decided = Some((outcomes, graded));
             }
         }
+        // Everything is read: this only logs the job and says whether it failed.
         let col = self.reader.collect().await?.remove(0);
         let (outcomes, graded) = decided.unwrap_or_default();
         Ok(ChatWhole { col, outcomes, graded })
