@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::openai::List;
-use crate::reasoning::grade::{summarise, Cell, Observation};
+use crate::reasoning::grade::{Cell, Observation};
 use crate::reasoning::labels::Labels;
-use crate::service::{parse_object, record_feedback, typed, Feedback, FeedbackError, Service};
+use crate::service::{observe, parse_object, record_feedback, scaling_table, typed, Feedback, FeedbackError, Service};
 
 #[derive(Deserialize)]
 struct FeedbackBody {
@@ -45,12 +45,7 @@ struct ScalingRow {
 }
 
 pub async fn scaling(State(state): State<Service>) -> Response {
-    let h = state.history();
-    let mut rows: Vec<ScalingRow> = h.cells.iter().map(|(l, obs)| ScalingRow { cell: summarise(obs), labels: l.clone() }).collect();
-    // Cheapest first; ties by sample count.
-    rows.sort_by(|a, b| {
-        a.cell.mean_thinking_tokens.total_cmp(&b.cell.mean_thinking_tokens).then_with(|| a.labels.samples.cmp(&b.labels.samples))
-    });
+    let rows: Vec<ScalingRow> = scaling_table(&state).into_iter().map(|(cell, labels)| ScalingRow { cell, labels }).collect();
     axum::Json(List::of(rows)).into_response()
 }
 
@@ -71,11 +66,13 @@ struct Posted {
 pub async fn post_observations(State(state): State<Service>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let obj = parse_object(&body?)?;
     let p: Posted = typed(&obj)?;
-    let mut h = state.history();
-    for o in p.observations.iter() {
-        h.observe(&o.labels, Observation { correct: o.correct, thinking_seconds: o.thinking_seconds, thinking_tokens: o.thinking_tokens });
-    }
-    Ok(axum::Json(Accepted { accepted: p.observations.len() }).into_response())
+    let accepted = observe(
+        &state,
+        p.observations.into_iter().map(|o| {
+            (o.labels, Observation { correct: o.correct, thinking_seconds: o.thinking_seconds, thinking_tokens: o.thinking_tokens })
+        }),
+    );
+    Ok(axum::Json(Accepted { accepted }).into_response())
 }
 
 #[derive(Serialize)]

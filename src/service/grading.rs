@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::invalid::Invalid;
 use super::Service;
 use crate::metrics::metrics;
-use crate::reasoning::grade::{grade, summarise, Observation};
+use crate::reasoning::grade::{grade, summarise, Cell, Observation};
 use crate::reasoning::labels::{BudgetBucket, Effort, Labels, SamplesBucket};
 use crate::reasoning::plan::ReasoningPlan;
 
@@ -98,7 +98,7 @@ pub fn record_request(
 impl Service {
     /// The grading history. A panic while it was held can at worst leave one summary out of the
     /// index, so a poisoned lock is taken over instead of failing every later request.
-    pub fn history(&self) -> std::sync::MutexGuard<'_, History> {
+    pub(super) fn history(&self) -> std::sync::MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -270,4 +270,24 @@ pub fn feedback(state: &Service, id: &str, verdict: Feedback) -> Result<Graded, 
         entry.graded = Some(correct);
     }
     Ok(Graded { id: id.to_string(), correct, extracted_answer, labels: s.labels })
+}
+
+/// The accuracy-vs-compute table (GET /v1/scaling): one summarised cell per label set, cheapest
+/// first, ties by sample count.
+pub fn scaling_table(state: &Service) -> Vec<(Cell, Labels)> {
+    let h = state.history();
+    let mut rows: Vec<(Cell, Labels)> = h.cells.iter().map(|(l, obs)| (summarise(obs), l.clone())).collect();
+    rows.sort_by(|(a, la), (b, lb)| a.mean_thinking_tokens.total_cmp(&b.mean_thinking_tokens).then_with(|| la.samples.cmp(&lb.samples)));
+    rows
+}
+
+/// Observations a harness measured elsewhere (`thinkscale eval --post`), counted as if served here.
+pub fn observe(state: &Service, observations: impl IntoIterator<Item = (Labels, Observation)>) -> usize {
+    let mut h = state.history();
+    let mut accepted = 0;
+    for (labels, o) in observations {
+        h.observe(&labels, o);
+        accepted += 1;
+    }
+    accepted
 }

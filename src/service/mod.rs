@@ -19,7 +19,7 @@ mod vote;
 
 // The one door beside `infer`: what `api/` (and the fuzz targets) see of the service.
 pub use ballot::{Outcome, VoteDetail};
-pub use grading::{feedback as record_feedback, AutoDecision, Feedback, FeedbackError};
+pub use grading::{feedback as record_feedback, observe, scaling_table, AutoDecision, Feedback, FeedbackError};
 pub use invalid::Invalid;
 pub use pipeline::{Collector, Failure, Reader, Sequences, Update};
 pub use request::{parse_object, typed, Common};
