@@ -275,6 +275,13 @@ pub struct SampleVerdict {
     pub behaviour: u64,
 }
 
+impl SampleVerdict {
+    /// A sample that could not be checked counts as failing.
+    pub fn failed(index: usize) -> Self {
+        Self { index, passed: false, behaviour: 0 }
+    }
+}
+
 impl JobHandle {
     pub fn cancel(&self) {
         self.0.cancelled.store(true, Ordering::Relaxed);

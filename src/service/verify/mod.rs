@@ -28,7 +28,7 @@ use super::Service;
 use crate::backend::{Event, JobHandle, SampleVerdict};
 use crate::sandbox::harness;
 
-pub use tests::{GeneratedTests, SampleCheck, WritingTests};
+pub use tests::{GeneratedTests, WritingTests};
 
 /// One sample offered to a verifier.
 #[derive(Debug, Clone, Default)]
@@ -79,11 +79,11 @@ impl Checked {
 /// by itself.
 pub trait Verifier: Send + Sync {
     fn verify<'a>(&'a self, candidates: &'a [Candidate]) -> BoxFuture<'a, Checked>;
-    /// One finished sample checked at once, while the others decode (`StopRule::Verified`):
+    /// Sample `index`, finished, checked at once while the others decode (`StopRule::Verified`):
     /// whether it passed every test, and its behaviour key. Verifiers that judge samples only
     /// against each other cannot, and say it fails.
-    fn check_one<'a>(&'a self, _candidate: &'a Candidate) -> BoxFuture<'a, SampleCheck> {
-        Box::pin(std::future::ready(SampleCheck::default()))
+    fn check_one<'a>(&'a self, index: usize, _candidate: &'a Candidate) -> BoxFuture<'a, SampleVerdict> {
+        Box::pin(std::future::ready(SampleVerdict::failed(index)))
     }
     /// Tokens the verifier had the model generate, once for the request however many choices it
     /// checked (read after the last `verify`).
@@ -105,10 +105,12 @@ pub fn live(check: Option<(Arc<dyn Verifier>, Duration)>, handle: JobHandle) -> 
         let (check, handle, index) = (check.clone(), handle.clone(), *index);
         tokio::spawn(async move {
             let found = match &check {
-                Some((v, timeout)) => tokio::time::timeout(*timeout, v.check_one(&candidate)).await.unwrap_or_default(),
-                None => SampleCheck::default(),
+                Some((v, timeout)) => {
+                    tokio::time::timeout(*timeout, v.check_one(index, &candidate)).await.unwrap_or(SampleVerdict::failed(index))
+                }
+                None => SampleVerdict::failed(index),
             };
-            handle.verdict(SampleVerdict { index, passed: found.passed, behaviour: found.behaviour });
+            handle.verdict(found);
         });
     })
 }

@@ -7,16 +7,10 @@ use futures::future::{join_all, BoxFuture, Shared};
 use futures::FutureExt;
 
 use super::{Candidate, Checked, Verdict, Verifier};
+use crate::backend::SampleVerdict;
 use crate::reasoning::code::{self, Executed, Suite};
 use crate::sandbox::{harness, Sandbox};
 use crate::service::pipeline::SideTokens;
-
-/// What checking one sample found (`Verifier::check_one`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SampleCheck {
-    pub passed: bool,
-    pub behaviour: u64,
-}
 
 /// A program's run against a suite, shared by whoever asks for the same program.
 type SharedRun = Shared<BoxFuture<'static, Result<harness::Report, Arc<crate::sandbox::SandboxError>>>>;
@@ -51,16 +45,16 @@ impl Tests {
 }
 
 impl Verifier for Tests {
-    fn check_one<'a>(&'a self, candidate: &'a Candidate) -> BoxFuture<'a, SampleCheck> {
+    fn check_one<'a>(&'a self, index: usize, candidate: &'a Candidate) -> BoxFuture<'a, SampleVerdict> {
         Box::pin(async move {
             match self.run(candidate).await {
                 Some(Ok(r)) => {
                     use std::hash::{Hash, Hasher};
                     let mut h = std::collections::hash_map::DefaultHasher::new();
                     r.behaviour.hash(&mut h);
-                    SampleCheck { passed: r.cases > 0 && r.passed == r.cases, behaviour: h.finish() }
+                    SampleVerdict { index, passed: r.cases > 0 && r.passed == r.cases, behaviour: h.finish() }
                 }
-                _ => SampleCheck::default(),
+                _ => SampleVerdict::failed(index),
             }
         })
     }
