@@ -94,16 +94,21 @@ pub trait Verifier: Send + Sync {
 
 /// Checks each sample of a job as it finishes and hands the verdict to the backend
 /// (`StopRule::Verified`, which waits for one on every finished sample: a sample the verifier
-/// cannot check, or checks past the timeout, is reported as failing).
+/// cannot check, or checks past the timeout, is reported as failing). Once the request is
+/// dropped (read to its end, or its client gone) the job is cancelled and no new check starts.
 pub fn live(check: Option<(Arc<dyn Verifier>, Duration)>, handle: JobHandle) -> Watch {
+    let guard = CancelOnDrop(handle);
     Box::new(move |event| {
         let Event::Finished { index, reason, stats } = event else { return };
         if !reason.counted() {
             return;
         }
         let candidate = Candidate { thinking: stats.thinking.clone(), answer: stats.answer.clone(), ..Candidate::default() };
-        let (check, handle, index) = (check.clone(), handle.clone(), *index);
+        let (check, handle, index) = (check.clone(), guard.0.clone(), *index);
         tokio::spawn(async move {
+            if handle.is_cancelled() {
+                return;
+            }
             let found = match &check {
                 Some((v, timeout)) => {
                     tokio::time::timeout(*timeout, v.check_one(index, &candidate)).await.unwrap_or(SampleVerdict::failed(index))
@@ -113,6 +118,15 @@ pub fn live(check: Option<(Arc<dyn Verifier>, Duration)>, handle: JobHandle) -> 
             handle.verdict(found);
         });
     })
+}
+
+/// Cancels its job when dropped: a request's reader owns it through its watch.
+struct CancelOnDrop(JobHandle);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// Runs a verifier under its timeout; past it, every candidate scores 0.
