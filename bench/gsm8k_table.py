@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The GSM8K test-split table of docs/SCALING.md, from the recorded runs: every cell's accuracy
 with its 95% Wilson interval, completion tokens per problem and per correct answer, seconds per
-problem, and the exact McNemar p of each 0.5B cell against the 0.5B's plain answer (paired on
+problem, and the exact McNemar p of every other cell against the 0.5B's plain answer (paired on
 the problems both cells answered). Cells still running count only their finished problems.
 
     python3 bench/gsm8k_table.py docs/gsm8k/qwen0.5b-test docs/gsm8k/qwen1.5b-test \
@@ -13,15 +13,7 @@ import json
 import math
 import pathlib
 
-
-def wilson(k, n, z=1.96):
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return c - h, c + h
+from accuracy import wilson  # bench/accuracy.py, beside this script
 
 
 def mcnemar(won, lost):
@@ -87,7 +79,7 @@ def main():
         tokens = sum(t for _, t, _ in per.values())
         seconds = sum(s for _, _, s in per.values()) / n
         paired = ""
-        if name.startswith("0.5b") and per is not base:
+        if base and per is not base:
             both = [p for p in per if p in base]
             won = sum(per[p][0] and not base[p][0] for p in both)
             lost = sum(base[p][0] and not per[p][0] for p in both)
