@@ -43,9 +43,13 @@
 #   humaneval-adaptive
 #                    8 chains with adaptive: true on the test split 64..163: each wave's programs
 #                    are tested as they finish and passing ones stop the rest
+#   humaneval-fixed  the fixed 8 chains on the test split again, with today's verifier
+#   humaneval-generated
+#                    8 chains on the test split chosen by asserts the model writes
+#                    (tests: "generated", CodeT) instead of the docstring examples
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence|gsm8k-dev|gsm8k-test|gsm8k-1.5b|gsm8k-llama-server|humaneval|humaneval-dev|humaneval-adaptive [eval flags]}
+name=${1:?usage: scripts/runs.sh scaling|control|sc-fixed|sc-adaptive|sc-fixed-t03|sc-adaptive-t03|qwen-scaffold-natural|qwen-scaffold-instruct|qwen-sweep|qwen-confidence|gsm8k-dev|gsm8k-test|gsm8k-1.5b|gsm8k-llama-server|humaneval|humaneval-dev|humaneval-adaptive|humaneval-fixed|humaneval-generated [eval flags]}
 shift
 serve=()
 then=()
@@ -142,6 +146,12 @@ if [[ $name == humaneval* ]]; then
     exit
   elif [[ $name == humaneval-adaptive ]]; then
     "$bin" eval code "${sampled[@]}" --range 64..164 --adaptive --out "$out/$tag-k8-adaptive-test" "$@"
+    exit
+  elif [[ $name == humaneval-fixed ]]; then
+    "$bin" eval code "${sampled[@]}" --range 64..164 --out "$out/$tag-k8-test-rerun" "$@"
+    exit
+  elif [[ $name == humaneval-generated ]]; then
+    "$bin" eval code "${sampled[@]}" --range 64..164 --generated-tests --out "$out/$tag-k8-generated-test" "$@"
     exit
   fi
   "$bin" eval code --url "http://127.0.0.1:$port" --data "$data" --range 0..164 --samples 1 \

@@ -73,6 +73,11 @@ pub struct CodeArgs {
     /// on as text
     #[arg(long)]
     pub adaptive: bool,
+    /// Choose among the samples by asserts the model writes for the function (`"tests":
+    /// "generated"`, CodeT's dual agreement) instead of the docstring examples: every problem
+    /// is checked, with or without examples
+    #[arg(long)]
+    pub generated_tests: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +202,9 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
         body["temperature"] = json!(a.temperature);
         body["reasoning"] =
             json!({"enabled": false, "samples": a.samples, "verifier": "tests", "entry_point": p.entry_point, "adaptive": a.adaptive});
+        if a.generated_tests {
+            body["reasoning"]["tests"] = json!("generated");
+        }
     } else {
         body["temperature"] = json!(0.0);
         body["reasoning"] = json!({"enabled": false});
