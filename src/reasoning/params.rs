@@ -1,8 +1,8 @@
 //! Every bound a request field has, stated once — the sampling knobs and the reasoning-control
-//! fields of every dialect. For the latter the
-//! gate (`plan::normalise`, `sampling::sampling_plan`) checks requests against these values and
-//! /openapi.json writes them into the contract (`schema`); the readers below (`int`, `number`,
-//! ...) check one field's value against them.
+//! fields of every dialect. For the latter the gate's typed fields (`fields`: `Int<Samples>`
+//! reads `SAMPLES`) check requests against these values, and /openapi.json writes them and the
+//! table of fields below into the contract (`schema`); a test holds the table and the structs to
+//! the same names.
 
 use serde_json::{json, Map, Value};
 
@@ -45,36 +45,6 @@ pub struct PlanError {
 
 pub(super) fn err(param: &str, message: impl Into<String>) -> PlanError {
     PlanError { param: param.into(), message: message.into() }
-}
-
-pub(super) fn int(v: &Value, param: &str, range: Ints) -> Result<i64, PlanError> {
-    let n = v
-        .as_i64()
-        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
-        .ok_or_else(|| err(param, format!("'{param}' must be an integer")))?;
-    if n < range.min {
-        return Err(err(param, format!("'{param}' must be at least {}", range.min)));
-    }
-    if n > range.max {
-        return Err(err(param, format!("'{param}' must be at most {}", range.max)));
-    }
-    Ok(n)
-}
-
-pub(super) fn number(v: &Value, param: &str, interval: Interval) -> Result<f64, PlanError> {
-    let x = v.as_f64().ok_or_else(|| err(param, format!("'{param}' must be a number")))?;
-    if !interval.contains(x) {
-        return Err(err(param, format!("'{param}' must be in {}", interval.describe())));
-    }
-    Ok(x)
-}
-
-pub(super) fn boolean(v: &Value, param: &str) -> Result<bool, PlanError> {
-    v.as_bool().ok_or_else(|| err(param, format!("'{param}' must be a boolean")))
-}
-
-pub(super) fn string<'a>(v: &'a Value, param: &str) -> Result<&'a str, PlanError> {
-    v.as_str().ok_or_else(|| err(param, format!("'{param}' must be a string")))
 }
 
 /// A closed interval, as the sampling knobs use.

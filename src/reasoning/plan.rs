@@ -5,8 +5,9 @@
 use serde_json::{Map, Value};
 
 use super::chat::Message;
+use super::fields::{Fields, Think};
 use super::labels::Effort;
-use super::params::{boolean, err, int, string, PlanError, BUDGET, FORMATS, SCAFFOLDS, TOKENS};
+use super::params::{err, PlanError};
 use super::sampling::SamplingPlan;
 use super::sampling::{sampling_given, sampling_plan};
 
@@ -122,18 +123,15 @@ impl<T: PartialEq + std::fmt::Debug + Clone> Agreed<T> {
 }
 
 /// Build the plan from the request body. `thinking_model`: the model has native think tokens.
-// Long on purpose: one pass over every dialect's fields in precedence order, a few lines each;
-// the readers and bounds live in `params`.
 pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -> Result<ReasoningPlan, PlanError> {
+    plan(&Fields::read(req)?, cfg, thinking_model)
+}
+
+/// The plan from the typed fields: one pass over every dialect in precedence order.
+fn plan(f: &Fields, cfg: &Policy, thinking_model: bool) -> Result<ReasoningPlan, PlanError> {
     let mut budget = Agreed::<i64>::new("thinking budget");
     let mut effort = Agreed::<String>::new("effort level");
     let mut switch = Agreed::<bool>::new("thinking on/off setting");
-    let mut min_thinking = 0i64;
-    let mut budget_message = None;
-    let mut exclude = false;
-    let mut separate = cfg.format != "none";
-    let get = |k: &str| req.get(k).filter(|v| !v.is_null());
-
     let set_effort = |e: &str, param: &str, effort: &mut Agreed<String>| -> Result<(), PlanError> {
         if !cfg.effort_budgets.contains_key(e) && e != Effort::Auto.as_str() {
             let known: Vec<&String> = cfg.effort_budgets.keys().collect();
@@ -142,71 +140,46 @@ pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -
         effort.set(e.to_string(), param)
     };
 
-    if let Some(v) = get("reasoning_effort") {
-        set_effort(string(v, "reasoning_effort")?, "reasoning_effort", &mut effort)?;
+    if let Some(e) = &f.top.reasoning_effort {
+        set_effort(&e.0, "reasoning_effort", &mut effort)?;
     }
-    if let Some(v) = get("reasoning") {
-        let obj = v.as_object().ok_or_else(|| err("reasoning", "'reasoning' must be an object"))?;
-        if let Some(e) = obj.get("effort").filter(|v| !v.is_null()) {
-            set_effort(string(e, "reasoning.effort")?, "reasoning.effort", &mut effort)?;
+    if let Some(r) = &f.reasoning {
+        if let Some(e) = &r.effort {
+            set_effort(&e.0, "reasoning.effort", &mut effort)?;
         }
-        if let Some(m) = obj.get("max_tokens").filter(|v| !v.is_null()) {
-            budget.set(int(m, "reasoning.max_tokens", TOKENS)?, "reasoning.max_tokens")?;
+        if let Some(m) = &r.max_tokens {
+            budget.set(m.0, "reasoning.max_tokens")?;
         }
-        if let Some(x) = obj.get("exclude").filter(|v| !v.is_null()) {
-            exclude = boolean(x, "reasoning.exclude")?;
-        }
-        if let Some(x) = obj.get("enabled").filter(|v| !v.is_null()) {
-            switch.set(boolean(x, "reasoning.enabled")?, "reasoning.enabled")?;
+        if let Some(x) = &r.enabled {
+            switch.set(x.0, "reasoning.enabled")?;
         }
     }
-    if let Some(v) = get("thinking") {
-        let obj = v.as_object().ok_or_else(|| err("thinking", "'thinking' must be an object"))?;
-        match obj.get("type").and_then(Value::as_str) {
+    if let Some(t) = &f.thinking {
+        match t.kind.as_ref().map(|k| k.0.as_str()) {
             Some("enabled") => switch.set(true, "thinking.type")?,
             Some("disabled") => switch.set(false, "thinking.type")?,
             _ => return Err(err("thinking.type", "'thinking.type' must be \"enabled\" or \"disabled\"")),
         }
-        if let Some(b) = obj.get("budget_tokens").filter(|v| !v.is_null()) {
-            budget.set(int(b, "thinking.budget_tokens", TOKENS)?, "thinking.budget_tokens")?;
+        if let Some(b) = &t.budget_tokens {
+            budget.set(b.0, "thinking.budget_tokens")?;
         }
     }
-    for key in ["thinking_budget_tokens", "reasoning_budget_tokens", "thinking_token_budget", "max_thinking_tokens"] {
-        if let Some(v) = get(key) {
-            let n = int(v, key, BUDGET)?;
-            if n == -1 {
-                switch.set(true, key)?;
-            } else {
-                budget.set(n, key)?;
-            }
-        }
-    }
-    if let Some(v) = get("chat_template_kwargs") {
-        let obj = v.as_object().ok_or_else(|| err("chat_template_kwargs", "'chat_template_kwargs' must be an object"))?;
-        if let Some(e) = obj.get("enable_thinking").filter(|v| !v.is_null()) {
-            switch.set(boolean(e, "chat_template_kwargs.enable_thinking")?, "chat_template_kwargs.enable_thinking")?;
-        }
-    }
-    if let Some(v) = get("think") {
+    for (key, v) in f.top.budgets() {
         match v {
-            Value::Bool(b) => switch.set(*b, "think")?,
-            Value::String(s) => set_effort(s, "think", &mut effort)?,
-            _ => return Err(err("think", "'think' must be a boolean or an effort level")),
+            Some(n) if n.0 == -1 => switch.set(true, key)?,
+            Some(n) => budget.set(n.0, key)?,
+            None => {}
         }
     }
-    if let Some(v) = get("min_thinking_tokens") {
-        min_thinking = int(v, "min_thinking_tokens", TOKENS)?;
+    if let Some(e) = f.template.as_ref().and_then(|t| t.enable_thinking.as_ref()) {
+        switch.set(e.0, "chat_template_kwargs.enable_thinking")?;
     }
-    if let Some(v) = get("reasoning_budget_message") {
-        budget_message = Some(string(v, "reasoning_budget_message")?.to_string());
+    match &f.top.think {
+        Some(Think::Switch(b)) => switch.set(*b, "think")?,
+        Some(Think::Level(s)) => set_effort(s, "think", &mut effort)?,
+        None => {}
     }
-    if let Some(v) = get("reasoning_format") {
-        separate = match string(v, "reasoning_format")? {
-            "none" => false,
-            "auto" | "deepseek" | "deepseek-legacy" | "parsed" => true,
-            other => return Err(err("reasoning_format", format!("unknown reasoning_format '{other}'; expected one of {FORMATS:?}"))),
-        };
-    }
+    let min_thinking = f.top.min_thinking_tokens.as_ref().map_or(0, |m| m.0);
 
     // "auto" chooses budget and samples itself: naming either as well is a contradiction.
     let auto = effort.get().filter(|(e, _)| e == Effort::Auto.as_str());
@@ -268,24 +241,20 @@ pub fn normalise(req: &Map<String, Value>, cfg: &Policy, thinking_model: bool) -
         (None, None) if !thinking => Effort::None,
         _ => Effort::Default,
     };
-    let sampling = sampling_plan(req, cfg, effort.get().map(|(e, _)| e))?;
-    if let (Some((_, ap)), Some(sp)) = (&auto, sampling_given(req)) {
-        return Err(err(&sp, format!("'{sp}' contradicts '{ap}' = auto, which chooses the samples")));
+    let sampling = sampling_plan(f, cfg, effort.get().map(|(e, _)| e))?;
+    if let (Some((_, ap)), Some(sp)) = (&auto, sampling_given(f)) {
+        return Err(err(sp, format!("'{sp}' contradicts '{ap}' = auto, which chooses the samples")));
     }
-    let scaffold = match req.get("reasoning").and_then(|r| r.get("scaffold")).filter(|v| !v.is_null()) {
-        Some(v) => Scaffold::parse(string(v, "reasoning.scaffold")?)
-            .ok_or_else(|| err("reasoning.scaffold", format!("'reasoning.scaffold' must be one of {SCAFFOLDS:?}")))?,
-        None => cfg.scaffold,
-    };
+    let reasoning = f.reasoning.as_ref();
     Ok(ReasoningPlan {
         thinking,
         min_thinking: if thinking { min_thinking as u32 } else { 0 },
         max_thinking: if thinking { max_thinking } else { Some(0) },
-        budget_message,
-        exclude,
-        separate,
+        budget_message: f.top.reasoning_budget_message.as_ref().map(|m| m.0.clone()),
+        exclude: reasoning.and_then(|r| r.exclude.as_ref()).is_some_and(|x| x.0),
+        separate: f.top.reasoning_format.as_ref().map_or(cfg.format != "none", |s| s.0 .0),
         effort: label,
-        scaffold,
+        scaffold: reasoning.and_then(|r| r.scaffold.as_ref()).map_or(cfg.scaffold, |s| s.0),
         sampling,
         auto: auto.is_some(),
     })

@@ -4,7 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use super::params::{boolean, err, int, number, string, PlanError, AGGREGATES, CHECKERS, CONFIDENCE, KEEP_TOP, PRUNES, SAMPLES, VERIFIERS};
+use super::fields::{read, Checker, Fields, Reasoning, Sampling, Text, VerifierField};
+use super::params::{err, PlanError, CHECKERS, VERIFIERS};
 use super::plan::Policy;
 
 /// Self-consistency: how many chains to sample and how to choose among them.
@@ -96,136 +97,104 @@ impl Aggregate {
     }
 }
 /// The request field that names a sample count, if any.
-pub(super) fn sampling_given(req: &Map<String, Value>) -> Option<String> {
-    let nested = req.get("reasoning").and_then(Value::as_object).and_then(|o| o.get("samples")).filter(|v| !v.is_null());
-    if nested.is_some() {
-        return Some("reasoning.samples".into());
+pub(super) fn sampling_given(f: &Fields) -> Option<&'static str> {
+    if f.nested_sampling.as_ref().is_some_and(|n| n.samples.is_some()) {
+        Some("reasoning.samples")
+    } else if f.sampling.samples.is_some() {
+        Some("samples")
+    } else {
+        f.top.num_samples.is_some().then_some("num_samples")
     }
-    ["samples", "num_samples"].iter().find(|k| req.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string())
 }
 
-/// `reasoning: {samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup}` with
-/// top-level aliases `samples`/`num_samples` and the other names.
-pub(super) fn sampling_plan(req: &Map<String, Value>, cfg: &Policy, effort: Option<String>) -> Result<SamplingPlan, PlanError> {
-    let nested = req.get("reasoning").and_then(Value::as_object);
-    let pick = |key: &str, aliases: &[&str]| -> Option<(Value, String)> {
-        nested
-            .and_then(|o| o.get(key).filter(|v| !v.is_null()).map(|v| (v.clone(), format!("reasoning.{key}"))))
-            .or_else(|| aliases.iter().find_map(|a| req.get(*a).filter(|v| !v.is_null()).map(|v| (v.clone(), a.to_string()))))
-    };
+/// One sampling field, `reasoning`'s before the top level's, with its path.
+fn pick<'a, T>(f: &'a Fields, key: &str, field: impl Fn(&'a Sampling) -> Option<&'a T>) -> Option<(&'a T, String)> {
+    f.nested_sampling
+        .as_ref()
+        .and_then(&field)
+        .map(|v| (v, format!("reasoning.{key}")))
+        .or_else(|| field(&f.sampling).map(|v| (v, key.to_string())))
+}
+
+/// `reasoning: {samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup}`, or
+/// the same names at the top level (`num_samples` too).
+pub(super) fn sampling_plan(f: &Fields, cfg: &Policy, effort: Option<String>) -> Result<SamplingPlan, PlanError> {
+    let nested = f.reasoning.as_ref();
     let effort_samples = effort.as_ref().and_then(|e| cfg.effort_samples.get(e)).copied().unwrap_or(1);
-    let samples = match pick("samples", &["samples", "num_samples"]) {
-        Some((v, p)) => int(&v, &p, SAMPLES)? as u32,
-        None => effort_samples,
-    };
+    let samples = pick(f, "samples", |s| s.samples.as_ref())
+        .map(|(n, _)| n.0)
+        .or(f.top.num_samples.as_ref().map(|n| n.0))
+        .map_or(effort_samples, |n| n as u32);
     let verifier_default = effort.as_ref().and_then(|e| cfg.effort_verifier.get(e)).cloned().unwrap_or_else(|| "none".into());
-    let (verifier, check) = match pick("verifier", &["verifier"]) {
-        Some((Value::Object(o), p)) => checked_verifier(&o, &p, nested)?,
-        Some((v, p)) => with_tests(parse_verifier(string(&v, &p)?, &p)?, nested)?,
+    let (verifier, check) = match pick(f, "verifier", |s| s.verifier.as_ref()) {
+        Some((VerifierField::Checker(o), p)) => checked_verifier(o, &p, nested)?,
+        Some((VerifierField::Name(v), p)) => with_tests(parse_verifier(v, &p)?, nested)?,
         None => with_tests(parse_verifier(&verifier_default, "verifier")?, nested)?,
     };
-    if !matches!(check, Some(Check::Tests { .. } | Check::Http { .. }))
-        && nested.is_some_and(|o| o.get("tests").is_some_and(|t| !t.is_null()))
-    {
+    if !matches!(check, Some(Check::Tests { .. } | Check::Http { .. })) && nested.is_some_and(|r| r.tests.is_some()) {
         return Err(err("reasoning.tests", "'reasoning.tests' needs 'verifier': 'tests' (or an http checker)"));
     }
-    let aggregate = match pick("aggregate", &["aggregate"]) {
-        Some((v, p)) => match string(&v, &p)? {
-            "majority" | "vote" => Aggregate::Majority,
-            "weighted" => Aggregate::Weighted,
-            "best" | "best_of_n" => Aggregate::Best,
-            "confidence" => Aggregate::Confidence,
-            other => return Err(err(&p, format!("unknown aggregate '{other}'; expected one of {AGGREGATES:?}"))),
-        },
+    let aggregate = match pick(f, "aggregate", |s| s.aggregate.as_ref()) {
+        Some((a, _)) => a.0,
         None if verifier != Verifier::None => Aggregate::Weighted,
         None => Aggregate::Majority,
     };
     if matches!(aggregate, Aggregate::Weighted | Aggregate::Best) && verifier == Verifier::None {
         return Err(err("verifier", format!("aggregate '{}' needs a verifier", aggregate.as_str())));
     }
-    let adaptive = match pick("adaptive", &["adaptive"]) {
-        Some((v, p)) => boolean(&v, &p)?,
-        None => false,
+    let warmup = match pick(f, "warmup", |s| s.warmup.as_ref()) {
+        Some((w, p)) if w.0 > samples as i64 => return Err(err(&p, format!("'{p}' ({}) exceeds the samples ({samples})", w.0))),
+        w => w.map(|(w, _)| w.0 as u32),
     };
-    let confidence = match pick("confidence", &["confidence"]) {
-        Some((v, p)) => number(&v, &p, CONFIDENCE)?,
-        None => cfg.confidence,
-    };
-    let prune = match pick("prune", &["prune"]) {
-        Some((v, p)) => match string(&v, &p)? {
-            "confidence" => true,
-            "none" => false,
-            other => return Err(err(&p, format!("unknown prune '{other}'; expected one of {PRUNES:?}"))),
-        },
-        None => false,
-    };
-    let keep_top = match pick("keep_top", &["keep_top"]) {
-        Some((v, p)) => Some(number(&v, &p, KEEP_TOP)?),
-        None => None,
-    };
-    let warmup = match pick("warmup", &["warmup"]) {
-        Some((v, p)) => {
-            let w = int(&v, &p, SAMPLES)?;
-            if w > samples as i64 {
-                return Err(err(&p, format!("'{p}' ({w}) exceeds the samples ({samples})")));
-            }
-            Some(w as u32)
-        }
-        None => None,
-    };
-    Ok(SamplingPlan { samples, aggregate, verifier, adaptive, confidence, prune, keep_top, warmup, check })
+    Ok(SamplingPlan {
+        samples,
+        aggregate,
+        verifier,
+        adaptive: pick(f, "adaptive", |s| s.adaptive.as_ref()).is_some_and(|(a, _)| a.0),
+        confidence: pick(f, "confidence", |s| s.confidence.as_ref()).map_or(cfg.confidence, |(c, _)| c.0),
+        prune: pick(f, "prune", |s| s.prune.as_ref()).is_some_and(|(p, _)| p.0 .0),
+        keep_top: pick(f, "keep_top", |s| s.keep_top.as_ref()).map(|(k, _)| k.0),
+        warmup,
+        check,
+    })
 }
 
-fn with_tests(v: Verifier, nested: Option<&Map<String, Value>>) -> Result<(Verifier, Option<Check>), PlanError> {
+fn with_tests(v: Verifier, nested: Option<&Reasoning>) -> Result<(Verifier, Option<Check>), PlanError> {
     Ok((v, if v == Verifier::Tests { Some(tests_check(nested)?) } else { None }))
 }
 
 /// `reasoning.tests` (Python source with asserts; absent: the prompt's docstring examples) and
 /// `reasoning.entry_point`.
-fn tests_check(nested: Option<&Map<String, Value>>) -> Result<Check, PlanError> {
-    let field = |k: &str| -> Result<Option<String>, PlanError> {
-        match nested.and_then(|o| o.get(k)).filter(|v| !v.is_null()) {
-            None => Ok(None),
-            Some(v) => Ok(Some(string(v, &format!("reasoning.{k}"))?.to_string())),
-        }
-    };
-    let mut tests = field("tests")?;
+fn tests_check(nested: Option<&Reasoning>) -> Result<Check, PlanError> {
+    let tests = nested.and_then(|r| r.tests.as_ref()).map(|t| t.0.clone());
     let generated = tests.as_deref() == Some("generated");
-    if generated {
-        tests = None;
-    }
-    let entry_point = field("entry_point")?;
+    let entry_point = nested.and_then(|r| r.entry_point.as_ref()).map(|e| e.0.clone());
     if entry_point.as_deref().is_some_and(|e| e.is_empty() || !e.chars().all(|c| c.is_alphanumeric() || c == '_')) {
         return Err(err("reasoning.entry_point", "'reasoning.entry_point' must be a function name"));
     }
-    Ok(Check::Tests { tests, generated, entry_point })
+    Ok(Check::Tests { tests: tests.filter(|_| !generated), generated, entry_point })
 }
 
 /// A verifier given as an object: `{"type": "regex", "pattern": ...}`, `{"type": "http", "name":
 /// ...}`, or `{"type": "tests"}` (its tests in `reasoning.tests`).
-fn checked_verifier(o: &Map<String, Value>, p: &str, nested: Option<&Map<String, Value>>) -> Result<(Verifier, Option<Check>), PlanError> {
-    let text = |k: &str| -> Result<String, PlanError> {
-        let v = o.get(k).ok_or_else(|| err(&format!("{p}.{k}"), format!("'{p}.{k}' is required")))?;
-        Ok(string(v, &format!("{p}.{k}"))?.to_string())
-    };
-    match text("type")?.as_str() {
+fn checked_verifier(o: &Map<String, Value>, p: &str, nested: Option<&Reasoning>) -> Result<(Verifier, Option<Check>), PlanError> {
+    let c: Checker = read(o, &format!("{p}."))?;
+    let required = |v: Option<Text>, k: &str| v.map(|t| t.0).ok_or_else(|| err(&format!("{p}.{k}"), format!("'{p}.{k}' is required")));
+    match required(c.kind, "type")?.as_str() {
         "regex" => {
-            let pattern = text("pattern")?;
+            let pattern = required(c.pattern, "pattern")?;
             regex::Regex::new(&pattern)
                 .map_err(|e| err(&format!("{p}.pattern"), format!("'{p}.pattern' is not a valid regular expression: {e}")))?;
             Ok((Verifier::Regex, Some(Check::Regex(pattern))))
         }
         "json_schema" => {
-            let schema = o.get("schema").ok_or_else(|| err(&format!("{p}.schema"), format!("'{p}.schema' is required")))?;
-            super::schema::compile(schema).map_err(|e| err(&format!("{p}.schema"), format!("'{p}.schema': {e}")))?;
-            Ok((Verifier::JsonSchema, Some(Check::JsonSchema(schema.clone()))))
+            let schema = c.schema.ok_or_else(|| err(&format!("{p}.schema"), format!("'{p}.schema' is required")))?;
+            super::schema::compile(&schema).map_err(|e| err(&format!("{p}.schema"), format!("'{p}.schema': {e}")))?;
+            Ok((Verifier::JsonSchema, Some(Check::JsonSchema(schema))))
         }
         "http" => {
-            let tests = match nested.and_then(|n| n.get("tests")).filter(|v| !v.is_null()) {
-                Some(t) => Some(string(t, "reasoning.tests")?.to_string()),
-                None => None,
-            };
-            Ok((Verifier::Http, Some(Check::Http { name: text("name")?, tests })))
+            let tests = nested.and_then(|r| r.tests.as_ref()).map(|t| t.0.clone());
+            Ok((Verifier::Http, Some(Check::Http { name: required(c.name, "name")?, tests })))
         }
         "tests" => Err(err(p, format!("send 'verifier': 'tests' with the tests in 'reasoning.tests', not as '{p}'"))),
         other => Err(err(&format!("{p}.type"), format!("unknown verifier type '{other}'; expected one of {CHECKERS:?}"))),
