@@ -244,11 +244,14 @@ pub enum Event {
     Error(JobError),
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
+    #[error("every slot is busy and the queue is full")]
     QueueFull,
+    #[error("the server is shutting down")]
     ShuttingDown,
     /// No replica of a remote backend is up.
+    #[error("{0}")]
     Unavailable(String),
 }
 
@@ -318,22 +321,17 @@ pub struct Capabilities {
 }
 
 /// Why the model's text side could not serve a call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TextError {
     /// The input itself is refused (a template that rejects the conversation): the client's fault.
+    #[error("{0}")]
     Invalid(String),
     /// The input does not fit in the model's context.
+    #[error("{0}")]
     TooLong(String),
     /// The backend could not be asked (a remote engine down or failing).
+    #[error("{0}")]
     Unavailable(String),
-}
-
-impl std::fmt::Display for TextError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Invalid(m) | Self::TooLong(m) | Self::Unavailable(m) => write!(f, "{m}"),
-        }
-    }
 }
 
 /// A token id in the model's vocabulary: the contract's own type, so nothing above the embedded

@@ -37,7 +37,8 @@ impl Interval {
 }
 
 /// A request field the gate refuses, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct PlanError {
     pub param: String,
     pub message: String,

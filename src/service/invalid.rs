@@ -4,19 +4,25 @@ use crate::backend::TextError;
 use crate::reasoning::params::PlanError;
 
 /// Why the gate refused a request. Each kind maps to one OpenAI error, in `From<Invalid> for ApiError`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Invalid {
     /// The body is not a JSON object.
+    #[error("{0}")]
     Body(String),
     /// A field's value is refused; `param` names it as the client wrote it.
+    #[error("{message}")]
     Field { message: String, param: Option<String> },
     /// The prompt, or a token cap, does not fit the context.
+    #[error("{message}")]
     ContextLength { message: String, param: String },
     /// The field asks for something this backend cannot do (a grammar, a verifier model).
+    #[error("{message}")]
     Unsupported { message: String, param: String },
     /// The engine that templates and tokenizes (a remote one) is unreachable.
+    #[error("{0}")]
     Unavailable(String),
     /// The preparation itself failed (its thread panicked): the server's fault, not the request's.
+    #[error("the request could not be prepared")]
     Internal,
 }
 

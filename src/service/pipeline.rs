@@ -20,15 +20,19 @@ use super::ballot::Outcome;
 use super::trace::Trace;
 
 /// Why a request could not be run or finished; the HTTP layer maps each to one OpenAI error.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Failure {
     /// Every slot is busy and the queue is full: retry later (429).
+    #[error("every slot is busy and the queue is full")]
     Busy,
     /// No backend to run on: still loading, shutting down, or every replica down (503).
+    #[error("{0}")]
     Unavailable(String),
     /// The backend failed the request after taking it (500; the engine's message).
+    #[error("{0}")]
     Engine(String),
     /// The engine refused the request as sent (400; the engine's message, the field at fault).
+    #[error("{message}")]
     Refused { message: String, param: Option<String> },
 }
 

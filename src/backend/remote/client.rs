@@ -8,25 +8,18 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// Why a call to a replica failed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     /// The replica is unreachable, failed (5xx) or broke a stream: mark it down, go elsewhere.
+    #[error("{0}")]
     Replica(String),
     /// The replica is full (429): wait and ask again.
+    #[error("the engine is at capacity (429)")]
     Busy,
     /// The replica refused the request itself (4xx, its message, error code and the parameter it
     /// named): no other replica would do better.
+    #[error("the engine refused the request ({0}): {1}")]
     Refused(u16, String, Option<String>, Option<String>),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Replica(m) => write!(f, "{m}"),
-            Self::Busy => write!(f, "the engine is at capacity (429)"),
-            Self::Refused(status, m, ..) => write!(f, "the engine refused the request ({status}): {m}"),
-        }
-    }
 }
 
 impl From<CallError> for crate::backend::JobError {

@@ -36,35 +36,22 @@ fn tojson(value: JValue, _kwargs: minijinja::value::Kwargs) -> Result<JValue, Er
 }
 
 /// Marks an error the template raised on purpose (a conversation its rules reject).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("raised by the template")]
 struct Raised;
-
-impl std::fmt::Display for Raised {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("raised by the template")
-    }
-}
-
-impl std::error::Error for Raised {}
 
 fn raise_exception(msg: String) -> Result<JValue, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, msg).with_source(Raised))
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 pub enum RenderError {
     /// The template's own rules reject the conversation (e.g. roles that do not alternate).
+    #[error("{0}")]
     Rejected(String),
     /// The template failed for reasons of its own (a construct minijinja lacks).
+    #[error("{0}")]
     Failed(String),
-}
-
-impl std::fmt::Display for RenderError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Rejected(m) | Self::Failed(m) => f.write_str(m),
-        }
-    }
 }
 
 impl From<Error> for RenderError {
