@@ -61,6 +61,7 @@ fn decide_choice(
     plan: &SamplingPlan,
     score: ChainScore,
     check: Option<ChoiceCheck>,
+    answers: &[Option<String>],
 ) -> Outcome {
     let range = choice * group..(choice + 1) * group;
     let mut ballots = Vec::new();
@@ -86,7 +87,7 @@ fn decide_choice(
             };
             metrics().chain_confidence.with_label_values(&[fate]).observe(conf);
         }
-        let answer = final_answer(&c.stats.answer, &c.stats.thinking);
+        let answer = answers[i].clone();
         let verdict = check.as_ref().and_then(|c| c.verdict(i));
         let score = verdict.map(|v| v.score);
         samples.push(SampleDetail {
@@ -211,6 +212,8 @@ impl Ballots {
     /// The outcome of each choice; what the verifier spent generating is added to `col.side`.
     pub async fn decide(&self, col: &mut Collector) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(self.n);
+        // Each sample's final answer, extracted once for the judged lookup and the ballot.
+        let answers: Vec<Option<String>> = col.choices.iter().map(|c| final_answer(&c.stats.answer, &c.stats.thinking)).collect();
         for c in 0..self.n {
             let (_, voting) = voters(col, c, self.group, &self.plan, self.score);
             let checked = match &self.check {
@@ -219,7 +222,7 @@ impl Ballots {
                         .iter()
                         .map(|&i| {
                             let s = &col.choices[i].stats;
-                            let answer = final_answer(&s.answer, &s.thinking);
+                            let answer = &answers[i];
                             Candidate {
                                 thinking: s.thinking.clone(),
                                 answer: s.answer.clone(),
@@ -235,7 +238,7 @@ impl Ballots {
                 None => None,
             };
             let check = checked.as_ref().map(|checked| ChoiceCheck { voters: &voting, checked });
-            outcomes.push(decide_choice(col, c, self.group, &self.plan, self.score, check));
+            outcomes.push(decide_choice(col, c, self.group, &self.plan, self.score, check, &answers));
         }
         if let Some((v, _)) = &self.check {
             col.side += v.side_tokens();
