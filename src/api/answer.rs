@@ -1,5 +1,6 @@
-//! What a chat request answers with, shared by the plain and the voted paths: the answer whole or
-//! as frames, the `chat.completion` object, and how thinking and answer text are shown.
+//! What a chat request answers with, shared by the plain and the voted paths and by
+//! /v1/responses: the answer whole or as frames, the `chat.completion` object, and how thinking
+//! and answer text are shown.
 
 use axum::response::{IntoResponse, Response};
 

@@ -12,7 +12,6 @@ pub mod responses;
 mod sse;
 mod stream;
 mod tokenize;
-mod vote;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
