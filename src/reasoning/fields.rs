@@ -17,7 +17,9 @@ use super::sampling::Aggregate;
 
 /// One object level of the request read into `T`; `prefix` is the level's path (`"reasoning."`).
 pub fn read<T: DeserializeOwned>(obj: &Map<String, Value>, prefix: &str) -> Result<T, PlanError> {
-    serde_path_to_error::deserialize(Value::Object(obj.clone())).map_err(|e| {
+    // Read in place: the request's other fields (its messages) are skipped, never copied.
+    let fields = serde::de::value::MapDeserializer::new(obj.iter().map(|(k, v)| (k.as_str(), v)));
+    serde_path_to_error::deserialize(fields).map_err(|e: serde_path_to_error::Error<serde_json::Error>| {
         let path = format!("{prefix}{}", e.path());
         let path = path.trim_end_matches('.');
         err(path, format!("'{path}' {}", e.inner()))

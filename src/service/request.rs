@@ -27,7 +27,8 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Invalid> {
 
 /// Deserialize typed fields out of the object, naming the offending field on error.
 pub fn typed<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T, Invalid> {
-    serde_path_to_error::deserialize(Value::Object(obj.clone())).map_err(|e| {
+    let fields = serde::de::value::MapDeserializer::new(obj.iter().map(|(k, v)| (k.as_str(), v)));
+    serde_path_to_error::deserialize(fields).map_err(|e: serde_path_to_error::Error<serde_json::Error>| {
         let mut path = e.path().to_string();
         let inner = e.inner().to_string();
         // A missing field is reported at its parent: name the field itself.
