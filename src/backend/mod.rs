@@ -266,6 +266,33 @@ struct Control {
     cancelled: AtomicBool,
     verdicts: std::sync::Mutex<Vec<SampleVerdict>>,
     arrived: tokio::sync::Notify,
+    /// A worker thread that waits for what the handle hands in (the embedded engine's).
+    bell: Option<Arc<Bell>>,
+}
+
+/// Wakes a backend's worker thread (not an async task) when there is something to do: a job
+/// submitted, a verdict handed in, a job cancelled. Rings are not counted: one wait takes them all.
+#[derive(Default)]
+pub struct Bell {
+    rung: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Bell {
+    pub fn ring(&self) {
+        if let Ok(mut rung) = self.rung.lock() {
+            *rung = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Returns once rung since the last wait, or after `timeout`.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        let Ok(rung) = self.rung.lock() else { return };
+        if let Ok((mut rung, _)) = self.cv.wait_timeout_while(rung, timeout, |r| !*r) {
+            *rung = false;
+        }
+    }
 }
 
 /// What a checking verifier found of one finished sample's program.
@@ -286,9 +313,19 @@ impl SampleVerdict {
 }
 
 impl JobHandle {
+    /// A handle whose verdicts and cancel also ring `bell`.
+    pub fn with_bell(bell: Arc<Bell>) -> Self {
+        Self(Arc::new(Control { bell: Some(bell), ..Control::default() }))
+    }
+    fn wake(&self) {
+        self.0.arrived.notify_one();
+        if let Some(b) = &self.0.bell {
+            b.ring();
+        }
+    }
     pub fn cancel(&self) {
         self.0.cancelled.store(true, Ordering::Relaxed);
-        self.0.arrived.notify_one();
+        self.wake();
     }
     pub fn is_cancelled(&self) -> bool {
         self.0.cancelled.load(Ordering::Relaxed)
@@ -297,7 +334,7 @@ impl JobHandle {
         if let Ok(mut q) = self.0.verdicts.lock() {
             q.push(v);
         }
-        self.0.arrived.notify_one();
+        self.wake();
     }
     /// Verdicts handed in since the last call.
     pub fn take_verdicts(&self) -> Vec<SampleVerdict> {
@@ -404,4 +441,32 @@ pub enum EngineFault {
     Panic,
     /// SIGSEGV inside the next decode, as a faulting llama.cpp kernel would.
     Signal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_bell_wakes_its_waiter_and_a_ring_before_the_wait_is_kept() {
+        let bell = Arc::new(Bell::default());
+        let handle = JobHandle::with_bell(bell.clone());
+        handle.verdict(SampleVerdict::failed(0));
+        let t = Instant::now();
+        bell.wait(Duration::from_secs(30));
+        assert!(t.elapsed() < Duration::from_secs(10), "the ring before the wait was lost");
+        // Taken: the next wait sleeps until its timeout, or until another thread rings.
+        let t = Instant::now();
+        bell.wait(Duration::from_millis(50));
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        let ringer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            handle.cancel();
+        });
+        let t = Instant::now();
+        bell.wait(Duration::from_secs(30));
+        assert!(t.elapsed() < Duration::from_secs(10), "the cancel did not ring");
+        ringer.join().unwrap();
+    }
 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::backend::{Event, JobHandle, JobSpec, SubmitError, Token};
+use crate::backend::{Bell, Event, JobHandle, JobSpec, SubmitError, Token};
 use crate::config::Config;
 pub use model::Model;
 
@@ -68,6 +68,8 @@ fn governor(cfg: &Config, threads: i32) -> Option<Arc<threads::Governor>> {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Job>,
+    /// Wakes the engine thread while it waits on its jobs' verdicts.
+    bell: Arc<Bell>,
     pub model: Arc<Model>,
     /// Total KV cells, and the cells of each slot's private stream (the most one request may use).
     pub n_ctx: u32,
@@ -111,22 +113,24 @@ impl Engine {
             cache: cfg.cache_type,
             governor: governor(cfg, threads),
         };
-        let (m, s) = (model.clone(), stats.clone());
+        let bell = Arc::new(Bell::default());
+        let (m, s, b) = (model.clone(), stats.clone(), bell.clone());
         let handle =
-            std::thread::Builder::new().name(THREAD.into()).spawn(move || scheduler::run(m, verifier, loop_cfg, rx, s, ready_tx))?;
+            std::thread::Builder::new().name(THREAD.into()).spawn(move || scheduler::run(m, verifier, loop_cfg, rx, b, s, ready_tx))?;
         // The context is created on the engine thread; wait for it so a failure is reported here.
         let n_ctx = ready_rx.recv().map_err(|_| anyhow::anyhow!("engine thread exited during start-up"))??;
         crate::metrics::metrics().kv_cells_total.set(n_ctx as i64);
         let slot_ctx = n_ctx / cfg.parallel;
-        Ok((Self { tx, model, n_ctx, slot_ctx, parallel: cfg.parallel, has_verifier, stats }, handle))
+        Ok((Self { tx, bell, model, n_ctx, slot_ctx, parallel: cfg.parallel, has_verifier, stats }, handle))
     }
 
     pub fn submit(&self, spec: JobSpec) -> Result<(mpsc::UnboundedReceiver<Event>, JobHandle), SubmitError> {
         let (events, rx) = mpsc::unbounded_channel();
-        let cancel = JobHandle::default();
+        let cancel = JobHandle::with_bell(self.bell.clone());
         let job = Job { spec, events, handle: cancel.clone(), enqueued: Instant::now() };
         match self.tx.try_send(job) {
             Ok(()) => {
+                self.bell.ring();
                 crate::metrics::metrics().queue_depth.set(self.queue_depth() as i64);
                 Ok((rx, cancel))
             }

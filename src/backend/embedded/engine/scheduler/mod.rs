@@ -26,7 +26,7 @@ use super::verifier::VerifierModel;
 use super::{EngineStats, Job, Model};
 use crate::backend::controller::JobForcing;
 use crate::backend::groups::Groups;
-use crate::backend::{Event, Token, JUDGE_NO, JUDGE_YES};
+use crate::backend::{Bell, Event, Token, JUDGE_NO, JUDGE_YES};
 use crate::metrics::metrics;
 
 pub(crate) struct LoopConfig {
@@ -114,6 +114,7 @@ pub(crate) fn run(
     verifier_model: Option<Arc<Model>>,
     cfg: LoopConfig,
     mut rx: mpsc::Receiver<Job>,
+    bell: Arc<Bell>,
     stats: Arc<EngineStats>,
     ready: std::sync::mpsc::Sender<anyhow::Result<u32>>,
 ) {
@@ -175,8 +176,9 @@ pub(crate) fn run(
         s.take_verdicts(!decoded);
         if !decoded && !checked && s.asked == 0 && s.waiting.is_none() {
             // Only jobs waiting for their samples' verdicts (the sandbox runs the next wave's
-            // precondition): a short nap instead of a spin.
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            // precondition): wait for a verdict, a cancel or a new job to ring. The timeout only
+            // bounds how late a client that left unseen is noticed.
+            bell.wait(std::time::Duration::from_millis(50));
         }
         s.publish(&rx);
         if s.stats.panic_requested.load(Ordering::Relaxed) {
