@@ -5,7 +5,6 @@ pub mod chat;
 pub mod code;
 pub mod confidence;
 pub mod extract;
-pub mod fields;
 pub mod forcing;
 pub mod grade;
 pub mod labels;

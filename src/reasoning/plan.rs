@@ -5,9 +5,8 @@
 use serde_json::{Map, Value};
 
 use super::chat::Message;
-use super::fields::{Fields, Think};
 use super::labels::Effort;
-use super::params::{err, PlanError};
+use super::params::{err, Fields, PlanError, Think};
 use super::sampling::SamplingPlan;
 use super::sampling::{sampling_given, sampling_plan};
 

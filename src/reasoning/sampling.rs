@@ -4,8 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::fields::{read, Checker, Fields, Reasoning, Sampling, Text, VerifierField};
-use super::params::{err, PlanError, CHECKERS, VERIFIERS};
+use super::params::{err, read, Checker, Fields, PlanError, Reasoning, Sampling, Text, VerifierField, CHECKERS, VERIFIERS};
 use super::plan::Policy;
 
 /// Self-consistency: how many chains to sample and how to choose among them.
