@@ -371,7 +371,7 @@ impl Config {
         // The config's verifier names and sample counts are checked here, so a typo stops the
         // server at start-up instead of failing every request that names that effort level.
         for (level, name) in &self.reasoning.effort_verifier {
-            crate::reasoning::sampling::parse_verifier(name, "verifier")
+            crate::reasoning::plan::parse_verifier(name, "verifier")
                 .map_err(|e| anyhow::anyhow!("reasoning.effort_verifier.{level}: {}", e.message))?;
         }
         for (level, n) in &self.reasoning.effort_samples {

@@ -11,7 +11,6 @@ pub mod labels;
 pub mod logprobs;
 pub mod params;
 pub mod plan;
-pub mod sampling;
 pub mod schema;
 pub mod tools;
 pub mod verify;

@@ -14,8 +14,8 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use super::plan::Aggregate;
 use super::plan::Scaffold;
-use super::sampling::Aggregate;
 
 /// An integer field's range, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Choosing one answer among sampled chains: majority, verifier-weighted or best-of-N, and the
 //! Beta stopping rule of Adaptive-Consistency.
 
-use super::sampling::Aggregate;
+use super::plan::Aggregate;
 
 /// One finished chain as the vote sees it.
 #[derive(Debug, Clone)]

@@ -12,10 +12,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::json;
 
-use super::ballot::Outcome;
 use super::grading::{AutoDecision, Grade};
 use super::invalid::Invalid;
-use super::pipeline::{events, submit, Collector, Failure, Finish, Reader, SideTokens, Update};
+use super::pipeline::{events, submit, Collector, Failure, Finish, Outcome, Reader, SideTokens, Update};
 use super::request::Validated;
 use super::validate::{off_thread, prepare_completion, prepare_off_thread, Body, PreparedCompletion};
 use super::verify::{GeneratedTests, WritingTests};

@@ -6,7 +6,6 @@
 //! `trace` turns a job's events into its spans. Nothing here knows HTTP or OpenAI's wire types: `api/` maps results and errors onto them.
 
 mod auto_table;
-mod ballot;
 mod grading;
 pub mod infer;
 mod invalid;
@@ -18,10 +17,10 @@ mod verify;
 mod vote;
 
 // The one door beside `infer`: what `api/` (and the fuzz targets) see of the service.
-pub use ballot::{Outcome, VoteDetail};
 pub use grading::{feedback as record_feedback, observe, scaling_table, AutoDecision, Feedback, FeedbackError};
 pub use invalid::Invalid;
 pub use pipeline::{Collector, Failure, Reader, Sequences, Update};
+pub use pipeline::{Outcome, VoteDetail};
 pub use request::{parse_object, typed, Common};
 pub use trace::TARGET as TRACE_TARGET;
 pub use validate::{chat_request_schema, completion_request_schema, conversation, Body};

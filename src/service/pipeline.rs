@@ -1,6 +1,9 @@
 //! The request pipeline chat, text completions and voted responses share: submitting jobs to the
 //! backend, folding their events into per-choice results, reading them whole (`collect`) or one
-//! event at a time (`Reader`, which the HTTP streamer drives), and the one log line per job.
+//! event at a time (`Reader`, which the HTTP streamer drives), and the one log line per job. A
+//! request ends with `Update::Decided` when it voted: what a decided vote is made of (each
+//! choice's outcome and its ballot, as the response's `thinkscale` object shows it) is defined
+//! here, apart from how it is decided (`vote`).
 
 use std::pin::Pin;
 use std::time::Instant;
@@ -10,13 +13,15 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use serde::Serialize;
+
 use crate::backend::{Backend, Event, JobError, JobHandle, JobSpec, SeqStats, SubmitError};
 use crate::metrics::metrics;
+use crate::reasoning::confidence::ChainScores;
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::labels::{Effort, FinishReason};
 use crate::reasoning::logprobs::LogprobEntry;
 
-use super::ballot::Outcome;
 use super::trace::Trace;
 
 /// Why a request could not be run or finished; the HTTP layer maps each to one OpenAI error.
@@ -331,6 +336,81 @@ impl Reader {
             None => Ok(self.cols),
         }
     }
+}
+
+// What a decided vote holds.
+
+/// A self-consistency choice's ballot.
+#[derive(Debug, Clone, Serialize)]
+pub struct VoteDetail {
+    pub answer: Option<String>,
+    pub samples_requested: usize,
+    /// Chains decoded (pruned and dropped ones included: their tokens were spent), and voting.
+    pub samples_used: usize,
+    pub samples_voted: usize,
+    pub stopped_early: bool,
+    pub aggregate: &'static str,
+    pub verifier: &'static str,
+    pub adaptive: bool,
+    pub prune: &'static str,
+    pub keep_top: Option<f64>,
+    pub prune_threshold: Option<f64>,
+    pub pruned: usize,
+    pub votes: Vec<VoteRow>,
+    pub chosen_sample: Option<usize>,
+    /// Why the chosen sample won, when a verifier chose by itself (`tests`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    pub samples: Vec<SampleDetail>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VoteRow {
+    pub answer: String,
+    pub votes: usize,
+    pub weight: f64,
+    pub confidence: f64,
+    pub mean_logprob: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleDetail {
+    pub index: usize,
+    pub answer: Option<String>,
+    pub thinking_tokens: u32,
+    pub completion_tokens: u32,
+    pub mean_logprob: f64,
+    pub score: Option<f64>,
+    pub finish_reason: Option<&'static str>,
+    pub confidence: Option<ChainScores>,
+    pub voted: bool,
+    /// `verifier: "tests"`: cases run and passed, behaviour group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestsVerdict>,
+    /// Why a checking verifier could not score this sample (it scored 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verifier_error: Option<String>,
+    pub reasoning: String,
+    pub content: String,
+}
+
+/// One choice decided from its samples.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub thinking: String,
+    pub answer: String,
+    pub finish: Option<FinishReason>,
+    pub ext: VoteDetail,
+    pub stopped_early: bool,
+    pub used: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestsVerdict {
+    pub run: usize,
+    pub passed: usize,
+    /// Samples with equal outputs on every case and probe input share a group; None: no program.
+    pub group: Option<usize>,
 }
 
 #[cfg(test)]

@@ -2,15 +2,14 @@
 //! `validate::vote_plan` set how they run), with the whole ballot kept for the response's
 //! `thinkscale` object.
 
-use super::ballot::{Outcome, SampleDetail, VoteDetail, VoteRow};
-use super::pipeline::Collector;
+use super::pipeline::{Collector, Outcome, SampleDetail, VoteDetail, VoteRow};
 use crate::backend::FinishReason;
 use crate::metrics::metrics;
 use crate::reasoning::code::Selection;
 use crate::reasoning::confidence::{keep_top, ChainScore};
 use crate::reasoning::extract::final_answer;
 use crate::reasoning::labels::Effort;
-use crate::reasoning::sampling::SamplingPlan;
+use crate::reasoning::plan::SamplingPlan;
 use crate::reasoning::vote::{decide, Ballot, Tally};
 
 use tracing::Instrument;

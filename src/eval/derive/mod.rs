@@ -17,7 +17,7 @@ use super::DeriveArgs;
 use crate::reasoning::confidence::{keep_top, ChainScores};
 use crate::reasoning::extract::{final_answer, normalise};
 use crate::reasoning::grade::{frontier, mcnemar_p, wilson};
-use crate::reasoning::sampling::Aggregate;
+use crate::reasoning::plan::Aggregate;
 use crate::reasoning::verify::arithmetic_score;
 use crate::reasoning::vote::{decide, Ballot};
 

@@ -19,11 +19,10 @@ use serde::Serialize;
 
 use crate::reasoning::chat::Message;
 use crate::reasoning::code::{self, Selection, Suite};
-use crate::reasoning::sampling::{Check, Verifier as Name};
+use crate::reasoning::plan::{Check, Verifier as Name};
 
-use super::ballot::TestsVerdict;
 use super::invalid::Invalid;
-use super::pipeline::{SideTokens, Watch};
+use super::pipeline::{SideTokens, TestsVerdict, Watch};
 use super::Service;
 use crate::backend::{Event, JobHandle, SampleVerdict};
 use crate::sandbox::harness;
