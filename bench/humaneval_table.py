@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The HumanEval test-split table of docs/SCALING.md, from recorded `thinkscale eval code` runs:
 each run's server choice (the chain marked `chosen`; a greedy run's one chain) with its 95% Wilson
-interval, completion tokens per problem (every chain the run decoded) and its multiple of the
+interval, completion tokens per problem (every chain the run decoded, and what the verifier had
+the model write) and its multiple of the
 first run's, chains decoded per problem, and the exact McNemar p of each run against each
 `--against` run, paired on the problems both answered. `--without` leaves problems out (the
 test-split problems whose docstrings shaped the example parser), for the same table without them.
@@ -29,7 +30,9 @@ def problems(run):
         c = json.loads(line)
         n = int(c["task_id"].split("/")[1])
         solved, tokens, chains = out.get(n, (False, 0, 0))
-        out[n] = (solved or (c["chosen"] and c["correct"]), tokens + c["completion_tokens"], chains + 1)
+        # verifier_tokens: what the verifier had the model write (tests: "generated").
+        spent = c["completion_tokens"] + c.get("verifier_tokens", 0)
+        out[n] = (solved or (c["chosen"] and c["correct"]), tokens + spent, chains + 1)
     return out
 
 

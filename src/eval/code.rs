@@ -110,6 +110,14 @@ pub struct CodeChain {
     /// How the chain ended ("cancelled": an early stop cut it; absent in older runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish: Option<String>,
+    /// Completion tokens the verifier had the model spend on the problem besides its chains (the
+    /// asserts of `tests: "generated"`), recorded on the problem's first chain.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub verifier_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 const INSTRUCTION: &str =
@@ -227,6 +235,9 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
         None => vec![json!({"index": 0, "content": choice["message"]["content"], "completion_tokens": v["usage"]["completion_tokens"]})],
     };
     let chosen = choice.pointer("/thinkscale/chosen_sample").and_then(Value::as_u64).unwrap_or(0) as usize;
+    // `usage` counts the chains and what the verifier generated: the rest is the verifier's.
+    let chains: u64 = samples.iter().map(|s| s["completion_tokens"].as_u64().unwrap_or(0)).sum();
+    let mut verifier_tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0).saturating_sub(chains);
     let mut out = Vec::new();
     for s in &samples {
         let program = code::program(s["content"].as_str().unwrap_or(""));
@@ -245,6 +256,7 @@ async fn solve(a: &CodeArgs, client: &reqwest::Client, sb: &Sandbox, p: &Problem
             error,
             program,
             finish: s["finish_reason"].as_str().map(str::to_string),
+            verifier_tokens: std::mem::take(&mut verifier_tokens),
         });
     }
     Ok(out)
@@ -344,6 +356,11 @@ struct Cell {
     vs: Option<(u64, u64)>,
 }
 
+/// What the verifier spent on a problem besides its chains.
+fn verifier(g: &[CodeChain]) -> u64 {
+    g.iter().map(|c| c.verifier_tokens).sum()
+}
+
 fn report(a: &CodeArgs) -> anyhow::Result<String> {
     let problems = by_problem(read_chains(&a.out.join("chains.jsonl"))?);
     let n = problems.len() as u64;
@@ -374,7 +391,8 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
             for g in &problems {
                 let ok = pick(rule, g, k).is_some_and(|i| g[i].correct);
                 solved += u64::from(ok);
-                tokens += g[..k].iter().map(|c| c.completion_tokens).sum::<u64>();
+                // A rule over several chains reads their verdicts, and so what the verifier spent.
+                tokens += g[..k].iter().map(|c| c.completion_tokens).sum::<u64>() + if k > 1 { verifier(g) } else { 0 };
                 if let Some(base) = base_of(&g[0].task_id) {
                     b += u64::from(base.correct && !ok);
                     c += u64::from(!base.correct && ok);
@@ -389,13 +407,17 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
     for g in &problems {
         let ok = g.iter().any(|c| c.chosen && c.correct);
         solved += u64::from(ok);
-        tokens += g.iter().map(|c| c.completion_tokens).sum::<u64>();
+        tokens += g.iter().map(|c| c.completion_tokens).sum::<u64>() + verifier(g);
         if let Some(base) = base_of(&g[0].task_id) {
             b += u64::from(base.correct && !ok);
             c += u64::from(!base.correct && ok);
         }
     }
-    let label = if a.adaptive { "server's choice, adaptive" } else { "server's choice" };
+    let label = match (a.adaptive, a.generated_tests) {
+        (true, _) => "server's choice, adaptive",
+        (false, true) => "server's choice, generated tests (CodeT)",
+        (false, false) => "server's choice",
+    };
     let vs = baseline.is_some().then_some((b, c));
     cells.push(Cell { label: label.into(), k: a.samples as usize, solved, tokens: tokens as f64 / n.max(1) as f64, vs });
     let chains: usize = problems.iter().map(Vec::len).sum();
@@ -411,6 +433,11 @@ fn report(a: &CodeArgs) -> anyhow::Result<String> {
     } else {
         "Graded on each program as written, top-level statements included.\n\n"
     });
+    if a.generated_tests {
+        md.push_str(
+            "`tests: \"generated\"`: each chain's examples passed/run count the asserts the model wrote for the problem, not the docstring examples; the rules below read them in their place, and every rule over several chains counts the asserts' tokens.\n\n",
+        );
+    }
     if let Some(dir) = &a.baseline {
         md.push_str(&format!("Baseline (the greedy row, and McNemar's pairs): {}.\n\n", dir.display()));
     }
