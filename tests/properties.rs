@@ -123,11 +123,20 @@ proptest! {
         let req: Map<String, Value> = fields.into_iter().collect();
         let cfg = plan::Policy::default();
         for thinking_model in [false, true] {
-            if let Ok(p) = plan::normalise(&req, &cfg, thinking_model) {
-                prop_assert!(p.min_thinking <= p.max_thinking.unwrap_or(u32::MAX));
-                prop_assert!(p.sampling.samples >= 1 && i64::from(p.sampling.samples) <= thinkscale::reasoning::params::SAMPLES.max);
-                // The `auto` label and the auto policy go together.
-                prop_assert_eq!(p.effort == Effort::Auto, p.auto);
+            match plan::normalise(&req, &cfg, thinking_model) {
+                Ok(p) => {
+                    prop_assert!(p.min_thinking <= p.max_thinking.unwrap_or(u32::MAX));
+                    prop_assert!(p.sampling.samples >= 1 && i64::from(p.sampling.samples) <= thinkscale::reasoning::params::SAMPLES.max);
+                    // The `auto` label and the auto policy go together.
+                    prop_assert_eq!(p.effort == Effort::Auto, p.auto);
+                }
+                // A refusal names a field the request sent, at its path (or the verifier an
+                // aggregate needs), and quotes it.
+                Err(e) => {
+                    let sent = req.keys().any(|k| e.param == *k || e.param.starts_with(&format!("{k}.")));
+                    prop_assert!(sent || e.param == "verifier", "{} names {}", e.message, e.param);
+                    prop_assert!(e.message.contains(&format!("'{}'", e.param)) || e.param == "verifier", "{}", e.message);
+                }
             }
         }
     }

@@ -135,7 +135,7 @@ fn plan(f: &Fields, cfg: &Policy, thinking_model: bool) -> Result<ReasoningPlan,
     let set_effort = |e: &str, param: &str, effort: &mut Agreed<String>| -> Result<(), PlanError> {
         if !cfg.effort_budgets.contains_key(e) && e != Effort::Auto.as_str() {
             let known: Vec<&String> = cfg.effort_budgets.keys().collect();
-            return Err(err(param, format!("unknown effort '{e}'; expected one of {known:?} or \"auto\"")));
+            return Err(err(param, format!("'{param}': unknown effort '{e}'; expected one of {known:?} or \"auto\"")));
         }
         effort.set(e.to_string(), param)
     };
@@ -468,7 +468,7 @@ fn checked_verifier(o: &Map<String, Value>, p: &str, nested: Option<&Reasoning>)
             Ok((Verifier::Http, Some(Check::Http { name: required(c.name, "name")?, tests })))
         }
         "tests" => Err(err(p, format!("send 'verifier': 'tests' with the tests in 'reasoning.tests', not as '{p}'"))),
-        other => Err(err(&format!("{p}.type"), format!("unknown verifier type '{other}'; expected one of {CHECKERS:?}"))),
+        other => Err(err(&format!("{p}.type"), format!("'{p}.type': unknown verifier type '{other}'; expected one of {CHECKERS:?}"))),
     }
 }
 
@@ -483,7 +483,9 @@ pub fn parse_verifier(s: &str, param: &str) -> Result<Verifier, PlanError> {
         other => {
             return Err(err(
                 param,
-                format!("unknown verifier '{other}'; expected one of {VERIFIERS:?} (or an object whose type is one of {CHECKERS:?})"),
+                format!(
+                    "'{param}': unknown verifier '{other}'; expected one of {VERIFIERS:?} (or an object whose type is one of {CHECKERS:?})"
+                ),
             ))
         }
     })
