@@ -11,7 +11,12 @@ and later waves never start. The choice is then the server's over the chains tha
 most examples passed, then the largest behaviour group, then the most confident. A problem
 without examples decodes one sample (the fixed rule keeps the first there).
 
-    bench/adaptive_select.py RUN_DIR [--greedy GREEDY_RUN_DIR]
+With `--first DIR` (a greedy run whose programs were checked against the examples:
+`eval code --regrade --examples`), the table replays a greedy chain decoded first and alone:
+when its program passes, it is the answer; otherwise the sampled waves follow as above, and the
+greedy chain joins the final choice. A problem without examples keeps its greedy answer.
+
+    bench/adaptive_select.py RUN_DIR [--greedy GREEDY_RUN_DIR] [--first GREEDY_EXAMPLES_RUN_DIR]
 """
 
 import argparse
@@ -40,12 +45,18 @@ def select(finished):
     return max(finished, key=lambda c: (c["examples_passed"], size.get(c["group"], 0), c["confidence"]))
 
 
-def replay(chains, wave, agree, cap=None):
+def replay(chains, wave, agree, cap=None, first=None, before=()):
     """(correct, completion tokens, chains decoded) of one problem under the adaptive rule; with
-    `cap`, no wave starts once `cap` chains decoded without a passing program (giving up)."""
+    `cap`, no wave starts once `cap` chains decoded without a passing program (giving up); with
+    `first`, that chain (greedy) is decoded before the waves."""
+    if first is not None:
+        if first["examples_run"] == 0 or passes(first):
+            return first["correct"], first["completion_tokens"], 1
+        c, t, d = replay(chains, wave, agree, cap, None, [first])
+        return c, t + first["completion_tokens"], d + 1
     if chains[0]["examples_run"] == 0:
         return chains[0]["correct"], chains[0]["completion_tokens"], 1
-    finished, tokens, decoded = [], 0, 0
+    finished, tokens, decoded = list(before), 0, 0
     for start in range(0, len(chains), wave):
         if cap is not None and decoded >= cap:
             break
@@ -68,8 +79,11 @@ def main():
     ap.add_argument("run", type=pathlib.Path)
     ap.add_argument("--greedy", type=pathlib.Path, help="a greedy run's directory, for tokens against greedy")
     ap.add_argument("--wave", type=int, default=2, help="for the give-up table: samples per wave")
+    ap.add_argument("--first", type=pathlib.Path, help="a greedy run with example verdicts: decoded first")
     a = ap.parse_args()
     problems = load(a.run / "chains.jsonl")
+    firsts = load(a.first / "chains.jsonl") if a.first else {}
+    first = lambda t: firsts[t][0] if a.first else None
     n = len(problems)
     greedy = None
     if a.greedy:
@@ -77,7 +91,7 @@ def main():
         greedy = sum(g[t][0]["completion_tokens"] for t in problems) / n, sum(g[t][0]["correct"] for t in problems)
     fixed_tokens = sum(sum(c["completion_tokens"] for c in ch) for ch in problems.values()) / n
     fixed_correct = sum(select(ch)["correct"] if ch[0]["examples_run"] else ch[0]["correct"] for ch in problems.values())
-    print(f"{a.run}: {n} problems, {min(len(c) for c in problems.values())} chains each")
+    print(f"{a.run}: {n} problems, {min(len(c) for c in problems.values())} chains each" + (f", {a.first}'s chain first" if a.first else ""))
     if greedy:
         print(f"greedy: {greedy[1]}/{n} correct, {greedy[0]:.0f} completion tokens per problem")
     print(f"fixed {len(next(iter(problems.values())))}: {fixed_correct}/{n} correct, {fixed_tokens:.0f} tokens per problem\n")
@@ -85,7 +99,7 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for wave in (1, 2, 3, 4):
         for agree in (1, 2):
-            runs = [replay(ch, wave, agree) for ch in problems.values()]
+            runs = [replay(ch, wave, agree, first=first(t)) for t, ch in problems.items()]
             correct = sum(r[0] for r in runs)
             tokens = sum(r[1] for r in runs) / n
             decoded = sum(r[2] for r in runs) / n
@@ -95,7 +109,7 @@ def main():
     print("| give up after | correct | tokens / problem | vs fixed | vs greedy |")
     print("|---|---|---|---|---|")
     for cap in (2, 4, 6, 8):
-        runs = [replay(ch, a.wave, 1, cap) for ch in problems.values()]
+        runs = [replay(ch, a.wave, 1, cap, first(t)) for t, ch in problems.items()]
         correct = sum(r[0] for r in runs)
         tokens = sum(r[1] for r in runs) / n
         vs_greedy = f"{tokens / greedy[0]:.2f}x" if greedy else ""

@@ -41,8 +41,10 @@
 #   humaneval-dev    8 chains (T 0.8) on the dev split 0..63, every chain kept: the data
 #                    bench/adaptive_select.py replays to choose reasoning.tests_wave/tests_agree
 #   humaneval-adaptive
-#                    8 chains with adaptive: true on the test split 64..163: each wave's programs
-#                    are tested as they finish and passing ones stop the rest
+#                    8 chains with adaptive: true on the test split 64..163: the greedy answer
+#                    first, then waves of 2 samples; each program is tested as it finishes and a
+#                    passing one stops the rest (docs/humaneval/qwen0.5b-k8-adaptive-test holds the
+#                    run from before the greedy first chain)
 #   humaneval-fixed  the fixed 8 chains on the test split again, with today's verifier
 #   humaneval-generated
 #                    8 chains on the test split chosen by asserts the model writes
@@ -145,7 +147,7 @@ if [[ $name == humaneval* ]]; then
     "$bin" eval code "${sampled[@]}" --range 0..64 --out "$out/$tag-k8-dev" "$@"
     exit
   elif [[ $name == humaneval-adaptive ]]; then
-    "$bin" eval code "${sampled[@]}" --range 64..164 --adaptive --out "$out/$tag-k8-adaptive-test" "$@"
+    "$bin" eval code "${sampled[@]}" --range 64..164 --adaptive --out "$out/$tag-k8-adaptive-greedy-first-test" "$@"
     exit
   elif [[ $name == humaneval-fixed ]]; then
     "$bin" eval code "${sampled[@]}" --range 64..164 --out "$out/$tag-k8-test-rerun" "$@"

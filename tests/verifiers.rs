@@ -98,8 +98,8 @@ fn adaptive_tests_stop_once_a_program_passes_and_the_usage_says_what_ran() {
         }
         code_request(r)
     };
-    // The 0.5B coder adds two numbers: the first wave (2 samples) has a program passing both
-    // examples, the choice stops there and the other six never run.
+    // The 0.5B coder adds two numbers: the first waves (its greedy answer, then 2 samples) have a
+    // program passing both examples, the choice stops there and the rest never run.
     let v = s.chat(&adaptive(None));
     let ext = &v["choices"][0]["thinkscale"];
     assert_eq!(ext["stopped_early"], true, "{ext}");
@@ -111,6 +111,15 @@ fn adaptive_tests_stop_once_a_program_passes_and_the_usage_says_what_ran() {
     assert_eq!(v["timings"]["sequences"], *seqs, "{}", v["timings"]);
     let sampled: u64 = samples(&v).iter().map(|smp| smp["completion_tokens"].as_u64().unwrap()).sum();
     assert_eq!(v["usage"]["completion_tokens"].as_u64().unwrap(), sampled, "only the chains that ran are billed");
+    // The first sample is the model's greedy answer, decoded alone first: another seed gives the
+    // same one, and a second sample only ran if it failed.
+    let mut reseeded = adaptive(None);
+    reseeded["seed"] = json!(977);
+    let w = s.chat(&reseeded);
+    assert_eq!(samples(&w)[0]["content"], samples(&v)[0]["content"], "the first sample is not greedy");
+    if samples(&v)[0]["tests"]["passed"] == 2 {
+        assert_eq!(v["usage"]["sequences"]["run"], 1, "{}", v["usage"]);
+    }
     // Tests no correct add passes: no wave settles it, every sample runs (the waves move on as
     // their verdicts come) and none is cancelled.
     let v = s.chat(&adaptive(Some("assert add(2, 2) == 5")));

@@ -90,7 +90,6 @@ impl Groups {
     /// The work the job may start now, honouring waves and early stops (`None`: wait for a
     /// running sequence to finish). Samples an early stop skipped are reported through `emit`.
     pub fn next(&mut self, emit: &mut impl FnMut(Event)) -> Option<Work> {
-        let wave = self.adaptive.map(|a| a.wave);
         while let Some(&index) = self.pending.front() {
             let c = &mut self.choices[index / self.group];
             if c.stopped {
@@ -101,7 +100,7 @@ impl Groups {
                 continue;
             }
             // A new wave starts only when the previous one is over (and checked, when verdicts decide).
-            if wave.is_some_and(|w| c.running + c.awaiting > 0 && c.launched.is_multiple_of(w)) {
+            if self.adaptive.is_some_and(|a| c.running + c.awaiting > 0 && a.wave_ends(c.launched)) {
                 return None;
             }
             self.pending.pop_front();
@@ -243,7 +242,7 @@ mod tests {
 
     #[test]
     fn waves_wait_and_a_unanimous_wave_skips_the_rest() {
-        let adaptive = Adaptive { wave: 2, rule: StopRule::Unanimous { wave: 2 }, prune_keep: None };
+        let adaptive = Adaptive { wave: 2, greedy_first: false, rule: StopRule::Unanimous { wave: 2 }, prune_keep: None };
         let mut g = Groups::new(&spec(4, 4, Some(adaptive), false));
         let mut events = Vec::new();
         let mut emit = |e: Event| events.push(e);
@@ -264,7 +263,7 @@ mod tests {
 
     #[test]
     fn verdicts_gate_the_next_wave_and_a_passing_program_stops_the_choice() {
-        let adaptive = Adaptive { wave: 2, rule: StopRule::Verified { agree: 1 }, prune_keep: None };
+        let adaptive = Adaptive { wave: 2, greedy_first: false, rule: StopRule::Verified { agree: 1 }, prune_keep: None };
         let mut g = Groups::new(&spec(6, 6, Some(adaptive), false));
         let mut events = Vec::new();
         let mut emit = |e: Event| events.push(e);
@@ -292,6 +291,32 @@ mod tests {
     }
 
     #[test]
+    fn a_greedy_first_sample_is_a_wave_of_its_own() {
+        let adaptive = Adaptive { wave: 2, greedy_first: true, rule: StopRule::Verified { agree: 1 }, prune_keep: None };
+        let s = spec(10, 5, Some(adaptive), false);
+        // Each choice's first sample decodes greedily, with its own seed like the rest.
+        assert_eq!((s.sampling_of(0).temperature, s.sampling_of(5).temperature), (0.0, 0.0));
+        assert_eq!((s.sampling_of(1).temperature, s.sampling_of(1).seed), (1.0, 1));
+        let mut g = Groups::new(&s);
+        let mut emit = |_: Event| {};
+        let v = |index, passed| SampleVerdict { index, passed, behaviour: 9 };
+        assert_eq!(g.next(&mut emit), Some(Work::Sample(0)));
+        // Choice 0's greedy sample is alone in its wave.
+        assert_eq!(g.next(&mut emit), None);
+        g.finished(0, FinishReason::Stop, &answer("a"), &mut emit);
+        assert_eq!(g.verdict(v(0, false), &mut emit), None);
+        // Then waves of two.
+        assert_eq!(g.next(&mut emit), Some(Work::Sample(1)));
+        assert_eq!(g.next(&mut emit), Some(Work::Sample(2)));
+        assert_eq!(g.next(&mut emit), None);
+        // A greedy program that passes ends its choice before any sample is drawn.
+        let mut g = Groups::new(&s);
+        assert_eq!(g.next(&mut emit), Some(Work::Sample(0)));
+        g.finished(0, FinishReason::Stop, &answer("a"), &mut emit);
+        assert_eq!(g.verdict(v(0, true), &mut emit), Some(0));
+    }
+
+    #[test]
     fn judges_take_each_distinct_answer_once_after_all_samples() {
         let mut g = Groups::new(&spec(3, 3, None, true));
         let mut emit = |_: Event| {};
@@ -314,7 +339,7 @@ mod tests {
 
     #[test]
     fn cancelled_and_pruned_chains_do_not_vote() {
-        let adaptive = Adaptive { wave: 1, rule: StopRule::Beta(0.95), prune_keep: None };
+        let adaptive = Adaptive { wave: 1, greedy_first: false, rule: StopRule::Beta(0.95), prune_keep: None };
         let mut g = Groups::new(&spec(2, 2, Some(adaptive), false));
         let mut emit = |_: Event| {};
         assert_eq!(g.next(&mut emit), Some(Work::Sample(0)));

@@ -105,10 +105,22 @@ pub struct VotePlan {
 pub struct Adaptive {
     /// Samples launched together; the next wave starts when this one is over.
     pub wave: usize,
+    /// A wave of its own comes first: the choice's first sample, decoded greedily (temperature
+    /// 0, the model's most likely answer); the waves of `wave` sampled chains follow only when
+    /// the stop rule is not met by then.
+    pub greedy_first: bool,
     pub rule: StopRule,
     /// Online confidence filter: the first wave calibrates a threshold keeping this share of
     /// chains like it, and later chains whose group confidence falls below it stop at once.
     pub prune_keep: Option<f64>,
+}
+
+impl Adaptive {
+    /// Whether `launched` samples end a wave (the next one waits for them).
+    pub fn wave_ends(&self, launched: usize) -> bool {
+        let sampled = if self.greedy_first { launched.checked_sub(1) } else { Some(launched) };
+        sampled.is_some_and(|l| l.is_multiple_of(self.wave))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -171,6 +183,18 @@ impl JobSpec {
     /// Samples per choice (1 without self-consistency).
     pub fn group(&self) -> usize {
         self.vote.as_ref().map_or(1, |v| v.group.max(1))
+    }
+
+    /// Sequence `index`'s sampling: its own seed, and greedy for a choice's first sample when the
+    /// plan decodes that one first (`Adaptive::greedy_first`). Both backends start sequences so.
+    pub fn sampling_of(&self, index: usize) -> SamplingParams {
+        let mut s = self.sampling.clone();
+        s.seed = s.seed.wrapping_add(index as u32);
+        let greedy_first = self.vote.as_ref().and_then(|v| v.adaptive).is_some_and(|a| a.greedy_first);
+        if greedy_first && index.is_multiple_of(self.group()) {
+            s.temperature = 0.0;
+        }
+        s
     }
 }
 

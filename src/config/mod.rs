@@ -205,6 +205,8 @@ pub struct ReasoningConfig {
     /// the choice.
     pub tests_wave: u32,
     pub tests_agree: u32,
+    /// ... and the choice's first sample decoded greedily, alone, before the waves.
+    pub tests_greedy_first: bool,
     /// The question the `self` verifier asks after a proposed answer (P(True) of "Yes").
     pub self_verifier_prompt: String,
     /// Second GGUF used as `verifier: "model"`.
@@ -269,6 +271,7 @@ impl Default for ReasoningConfig {
             wave_size: 4,
             tests_wave: 2,
             tests_agree: 1,
+            tests_greedy_first: true,
             self_verifier_prompt: "Is that final answer correct? Answer Yes or No.".into(),
             verifier_model: None,
             history_size: 10_000,

@@ -67,6 +67,11 @@ pub struct CodeArgs {
     /// and rewrite it, without asking the server for anything
     #[arg(long)]
     pub regrade: bool,
+    /// With --regrade: check each recorded program against the prompt's docstring examples, as the
+    /// server's `verifier: "tests"` reads them, and record examples passed/run (the hidden-test
+    /// grade is kept) — a greedy run's verdicts, for replaying a greedy-first selection
+    #[arg(long, requires = "regrade")]
+    pub examples: bool,
     /// Let the server stop sampling once programs pass the examples (`adaptive: true` beside
     /// `verifier: "tests"`: each finished program is tested while the others decode, in waves).
     /// A problem without examples gets one sample: with nothing to test, more would only be voted
@@ -277,6 +282,26 @@ async fn grade(a: &CodeArgs, sb: &Sandbox, p: &Problem, program: Option<&str>) -
     Ok((r.loaded && r.cases > 0 && r.passed == r.cases, r.error))
 }
 
+/// A program against the prompt's docstring examples, as the server's verifier runs them
+/// (definitions only): examples passed and run (0 and 0 when the parser finds none).
+async fn examples(sb: &Sandbox, p: &Problem, program: Option<&str>) -> anyhow::Result<(usize, usize)> {
+    let examples = code::examples(&p.prompt, Some(&p.entry_point));
+    if examples.is_empty() {
+        return Ok((0, 0));
+    }
+    let run = examples.len();
+    let Some(program) = program else { return Ok((0, run)) };
+    let suite = Suite {
+        entry_point: Some(p.entry_point.clone()),
+        examples,
+        prelude: code::imports(&p.prompt),
+        definitions_only: true,
+        ..Suite::default()
+    };
+    let r = harness::run(sb, program, &suite, 0).await?;
+    Ok((if r.loaded { r.passed } else { 0 }, run))
+}
+
 /// `--regrade`: every recorded chain's program graded again (after a change of grading such as
 /// `--definitions-only`), chains.jsonl rewritten; the generations are not repeated.
 async fn regrade(a: &CodeArgs) -> anyhow::Result<()> {
@@ -294,7 +319,11 @@ async fn regrade(a: &CodeArgs) -> anyhow::Result<()> {
             "{}: no program text recorded (a run from before it was kept)",
             c.task_id
         );
-        (c.correct, c.error) = grade(a, &sandbox, p, c.program.as_deref()).await?;
+        if a.examples {
+            (c.examples_passed, c.examples_run) = examples(&sandbox, p, c.program.as_deref()).await?;
+        } else {
+            (c.correct, c.error) = grade(a, &sandbox, p, c.program.as_deref()).await?;
+        }
         bar.inc(1);
     }
     bar.finish();

@@ -278,15 +278,15 @@ async fn read_usage<S: futures::Stream<Item = Result<super::client::Chunk, CallE
 /// The text-completion request for the next stretch of a sequence.
 fn request(job: &JobCtx, index: usize, round: u32, continuation: &str, max_tokens: u32, logprobs: Option<u32>) -> Value {
     let spec = &job.spec;
-    let s = &spec.sampling;
+    let s = &spec.sampling_of(index);
     // A prompt given as token ids (text completions) is sent as ids; it is never continued.
     let prompt = if spec.text.is_empty() {
         json!(spec.prompt.iter().map(|t| t.0).collect::<Vec<_>>())
     } else {
         json!(format!("{}{continuation}", spec.text))
     };
-    // Each sample its own seed, as in the embedded engine; each continuation a fresh one.
-    let seed = s.seed.wrapping_add(index as u32).wrapping_add(round.wrapping_mul(7919));
+    // Each continuation a fresh seed (each sample has its own already).
+    let seed = s.seed.wrapping_add(round.wrapping_mul(7919));
     let mut body = json!({
         "model": job.shared.model, "prompt": prompt, "max_tokens": max_tokens.max(1), "stream": true,
         "temperature": s.temperature, "top_p": s.top_p, "seed": seed,

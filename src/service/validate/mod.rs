@@ -471,19 +471,25 @@ pub fn vote_plan(state: &Service, backend: &dyn Backend, p: &Prepared) -> VotePl
     // auto, when it may widen: the chosen samples run first; the rest only if they disagree.
     let widen_from = p.auto.as_ref().and_then(|a| a.choice.as_ref()).map(|c| c.setting.samples as usize).filter(|&k| k < group);
     let adaptive = if let Some(first) = widen_from {
-        Some(Adaptive { wave: first, rule: StopRule::Unanimous { wave: first }, prune_keep: None })
+        Some(Adaptive { wave: first, greedy_first: false, rule: StopRule::Unanimous { wave: first }, prune_keep: None })
     } else if plan.prune {
         Some(Adaptive {
             wave,
+            greedy_first: false,
             rule: StopRule::Consensus { level: plan.confidence, warmup: wave },
             prune_keep: Some(plan.keep_top.unwrap_or(r.prune_keep_top)),
         })
     } else if plan.adaptive && matches!(p.check, Some(CheckInput::Tests(_))) {
         // Each finished program is tested while the others decode; passing ones end the choice.
         let wave = (plan.warmup.unwrap_or(r.tests_wave).max(1) as usize).min(group);
-        Some(Adaptive { wave, rule: StopRule::Verified { agree: r.tests_agree.max(1) as usize }, prune_keep: None })
+        Some(Adaptive {
+            wave,
+            greedy_first: r.tests_greedy_first,
+            rule: StopRule::Verified { agree: r.tests_agree.max(1) as usize },
+            prune_keep: None,
+        })
     } else {
-        plan.adaptive.then_some(Adaptive { wave, rule: StopRule::Beta(plan.confidence), prune_keep: None })
+        plan.adaptive.then_some(Adaptive { wave, greedy_first: false, rule: StopRule::Beta(plan.confidence), prune_keep: None })
     };
     let measure = plan.prune || plan.keep_top.is_some() || plan.aggregate == Aggregate::Confidence;
     let confidence =

@@ -129,8 +129,7 @@ impl Scheduler<'_> {
         self.fork(ji, seq_id);
         let job = &self.jobs[ji];
         let spec = &job.job.spec;
-        let mut sampling = spec.sampling.clone();
-        sampling.seed = sampling.seed.wrapping_add(index as u32);
+        let sampling = spec.sampling_of(index);
         let window = spec.vote.as_ref().and_then(|v| v.confidence).map(|c| c.window);
         let ctl = Controller::new(index, job.forcing.as_ref(), sampling.stop.clone(), spec.max_tokens, window);
         let last = *spec.prompt.last().expect("prompts are never empty");
