@@ -79,8 +79,8 @@ const NAMESPACE_FLAGS: [i32; 7] = [
 ];
 
 /// The filters, compiled to raw `struct sock_filter` arrays as bwrap's `--add-seccomp-fd` reads them.
-pub fn programs() -> Result<Vec<Vec<u8>>, String> {
-    let arch = std::env::consts::ARCH.try_into().map_err(|e| format!("{e:?}"))?;
+pub fn programs() -> Result<Vec<Vec<u8>>, seccompiler::BackendError> {
+    let arch = std::env::consts::ARCH.try_into()?;
     let mut denied: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
     // clone with any namespace flag: one rule per flag (a syscall's rules are alternatives).
     let per_flag = NAMESPACE_FLAGS
@@ -89,15 +89,12 @@ pub fn programs() -> Result<Vec<Vec<u8>>, String> {
             let set = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(f as u64), f as u64)?;
             SeccompRule::new(vec![set])
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<Vec<_>, _>>()?;
     denied.insert(libc::SYS_clone, per_flag);
-    let deny =
-        SeccompFilter::new(denied, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch).map_err(|e| e.to_string())?;
+    let deny = SeccompFilter::new(denied, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)?;
     let clone3 =
-        SeccompFilter::new([(libc::SYS_clone3, Vec::new())].into(), SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
-            .map_err(|e| e.to_string())?;
-    [deny, clone3].into_iter().map(|f| BpfProgram::try_from(f).map(|p| raw(&p)).map_err(|e| e.to_string())).collect()
+        SeccompFilter::new([(libc::SYS_clone3, Vec::new())].into(), SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)?;
+    [deny, clone3].into_iter().map(|f| BpfProgram::try_from(f).map(|p| raw(&p))).collect()
 }
 
 fn raw(program: &BpfProgram) -> Vec<u8> {

@@ -142,22 +142,23 @@ impl Verifier for Generated {
                 definitions_only: true,
                 ..Suite::default()
             };
+            // None: no program in the answer.
             let runs = join_all(candidates.iter().map(|c| async {
-                match code::program(&c.answer).or_else(|| code::program(&c.thinking)) {
-                    None => Err("no program in the answer".to_string()),
-                    Some(p) => harness::run_with(&self.sandbox, &p, &suite, 0, true).await.map_err(|e| e.to_string()),
-                }
+                let p = code::program(&c.answer).or_else(|| code::program(&c.thinking))?;
+                Some(harness::run_with(&self.sandbox, &p, &suite, 0, true).await)
             }))
             .await;
-            let outcomes: Vec<Option<Vec<bool>>> = runs.iter().map(|r| r.as_ref().ok().map(|r| r.outcomes.clone())).collect();
+            let outcomes: Vec<Option<Vec<bool>>> =
+                runs.iter().map(|r| r.as_ref().and_then(|r| r.as_ref().ok()).map(|r| r.outcomes.clone())).collect();
             let confidence: Vec<f64> = candidates.iter().map(|c| c.confidence).collect();
             let selection = code::dual_agreement(&outcomes, &confidence);
             let verdicts = runs
                 .into_iter()
                 .zip(&selection.groups)
                 .map(|(r, group)| match r {
-                    Ok(r) => Verdict::of_run(r, *group),
-                    Err(e) => Verdict { error: Some(e.to_string()), ..Verdict::default() },
+                    Some(Ok(r)) => Verdict::of_run(r, *group),
+                    Some(Err(e)) => Verdict { error: Some(e.to_string()), ..Verdict::default() },
+                    None => Verdict { error: Some("no program in the answer".into()), ..Verdict::default() },
                 })
                 .collect();
             Checked { verdicts, selection: Some(selection) }
