@@ -282,22 +282,15 @@ async fn grade(a: &CodeArgs, sb: &Sandbox, p: &Problem, program: Option<&str>) -
     Ok((r.loaded && r.cases > 0 && r.passed == r.cases, r.error))
 }
 
-/// A program against the prompt's docstring examples, as the server's verifier runs them
-/// (definitions only): examples passed and run (0 and 0 when the parser finds none).
+/// A program against the prompt's docstring examples, as the server's verifier runs them:
+/// examples passed and run (0 and 0 when the parser finds none).
 async fn examples(sb: &Sandbox, p: &Problem, program: Option<&str>) -> anyhow::Result<(usize, usize)> {
-    let examples = code::examples(&p.prompt, Some(&p.entry_point));
-    if examples.is_empty() {
+    let suite = Suite::for_prompt(&p.prompt, Some(p.entry_point.clone()), None);
+    if suite.is_empty() {
         return Ok((0, 0));
     }
-    let run = examples.len();
+    let run = suite.examples.len();
     let Some(program) = program else { return Ok((0, run)) };
-    let suite = Suite {
-        entry_point: Some(p.entry_point.clone()),
-        examples,
-        prelude: code::imports(&p.prompt),
-        definitions_only: true,
-        ..Suite::default()
-    };
     let r = harness::run(sb, program, &suite, 0).await?;
     Ok((if r.loaded { r.passed } else { 0 }, run))
 }

@@ -28,6 +28,14 @@ pub struct Suite {
 }
 
 impl Suite {
+    /// What `verifier: "tests"` runs a program of this prompt against: the client's `tests`, else
+    /// the prompt's docstring examples; the prompt's imports first, and the program's definitions
+    /// only (the model's own top-level example calls are not what is tested).
+    pub fn for_prompt(prompt: &str, entry_point: Option<String>, tests: Option<String>) -> Self {
+        let examples = if tests.is_some() { Vec::new() } else { examples(prompt, entry_point.as_deref()) };
+        Self { entry_point, examples, tests, prelude: imports(prompt), definitions_only: true }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.examples.is_empty() && self.tests.is_none()
     }

@@ -157,10 +157,7 @@ pub fn inputs(state: &Service, check: &Option<Check>, messages: &[Message]) -> R
                 };
                 return Ok(Some(CheckInput::Generated { entry_point: entry, prompt }));
             }
-            let examples = if tests.is_some() { Vec::new() } else { code::examples(&prompt, entry.as_deref()) };
-            // The model's own top-level example calls are not what is tested: definitions only.
-            let suite =
-                Suite { entry_point: entry, examples, tests: tests.clone(), prelude: code::imports(&prompt), definitions_only: true };
+            let suite = Suite::for_prompt(&prompt, entry, tests.clone());
             if suite.is_empty() {
                 return Err(Invalid::field("verifier 'tests' found no examples in the prompt (`>>> call` then its value, or `f(x) == y`); send them as 'reasoning.tests'", Some("reasoning.tests")));
             }
