@@ -12,9 +12,11 @@ most examples passed, then the largest behaviour group, then the most confident.
 without examples decodes one sample (the fixed rule keeps the first there).
 
 With `--first DIR` (a greedy run whose programs were checked against the examples:
-`eval code --regrade --examples`), the table replays a greedy chain decoded first and alone:
-when its program passes, it is the answer; otherwise the sampled waves follow as above, and the
-greedy chain joins the final choice. A problem without examples keeps its greedy answer.
+`eval code --regrade --examples`), the table replays a greedy chain decoded first and alone, as
+the server's sample 0 of the 8: when its program passes, it is the answer; otherwise up to 7
+sampled chains follow in waves as above, and the greedy chain joins the final choice. A problem
+without examples keeps its greedy answer. The give-up table (`reasoning.tests_give_up`) counts
+the greedy chain among the failed programs.
 
     bench/adaptive_select.py RUN_DIR [--greedy GREEDY_RUN_DIR] [--first GREEDY_EXAMPLES_RUN_DIR]
 """
@@ -52,7 +54,8 @@ def replay(chains, wave, agree, cap=None, first=None, before=()):
     if first is not None:
         if first["examples_run"] == 0 or passes(first):
             return first["correct"], first["completion_tokens"], 1
-        c, t, d = replay(chains, wave, agree, cap, None, [first])
+        # The greedy chain is the server's sample 0: it and the sampled ones make the k.
+        c, t, d = replay(chains[: len(chains) - 1], wave, agree, cap and cap - 1, None, [first])
         return c, t + first["completion_tokens"], d + 1
     if chains[0]["examples_run"] == 0:
         return chains[0]["correct"], chains[0]["completion_tokens"], 1
@@ -108,7 +111,7 @@ def main():
     print(f"\nGiving up: waves of {a.wave}, agreement 1, no new wave once this many chains failed\n")
     print("| give up after | correct | tokens / problem | vs fixed | vs greedy |")
     print("|---|---|---|---|---|")
-    for cap in (2, 4, 6, 8):
+    for cap in (3, 5, 7, 8) if a.first else (2, 4, 6, 8):
         runs = [replay(ch, a.wave, 1, cap, first(t)) for t, ch in problems.items()]
         correct = sum(r[0] for r in runs)
         tokens = sum(r[1] for r in runs) / n

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use super::{Adaptive, Event, FinishReason, JobSpec, SampleVerdict, SeqStats, StopRule};
 use crate::reasoning::confidence::{ChainScore, OnlineFilter};
 use crate::reasoning::extract::final_answer;
-use crate::reasoning::vote::verified_stop;
+use crate::reasoning::vote::{verified_gives_up, verified_stop};
 
 /// What a backend may start for a job.
 #[derive(Debug, PartialEq)]
@@ -172,10 +172,11 @@ impl Groups {
         Some(ci)
     }
 
-    /// The agreement `StopRule::Verified` asks for, when the job's verdicts decide its stops.
-    fn verified(&self) -> Option<usize> {
+    /// The agreement and give-up `StopRule::Verified` asks for, when the job's verdicts decide
+    /// its stops.
+    fn verified(&self) -> Option<(usize, Option<usize>)> {
         match self.adaptive?.rule {
-            StopRule::Verified { agree } => Some(agree),
+            StopRule::Verified { agree, give_up } => Some((agree, give_up)),
             _ => None,
         }
     }
@@ -183,12 +184,15 @@ impl Groups {
     /// A finished sample's verdict came. Returns the choice to stop when its rule is now met (the
     /// backend cancels its running samples, as for `finished`).
     pub fn verdict(&mut self, v: SampleVerdict, emit: &mut impl FnMut(Event)) -> Option<usize> {
-        let agree = self.verified()?;
+        let (agree, give_up) = self.verified()?;
         let ci = v.index / self.group;
+        let size = self.n.saturating_sub(ci * self.group).min(self.group);
         let c = self.choices.get_mut(ci)?;
         c.awaiting = c.awaiting.saturating_sub(1);
         c.verdicts.push((v.passed, v.behaviour));
-        if c.stopped || !verified_stop(&c.verdicts, agree) {
+        // Giving up only matters while samples are left to start.
+        let settled = c.running + c.awaiting == 0 && c.launched < size;
+        if c.stopped || !(verified_stop(&c.verdicts, agree) || verified_gives_up(c.verdicts.len(), settled, give_up)) {
             return None;
         }
         c.stopped = true;
@@ -263,7 +267,7 @@ mod tests {
 
     #[test]
     fn verdicts_gate_the_next_wave_and_a_passing_program_stops_the_choice() {
-        let adaptive = Adaptive { wave: 2, greedy_first: false, rule: StopRule::Verified { agree: 1 }, prune_keep: None };
+        let adaptive = Adaptive { wave: 2, greedy_first: false, rule: StopRule::Verified { agree: 1, give_up: None }, prune_keep: None };
         let mut g = Groups::new(&spec(6, 6, Some(adaptive), false));
         let mut events = Vec::new();
         let mut emit = |e: Event| events.push(e);
@@ -291,8 +295,46 @@ mod tests {
     }
 
     #[test]
+    fn a_choice_gives_up_once_enough_programs_failed() {
+        // 8 samples, the greedy one first, waves of 2, giving up after 5 failed programs.
+        let rule = StopRule::Verified { agree: 1, give_up: Some(5) };
+        let adaptive = Adaptive { wave: 2, greedy_first: true, rule, prune_keep: None };
+        let mut g = Groups::new(&spec(8, 8, Some(adaptive), false));
+        let mut events = Vec::new();
+        let mut emit = |e: Event| events.push(e);
+        let v = |index, passed| SampleVerdict { index, passed, behaviour: 9 };
+        let fail = |g: &mut Groups, wave: &[usize], emit: &mut dyn FnMut(Event)| {
+            let mut emit = |e: Event| emit(e);
+            for &i in wave {
+                assert_eq!(g.next(&mut emit), Some(Work::Sample(i)));
+            }
+            assert_eq!(g.next(&mut emit), None);
+            let mut stopped = None;
+            for &i in wave {
+                assert_eq!(g.finished(i, FinishReason::Stop, &answer("x"), &mut emit), None);
+                stopped = stopped.or(g.verdict(v(i, false), &mut emit));
+            }
+            stopped
+        };
+        assert_eq!(fail(&mut g, &[0], &mut emit), None);
+        assert_eq!(fail(&mut g, &[1, 2], &mut emit), None);
+        // The fifth failure settles the second wave: samples 5, 6 and 7 never start.
+        assert_eq!(fail(&mut g, &[3, 4], &mut emit), Some(0));
+        assert_eq!(g.next(&mut emit), None);
+        assert!(g.done());
+        let skipped = events.iter().filter(|e| matches!(e, Event::Finished { reason: FinishReason::Cancelled, .. })).count();
+        assert_eq!(skipped, 3);
+        // A choice whose samples all ran has nothing to give up: its last verdict stops nothing.
+        let rule = StopRule::Verified { agree: 1, give_up: Some(2) };
+        let adaptive = Adaptive { wave: 2, greedy_first: false, rule, prune_keep: None };
+        let mut g = Groups::new(&spec(2, 2, Some(adaptive), false));
+        assert_eq!(fail(&mut g, &[0, 1], &mut |_| {}), None);
+        assert!(g.done());
+    }
+
+    #[test]
     fn a_greedy_first_sample_is_a_wave_of_its_own() {
-        let adaptive = Adaptive { wave: 2, greedy_first: true, rule: StopRule::Verified { agree: 1 }, prune_keep: None };
+        let adaptive = Adaptive { wave: 2, greedy_first: true, rule: StopRule::Verified { agree: 1, give_up: None }, prune_keep: None };
         let s = spec(10, 5, Some(adaptive), false);
         // Each choice's first sample decodes greedily, with its own seed like the rest.
         assert_eq!((s.sampling_of(0).temperature, s.sampling_of(5).temperature), (0.0, 0.0));

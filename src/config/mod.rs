@@ -207,6 +207,8 @@ pub struct ReasoningConfig {
     pub tests_agree: u32,
     /// ... and the choice's first sample decoded greedily, alone, before the waves.
     pub tests_greedy_first: bool,
+    /// ... and no wave starts once this many programs failed (0: every sample may run).
+    pub tests_give_up: u32,
     /// The question the `self` verifier asks after a proposed answer (P(True) of "Yes").
     pub self_verifier_prompt: String,
     /// Second GGUF used as `verifier: "model"`.
@@ -272,6 +274,7 @@ impl Default for ReasoningConfig {
             tests_wave: 2,
             tests_agree: 1,
             tests_greedy_first: true,
+            tests_give_up: 7,
             self_verifier_prompt: "Is that final answer correct? Answer Yes or No.".into(),
             verifier_model: None,
             history_size: 10_000,

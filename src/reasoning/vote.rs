@@ -132,8 +132,9 @@ pub enum StopRule {
     /// `reasoning_effort: "auto"`: the first `wave` chains all agree (otherwise the search widens).
     Unanimous { wave: usize },
     /// A checking verifier's verdicts decide (`verified_stop`), not the answers: each finished
-    /// chain's program is tested while the others decode.
-    Verified { agree: usize },
+    /// chain's program is tested while the others decode. With `give_up`, no wave starts once
+    /// that many programs were checked and none ended the choice (`verified_gives_up`).
+    Verified { agree: usize, give_up: Option<usize> },
 }
 
 impl StopRule {
@@ -155,6 +156,13 @@ impl StopRule {
 /// (passed, behaviour key) of each checked chain.
 pub fn verified_stop(verdicts: &[(bool, u64)], agree: usize) -> bool {
     verdicts.iter().filter(|(p, _)| *p).any(|(_, key)| verdicts.iter().filter(|(p, k)| *p && k == key).count() >= agree.max(1))
+}
+
+/// `StopRule::Verified`'s give-up: `checked` programs are in, none still decoding or awaiting its
+/// verdict (`settled`), and they reached `give_up` without ending the choice: the choice is the
+/// best of those, and the remaining samples never start.
+pub fn verified_gives_up(checked: usize, settled: bool, give_up: Option<usize>) -> bool {
+    settled && give_up.is_some_and(|g| checked >= g.max(1))
 }
 
 #[cfg(test)]
@@ -187,7 +195,7 @@ mod tests {
         // Two passing programs that differ elsewhere do not agree.
         assert!(!verified_stop(&[(true, 1), (true, 2), (false, 1)], 2));
         assert!(verified_stop(&[(true, 1), (true, 2), (true, 1)], 2));
-        assert!(!StopRule::Verified { agree: 1 }.should_stop(&[Some("1".into())], &[0.0], 0));
+        assert!(!StopRule::Verified { agree: 1, give_up: None }.should_stop(&[Some("1".into())], &[0.0], 0));
     }
 
     #[test]

@@ -485,7 +485,10 @@ pub fn vote_plan(state: &Service, backend: &dyn Backend, p: &Prepared) -> VotePl
         Some(Adaptive {
             wave,
             greedy_first: r.tests_greedy_first,
-            rule: StopRule::Verified { agree: r.tests_agree.max(1) as usize },
+            rule: StopRule::Verified {
+                agree: r.tests_agree.max(1) as usize,
+                give_up: (r.tests_give_up > 0).then_some(r.tests_give_up as usize),
+            },
             prune_keep: None,
         })
     } else {
