@@ -43,8 +43,9 @@
 #   humaneval-adaptive
 #                    8 chains with adaptive: true on the test split 64..163: the greedy answer
 #                    first, then waves of 2 samples; each program is tested as it finishes and a
-#                    passing one stops the rest (docs/humaneval/qwen0.5b-k8-adaptive-test holds the
-#                    run from before the greedy first chain)
+#                    passing one stops the rest; after 7 failed programs the choice gives up
+#                    (docs/humaneval/qwen0.5b-k8-adaptive-test holds the run from before the greedy
+#                    first chain, qwen0.5b-k8-adaptive-greedy-first-test the one before giving up)
 #   humaneval-fixed  the fixed 8 chains on the test split again, with today's verifier
 #   humaneval-generated
 #                    8 chains on the test split chosen by asserts the model writes
@@ -147,7 +148,7 @@ if [[ $name == humaneval* ]]; then
     "$bin" eval code "${sampled[@]}" --range 0..64 --out "$out/$tag-k8-dev" "$@"
     exit
   elif [[ $name == humaneval-adaptive ]]; then
-    "$bin" eval code "${sampled[@]}" --range 64..164 --adaptive --out "$out/$tag-k8-adaptive-greedy-first-test" "$@"
+    "$bin" eval code "${sampled[@]}" --range 64..164 --adaptive --out "$out/$tag-k8-adaptive-give-up-test" "$@"
     exit
   elif [[ $name == humaneval-fixed ]]; then
     "$bin" eval code "${sampled[@]}" --range 64..164 --out "$out/$tag-k8-test-rerun" "$@"
