@@ -39,21 +39,32 @@ fn requests_spread_over_replicas_and_survive_a_killed_one() {
     let served: Vec<u64> = replicas(&outer).iter().map(|r| r["served"].as_u64().unwrap()).collect();
     assert_eq!(served, vec![2, 1], "{:?}", replicas(&outer));
 
-    // A long request; kill the replica it runs on while it streams.
-    let body = json!({"messages": [{"role": "user", "content": "Write a long story about a dragon."}], "max_tokens": 160,
+    // A long request; kill the replica it runs on once its first tokens arrived (a fixed wait let
+    // a fast machine finish the whole request before the kill).
+    let body = json!({"messages": [{"role": "user", "content": "Write a long story about a dragon."}], "max_tokens": 400,
                       "temperature": 0.7, "seed": 1, "stream": true, "ignore_eos": true});
     let url = outer.url("/v1/chat/completions");
     let client = outer.client.clone();
+    let (first_tokens, arrived) = std::sync::mpsc::channel();
     let streaming = std::thread::spawn(move || {
         let r = client.post(url).json(&body).send().unwrap();
-        (r.status().as_u16(), r.text().unwrap())
+        let status = r.status().as_u16();
+        let mut text = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(r)) {
+            let line = line.unwrap();
+            let chunk: Option<Value> = line.strip_prefix("data: ").and_then(|d| serde_json::from_str(d).ok());
+            if chunk.is_some_and(|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty())) {
+                let _ = first_tokens.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        (status, text)
     });
-    wait_for("the request to start", || replicas(&outer).iter().any(|r| r["in_flight"] == 1));
-    let busy = replicas(&outer).iter().position(|r| r["in_flight"] == 1).unwrap();
-    // The front counts the sequence it drives, as the embedded engine counts its slots (from when
-    // its task starts, a moment after the replica is chosen).
-    wait_for("the front to count the sequence", || outer.metrics().contains("thinkscale_active_sequences 1"));
-    std::thread::sleep(Duration::from_millis(300));
+    arrived.recv_timeout(Duration::from_secs(60)).expect("no tokens streamed");
+    let busy = replicas(&outer).iter().position(|r| r["in_flight"] == 1).expect("no replica holds the request");
+    // The front counts the sequence it drives, as the embedded engine counts its slots.
+    assert!(outer.metrics().contains("thinkscale_active_sequences 1"), "{}", outer.metrics());
     let killed = if busy == 0 { a.base.clone() } else { b.base.clone() };
     if busy == 0 {
         drop(a);
