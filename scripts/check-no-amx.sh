@@ -6,6 +6,7 @@
 # First it checks itself on an object that does hold them, so it cannot pass by matching nothing.
 #
 #   scripts/check-no-amx.sh [PROFILE_DIR]     (default target/release)
+#   scripts/check-no-amx.sh FILE...           only these files (scripts/llama-server.sh's binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-target/release}
@@ -18,9 +19,14 @@ printf 'ldtilecfg (%%rdi)\ntdpbssd %%tmm2, %%tmm1, %%tmm0\ntilerelease\n' | as -
   || { echo "check-no-amx: the disassembler does not show AMX instructions; this check would prove nothing" >&2; exit 1; }
 
 shopt -s nullglob
-files=("$dir"/thinkscale "$dir"/lib*.so* "$dir"/build/llama-cpp-sys-2-*/out/lib/*.so* "$dir"/build/llama-cpp-sys-2-*/out/backends/*.so)
-variants=("$dir"/libggml-cpu-*.so)
-[ ${#variants[@]} -ge 2 ] || { echo "check-no-amx: no CPU variants beside the binary in $dir (build first)" >&2; exit 1; }
+if [ -f "$dir" ]; then
+  files=("$@")
+  variants=()
+else
+  files=("$dir"/thinkscale "$dir"/lib*.so* "$dir"/build/llama-cpp-sys-2-*/out/lib/*.so* "$dir"/build/llama-cpp-sys-2-*/out/backends/*.so)
+  variants=("$dir"/libggml-cpu-*.so)
+  [ ${#variants[@]} -ge 2 ] || { echo "check-no-amx: no CPU variants beside the binary in $dir (build first)" >&2; exit 1; }
+fi
 found=0
 for f in "${files[@]}"; do
   [ -f "$f" ] || continue
@@ -31,5 +37,9 @@ for f in "${files[@]}"; do
   fi
 done
 [ "$found" = 0 ] || exit 1
+if [ -f "$dir" ]; then
+  echo "check-no-amx: no AMX instruction in ${files[*]}"
+  exit
+fi
 [ ! -e "$dir/libggml-cpu-sapphirerapids.so" ] || { echo "check-no-amx: the sapphirerapids variant is shipped beside the binary" >&2; exit 1; }
 echo "check-no-amx: no AMX instruction in ${#files[@]} files (${#variants[@]} CPU variants shipped: $(basename -a "${variants[@]}" | sed 's/libggml-cpu-//; s/\.so//' | tr '\n' ' '))"

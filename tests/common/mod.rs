@@ -118,7 +118,7 @@ impl Server {
         let model = flag("--model").unwrap_or_else(|| model_path().display().to_string());
         let threads = flag("--threads").unwrap_or_else(|| "1".into());
         let bin = std::env::var("LLAMA_SERVER")
-            .unwrap_or_else(|_| format!("{}/target/llama-server/bin/llama-server", env!("CARGO_MANIFEST_DIR")));
+            .unwrap_or_else(|_| format!("{}/target/llama-server/build/bin/llama-server", env!("CARGO_MANIFEST_DIR")));
         // Served under the file's name, as thinkscale names a model (llama-server's default is the path).
         let alias = std::path::Path::new(&model).file_stem().unwrap().to_string_lossy().to_string();
         let mut cmd = Command::new(&bin);
