@@ -190,9 +190,10 @@ impl Groups {
         let c = self.choices.get_mut(ci)?;
         c.awaiting = c.awaiting.saturating_sub(1);
         c.verdicts.push((v.passed, v.behaviour));
+        let settled = c.running + c.awaiting == 0;
         // Giving up only matters while samples are left to start.
-        let settled = c.running + c.awaiting == 0 && c.launched < size;
-        if c.stopped || !(verified_stop(&c.verdicts, agree) || verified_gives_up(c.verdicts.len(), settled, give_up)) {
+        let gives_up = c.launched < size && verified_gives_up(c.verdicts.len(), settled, give_up);
+        if c.stopped || !(verified_stop(&c.verdicts, agree) || gives_up) {
             return None;
         }
         c.stopped = true;
